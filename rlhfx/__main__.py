@@ -1,0 +1,3 @@
+from rlhfx.cli import main
+
+main()

@@ -1,0 +1,47 @@
+"""Algorithm registry: `--rlhf_type NAME` (and `rlhfx sft`) -> the module that builds its trainer.
+
+Each implemented algorithm is one module exposing `KIND` (the data kind it trains on: sft,
+pairwise, unpaired or prompt) and `build_trainer(ctx)`. Names whose issue has not landed yet are
+listed with `module=None` so users get a clear message instead of an unknown-name error.
+"""
+
+import difflib
+import importlib
+from dataclasses import dataclass
+
+from rlhfx.errors import RlhfxError
+
+
+@dataclass(frozen=True)
+class AlgoEntry:
+    name: str
+    module: str | None
+    summary: str
+
+
+ALGOS = {e.name: e for e in [
+    AlgoEntry("sft", "rlhfx.algos.sft", "supervised fine-tuning"),
+    AlgoEntry("dpo", "rlhfx.algos.dpo", "DPO (sigmoid), cDPO (--label_smoothing), IPO (--loss_type ipo), RPO (--rpo_alpha)"),
+    AlgoEntry("kto", None, "KTO on unpaired data"),
+    AlgoEntry("cpo", None, "CPO, reference-free"),
+    AlgoEntry("orpo", None, "ORPO, odds-ratio preference"),
+    AlgoEntry("simpo", None, "SimPO, length-normalised reference-free"),
+    AlgoEntry("rm", None, "Bradley-Terry reward model"),
+    AlgoEntry("ppo", None, "PPO with a critic and the REINFORCE++/RLOO/GRPO estimators"),
+    AlgoEntry("alright", None, "ALRIGHT joint SFT + DPO"),
+    AlgoEntry("maxright", None, "MAXRIGHT joint SFT + DPO"),
+]}
+
+
+def get_algo(name: str):
+    """The algorithm's module; a clear error for unknown or not-yet-implemented names."""
+    entry = ALGOS.get(name)
+    if entry is None:
+        close = difflib.get_close_matches(name, list(ALGOS), n=1)
+        hint = f"did you mean {close[0]}?" if close else f"choose one of {', '.join(ALGOS)}."
+        raise RlhfxError(f"Unknown --rlhf_type {name!r}.", hint)
+    if entry.module is None:
+        implemented = ", ".join(n for n, e in ALGOS.items() if e.module and n != "sft")
+        raise RlhfxError(f"--rlhf_type {name} ({entry.summary}) is not implemented yet in this version of rlhfx.",
+                         f"use one of: {implemented}.")
+    return importlib.import_module(entry.module)

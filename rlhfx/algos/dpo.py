@@ -1,0 +1,96 @@
+"""`--rlhf_type dpo`: DPO, cDPO, IPO and RPO on TRL's DPOTrainer, with the loss from algos/losses.py.
+
+TRL 1.16 ignores `label_smoothing` for the sigmoid loss and has no per-sequence RPO term, so the
+loss computation is ours (`dpo_loss`); TRL keeps the data collator, reference handling, training
+loop, checkpoints and distributed plumbing. Rows arrive already tokenized by rlhfx's chat encoder.
+"""
+
+import torch
+from trl import DPOConfig, DPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import use_adapter
+
+from rlhfx.algos.losses import dpo_loss, preference_accuracy
+from rlhfx.errors import RlhfxError
+
+KIND = "pairwise"
+DEFAULT_LR = {"full": 5e-6, "lora": 5e-5}
+
+
+class RlhfxDPOTrainer(DPOTrainer):
+    """DPOTrainer whose loss is `dpo_loss` and which accepts pre-tokenized rows as they are."""
+
+    def __init__(self, *args, rlhfx_loss: dict, **kwargs):
+        self.rlhfx_loss = rlhfx_loss
+        super().__init__(*args, **kwargs)
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        if "prompt_ids" in dataset.column_names:
+            return dataset
+        return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+    def sequence_logps(self, model, inputs, reference: bool):
+        """Summed response log-probs (policy or reference) and response token counts, chosen first."""
+        mask = inputs["completion_mask"]
+        labels = inputs["input_ids"].masked_fill(mask == 0, -100)
+        kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"], "use_cache": False}
+        if reference:
+            with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+                if self.ref_model is None:
+                    unwrapped = self.accelerator.unwrap_model(self.model)
+                    with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
+                        outputs = self.model(**kwargs, labels=labels, fused_lm_head=True)
+                else:
+                    outputs = self.ref_model(**kwargs, labels=labels, fused_lm_head=True)
+        else:
+            outputs = model(**kwargs, labels=labels, fused_lm_head=True)
+        logps = outputs.log_probs[:, -(mask.size(1) - 1):].sum(dim=1)
+        return logps.chunk(2), mask[:, 1:].sum(dim=1).float().chunk(2)
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        mode = "train" if self.model.training else "eval"
+        (chosen_logps, rejected_logps), (chosen_len, rejected_len) = self.sequence_logps(model, inputs, False)
+        if self.precompute_ref_logps:
+            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        else:
+            (ref_chosen, ref_rejected), _ = self.sequence_logps(model, inputs, True)
+        losses, chosen_rewards, rejected_rewards = dpo_loss(
+            chosen_logps, rejected_logps, ref_chosen, ref_rejected, chosen_lengths=chosen_len,
+            rejected_lengths=rejected_len, **self.rlhfx_loss)
+        gather = self.accelerator.gather_for_metrics
+        chosen_all, rejected_all = gather(chosen_rewards), gather(rejected_rewards)
+        metrics = self._metrics[mode]
+        metrics["rewards/chosen"].append(chosen_all.mean().item())
+        metrics["rewards/rejected"].append(rejected_all.mean().item())
+        metrics["rewards/accuracies"].append(preference_accuracy(chosen_all, rejected_all).item())
+        metrics["rewards/margins"].append((chosen_all - rejected_all).mean().item())
+        metrics["logps/chosen"].append(gather(chosen_logps.detach()).mean().item())
+        metrics["logps/rejected"].append(gather(rejected_logps.detach()).mean().item())
+        metrics["nll/chosen"].append(gather(-chosen_logps.detach() / chosen_len).mean().item())
+        loss = losses.mean()
+        return (loss, None) if return_outputs else loss
+
+
+def loss_options(args) -> dict:
+    """Validated loss flags: --ipo is --loss_type ipo; cDPO smoothing must stay below one half."""
+    loss_type = "ipo" if args.ipo else args.loss_type
+    if not 0.0 <= args.label_smoothing < 0.5:
+        raise RlhfxError(f"--label_smoothing must be in [0, 0.5), got {args.label_smoothing}.",
+                         "it is the assumed share of flipped labels (cDPO); 0.1 is a common choice.")
+    if loss_type == "ipo" and args.label_smoothing:
+        raise RlhfxError("--label_smoothing (cDPO) applies to the sigmoid loss, not to IPO.",
+                         "drop --label_smoothing or use --loss_type sigmoid.")
+    if args.rpo_alpha < 0:
+        raise RlhfxError(f"--rpo_alpha must be >= 0, got {args.rpo_alpha}.")
+    return {"beta": args.beta, "loss_type": loss_type, "label_smoothing": args.label_smoothing,
+            "rpo_alpha": args.rpo_alpha}
+
+
+def build_trainer(ctx):
+    """ctx: rlhfx.training.context.RunContext with model, ref model, tokenizer, datasets and HF arguments."""
+    config = DPOConfig(**ctx.hf_args, beta=ctx.args.beta, max_length=ctx.args.max_length,
+                       precompute_ref_log_probs=False)
+    return RlhfxDPOTrainer(
+        model=ctx.model, ref_model=ctx.ref_model, args=config, train_dataset=ctx.train_dataset,
+        eval_dataset=ctx.eval_dataset, processing_class=ctx.tokenizer, peft_config=ctx.peft_config,
+        callbacks=ctx.callbacks, rlhfx_loss=loss_options(ctx.args))

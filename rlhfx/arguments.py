@@ -1,0 +1,237 @@
+"""Every training flag, declared once: name, seed aliases, type, default, help, and which commands take it.
+
+Both seed dialects map onto one name (ms-swift `--sft_type` and `--train_type`, OpenRLHF `--pretrain`
+and ms-swift `--model` ...). `--config run.yaml` supplies defaults whose keys are flag names or
+aliases; flags on the command line win. Nothing heavy is imported here: `rlhfx --help` stays fast.
+"""
+
+import argparse
+import difflib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rlhfx.errors import RlhfxError
+
+TRAIN = ("sft", "rlhf")
+RLHF = ("rlhf",)
+
+
+@dataclass(frozen=True)
+class Flag:
+    name: str
+    type: type
+    default: object
+    help: str
+    aliases: tuple[str, ...] = ()
+    group: str = "training"
+    commands: tuple[str, ...] = TRAIN
+    choices: tuple[str, ...] | None = None
+    is_list: bool = False
+
+
+FLAGS: list[Flag] = [
+    # model
+    Flag("model", str, None, "Hub id, local folder, or `tiny` (the embedded model).", ("pretrain", "model_id_or_path"), "model"),
+    Flag("model_type", str, None, "Model family from the registry (llama3, qwen2, ..., ms-swift names like llama3-8b-instruct work); detected from --model when omitted.", (), "model"),
+    Flag("template", str, None, "Chat template name overriding the model type's (chatml, llama3, qwen2, mistral, gemma, phi3, deepseek, llama2, default).", (), "model"),
+    Flag("use_chat_template", bool, False, "Render with the tokenizer's own chat_template (needs {% generation %} markers for SFT masks).", ("apply_chat_template",), "model"),
+    Flag("ref_model", str, None, "Reference model for DPO (default: frozen copy of --model, or the adapter-disabled base under LoRA).", (), "model", RLHF),
+    Flag("torch_dtype", str, "auto", "Weights dtype: auto (float32 on CPU, bfloat16 on GPUs that support it), float32, bfloat16, float16.", ("dtype",), "model", choices=("auto", "float32", "bfloat16", "float16")),
+    # adapters
+    Flag("train_type", str, "lora", "full or lora.", ("sft_type",), "adapter", choices=("full", "lora")),
+    Flag("lora_rank", int, 8, "LoRA rank.", ("lora_r",), "adapter"),
+    Flag("lora_alpha", int, 32, "LoRA alpha.", (), "adapter"),
+    Flag("lora_dropout", float, 0.05, "LoRA dropout.", (), "adapter"),
+    Flag("lora_target_modules", str, "ALL", "ALL (every Linear but the output head), DEFAULT (the registry's attention projections), or names.", ("target_modules",), "adapter", is_list=True),
+    # data
+    Flag("dataset", str, None, "Datasets: registry names, hub ids (org/name[:subset][#N]), .json/.jsonl/.csv/.parquet files, json@DIR. Space or comma separated.", ("datasets",), "data", is_list=True),
+    Flag("val_dataset", str, None, "Held-out datasets (same forms as --dataset).", ("eval_dataset",), "data", is_list=True),
+    Flag("dataset_probs", float, None, "Mixing weights, one per --dataset.", (), "data", is_list=True),
+    Flag("split_dataset_ratio", float, 0.0, "Share of training rows held out for validation when no --val_dataset is given.", (), "data"),
+    Flag("max_samples", int, None, "Cap on training rows after mixing.", (), "data"),
+    Flag("max_length", int, 512, "Longest tokenized sequence; longer rows are dropped and counted.", ("max_len",), "data"),
+    Flag("prompt_key", str, None, "Column holding the prompt.", ("input_key",), "data"),
+    Flag("chosen_key", str, None, "Column holding the chosen response.", (), "data"),
+    Flag("rejected_key", str, None, "Column holding the rejected response.", (), "data"),
+    Flag("response_key", str, None, "Column holding the response.", ("output_key",), "data"),
+    Flag("label_key", str, None, "Column holding the label.", (), "data"),
+    Flag("messages_key", str, None, "Column holding a message list.", (), "data"),
+    Flag("system", str, None, "System prompt for rows that have none.", (), "data"),
+    Flag("input_template", str, None, "Raw prompt format such as 'User: {}\\nAssistant: ' instead of a chat template.", (), "data"),
+    Flag("train_on", str, "all", "Which assistant turns SFT learns: all or last.", (), "data", choices=("all", "last")),
+    # optimisation
+    Flag("learning_rate", float, None, "Peak learning rate (default: 1e-4 for LoRA, 1e-5 for full; rlhf DPO 5e-6 full).", ("lr",)),
+    Flag("num_train_epochs", float, 1.0, "Epochs over the training data.", ("max_epochs",)),
+    Flag("max_steps", int, -1, "Stop after this many optimizer steps (overrides epochs).", ()),
+    Flag("batch_size", int, 1, "Per-device micro batch size.", ("per_device_train_batch_size", "micro_train_batch_size")),
+    Flag("eval_batch_size", int, None, "Per-device eval batch size (default: --batch_size).", ("per_device_eval_batch_size", "micro_eval_batch_size")),
+    Flag("train_batch_size", int, None, "Global batch size; sets gradient accumulation = train_batch_size / (batch_size x world size).", ()),
+    Flag("gradient_accumulation_steps", int, None, "Micro batches per optimizer step.", ()),
+    Flag("warmup_ratio", float, 0.0, "Share of steps for linear warmup.", ()),
+    Flag("weight_decay", float, 0.0, "AdamW weight decay.", ()),
+    Flag("lr_scheduler_type", str, "cosine", "Learning-rate schedule (cosine, linear, constant, ...).", ()),
+    Flag("max_grad_norm", float, 1.0, "Gradient clipping norm.", ()),
+    Flag("gradient_checkpointing", bool, False, "Recompute activations in backward to save memory.", ()),
+    Flag("bf16", bool, None, "bfloat16 mixed precision (default: on for CUDA GPUs that support it, off on CPU).", ()),
+    Flag("seed", int, 42, "Random seed.", ()),
+    # outputs
+    Flag("output_dir", str, None, "Output folder (default: output/<model_type>/v<N>-<timestamp>).", ("save_path",), "output"),
+    Flag("save_steps", int, 500, "Checkpoint every N steps.", (), "output"),
+    Flag("save_total_limit", int, 2, "Checkpoints kept.", (), "output"),
+    Flag("logging_steps", int, 5, "Log every N steps.", (), "output"),
+    Flag("eval_steps", int, None, "Evaluate every N steps (default: at the end only).", (), "output"),
+    Flag("report_to", str, "none", "Trackers: none, tensorboard, wandb.", (), "output", is_list=True),
+    # preference losses
+    Flag("rlhf_type", str, "dpo", "Algorithm: dpo, kto, cpo, orpo, simpo, ppo, rm, alright, maxright.", (), "algorithm", RLHF),
+    Flag("beta", float, 0.1, "KL strength beta of the preference loss.", (), "algorithm", RLHF),
+    Flag("loss_type", str, "sigmoid", "DPO loss: sigmoid or ipo.", (), "algorithm", RLHF, choices=("sigmoid", "ipo")),
+    Flag("ipo", bool, False, "Same as --loss_type ipo (OpenRLHF).", (), "algorithm", RLHF),
+    Flag("label_smoothing", float, 0.0, "cDPO: assumed share of flipped preference labels (0 <= e < 0.5).", (), "algorithm", RLHF),
+    Flag("rpo_alpha", float, 0.0, "Weight of the NLL term on chosen responses (RPO; OpenRLHF --nll_loss_coef).", ("nll_loss_coef",), "algorithm", RLHF),
+]
+
+
+@dataclass
+class Args:
+    """Parsed flags: one attribute per Flag.name, plus the command and what the user set explicitly."""
+
+    command: str
+    values: dict
+    explicit: set = field(default_factory=set)
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def to_dict(self) -> dict:
+        return {"command": self.command, **self.values}
+
+
+def flags_for(command: str) -> list[Flag]:
+    return [f for f in FLAGS if command in f.commands]
+
+
+def _to_bool(text: str) -> bool:
+    lowered = str(text).lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise RlhfxError(f"rlhfx {self.prog.split()[-1]}: {message}.", "see `rlhfx " + self.prog.split()[-1] + " --help`.")
+
+
+def _build_parser(command: str) -> _Parser:
+    parser = _Parser(prog=f"rlhfx {command}", add_help=False, allow_abbrev=False)
+    for flag in flags_for(command):
+        names = [f"--{flag.name}"] + [f"--{a}" for a in flag.aliases]
+        kwargs = dict(dest=flag.name, default=argparse.SUPPRESS)
+        if flag.type is bool:
+            kwargs.update(nargs="?", const=True, type=_to_bool)
+        elif flag.is_list:
+            kwargs.update(nargs="+", type=str)
+        else:
+            kwargs.update(type=flag.type, choices=flag.choices)
+        parser.add_argument(*names, **kwargs)
+    parser.add_argument("--config", dest="config", default=None)
+    return parser
+
+
+def _split_list(flag: Flag, items) -> list:
+    if isinstance(items, str):
+        items = [items]
+    parts = [p.strip() for item in items for p in str(item).split(",") if p.strip()]
+    try:
+        return [flag.type(p) for p in parts]
+    except ValueError:
+        raise RlhfxError(f"--{flag.name} expects {flag.type.__name__} values, got {items!r}.") from None
+
+
+def _unknown_flag_error(command: str, token: str) -> RlhfxError:
+    known = [f"--{n}" for f in flags_for(command) for n in (f.name, *f.aliases)] + ["--config"]
+    name = token.split("=")[0]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}?" if close else f"see `rlhfx {command} --help` for the flags."
+    return RlhfxError(f"Unknown flag {name} for `rlhfx {command}`.", hint)
+
+
+def _read_config(path: str, command: str) -> dict:
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise RlhfxError(f"Config file {path} does not exist.", "pass the path of a YAML file with flag names as keys.")
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise RlhfxError(f"Config file {path} is not valid YAML: {error}.") from None
+    if not isinstance(data, dict):
+        raise RlhfxError(f"Config file {path} must be a mapping of flag names to values.")
+    by_name = {n: f for f in flags_for(command) for n in (f.name, *f.aliases)}
+    values = {}
+    for key, value in data.items():
+        flag = by_name.get(key)
+        if flag is None:
+            hint = _unknown_flag_error(command, f"--{key}").fix
+            raise RlhfxError(f"Unknown key {key!r} in config file {path}.", hint)
+        values[flag.name] = value
+    return values
+
+
+def _coerce(flag: Flag, value):
+    if value is None:
+        return None
+    if flag.is_list:
+        return _split_list(flag, value if isinstance(value, list) else [value])
+    if flag.type is bool:
+        return value if isinstance(value, bool) else _to_bool(value)
+    try:
+        value = flag.type(value)
+    except (TypeError, ValueError):
+        raise RlhfxError(f"--{flag.name} expects a {flag.type.__name__}, got {value!r}.") from None
+    if flag.choices and value not in flag.choices:
+        raise RlhfxError(f"--{flag.name} must be one of {', '.join(flag.choices)}; got {value!r}.")
+    return value
+
+
+def parse_args(command: str, argv: list[str]) -> Args:
+    """Defaults < --config file < command line. Unknown flags fail with a did-you-mean suggestion."""
+    parser = _build_parser(command)
+    parsed, unknown = parser.parse_known_args(argv)
+    if unknown:
+        raise _unknown_flag_error(command, next((u for u in unknown if u.startswith("-")), unknown[0]))
+    cli_values = {k: v for k, v in vars(parsed).items() if k != "config"}
+    file_values = _read_config(parsed.config, command) if parsed.config else {}
+    values, explicit = {}, set(file_values) | set(cli_values)
+    for flag in flags_for(command):
+        raw = cli_values.get(flag.name, file_values.get(flag.name, flag.default))
+        values[flag.name] = _coerce(flag, raw)
+    return Args(command=command, values=values, explicit=explicit)
+
+
+def print_help(command: str, summary: str) -> None:
+    """Flags grouped by purpose, aliases shown next to each name."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]rlhfx {command}[/bold]: {summary}\n")
+    console.print(f"Usage: rlhfx {command} --model MODEL --dataset DATA [flags] (or --config run.yaml)\n")
+    groups: dict[str, list[Flag]] = {}
+    for flag in flags_for(command):
+        groups.setdefault(flag.group, []).append(flag)
+    for group, flags in groups.items():
+        table = Table(title=group, title_justify="left", show_header=False, box=None, padding=(0, 2))
+        for flag in flags:
+            names = ", ".join(f"--{n}" for n in (flag.name, *flag.aliases))
+            default = "" if flag.default is None else f" [default: {flag.default}]"
+            table.add_row(names, flag.help + default)
+        console.print(table)
+    sys.stdout.flush()

@@ -1,0 +1,71 @@
+"""The `rlhfx` executable: a table of subcommands, the torchrun relaunch, and error printing.
+
+Each subcommand lives in its own module under rlhfx/commands and is imported only when run, so
+`rlhfx --help` never loads torch or trl. Adding a subcommand is one entry in COMMANDS.
+"""
+
+import importlib
+import os
+import sys
+
+import typer
+
+from rlhfx.errors import RlhfxError
+
+# name -> (module with `main(argv)`, one-line summary, launched under torchrun when NPROC_PER_NODE/NNODES is set)
+COMMANDS = {
+    "sft": ("rlhfx.commands.sft", "Supervised fine-tuning, full or LoRA.", True),
+    "rlhf": ("rlhfx.commands.rlhf", "Preference training: --rlhf_type dpo|kto|cpo|orpo|simpo|ppo|rm|alright|maxright.", True),
+}
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Align language models with human preferences through one command.")
+
+
+def _register(name: str, module: str, summary: str, distributed: bool) -> None:
+    @app.command(name, help=summary, add_help_option=False,
+                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def command(ctx: typer.Context):
+        argv = list(ctx.args)
+        if distributed and not any(a in ("-h", "--help") for a in argv):
+            from rlhfx.launch import relaunch_under_torchrun
+
+            relaunch_under_torchrun(name, argv)
+        importlib.import_module(module).main(argv)
+
+
+for _name, (_module, _summary, _distributed) in COMMANDS.items():
+    _register(_name, _module, _summary, _distributed)
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv or os.environ.get("RLHFX_DEBUG") == "1"
+    if "--debug" in sys.argv:
+        sys.argv.remove("--debug")
+    try:
+        app(standalone_mode=False)
+    except RlhfxError as error:
+        if debug:
+            raise
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        console.print(f"[bold red]error:[/bold red] {error.what}", highlight=False)
+        if error.fix:
+            console.print(f"[bold]fix:[/bold] {error.fix}", highlight=False)
+        sys.exit(2)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as error:  # click usage errors (unknown subcommand ...) arrive here
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

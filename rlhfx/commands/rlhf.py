@@ -1,0 +1,17 @@
+"""`rlhfx rlhf --rlhf_type NAME`: preference and RL training; NAME is looked up in rlhfx.algos."""
+
+SUMMARY = "Preference / RL training selected with --rlhf_type."
+
+
+def main(argv: list[str]) -> None:
+    from rlhfx.arguments import parse_args, print_help
+
+    if "--help" in argv or "-h" in argv:
+        return print_help("rlhf", SUMMARY)
+    args = parse_args("rlhf", argv)
+    from rlhfx.algos import get_algo
+
+    get_algo(args.rlhf_type)  # unknown or not-yet-implemented names fail before anything heavy loads
+    from rlhfx.training.runner import run
+
+    run(args, algo_name=args.rlhf_type)

@@ -1,0 +1,31 @@
+"""Relaunch a training command under torchrun when NPROC_PER_NODE or NNODES is set (ms-swift style)."""
+
+import os
+import subprocess
+import sys
+
+ENV_TO_TORCHRUN = {"NNODES": "--nnodes", "NODE_RANK": "--node_rank", "MASTER_ADDR": "--master_addr",
+                   "MASTER_PORT": "--master_port"}
+
+
+def is_torchrun_child() -> bool:
+    return "LOCAL_RANK" in os.environ or "TORCHELASTIC_RUN_ID" in os.environ
+
+
+def torchrun_command(command: str, argv: list[str], env: dict) -> list[str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", env.get("NPROC_PER_NODE", "1")]
+    for var, option in ENV_TO_TORCHRUN.items():
+        if env.get(var):
+            cmd += [option, env[var]]
+    if not env.get("NNODES") or env.get("NNODES") == "1":
+        cmd += ["--standalone"] if not env.get("MASTER_PORT") else []
+    return cmd + ["-m", "rlhfx", command, *argv]
+
+
+def relaunch_under_torchrun(command: str, argv: list[str]) -> None:
+    """Exec torchrun with the same arguments and exit with its code; return if no relaunch is wanted."""
+    if is_torchrun_child() or not (os.environ.get("NPROC_PER_NODE") or os.environ.get("NNODES")):
+        return
+    cmd = torchrun_command(command, argv, dict(os.environ))
+    print("rlhfx: launching", " ".join(cmd), flush=True)
+    sys.exit(subprocess.call(cmd))

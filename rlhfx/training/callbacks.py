@@ -1,0 +1,53 @@
+"""Trainer callbacks: metrics.jsonl (one JSON object per log event) and a rich progress bar."""
+
+import json
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+PROGRESS_KEYS = ("loss", "rewards/accuracies", "rewards/margins")
+
+
+class MetricsWriter(TrainerCallback):
+    """Appends every log event, with its step and epoch, to metrics.jsonl on the main process."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+
+
+class RichProgress(TrainerCallback):
+    """One progress bar over optimizer steps showing the latest loss (and reward accuracy/margin)."""
+
+    def __init__(self):
+        self.progress = None
+        self.task = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=state.max_steps, info="")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress:
+            self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.progress and logs:
+            info = "  ".join(f"{k.split('/')[-1]} {logs[k]:.4g}" for k in PROGRESS_KEYS if k in logs)
+            self.progress.update(self.task, info=info)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress:
+            self.progress.update(self.task, completed=state.global_step)
+            self.progress.stop()
+            self.progress = None

@@ -1,0 +1,61 @@
+"""Translate rlhfx flags into the TrainingArguments fields every TRL config shares.
+
+TRL's defaults are GPU-minded; on a machine without CUDA rlhfx trains in float32 on the CPU
+(gloo under torchrun), with no gradient checkpointing unless asked for.
+"""
+
+import os
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def gradient_accumulation(args) -> int:
+    if args.gradient_accumulation_steps:
+        return args.gradient_accumulation_steps
+    if args.train_batch_size:
+        per_step = args.batch_size * world_size()
+        return max(1, args.train_batch_size // per_step)
+    return 1
+
+
+def bf16_enabled(args) -> bool:
+    import torch
+
+    if args.bf16 is not None:
+        return args.bf16
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def hf_training_kwargs(args, output_dir, learning_rate: float, has_eval: bool) -> dict:
+    import torch
+
+    eval_strategy = "steps" if has_eval and args.eval_steps else "no"
+    return dict(
+        output_dir=str(output_dir),
+        learning_rate=learning_rate,
+        num_train_epochs=args.num_train_epochs,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.eval_batch_size or args.batch_size,
+        gradient_accumulation_steps=gradient_accumulation(args),
+        warmup_steps=args.warmup_ratio,
+        weight_decay=args.weight_decay,
+        lr_scheduler_type=args.lr_scheduler_type,
+        max_grad_norm=args.max_grad_norm,
+        gradient_checkpointing=args.gradient_checkpointing,
+        bf16=bf16_enabled(args),
+        seed=args.seed,
+        data_seed=args.seed,
+        save_steps=args.save_steps,
+        save_total_limit=args.save_total_limit,
+        logging_steps=args.logging_steps,
+        logging_first_step=True,
+        eval_strategy=eval_strategy,
+        eval_steps=args.eval_steps if eval_strategy == "steps" else None,
+        report_to=[r for r in args.report_to if r != "none"],
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )

@@ -1,0 +1,123 @@
+"""Load the policy, its tokenizer, the reference model and the LoRA config for a run.
+
+`--model` is `tiny` (built locally), a local folder (full weights, or a PEFT adapter folder whose
+base is loaded and merged), or a hub id.
+"""
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlhfx.errors import RlhfxError
+from rlhfx.registry.models import ModelType, lora_target_modules, resolve_model_type
+
+DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+@dataclass
+class LoadedModel:
+    model: object
+    tokenizer: object
+    model_type: ModelType
+    path: str
+
+
+def resolve_model_path(model: str | None, model_type: str | None) -> str:
+    if model is None:
+        if model_type:
+            from rlhfx.registry.models import MODEL_TYPES
+
+            entry = MODEL_TYPES.get(model_type)
+            if entry and entry.hub_ids:
+                return entry.hub_ids[0]
+        raise RlhfxError("No model given.", "pass --model (a hub id, a local folder, or `tiny` for the embedded model).")
+    if model == "tiny":
+        from rlhfx.registry.tiny import tiny_model_path
+
+        return str(tiny_model_path())
+    return model
+
+
+def _local_config(path: str) -> dict:
+    file = Path(path) / "config.json"
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+def _adapter_base(path: str) -> str | None:
+    file = Path(path) / "adapter_config.json"
+    return json.loads(file.read_text()).get("base_model_name_or_path") if file.is_file() else None
+
+
+def _dtype(name: str):
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return getattr(torch, DTYPES[name])
+
+
+def load_causal_lm(path: str, dtype_name: str = "auto"):
+    """A causal LM from a folder or hub id; an adapter folder is loaded onto its base and merged."""
+    from transformers import AutoModelForCausalLM
+
+    dtype = _dtype(dtype_name)
+    base = _adapter_base(path)
+    try:
+        if base is None:
+            return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        from peft import PeftModel
+
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(base, None), dtype=dtype)
+        return PeftModel.from_pretrained(model, path).merge_and_unload()
+    except OSError as error:
+        raise RlhfxError(f"Could not load model {path!r}: {error}",
+                         "pass a local folder with config.json and weights, a hub id, or `tiny`.") from None
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    source = _adapter_base(path) if _adapter_base(path) and not (Path(path) / "tokenizer_config.json").exists() else path
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(source, None))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_policy(args) -> LoadedModel:
+    path = resolve_model_path(args.model, args.model_type)
+    if args.model == "tiny":
+        model_type = resolve_model_type("tiny", args.model_type, None)
+    else:
+        config = _local_config(path) or _local_config(_adapter_base(path) or "")
+        model_type = resolve_model_type(path, args.model_type, config.get("architectures"))
+    tokenizer = load_tokenizer(path)
+    model = load_causal_lm(path, args.torch_dtype)
+    return LoadedModel(model=model, tokenizer=tokenizer, model_type=model_type, path=path)
+
+
+def load_reference(args, policy) -> object | None:
+    """--ref_model, else a frozen copy for full training, else None (LoRA: the adapter-disabled base)."""
+    if args.ref_model:
+        ref = load_causal_lm(resolve_model_path(args.ref_model, None), args.torch_dtype)
+    elif args.train_type == "full":
+        ref = copy.deepcopy(policy)
+    else:
+        return None
+    ref.eval().requires_grad_(False)
+    return ref
+
+
+def lora_config(args, model, model_type: ModelType):
+    if args.train_type != "lora":
+        return None
+    from peft import LoraConfig
+
+    spec = args.lora_target_modules
+    spec = spec[0] if len(spec) == 1 and spec[0] in ("ALL", "DEFAULT") else spec
+    targets = lora_target_modules(model, spec, model_type)
+    return LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")

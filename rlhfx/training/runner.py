@@ -1,0 +1,149 @@
+"""The flow of one training run, shared by `rlhfx sft` and every `rlhfx rlhf --rlhf_type`.
+
+flags -> data (normalised, drops counted) -> model, tokenizer, template -> token columns ->
+algorithm's trainer -> eval before, train, eval after -> weights/adapter, args.json, metrics.jsonl,
+curves.png, summary.json (written last: a folder without it is not a finished run).
+"""
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from rlhfx.algos import get_algo
+from rlhfx.data.loader import DataConfig, load_data
+from rlhfx.errors import RlhfxError
+from rlhfx.training.outputs import resolve_output_dir, write_json_atomic
+
+console = Console()
+SUMMARY_KEYS = ["eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "eval_rewards/chosen",
+                "eval_rewards/rejected"]
+
+
+@dataclass
+class RunContext:
+    """What an algorithm's `build_trainer` receives."""
+
+    args: object
+    model: object
+    ref_model: object
+    tokenizer: object
+    peft_config: object
+    train_dataset: object
+    eval_dataset: object
+    hf_args: dict
+    callbacks: list
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def say(*objects) -> None:
+    if is_main_process():
+        console.print(*objects, highlight=False)
+
+
+def data_config(args, kind: str) -> DataConfig:
+    if not args.dataset:
+        raise RlhfxError("No training data given.", "pass --dataset (a registry name like demo-pref, a file, or a hub id).")
+    return DataConfig(
+        datasets=args.dataset, kind=kind, dataset_probs=args.dataset_probs, val_datasets=args.val_dataset,
+        split_dataset_ratio=args.split_dataset_ratio, max_samples=args.max_samples, seed=args.seed,
+        prompt_key=args.prompt_key, chosen_key=args.chosen_key, rejected_key=args.rejected_key,
+        response_key=args.response_key, label_key=args.label_key, messages_key=args.messages_key,
+        system=args.system, input_template=args.input_template)
+
+
+def check_flags(args) -> None:
+    if args.dataset_probs and len(args.dataset_probs) != len(args.dataset or []):
+        raise RlhfxError(f"--dataset_probs has {len(args.dataset_probs)} weights for {len(args.dataset or [])} datasets.",
+                         "give one weight per --dataset.")
+    if args.input_template and args.use_chat_template:
+        raise RlhfxError("--input_template and --apply_chat_template/--use_chat_template both format the prompt.",
+                         "choose one of them.")
+    if args.input_template and "{}" not in args.input_template:
+        raise RlhfxError(f"--input_template {args.input_template!r} has no {{}} placeholder for the prompt.",
+                         "write it like 'User: {}\\nAssistant: '.")
+
+
+def run(args, algo_name: str) -> Path:
+    from transformers import set_seed
+
+    from rlhfx.training.callbacks import MetricsWriter, RichProgress
+    from rlhfx.training.encode import encode_rows, make_encoder
+    from rlhfx.training.hf_args import hf_training_kwargs
+    from rlhfx.training.models import load_policy, load_reference, lora_config
+
+    algo = get_algo(algo_name)
+    check_flags(args)
+    set_seed(args.seed)
+    train_rows, val_rows, report = load_data(data_config(args, algo.KIND))
+    policy = load_policy(args)
+    encoder = make_encoder(args, policy.tokenizer, policy.model_type)
+    train_dataset = encode_rows(algo.KIND, train_rows, encoder, args.max_length, report, "train")
+    eval_dataset = encode_rows(algo.KIND, val_rows, encoder, args.max_length, report, "val") if val_rows else None
+
+    output_dir = resolve_output_dir(args.output_dir, policy.model_type.name)
+    if (output_dir / "summary.json").exists():
+        raise RlhfxError(f"{output_dir} already holds a finished run.", "pick another --output_dir.")
+    learning_rate = args.learning_rate or algo.DEFAULT_LR[args.train_type]
+    if is_main_process():
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RlhfxError(f"Cannot create output folder {output_dir}: {error.strerror}.",
+                             "pass a writable --output_dir.") from None
+        write_json_atomic(output_dir / "args.json", {
+            **args.to_dict(), "rlhf_type": algo_name, "model_path": policy.path, "model_type": policy.model_type.name,
+            "template": None if args.use_chat_template else (args.template or policy.model_type.template),
+            "learning_rate": learning_rate})
+        write_json_atomic(output_dir / "data_report.json", report.to_dict())
+    say(f"[bold]rlhfx {algo_name}[/bold]  model {policy.path} ({policy.model_type.name})  "
+        f"train {len(train_dataset)} rows, val {len(eval_dataset) if eval_dataset else 0} rows  -> {output_dir}")
+    for line in report.summary_lines():
+        say(f"  data: {line}")
+
+    ref_model = load_reference(args, policy.model) if algo.KIND == "pairwise" else None
+    metrics_path = output_dir / "metrics.jsonl"
+    ctx = RunContext(
+        args=args, model=policy.model, ref_model=ref_model, tokenizer=policy.tokenizer,
+        peft_config=lora_config(args, policy.model, policy.model_type), train_dataset=train_dataset,
+        eval_dataset=eval_dataset, hf_args=hf_training_kwargs(args, output_dir, learning_rate, eval_dataset is not None),
+        callbacks=[MetricsWriter(metrics_path), RichProgress()])
+    trainer = algo.build_trainer(ctx)
+
+    before = trainer.evaluate() if eval_dataset is not None else {}
+    start = time.time()
+    result = trainer.train()
+    seconds = time.time() - start
+    after = trainer.evaluate() if eval_dataset is not None else {}
+    trainer.save_model(str(output_dir))
+    if is_main_process():
+        policy.tokenizer.save_pretrained(str(output_dir))
+        finish(output_dir, algo_name, before, after, result, seconds)
+    return output_dir
+
+
+def finish(output_dir: Path, algo_name: str, before: dict, after: dict, result, seconds: float) -> None:
+    """Plot, summary table, and summary.json last, marking the run complete."""
+    from rlhfx.training.plot import plot_curves
+
+    plot = plot_curves(output_dir / "metrics.jsonl", output_dir / "curves.png", f"rlhfx {algo_name}")
+    table = Table(title=f"rlhfx {algo_name}: held-out metrics", title_justify="left")
+    table.add_column("metric")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    for key in SUMMARY_KEYS:
+        if key in after:
+            table.add_row(key.removeprefix("eval_"), f"{before.get(key, float('nan')):.4f}", f"{after[key]:.4f}")
+    table.add_row("train loss (mean)", "", f"{result.training_loss:.4f}")
+    table.add_row("steps / seconds", "", f"{result.global_step} / {seconds:.1f}")
+    console.print(table)
+    console.print(f"outputs in {output_dir}" + (f"  (curves: {plot})" if plot else ""))
+    write_json_atomic(output_dir / "summary.json", {
+        "rlhf_type": algo_name, "before": before, "after": after, "train_loss": result.training_loss,
+        "global_step": result.global_step, "train_seconds": seconds})
