@@ -11,6 +11,6 @@ OUT=${OUT:-output/demo/$(date +%Y%m%d-%H%M%S)}
 rlhfx sft --model tiny --dataset demo-sft --train_type full --num_train_epochs 3 --batch_size 16 \
   --learning_rate 3e-3 --warmup_ratio 0.05 --logging_steps 20 --save_steps 1000 --output_dir "$OUT/sft"
 rlhfx rlhf --rlhf_type dpo --model "$OUT/sft" --dataset demo-pref --train_type full --beta 0.1 \
-  --num_train_epochs 1 --batch_size 16 --learning_rate 5e-4 --logging_steps 10 --save_steps 1000 \
+  --num_train_epochs 1 --batch_size 16 --learning_rate 5e-4 --logging_steps 10 --eval_steps 25 --save_steps 1000 \
   --output_dir "$OUT/dpo"
 echo "demo finished: $OUT/dpo/curves.png shows the DPO curves; $OUT/dpo/summary.json the held-out numbers"

@@ -12,10 +12,16 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 if ! python -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1; then
-    pip install -q "${RLHFX_TORCH_SPEC:-torch}"
+    pip install -q "${RLHFX_TORCH_SPEC:-torch}" 2>&1 | grep -v "is ignored: it is neither" || true
   else
-    pip install -q "${RLHFX_TORCH_SPEC:-torch==2.13.0}"
+    pip install -q "${RLHFX_TORCH_SPEC:-torch==2.13.0}" 2>&1 | grep -v "is ignored: it is neither" || true
   fi
 fi
-pip install -q -e ".[dev]" 2>&1 | grep -v "is ignored: it is neither" || true
+# Reinstall only when pyproject.toml changed since the last install (an editable install sees code changes).
+STAMP=.venv/.rlhfx-pyproject.sha
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$(sha256sum pyproject.toml)" ]; then
+  echo "installing rlhfx and its dependencies into .venv (log: .venv/pip-install.log)"
+  pip install -e ".[dev]" > .venv/pip-install.log 2>&1 || { tail -40 .venv/pip-install.log; exit 1; }
+  sha256sum pyproject.toml > "$STAMP"
+fi
 python -c "import rlhfx, trl, transformers, peft; print('rlhfx', rlhfx.__version__, '| trl', trl.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__)"

@@ -87,10 +87,18 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
+def previous_run_model_type(path: str) -> str | None:
+    """The model type recorded in args.json when `path` is the output folder of an earlier rlhfx run."""
+    file = Path(path) / "args.json"
+    return json.loads(file.read_text()).get("model_type") if file.is_file() else None
+
+
 def load_policy(args) -> LoadedModel:
     path = resolve_model_path(args.model, args.model_type)
     if args.model == "tiny":
         model_type = resolve_model_type("tiny", args.model_type, None)
+    elif args.model_type is None and previous_run_model_type(path):
+        model_type = resolve_model_type(path, previous_run_model_type(path), None)
     else:
         config = _local_config(path) or _local_config(_adapter_base(path) or "")
         model_type = resolve_model_type(path, args.model_type, config.get("architectures"))

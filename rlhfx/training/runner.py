@@ -70,8 +70,21 @@ def check_flags(args) -> None:
                          "write it like 'User: {}\\nAssistant: '.")
 
 
+def quiet_libraries() -> None:
+    """Silence library progress bars and deprecation chatter; rlhfx prints its own progress."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+
+
 def run(args, algo_name: str) -> Path:
-    from transformers import set_seed
+    from transformers import PrinterCallback, set_seed
 
     from rlhfx.training.callbacks import MetricsWriter, RichProgress
     from rlhfx.training.encode import encode_rows, make_encoder
@@ -80,6 +93,7 @@ def run(args, algo_name: str) -> Path:
 
     algo = get_algo(algo_name)
     check_flags(args)
+    quiet_libraries()
     set_seed(args.seed)
     train_rows, val_rows, report = load_data(data_config(args, algo.KIND))
     policy = load_policy(args)
@@ -115,6 +129,7 @@ def run(args, algo_name: str) -> Path:
         eval_dataset=eval_dataset, hf_args=hf_training_kwargs(args, output_dir, learning_rate, eval_dataset is not None),
         callbacks=[MetricsWriter(metrics_path), RichProgress()])
     trainer = algo.build_trainer(ctx)
+    trainer.remove_callback(PrinterCallback)  # the rich bar and metrics.jsonl replace its raw dict prints
 
     before = trainer.evaluate() if eval_dataset is not None else {}
     start = time.time()
