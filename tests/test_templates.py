@@ -232,3 +232,17 @@ def test_encoder_rejects_bad_role_order(chatml_tokenizer, template):
 def test_unknown_train_on(chatml_tokenizer):
     with pytest.raises(RlhfxError, match="train_on"):
         ChatEncoder(chatml_tokenizer, TEMPLATES["chatml"], train_on="first")
+
+
+def test_raw_prompt_from_input_template_bypasses_the_chat_template(chatml_tokenizer):
+    from rlhfx.templates.encoder import ChatEncoder
+    from rlhfx.templates.templates import get_template
+
+    encoder = ChatEncoder(chatml_tokenizer, get_template("chatml"))
+    prompt = [{"role": "user", "content": "User: Hi\nAssistant: ", "raw": True}]
+    assert encoder.prompt_text(prompt) == "User: Hi\nAssistant: "
+    completion = encoder.encode_completion(prompt, "Hello!")
+    assert chatml_tokenizer.decode(completion) == "Hello!" + chatml_tokenizer.eos_token
+    sft = encoder.encode_sft([*prompt, {"role": "assistant", "content": "Hello!"}])
+    assert sft["input_ids"] == encoder.encode_prompt(prompt) + completion
+    assert sft["assistant_masks"] == [0] * len(encoder.encode_prompt(prompt)) + [1] * len(completion)

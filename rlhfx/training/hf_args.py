@@ -58,4 +58,5 @@ def hf_training_kwargs(args, output_dir, learning_rate: float, has_eval: bool) -
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=True,
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
     )

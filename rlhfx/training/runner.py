@@ -90,6 +90,7 @@ def run(args, algo_name: str) -> Path:
     from rlhfx.training.encode import encode_rows, make_encoder
     from rlhfx.training.hf_args import hf_training_kwargs
     from rlhfx.training.models import load_policy, load_reference, lora_config
+    from rlhfx.training.ranks import check_ranks_agree
 
     algo = get_algo(algo_name)
     check_flags(args)
@@ -136,14 +137,16 @@ def run(args, algo_name: str) -> Path:
     result = trainer.train()
     seconds = time.time() - start
     after = trainer.evaluate() if eval_dataset is not None else {}
+    rank_checksums = check_ranks_agree(trainer.model)
     trainer.save_model(str(output_dir))
     if is_main_process():
         policy.tokenizer.save_pretrained(str(output_dir))
-        finish(output_dir, algo_name, before, after, result, seconds)
+        finish(output_dir, algo_name, before, after, result, seconds, rank_checksums)
     return output_dir
 
 
-def finish(output_dir: Path, algo_name: str, before: dict, after: dict, result, seconds: float) -> None:
+def finish(output_dir: Path, algo_name: str, before: dict, after: dict, result, seconds: float,
+           rank_checksums: list[float] | None) -> None:
     """Plot, summary table, and summary.json last, marking the run complete."""
     from rlhfx.training.plot import plot_curves
 
@@ -161,4 +164,4 @@ def finish(output_dir: Path, algo_name: str, before: dict, after: dict, result, 
     console.print(f"outputs in {output_dir}" + (f"  (curves: {plot})" if plot else ""))
     write_json_atomic(output_dir / "summary.json", {
         "rlhf_type": algo_name, "before": before, "after": after, "train_loss": result.training_loss,
-        "global_step": result.global_step, "train_seconds": seconds})
+        "global_step": result.global_step, "train_seconds": seconds, "rank_weight_checksums": rank_checksums})

@@ -1,0 +1,138 @@
+"""Load every dataset of a run into canonical rows: read, normalise, sample, mix, split."""
+
+import math
+import random
+from dataclasses import dataclass
+
+from rlhfx.data.formats import KINDS, normalise_rows
+from rlhfx.data.report import DropReport
+from rlhfx.data.sources import RawDataset, read_dataset, read_validation, sample_rows
+from rlhfx.errors import RlhfxError
+
+
+@dataclass
+class DataConfig:
+    """What to load and how to read it.
+
+    datasets: specs (registry name, file, json@DIR, hub id), each optionally ending in `#N`.
+    kind: the canonical kind to produce: sft | pairwise | unpaired | prompt.
+    dataset_probs: mixing weights (OpenRLHF --dataset_probs): rows are drawn from each dataset in these
+        proportions; the total is the sum of the dataset sizes, or max_samples when given.
+    val_datasets: validation specs. Without them, `split_dataset_ratio` > 0 holds out that share of
+        the training rows (seeded); else registry datasets with a bundled validation file use it.
+    max_samples: cap on the training rows (applied after mixing and the held-out split).
+    *_key: the dataset's own name for a column (OpenRLHF --input_key is prompt_key, --output_key is
+        response_key).
+    system: a system prompt for rows that have none.
+    input_template: OpenRLHF --input_template, e.g. "User: {}\\nAssistant: " (see formats.py).
+    """
+
+    datasets: list[str]
+    kind: str
+    dataset_probs: list[float] | None = None
+    val_datasets: list[str] | None = None
+    split_dataset_ratio: float = 0.0
+    max_samples: int | None = None
+    seed: int = 42
+    prompt_key: str | None = None
+    chosen_key: str | None = None
+    rejected_key: str | None = None
+    response_key: str | None = None
+    label_key: str | None = None
+    messages_key: str | None = None
+    system: str | None = None
+    input_template: str | None = None
+
+    def renames(self) -> dict[str, str]:
+        """The key flags as `{dataset_key: rlhfx_key}`."""
+        flags = {
+            "prompt": self.prompt_key, "chosen": self.chosen_key, "rejected": self.rejected_key,
+            "response": self.response_key, "label": self.label_key, "messages": self.messages_key,
+        }
+        return {source: target for target, source in flags.items() if source}
+
+
+def load_data(cfg: DataConfig) -> tuple[list[dict], list[dict] | None, DropReport]:
+    """(train rows, validation rows or None, what was dropped and why)."""
+    _check_config(cfg)
+    report = DropReport()
+    raws = [read_dataset(spec) for spec in cfg.datasets]
+    train = _mix([_rows(raw, cfg, report) for raw in raws], cfg)
+    val = None
+    if cfg.val_datasets:
+        val = [row for spec in cfg.val_datasets for row in _rows(_as_validation(read_dataset(spec)), cfg, report)]
+    elif cfg.split_dataset_ratio > 0:
+        train, val = _split(train, cfg.split_dataset_ratio, cfg.seed)
+    else:
+        bundled = [v for v in map(read_validation, raws) if v is not None]
+        if bundled:
+            val = [row for raw in bundled for row in _rows(raw, cfg, report)]
+    if cfg.max_samples is not None and len(train) > cfg.max_samples:
+        train = sample_rows(train, cfg.max_samples, cfg.seed)
+    return train, val, report
+
+
+def _as_validation(raw: RawDataset) -> RawDataset:
+    raw.name += " (val)"  # keeps its drop counts apart from the same file used for training
+    return raw
+
+
+def _rows(raw: RawDataset, cfg: DataConfig, report: DropReport) -> list[dict]:
+    renames = {**(raw.columns or {}), **cfg.renames()}
+    rows = normalise_rows(raw.rows, cfg.kind, raw.name, report, renames=renames,
+                          system=cfg.system, input_template=cfg.input_template)
+    return rows if raw.take is None else sample_rows(rows, raw.take, cfg.seed)
+
+
+def _mix(parts: list[list[dict]], cfg: DataConfig) -> list[dict]:
+    if cfg.dataset_probs is None:
+        return [row for part in parts for row in part]
+    total = cfg.max_samples or sum(len(part) for part in parts)
+    counts = _apportion(total, cfg.dataset_probs)
+    rows = [row for part, n in zip(parts, counts) for row in sample_rows(part, n, cfg.seed)]
+    random.Random(cfg.seed).shuffle(rows)
+    return rows
+
+
+def _apportion(total: int, weights: list[float]) -> list[int]:
+    """Split `total` into integers proportional to `weights` (largest remainders get the leftovers)."""
+    exact = [total * w / sum(weights) for w in weights]
+    counts = [math.floor(x) for x in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda i: counts[i] - exact[i])
+    for i in by_remainder[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def _split(rows: list[dict], ratio: float, seed: int) -> tuple[list[dict], list[dict]]:
+    n_val = math.ceil(len(rows) * ratio)
+    if n_val >= len(rows):
+        raise RlhfxError(
+            f"--split_dataset_ratio {ratio} holds out all {len(rows)} training rows.",
+            "Use a smaller ratio, more data, or --val_dataset.",
+        )
+    held_out = set(random.Random(seed).sample(range(len(rows)), n_val))
+    train = [row for i, row in enumerate(rows) if i not in held_out]
+    return train, [rows[i] for i in sorted(held_out)]
+
+
+def _check_config(cfg: DataConfig) -> None:
+    if cfg.kind not in KINDS:
+        raise RlhfxError(f"Unknown data kind '{cfg.kind}'.", f"Use one of {', '.join(KINDS)}.")
+    if not cfg.datasets:
+        raise RlhfxError("No training dataset given.", "Pass --dataset NAME_OR_PATH (a registry name, file or hub id).")
+    probs = cfg.dataset_probs
+    if probs is not None and (len(probs) != len(cfg.datasets) or min(probs) < 0 or sum(probs) <= 0):
+        raise RlhfxError(
+            f"--dataset_probs {probs} does not fit the {len(cfg.datasets)} datasets given.",
+            "Give one non-negative weight per --dataset, not all zero.",
+        )
+    if not 0 <= cfg.split_dataset_ratio < 1:
+        raise RlhfxError(f"--split_dataset_ratio is {cfg.split_dataset_ratio}.", "Use a value in [0, 1).")
+    if cfg.max_samples is not None and cfg.max_samples < 1:
+        raise RlhfxError(f"--max_samples is {cfg.max_samples}.", "Use a positive number, or leave it unset.")
+    if cfg.input_template is not None and "{}" not in cfg.input_template:
+        raise RlhfxError(
+            f"--input_template {cfg.input_template!r} has no '{{}}' for the prompt.",
+            'Put {} where the prompt goes, e.g. "User: {}\\nAssistant: ".',
+        )

@@ -1,0 +1,30 @@
+"""A guard for distributed runs: every rank must end with the same weights.
+
+DDP and ZeRO synchronise gradients, so the replicas never diverge; if they do, something in the
+launch is wrong (ranks training separately) and the saved checkpoint would be one rank's guess.
+"""
+
+import torch
+
+from rlhfx.errors import RlhfxError
+
+
+def weight_fingerprint(model) -> torch.Tensor:
+    """Two float64 moments per parameter tensor: cheap, and exact-equal for identical weights."""
+    rows = [torch.stack([p.detach().double().sum(), p.detach().double().pow(2).sum()]) for p in model.parameters()]
+    return torch.stack(rows).cpu()
+
+
+def check_ranks_agree(model) -> list[float] | None:
+    """All-gather the fingerprints; raise if any rank differs. Returns one checksum per rank, None when not distributed."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+    local = weight_fingerprint(model)
+    gathered = [torch.zeros_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, local)
+    if any(not torch.equal(gathered[0], other) for other in gathered[1:]):
+        raise RlhfxError("The ranks finished with different weights: gradients were not synchronised.",
+                         "launch through `NPROC_PER_NODE=N rlhfx ...` (torchrun) rather than starting processes by hand.")
+    return [g.sum().item() for g in gathered]
