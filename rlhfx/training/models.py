@@ -77,11 +77,23 @@ def load_causal_lm(path: str, dtype_name: str = "auto"):
                          "pass a local folder with config.json and weights, a hub id, or `tiny`.") from None
 
 
+def check_model_source(path: str) -> None:
+    """A path-like --model that is not a folder is a typo, not a hub id: say so before any download is tried."""
+    looks_local = path.startswith(("/", ".", "~")) or path.count("/") > 1
+    if looks_local and not Path(path).expanduser().is_dir():
+        raise RlhfxError(f"Model folder {path} does not exist.",
+                         "pass an existing folder with config.json, a hub id like Qwen/Qwen2.5-0.5B-Instruct, or `tiny`.")
+
+
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
     source = _adapter_base(path) if _adapter_base(path) and not (Path(path) / "tokenizer_config.json").exists() else path
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(source, None))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(source, None))
+    except (OSError, ValueError) as error:
+        raise RlhfxError(f"Could not load the tokenizer of {source!r}: {error}",
+                         "check the model name, your network or HF_HUB_OFFLINE, or pass a local folder.") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -95,6 +107,7 @@ def previous_run_model_type(path: str) -> str | None:
 
 def load_policy(args) -> LoadedModel:
     path = resolve_model_path(args.model, args.model_type)
+    check_model_source(path)
     if args.model == "tiny":
         model_type = resolve_model_type("tiny", args.model_type, None)
     elif args.model_type is None and previous_run_model_type(path):
