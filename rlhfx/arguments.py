@@ -28,6 +28,10 @@ class Flag:
     commands: tuple[str, ...] = TRAIN
     choices: tuple[str, ...] | None = None
     is_list: bool = False
+    algos: tuple[str, ...] | None = None  # the --rlhf_type values it matters for; None = all
+
+
+PAIRWISE_REF = ("dpo", "alright", "maxright", "mix")
 
 
 FLAGS: list[Flag] = [
@@ -83,12 +87,24 @@ FLAGS: list[Flag] = [
     Flag("eval_steps", int, None, "Evaluate every N steps (default: at the end only).", (), "output"),
     Flag("report_to", str, "none", "Trackers: none, tensorboard, wandb.", (), "output", is_list=True),
     # preference losses
-    Flag("rlhf_type", str, "dpo", "Algorithm: dpo, kto, cpo, orpo, simpo, ppo, rm, alright, maxright.", (), "algorithm", RLHF),
-    Flag("beta", float, 0.1, "KL strength beta of the preference loss.", (), "algorithm", RLHF),
-    Flag("loss_type", str, "sigmoid", "DPO loss: sigmoid or ipo.", (), "algorithm", RLHF, choices=("sigmoid", "ipo")),
-    Flag("ipo", bool, False, "Same as --loss_type ipo (OpenRLHF).", (), "algorithm", RLHF),
-    Flag("label_smoothing", float, 0.0, "cDPO: assumed share of flipped preference labels (0 <= e < 0.5).", (), "algorithm", RLHF),
-    Flag("rpo_alpha", float, 0.0, "Weight of the NLL term on chosen responses (RPO; OpenRLHF --nll_loss_coef).", ("nll_loss_coef",), "algorithm", RLHF),
+    Flag("rlhf_type", str, "dpo", "Algorithm: dpo, kto, cpo, orpo, simpo, rm, prm, alright, maxright, mix, ppo.", (), "algorithm", RLHF),
+    Flag("beta", float, None, "Strength of the preference loss (default 0.1; simpo 2.0; orpo's lambda).", (), "algorithm", RLHF,
+         algos=("dpo", "kto", "cpo", "simpo", "orpo", "alright", "maxright", "mix")),
+    Flag("loss_type", str, "sigmoid", "DPO loss: sigmoid or ipo.", (), "algorithm", RLHF, choices=("sigmoid", "ipo"), algos=PAIRWISE_REF),
+    Flag("ipo", bool, False, "Same as --loss_type ipo (OpenRLHF).", (), "algorithm", RLHF, algos=PAIRWISE_REF),
+    Flag("label_smoothing", float, 0.0, "cDPO: assumed share of flipped preference labels (0 <= e < 0.5).", (), "algorithm", RLHF, algos=PAIRWISE_REF),
+    Flag("rpo_alpha", float, 0.0, "Weight of the NLL term on chosen responses (RPO; OpenRLHF --nll_loss_coef).", ("nll_loss_coef",), "algorithm", RLHF, algos=("dpo",)),
+    Flag("desirable_weight", float, 1.0, "KTO weight of desirable examples.", (), "algorithm", RLHF, algos=("kto",)),
+    Flag("undesirable_weight", float, 1.0, "KTO weight of undesirable examples.", (), "algorithm", RLHF, algos=("kto",)),
+    Flag("cpo_alpha", float, None, "Weight of the NLL term on chosen responses (default: cpo 1.0, simpo 0).", (), "algorithm", RLHF, algos=("cpo", "simpo")),
+    Flag("simpo_gamma", float, 1.0, "SimPO target reward margin gamma.", (), "algorithm", RLHF, algos=("simpo",)),
+    Flag("placeholder_token", str, "<|step|>", "PRM: the token that marks the end of each reasoning step.", (), "algorithm", RLHF, algos=("prm",)),
+    Flag("reward_tokens", str, None, "PRM: tokens that stand for the step labels (e.g. + -); default: hard 0/1 labels.", (), "algorithm", RLHF, is_list=True, algos=("prm",)),
+    Flag("sft_dataset", str, None, "SFT datasets trained jointly with the preference --dataset.", (), "algorithm", RLHF, is_list=True, algos=("alright", "maxright", "mix")),
+    Flag("lambd", float, 0.5, "Weight (ALRIGHT: probability) of the DPO objective; SFT gets 1 - lambd.", ("lambda_",), "algorithm", RLHF, algos=("alright", "maxright", "mix")),
+    Flag("sft_opt", float, 0.0, "Optimum (lowest reachable) SFT loss for MAXRIGHT's gaps.", (), "algorithm", RLHF, algos=("maxright",)),
+    Flag("dpo_opt", float, 0.0, "Optimum (lowest reachable) DPO loss for MAXRIGHT's gaps.", (), "algorithm", RLHF, algos=("maxright",)),
+    Flag("max_eval_steps", int, 10, "MAXRIGHT: refresh both loss gaps by evaluation every N steps.", (), "algorithm", RLHF, algos=("maxright",)),
 ]
 
 
@@ -216,17 +232,19 @@ def parse_args(command: str, argv: list[str]) -> Args:
     return Args(command=command, values=values, explicit=explicit)
 
 
-def print_help(command: str, summary: str) -> None:
-    """Flags grouped by purpose, aliases shown next to each name."""
+def print_help(command: str, summary: str, algo: str | None = None) -> None:
+    """Flags grouped by purpose, aliases shown next to each name; with `algo`, only the flags that matter for it."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    console.print(f"[bold]rlhfx {command}[/bold]: {summary}\n")
+    title = f"rlhfx {command}" + (f" --rlhf_type {algo}" if algo else "")
+    console.print(f"[bold]{title}[/bold]: {summary}\n")
     console.print(f"Usage: rlhfx {command} --model MODEL --dataset DATA [flags] (or --config run.yaml)\n")
     groups: dict[str, list[Flag]] = {}
     for flag in flags_for(command):
-        groups.setdefault(flag.group, []).append(flag)
+        if algo is None or flag.algos is None or algo in flag.algos:
+            groups.setdefault(flag.group, []).append(flag)
     for group, flags in groups.items():
         table = Table(title=group, title_justify="left", show_header=False, box=None, padding=(0, 2))
         for flag in flags:

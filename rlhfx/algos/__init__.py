@@ -1,7 +1,10 @@
 """Algorithm registry: `--rlhf_type NAME` (and `rlhfx sft`) -> the module that builds its trainer.
 
 Each implemented algorithm is one module exposing `KIND` (the data kind it trains on: sft,
-pairwise, unpaired or prompt) and `build_trainer(ctx)`. Names whose issue has not landed yet are
+pairwise, unpaired or prompt), `DEFAULT_LR` ({"full": .., "lora": ..}) and `build_trainer(ctx)`
+(ctx: rlhfx.training.runner.RunContext). Optional: `NEEDS_REFERENCE = True` (the runner builds the
+reference model), `MODEL_CLASS = "sequence_classification"` (scalar-head models such as reward
+models), `SFT_DATA_FLAG = "sft_dataset"` (a second, SFT data set trained jointly). Names whose issue has not landed yet are
 listed with `module=None` so users get a clear message instead of an unknown-name error.
 """
 
@@ -27,9 +30,11 @@ ALGOS = {e.name: e for e in [
     AlgoEntry("orpo", None, "ORPO, odds-ratio preference"),
     AlgoEntry("simpo", None, "SimPO, length-normalised reference-free"),
     AlgoEntry("rm", None, "Bradley-Terry reward model"),
+    AlgoEntry("prm", None, "process reward model"),
     AlgoEntry("ppo", None, "PPO with a critic and the REINFORCE++/RLOO/GRPO estimators"),
     AlgoEntry("alright", None, "ALRIGHT joint SFT + DPO"),
     AlgoEntry("maxright", None, "MAXRIGHT joint SFT + DPO"),
+    AlgoEntry("mix", None, "weighted SFT + DPO sum every step (baseline for ALRIGHT/MAXRIGHT)"),
 ]}
 
 

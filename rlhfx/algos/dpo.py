@@ -14,7 +14,9 @@ from rlhfx.algos.losses import dpo_loss, preference_accuracy
 from rlhfx.errors import RlhfxError
 
 KIND = "pairwise"
+NEEDS_REFERENCE = True
 DEFAULT_LR = {"full": 5e-6, "lora": 5e-5}
+DEFAULT_BETA = 0.1
 
 
 class RlhfxDPOTrainer(DPOTrainer):
@@ -71,6 +73,10 @@ class RlhfxDPOTrainer(DPOTrainer):
         return (loss, None) if return_outputs else loss
 
 
+def beta_of(args) -> float:
+    return DEFAULT_BETA if args.beta is None else args.beta
+
+
 def loss_options(args) -> dict:
     """Validated loss flags: --ipo is --loss_type ipo; cDPO smoothing must stay below one half."""
     loss_type = "ipo" if args.ipo else args.loss_type
@@ -82,13 +88,13 @@ def loss_options(args) -> dict:
                          "drop --label_smoothing or use --loss_type sigmoid.")
     if args.rpo_alpha < 0:
         raise RlhfxError(f"--rpo_alpha must be >= 0, got {args.rpo_alpha}.")
-    return {"beta": args.beta, "loss_type": loss_type, "label_smoothing": args.label_smoothing,
+    return {"beta": beta_of(args), "loss_type": loss_type, "label_smoothing": args.label_smoothing,
             "rpo_alpha": args.rpo_alpha}
 
 
 def build_trainer(ctx):
     """ctx: rlhfx.training.context.RunContext with model, ref model, tokenizer, datasets and HF arguments."""
-    config = DPOConfig(**ctx.hf_args, beta=ctx.args.beta, max_length=ctx.args.max_length,
+    config = DPOConfig(**ctx.hf_args, beta=beta_of(ctx.args), max_length=ctx.args.max_length,
                        precompute_ref_log_probs=False)
     return RlhfxDPOTrainer(
         model=ctx.model, ref_model=ctx.ref_model, args=config, train_dataset=ctx.train_dataset,

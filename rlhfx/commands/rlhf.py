@@ -7,7 +7,7 @@ def main(argv: list[str]) -> None:
     from rlhfx.arguments import parse_args, print_help
 
     if "--help" in argv or "-h" in argv:
-        return print_help("rlhf", SUMMARY)
+        return print_help("rlhf", SUMMARY, _requested_type(argv))
     args = parse_args("rlhf", argv)
     from rlhfx.algos import get_algo
 
@@ -15,3 +15,15 @@ def main(argv: list[str]) -> None:
     from rlhfx.training.runner import run
 
     run(args, algo_name=args.rlhf_type)
+
+
+def _requested_type(argv: list[str]) -> str | None:
+    """The --rlhf_type given next to --help, so the help can show only its flags."""
+    from rlhfx.algos import ALGOS
+
+    for i, token in enumerate(argv):
+        value = token.split("=", 1)[1] if token.startswith("--rlhf_type=") else (
+            argv[i + 1] if token == "--rlhf_type" and i + 1 < len(argv) else None)
+        if value in ALGOS:
+            return value
+    return None

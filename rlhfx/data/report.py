@@ -27,6 +27,15 @@ class DropReport:
         """Record that `n` more rows of `dataset` were kept."""
         self._kept[dataset] = self._kept.get(dataset, 0) + n
 
+    def merge(self, other: "DropReport") -> None:
+        """Fold another report's tallies into this one (a run that loads two data sets)."""
+        for name, n in other._kept.items():
+            self.kept(name, n)
+        for name, counter in other._dropped.items():
+            self._dropped.setdefault(name, Counter()).update(counter)
+            for reason, example in other._examples[name].items():
+                self._examples.setdefault(name, {}).setdefault(reason, example)
+
     @property
     def total_dropped(self) -> int:
         return sum(sum(c.values()) for c in self._dropped.values())

@@ -59,18 +59,26 @@ def _dtype(name: str):
     return getattr(torch, DTYPES[name])
 
 
-def load_causal_lm(path: str, dtype_name: str = "auto"):
-    """A causal LM from a folder or hub id; an adapter folder is loaded onto its base and merged."""
-    from transformers import AutoModelForCausalLM
+def _auto_class(model_class: str):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    dtype = _dtype(dtype_name)
+    return {"causal_lm": AutoModelForCausalLM, "sequence_classification": AutoModelForSequenceClassification}[model_class]
+
+
+def load_causal_lm(path: str, dtype_name: str = "auto", model_class: str = "causal_lm"):
+    """A model from a folder or hub id; an adapter folder is loaded onto its base and merged.
+
+    model_class "sequence_classification" gives a scalar head (num_labels=1) for reward models.
+    """
+    auto = _auto_class(model_class)
+    kwargs = {"dtype": _dtype(dtype_name), **({"num_labels": 1} if model_class == "sequence_classification" else {})}
     base = _adapter_base(path)
     try:
         if base is None:
-            return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+            return auto.from_pretrained(path, **kwargs)
         from peft import PeftModel
 
-        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(base, None), dtype=dtype)
+        model = auto.from_pretrained(resolve_model_path(base, None), **kwargs)
         return PeftModel.from_pretrained(model, path).merge_and_unload()
     except OSError as error:
         raise RlhfxError(f"Could not load model {path!r}: {error}",
@@ -105,7 +113,7 @@ def previous_run_model_type(path: str) -> str | None:
     return json.loads(file.read_text()).get("model_type") if file.is_file() else None
 
 
-def load_policy(args) -> LoadedModel:
+def load_policy(args, model_class: str = "causal_lm") -> LoadedModel:
     path = resolve_model_path(args.model, args.model_type)
     check_model_source(path)
     if args.model == "tiny":
@@ -116,7 +124,9 @@ def load_policy(args) -> LoadedModel:
         config = _local_config(path) or _local_config(_adapter_base(path) or "")
         model_type = resolve_model_type(path, args.model_type, config.get("architectures"))
     tokenizer = load_tokenizer(path)
-    model = load_causal_lm(path, args.torch_dtype)
+    model = load_causal_lm(path, args.torch_dtype, model_class)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model=model, tokenizer=tokenizer, model_type=model_type, path=path)
 
 

@@ -36,6 +36,8 @@ class RunContext:
     eval_dataset: object
     hf_args: dict
     callbacks: list
+    sft_train_dataset: object = None  # joint SFT + preference algorithms (SFT_DATA_FLAG)
+    sft_eval_dataset: object = None
 
 
 def is_main_process() -> bool:
@@ -47,11 +49,13 @@ def say(*objects) -> None:
         console.print(*objects, highlight=False)
 
 
-def data_config(args, kind: str) -> DataConfig:
-    if not args.dataset:
-        raise RlhfxError("No training data given.", "pass --dataset (a registry name like demo-pref, a file, or a hub id).")
+def data_config(args, kind: str, datasets: list[str] | None = None, flag: str = "dataset") -> DataConfig:
+    datasets = args.dataset if datasets is None else datasets
+    if not datasets:
+        raise RlhfxError(f"No training data given for --{flag}.",
+                         f"pass --{flag} (a registry name like demo-pref, a file, or a hub id).")
     return DataConfig(
-        datasets=args.dataset, kind=kind, dataset_probs=args.dataset_probs, val_datasets=args.val_dataset,
+        datasets=datasets, kind=kind, dataset_probs=args.dataset_probs, val_datasets=args.val_dataset,
         split_dataset_ratio=args.split_dataset_ratio, max_samples=args.max_samples, seed=args.seed,
         prompt_key=args.prompt_key, chosen_key=args.chosen_key, rejected_key=args.rejected_key,
         response_key=args.response_key, label_key=args.label_key, messages_key=args.messages_key,
@@ -97,10 +101,18 @@ def run(args, algo_name: str) -> Path:
     quiet_libraries()
     set_seed(args.seed)
     train_rows, val_rows, report = load_data(data_config(args, algo.KIND))
-    policy = load_policy(args)
+    sft_flag = getattr(algo, "SFT_DATA_FLAG", None)
+    if sft_flag:
+        sft_rows, sft_val_rows, sft_report = load_data(data_config(args, "sft", getattr(args, sft_flag), sft_flag))
+        report.merge(sft_report)
+    policy = load_policy(args, getattr(algo, "MODEL_CLASS", "causal_lm"))
     encoder = make_encoder(args, policy.tokenizer, policy.model_type)
     train_dataset = encode_rows(algo.KIND, train_rows, encoder, args.max_length, report, "train")
     eval_dataset = encode_rows(algo.KIND, val_rows, encoder, args.max_length, report, "val") if val_rows else None
+    sft_train, sft_eval = None, None
+    if sft_flag:
+        sft_train = encode_rows("sft", sft_rows, encoder, args.max_length, report, "sft train")
+        sft_eval = encode_rows("sft", sft_val_rows, encoder, args.max_length, report, "sft val") if sft_val_rows else None
 
     output_dir = resolve_output_dir(args.output_dir, policy.model_type.name)
     if (output_dir / "summary.json").exists():
@@ -122,13 +134,13 @@ def run(args, algo_name: str) -> Path:
     for line in report.summary_lines():
         say(f"  data: {line}")
 
-    ref_model = load_reference(args, policy.model) if algo.KIND == "pairwise" else None
+    ref_model = load_reference(args, policy.model) if getattr(algo, "NEEDS_REFERENCE", False) else None
     metrics_path = output_dir / "metrics.jsonl"
     ctx = RunContext(
         args=args, model=policy.model, ref_model=ref_model, tokenizer=policy.tokenizer,
         peft_config=lora_config(args, policy.model, policy.model_type), train_dataset=train_dataset,
         eval_dataset=eval_dataset, hf_args=hf_training_kwargs(args, output_dir, learning_rate, eval_dataset is not None),
-        callbacks=[MetricsWriter(metrics_path), RichProgress()])
+        callbacks=[MetricsWriter(metrics_path), RichProgress()], sft_train_dataset=sft_train, sft_eval_dataset=sft_eval)
     trainer = algo.build_trainer(ctx)
     trainer.remove_callback(PrinterCallback)  # the rich bar and metrics.jsonl replace its raw dict prints
 
