@@ -45,3 +45,14 @@ def chatml_tokenizer():
     )
     wrapped.chat_template = CHATML_TEMPLATE
     return wrapped
+
+
+@pytest.fixture(scope="session")
+def sft_model(tmp_path_factory):
+    """The tiny model after a short full SFT on demo-sft (about 12 s), shared by every end-to-end test."""
+    from e2e import rlhfx
+
+    out = tmp_path_factory.mktemp("sft") / "run"
+    rlhfx("sft", "--model", "tiny", "--dataset", "demo-sft", "--train_type", "full", "--max_steps", "300",
+          "--batch_size", "16", "--learning_rate", "3e-3", "--val_dataset", "demo-sft#64", "--output_dir", out)
+    return out

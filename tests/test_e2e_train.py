@@ -1,33 +1,9 @@
 """End to end through the `rlhfx` CLI on the embedded tiny model: files written, metrics moving the right way."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-RLHFX = [sys.executable, "-m", "rlhfx"]
-
-
-def rlhfx(*argv, env=None):
-    result = subprocess.run([*RLHFX, *argv], capture_output=True, text=True, env={**os.environ, **(env or {})})
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
-def summary(out: Path) -> dict:
-    return json.loads((out / "summary.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def sft_model(tmp_path_factory):
-    """The tiny model after a short full SFT on demo-sft (about 10 s)."""
-    out = tmp_path_factory.mktemp("sft") / "run"
-    rlhfx("sft", "--model", "tiny", "--dataset", "demo-sft", "--train_type", "full", "--max_steps", "300",
-          "--batch_size", "16", "--learning_rate", "3e-3", "--val_dataset", "demo-sft#64", "--output_dir", str(out))
-    return out
+from e2e import metrics, rlhfx, summary
 
 
 def test_full_sft_learns_and_writes_a_loadable_model(sft_model):
@@ -52,8 +28,7 @@ def test_full_dpo_from_sft_reaches_high_heldout_accuracy(sft_model, tmp_path):
     assert result["before"]["eval_rewards/accuracies"] == pytest.approx(0.5)
     assert result["after"]["eval_rewards/accuracies"] >= 0.9
     assert result["after"]["eval_rewards/margins"] > 0
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert any("rewards/accuracies" in m for m in metrics)
+    assert any("rewards/accuracies" in m for m in metrics(out))
     assert json.loads((out / "args.json").read_text())["model_type"] == "tiny"  # read back from the SFT run
 
 
@@ -80,8 +55,8 @@ def test_lora_sft_adapter_loads_on_its_base(tmp_path):
 
     model = AutoPeftModelForCausalLM.from_pretrained(out)
     assert sorted(model.peft_config["default"].target_modules) == ["k_proj", "o_proj", "q_proj", "v_proj"]
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
-    assert metrics[-1]["loss"] < metrics[0]["loss"]
+    losses = [m["loss"] for m in metrics(out) if "loss" in m]
+    assert losses[-1] < losses[0]
 
 
 def test_torchrun_two_cpu_processes_keep_ranks_in_sync(tmp_path):
