@@ -1,0 +1,67 @@
+"""Regenerate docs/cli.md from the flag table in rlhfx/arguments.py (tests/test_docs.py checks it is current)."""
+
+from pathlib import Path
+
+from rlhfx.algos import ALGOS
+from rlhfx.arguments import FLAGS
+
+HEADER = """# CLI reference
+
+`rlhfx COMMAND [flags]` or `rlhfx COMMAND --config run.yaml [flags]` (YAML keys are flag names or aliases;
+flags on the command line win). `rlhfx COMMAND --help` prints this table; `rlhfx rlhf --rlhf_type NAME --help`
+prints only the flags that matter for NAME. Add `--debug` to see a traceback instead of the one-paragraph error.
+
+| command | what it does |
+| --- | --- |
+| `rlhfx sft` | supervised fine-tuning, full or LoRA, loss on assistant tokens only |
+| `rlhfx rlhf --rlhf_type NAME` | preference / RL training: {implemented} (the other names say they are not built yet) |
+
+Boolean flags take `true/false` or no value (`--gradient_checkpointing` = `--gradient_checkpointing true`).
+List flags take several values or a comma-separated list (`--dataset a b` = `--dataset a,b`).
+
+## Launching on several processes
+
+`NPROC_PER_NODE=N rlhfx ...` re-runs the same command under `python -m torch.distributed.run --nproc_per_node N`
+(plus `--nnodes/--node_rank/--master_addr/--master_port` from `NNODES`, `NODE_RANK`, `MASTER_ADDR`, `MASTER_PORT`).
+Without CUDA the processes train on the CPU over gloo. At the end every rank's weights are compared; a mismatch
+(gradients not synchronised) is an error, and `summary.json` records the per-rank checksums.
+"""
+
+DIALECTS = """## Seed dialects
+
+| ms-swift | OpenRLHF | rlhfx |
+| --- | --- | --- |
+| `--model_id_or_path`, `--model_type` | `--pretrain` | `--model` (+ `--model_type`) |
+| `--sft_type` / `--train_type` | `--lora_rank > 0` | `--train_type full` or `lora` |
+| `--batch_size` | `--micro_train_batch_size` | `--batch_size` |
+| | `--train_batch_size` | `--train_batch_size` (sets gradient accumulation) |
+| `--num_train_epochs` | `--max_epochs` | `--num_train_epochs` |
+| `--max_length` | `--max_len` | `--max_length` |
+| `--rpo_alpha` | `--nll_loss_coef` | `--rpo_alpha` |
+| | `--ipo` | `--loss_type ipo` |
+| | `--input_key`, `--output_key` | `--prompt_key`, `--response_key` |
+| | `--apply_chat_template` | `--use_chat_template` |
+| `--output_dir` | `--save_path` | `--output_dir` |
+"""
+
+
+def render() -> str:
+    implemented = ", ".join(f"`{n}`" for n, e in ALGOS.items() if e.module and n != "sft")
+    lines = [HEADER.format(implemented=implemented)]
+    groups: dict[str, list] = {}
+    for flag in FLAGS:
+        groups.setdefault(flag.group, []).append(flag)
+    for group, flags in groups.items():
+        lines += [f"## {group}", "", "| flag | aliases | commands | default | meaning |", "| --- | --- | --- | --- | --- |"]
+        for f in flags:
+            aliases = ", ".join(f"`--{a}`" for a in f.aliases)
+            commands = " ".join(f.commands) + (f" ({', '.join(f.algos)})" if f.algos else "")
+            default = "" if f.default is None else f"`{f.default}`"
+            choices = f" One of: {', '.join(f.choices)}." if f.choices else ""
+            lines.append(f"| `--{f.name}` | {aliases} | {commands} | {default} | {f.help.replace('|', '/')}{choices} |")
+        lines.append("")
+    return "\n".join(lines) + "\n" + DIALECTS
+
+
+if __name__ == "__main__":
+    Path(__file__).parent.parent.joinpath("docs", "cli.md").write_text(render())
