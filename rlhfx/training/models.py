@@ -6,6 +6,7 @@ base is loaded and merged), or a hub id.
 
 import copy
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,17 +27,26 @@ class LoadedModel:
 def resolve_model_path(model: str | None, model_type: str | None) -> str:
     if model is None:
         if model_type:
-            from rlhfx.registry.models import MODEL_TYPES
-
-            entry = MODEL_TYPES.get(model_type)
-            if entry and entry.hub_ids:
-                return entry.hub_ids[0]
+            return hub_id_for(model_type)
         raise RlhfxError("No model given.", "pass --model (a hub id, a local folder, or `tiny` for the embedded model).")
     if model == "tiny":
         from rlhfx.registry.tiny import tiny_model_path
 
         return str(tiny_model_path())
     return model
+
+
+def hub_id_for(model_type: str) -> str:
+    """ms-swift style `--model_type qwen2_5-7b-instruct` without --model: the registry's checkpoint of that size."""
+    entry = resolve_model_type(None, model_type, None)
+    size = re.search(r"(\d+(?:[._]\d+)?b)\b", model_type.lower())
+    wanted = size.group(1).replace("_", ".") if size else None
+    matches = [h for h in entry.hub_ids if wanted is None or f"-{wanted}" in h.lower()]
+    if not matches:
+        known = ", ".join(entry.hub_ids) or "none"
+        raise RlhfxError(f"--model_type {model_type} names no checkpoint rlhfx knows (known for {entry.name}: {known}).",
+                         "pass --model with a hub id or a local folder.")
+    return matches[0]
 
 
 def _local_config(path: str) -> dict:

@@ -1,0 +1,31 @@
+"""Resolving --model / --model_type to something loadable, without touching the hub."""
+
+import pytest
+
+from rlhfx.errors import RlhfxError
+from rlhfx.training.models import check_model_source, hub_id_for, resolve_model_path
+
+
+@pytest.mark.parametrize("model_type, hub_id", [
+    ("llama3-8b-instruct", "meta-llama/Meta-Llama-3-8B-Instruct"),
+    ("qwen2_5-7b-instruct", "Qwen/Qwen2.5-7B-Instruct"),
+    ("llama3-70b-instruct", "meta-llama/Meta-Llama-3-70B-Instruct"),
+    ("qwen2", "Qwen/Qwen2-0.5B-Instruct"),
+])
+def test_ms_swift_model_type_alone_picks_the_checkpoint_of_that_size(model_type, hub_id):
+    assert hub_id_for(model_type) == hub_id
+    assert resolve_model_path(None, model_type) == hub_id
+
+
+def test_unknown_size_or_missing_model_are_clear_errors():
+    with pytest.raises(RlhfxError, match="names no checkpoint"):
+        hub_id_for("llama3-13b")
+    with pytest.raises(RlhfxError, match="No model given"):
+        resolve_model_path(None, None)
+
+
+def test_path_like_model_that_does_not_exist(tmp_path):
+    with pytest.raises(RlhfxError, match="does not exist"):
+        check_model_source(str(tmp_path / "nope"))
+    check_model_source("Qwen/Qwen2.5-0.5B-Instruct")  # a hub id is left to the hub
+    check_model_source(str(tmp_path))
