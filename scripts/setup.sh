@@ -12,9 +12,9 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 if ! python -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1; then
-    pip install -q "${RLHFX_TORCH_SPEC:-torch}" 2>&1 | grep -v "is ignored: it is neither" || true
+    pip install -q "${RLHFX_TORCH_SPEC:-torch}" 2>&1 | { grep -v "is ignored: it is neither" || true; }
   else
-    pip install -q "${RLHFX_TORCH_SPEC:-torch==2.13.0}" 2>&1 | grep -v "is ignored: it is neither" || true
+    pip install -q "${RLHFX_TORCH_SPEC:-torch==2.13.0}" 2>&1 | { grep -v "is ignored: it is neither" || true; }
   fi
 fi
 # Reinstall only when pyproject.toml changed since the last install (an editable install sees code changes).
