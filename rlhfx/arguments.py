@@ -40,7 +40,7 @@ FLAGS: list[Flag] = [
     Flag("model_type", str, None, "Model family from the registry (llama3, qwen2, ..., ms-swift names like llama3-8b-instruct work); detected from --model when omitted.", (), "model"),
     Flag("template", str, None, "Chat template name overriding the model type's (chatml, llama3, qwen2, mistral, gemma, phi3, deepseek, llama2, default).", (), "model"),
     Flag("use_chat_template", bool, False, "Render with the tokenizer's own chat_template (needs {% generation %} markers for SFT masks).", ("apply_chat_template",), "model"),
-    Flag("ref_model", str, None, "Reference model for DPO (default: frozen copy of --model, or the adapter-disabled base under LoRA).", (), "model", RLHF),
+    Flag("ref_model", str, None, "Reference model for DPO and KTO (default: frozen copy of --model, or the adapter-disabled base under LoRA).", (), "model", RLHF, algos=("dpo", "kto", "ppo", "alright", "maxright", "mix")),
     Flag("torch_dtype", str, "auto", "Weights dtype: auto (float32 on CPU, bfloat16 on GPUs that support it), float32, bfloat16, float16.", ("dtype",), "model", choices=("auto", "float32", "bfloat16", "float16")),
     # adapters
     Flag("train_type", str, "lora", "full or lora.", ("sft_type",), "adapter", choices=("full", "lora")),
@@ -105,6 +105,58 @@ FLAGS: list[Flag] = [
     Flag("sft_opt", float, 0.0, "Optimum (lowest reachable) SFT loss for MAXRIGHT's gaps.", (), "algorithm", RLHF, algos=("maxright",)),
     Flag("dpo_opt", float, 0.0, "Optimum (lowest reachable) DPO loss for MAXRIGHT's gaps.", (), "algorithm", RLHF, algos=("maxright",)),
     Flag("max_eval_steps", int, 10, "MAXRIGHT: refresh both loss gaps by evaluation every N steps.", (), "algorithm", RLHF, algos=("maxright",)),
+]
+
+
+# --- generation: `rlhfx infer` and `rlhfx sample` (engines, sampling, reward scoring, post-processors) ---------
+GENERATE = ("infer", "sample")
+# Flags above that mean the same for generation; they are taken by these commands as well.
+_SHARED_WITH_GENERATION = {
+    "model": GENERATE, "model_type": GENERATE, "template": GENERATE, "use_chat_template": GENERATE,
+    "torch_dtype": GENERATE, "dataset": GENERATE, "val_dataset": ("infer",), "max_samples": GENERATE,
+    "prompt_key": GENERATE, "label_key": GENERATE, "messages_key": GENERATE, "system": GENERATE,
+    "input_template": GENERATE, "seed": GENERATE, "batch_size": GENERATE,
+}
+
+
+_GENERATION_ALIASES = {"batch_size": ("micro_batch_size",)}  # OpenRLHF batch_inference's name
+
+
+def _share(flag: Flag) -> Flag:
+    from dataclasses import replace
+
+    extra = _SHARED_WITH_GENERATION.get(flag.name, ())
+    if not extra:
+        return flag
+    aliases = flag.aliases + tuple(a for a in _GENERATION_ALIASES.get(flag.name, ()) if a not in flag.aliases)
+    return replace(flag, commands=flag.commands + tuple(c for c in extra if c not in flag.commands), aliases=aliases)
+
+
+FLAGS = [_share(f) for f in FLAGS] + [
+    Flag("engine", str, "pt", "Generation engine: pt (transformers generate) or vllm (needs the vllm extra).", (), "generation", GENERATE, choices=("pt", "vllm")),
+    Flag("adapters", str, None, "Output folder of an rlhfx run: its LoRA adapter goes onto --model (default: the base it was trained from), or its full weights are the model; its args.json gives the template.", ("ckpt_dir",), "generation", GENERATE),
+    Flag("max_new_tokens", int, 128, "Most tokens generated per answer.", (), "generation", GENERATE),
+    Flag("temperature", float, 1.0, "Sampling temperature (0 = greedy).", (), "generation", GENERATE),
+    Flag("top_p", float, 1.0, "Nucleus sampling: keep the smallest token set with this much probability (1 = off).", (), "generation", GENERATE),
+    Flag("top_k", int, 0, "Sample among the k most likely tokens (0 or -1 = off).", (), "generation", GENERATE),
+    Flag("repetition_penalty", float, 1.0, "Penalty on tokens already in the text (1 = off).", (), "generation", GENERATE),
+    Flag("greedy", bool, False, "Greedy decoding (same as --temperature 0): every sample of a prompt is the same.", (), "generation", GENERATE),
+    Flag("best_of_n", int, 1, "Samples per prompt.", ("n_samples_per_prompt", "num_return_sequences"), "generation", GENERATE),
+    Flag("tp_size", int, 1, "vllm: tensor-parallel GPUs.", ("tensor_parallel_size", "vllm_tensor_parallel_size"), "generation", GENERATE),
+    Flag("enable_prefix_caching", bool, False, "vllm: reuse the KV cache of shared prompt prefixes.", (), "generation", GENERATE),
+    Flag("max_num_seqs", int, None, "vllm: most sequences in one scheduler step (default: vLLM's).", (), "generation", GENERATE),
+    Flag("gpu_memory_utilization", float, 0.9, "vllm: share of GPU memory for weights and KV cache.", ("vllm_gpu_memory_utilization",), "generation", GENERATE),
+    Flag("kv_cache_memory_gb", float, None, "vllm: KV cache size in GiB (default on CPU: 1; on GPU: from --gpu_memory_utilization).", (), "generation", GENERATE),
+    Flag("input_file", str, None, "infer batch mode: prompts from a .txt file (one per line) or a data file (.jsonl/.json/.csv/.parquet).", (), "generation", ("infer",)),
+    Flag("output_file", str, None, "JSONL results (default: output/infer/<time>.jsonl, output/sample/<task>-<time>.jsonl).", ("output_path",), "generation", GENERATE),
+    Flag("task", str, "generate", "sample: generate (best_of_n answers per prompt) or rm (score a generated file); OpenRLHF's generate_vllm = generate --engine vllm.", ("eval_task",), "sampling", ("sample",), choices=("generate", "generate_vllm", "rm")),
+    Flag("iter", int, 0, "sample: iteration i takes prompts [i * rollout_batch_size, (i + 1) * rollout_batch_size).", (), "sampling", ("sample",)),
+    Flag("rollout_batch_size", int, None, "sample: prompts per iteration (default: all).", (), "sampling", ("sample",)),
+    Flag("reward_model", str, None, "sample: reward model folder (a sequence-classification model with one label, e.g. an rlhfx rm run) scoring each answer.", (), "sampling", ("sample",)),
+    Flag("reward_func", str, None, "sample: rule-based reward, `demo` or a .py file defining reward_func(queries, prompts, labels) -> list[float].", (), "sampling", ("sample",)),
+    Flag("normalize_reward", bool, False, "sample: z-normalise the rewards over all scored answers.", (), "sampling", ("sample",)),
+    Flag("post_processor", str, None, "sample: turn scored answers into training data: rs (best per prompt -> SFT), csft (reward-conditioned SFT), iter_dpo (best vs worst pairs).", (), "sampling", ("sample",), choices=("rs", "csft", "iter_dpo")),
+    Flag("reward_template", str, "{input} <rm_score>: {reward} ", "sample csft: how the reward is written into the prompt.", (), "sampling", ("sample",)),
 ]
 
 

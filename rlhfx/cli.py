@@ -16,6 +16,8 @@ from rlhfx.errors import RlhfxError
 COMMANDS = {
     "sft": ("rlhfx.commands.sft", "Supervised fine-tuning, full or LoRA.", True),
     "rlhf": ("rlhfx.commands.rlhf", "Preference training: --rlhf_type dpo|kto|cpo|orpo|simpo|ppo|rm|alright|maxright.", True),
+    "infer": ("rlhfx.commands.infer", "Chat with a model (streaming) or answer a file of prompts; --engine pt|vllm.", False),
+    "sample": ("rlhfx.commands.sample", "Best-of-n generation, reward scoring, rs/csft/iter_dpo data (OpenRLHF batch_inference).", False),
 }
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -48,11 +50,12 @@ def main() -> None:
         if debug:
             raise
         from rich.console import Console
+        from rich.markup import escape  # messages may hold brackets (`rlhfx[vllm]`, `--lr [1e-4]`)
 
         console = Console(stderr=True)
-        console.print(f"[bold red]error:[/bold red] {error.what}", highlight=False)
+        console.print(f"[bold red]error:[/bold red] {escape(error.what)}", highlight=False)
         if error.fix:
-            console.print(f"[bold]fix:[/bold] {error.fix}", highlight=False)
+            console.print(f"[bold]fix:[/bold] {escape(error.fix)}", highlight=False)
         sys.exit(2)
     except typer.Exit as done:
         sys.exit(done.exit_code)

@@ -92,3 +92,9 @@ def test_torchrun_command_carries_env_and_argv():
                                          "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"})
     assert multi[3:13] == ["--nproc_per_node", "8", "--nnodes", "2", "--node_rank", "1", "--master_addr", "10.0.0.1",
                            "--master_port", "29500"]
+
+
+def test_flag_of_another_algorithm_is_refused():
+    result = subprocess.run([sys.executable, "-m", "rlhfx", "rlhf", "--rlhf_type", "dpo", "--model", "tiny",
+                             "--dataset", "demo-pref", "--desirable_weight", "2"], capture_output=True, text=True)
+    assert result.returncode == 2 and "--desirable_weight does not apply to --rlhf_type dpo" in result.stderr

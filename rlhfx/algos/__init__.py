@@ -1,10 +1,11 @@
 """Algorithm registry: `--rlhf_type NAME` (and `rlhfx sft`) -> the module that builds its trainer.
 
 Each implemented algorithm is one module exposing `KIND` (the data kind it trains on: sft,
-pairwise, unpaired or prompt), `DEFAULT_LR` ({"full": .., "lora": ..}) and `build_trainer(ctx)`
+pairwise, unpaired, prompt or process), `DEFAULT_LR` ({"full": .., "lora": ..}) and `build_trainer(ctx)`
 (ctx: rlhfx.training.runner.RunContext). Optional: `NEEDS_REFERENCE = True` (the runner builds the
 reference model), `MODEL_CLASS = "sequence_classification"` (scalar-head models such as reward
-models), `SFT_DATA_FLAG = "sft_dataset"` (a second, SFT data set trained jointly). Names whose issue has not landed yet are
+models), `SFT_DATA_FLAG = "sft_dataset"` (a second, SFT data set trained jointly),
+`write_outputs(output_dir, args)` (extra files such as plots, written on the main process before summary.json). Names whose issue has not landed yet are
 listed with `module=None` so users get a clear message instead of an unknown-name error.
 """
 
@@ -25,16 +26,16 @@ class AlgoEntry:
 ALGOS = {e.name: e for e in [
     AlgoEntry("sft", "rlhfx.algos.sft", "supervised fine-tuning"),
     AlgoEntry("dpo", "rlhfx.algos.dpo", "DPO (sigmoid), cDPO (--label_smoothing), IPO (--loss_type ipo), RPO (--rpo_alpha)"),
-    AlgoEntry("kto", None, "KTO on unpaired data"),
-    AlgoEntry("cpo", None, "CPO, reference-free"),
-    AlgoEntry("orpo", None, "ORPO, odds-ratio preference"),
-    AlgoEntry("simpo", None, "SimPO, length-normalised reference-free"),
-    AlgoEntry("rm", None, "Bradley-Terry reward model"),
-    AlgoEntry("prm", None, "process reward model"),
+    AlgoEntry("kto", "rlhfx.algos.kto", "KTO on unpaired data"),
+    AlgoEntry("cpo", "rlhfx.algos.cpo", "CPO, reference-free"),
+    AlgoEntry("orpo", "rlhfx.algos.orpo", "ORPO, odds-ratio preference"),
+    AlgoEntry("simpo", "rlhfx.algos.simpo", "SimPO, length-normalised reference-free"),
+    AlgoEntry("rm", "rlhfx.algos.rm", "Bradley-Terry reward model (scalar head, optional margin)"),
+    AlgoEntry("prm", "rlhfx.algos.prm", "process reward model: per-step labels at placeholder tokens"),
     AlgoEntry("ppo", None, "PPO with a critic and the REINFORCE++/RLOO/GRPO estimators"),
-    AlgoEntry("alright", None, "ALRIGHT joint SFT + DPO"),
-    AlgoEntry("maxright", None, "MAXRIGHT joint SFT + DPO"),
-    AlgoEntry("mix", None, "weighted SFT + DPO sum every step (baseline for ALRIGHT/MAXRIGHT)"),
+    AlgoEntry("alright", "rlhfx.algos.alright", "ALRIGHT joint SFT + DPO: a DPO step with probability --lambd, else SFT"),
+    AlgoEntry("maxright", "rlhfx.algos.maxright", "MAXRIGHT joint SFT + DPO: train the objective farthest from its optimum"),
+    AlgoEntry("mix", "rlhfx.algos.mix", "weighted SFT + DPO sum every step (baseline for ALRIGHT/MAXRIGHT)"),
 ]}
 
 

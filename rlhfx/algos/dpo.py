@@ -59,6 +59,12 @@ class RlhfxDPOTrainer(DPOTrainer):
         losses, chosen_rewards, rejected_rewards = dpo_loss(
             chosen_logps, rejected_logps, ref_chosen, ref_rejected, chosen_lengths=chosen_len,
             rejected_lengths=rejected_len, **self.rlhfx_loss)
+        self.log_pairwise_metrics(mode, chosen_rewards, rejected_rewards, chosen_logps, rejected_logps, chosen_len)
+        loss = losses.mean()
+        return (loss, None) if return_outputs else loss
+
+    def log_pairwise_metrics(self, mode, chosen_rewards, rejected_rewards, chosen_logps, rejected_logps, chosen_len):
+        """The metrics every pairwise loss reports (ALGORITHMS.md), gathered over ranks."""
         gather = self.accelerator.gather_for_metrics
         chosen_all, rejected_all = gather(chosen_rewards), gather(rejected_rewards)
         metrics = self._metrics[mode]
@@ -69,8 +75,6 @@ class RlhfxDPOTrainer(DPOTrainer):
         metrics["logps/chosen"].append(gather(chosen_logps.detach()).mean().item())
         metrics["logps/rejected"].append(gather(rejected_logps.detach()).mean().item())
         metrics["nll/chosen"].append(gather(-chosen_logps.detach() / chosen_len).mean().item())
-        loss = losses.mean()
-        return (loss, None) if return_outputs else loss
 
 
 def beta_of(args) -> float:

@@ -48,3 +48,140 @@ def preference_accuracy(chosen_rewards: torch.Tensor, rejected_rewards: torch.Te
     """Share of pairs whose chosen reward beats the rejected one; exact ties count one half (chance)."""
     wins = (chosen_rewards > rejected_rewards).float() + 0.5 * (chosen_rewards == rejected_rewards).float()
     return wins.mean()
+
+
+def cpo_loss(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    chosen_lengths: torch.Tensor,
+    rejected_lengths: torch.Tensor | None = None,
+    *,
+    beta: float,
+    cpo_alpha: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pair CPO loss -log sigma(beta (logp(yw) - logp(yl))) + cpo_alpha NLL(yw); no reference model.
+
+    NLL(yw) = -logp(yw) / |yw|. Implicit rewards: beta * logp (summed). `rejected_lengths` is unused
+    (CPO does not length-normalise); it is accepted so every reference-free loss takes the same arguments.
+    """
+    losses = -F.logsigmoid(beta * (chosen_logps - rejected_logps))
+    if cpo_alpha:
+        losses = losses + cpo_alpha * (-chosen_logps / chosen_lengths)
+    return losses, beta * chosen_logps.detach(), beta * rejected_logps.detach()
+
+
+def simpo_loss(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    chosen_lengths: torch.Tensor,
+    rejected_lengths: torch.Tensor,
+    *,
+    beta: float,
+    gamma: float,
+    cpo_alpha: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pair SimPO loss -log sigma(beta logp(yw)/|yw| - beta logp(yl)/|yl| - gamma) + cpo_alpha NLL(yw).
+
+    No reference model. Implicit rewards: beta * logp / |y| (length-averaged), which the margin gamma is
+    measured against.
+    """
+    chosen_avg = chosen_logps / chosen_lengths
+    rejected_avg = rejected_logps / rejected_lengths
+    losses = -F.logsigmoid(beta * chosen_avg - beta * rejected_avg - gamma)
+    if cpo_alpha:
+        losses = losses + cpo_alpha * (-chosen_avg)
+    return losses, beta * chosen_avg.detach(), beta * rejected_avg.detach()
+
+
+_LN2 = 0.6931471805599453
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x < 0, without cancellation on either side of -ln 2 and with finite gradients.
+
+    x is clamped to at most -1e-7 first, so a response the model is certain of (average log-prob 0, p = 1,
+    infinite odds) gives a large finite log-odds instead of inf. Each branch is evaluated only on inputs
+    where it is well defined, so the branch torch.where discards cannot poison the gradient with NaN.
+    """
+    x = x.clamp(max=-1e-7)
+    far = x < -_LN2
+    far_value = torch.log1p(-torch.exp(torch.where(far, x, torch.full_like(x, -1.0))))
+    near_value = torch.log(-torch.expm1(torch.where(far, torch.full_like(x, -0.5), x)))
+    return torch.where(far, far_value, near_value)
+
+
+def orpo_loss(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    chosen_lengths: torch.Tensor,
+    rejected_lengths: torch.Tensor,
+    *,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pair ORPO loss NLL(yw) - lambda log sigma(log odds(yw) - log odds(yl)); lambda is `beta`.
+
+    p(y) = exp(logp(y) / |y|) (the per-token geometric mean probability), odds = p / (1 - p), so
+    log odds = logp/|y| - log(1 - exp(logp/|y|)). NLL(yw) = -logp(yw) / |yw|, response tokens only.
+    Implicit rewards: beta * logp / |y|, as TRL's ORPOTrainer reports them.
+    """
+    chosen_avg = chosen_logps / chosen_lengths
+    rejected_avg = rejected_logps / rejected_lengths
+    log_odds = (chosen_avg - log1mexp(chosen_avg)) - (rejected_avg - log1mexp(rejected_avg))
+    losses = -chosen_avg - beta * F.logsigmoid(log_odds)
+    return losses, beta * chosen_avg.detach(), beta * rejected_avg.detach()
+
+
+def kto_loss(
+    logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    labels: torch.Tensor,
+    kl_logps: torch.Tensor,
+    ref_kl_logps: torch.Tensor,
+    *,
+    beta: float,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-example KTO loss, the implicit rewards beta * r, and the reference point z0.
+
+    r = logp(y) - logref(y). z0 = max(0, mean(kl_logps - ref_kl_logps)), detached: the KL estimate from
+    mismatched pairs (x_i, y_(i+1)) of the batch. Desirable (label True): w_d (1 - sigma(beta (r - z0)));
+    undesirable: w_u (1 - sigma(beta (z0 - r))). The training loss is the mean over the batch.
+    """
+    r = logps - ref_logps
+    z0 = (kl_logps - ref_kl_logps).mean().clamp(min=0).detach()
+    desirable = desirable_weight * (1 - torch.sigmoid(beta * (r - z0)))
+    undesirable = undesirable_weight * (1 - torch.sigmoid(beta * (z0 - r)))
+    losses = torch.where(labels.bool(), desirable, undesirable)
+    return losses, beta * r.detach(), z0
+
+
+def rm_loss(
+    chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, margin: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-pair Bradley-Terry reward-model loss -log sigma(r(x,yw) - r(x,yl) - margin); margin 0 when None."""
+    diff = chosen_rewards.float() - rejected_rewards.float()
+    if margin is not None:
+        diff = diff - margin.to(diff)
+    return -F.logsigmoid(diff)
+
+
+def prm_loss(step_logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-step process-reward loss and each step's predicted probability of being good.
+
+    step_logits: [n, 2] logits of the (good, bad) reward tokens read at the placeholder positions,
+    or [n] logits of a binary head (equivalent to the pair (s, 0)). labels: [n] targets p in [0, 1]
+    (hard labels are 0/1). Loss = soft cross-entropy -(p log q_good + (1 - p) log q_bad), with
+    q = softmax over the two logits; for hard labels this is the ordinary cross-entropy.
+    """
+    if step_logits.dim() == 1:
+        step_logits = torch.stack([step_logits, torch.zeros_like(step_logits)], dim=-1)
+    logq = F.log_softmax(step_logits.float(), dim=-1)
+    p = labels.to(logq)
+    losses = -(p * logq[:, 0] + (1 - p) * logq[:, 1])
+    return losses, logq[:, 0].detach().exp()
+
+
+def step_accuracy(good_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Share of steps whose predicted label (P(good) > 0.5) matches the label rounded at 0.5."""
+    return ((good_probs > 0.5) == (labels > 0.5)).float().mean()

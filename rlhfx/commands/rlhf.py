@@ -12,6 +12,7 @@ def main(argv: list[str]) -> None:
     from rlhfx.algos import get_algo
 
     get_algo(args.rlhf_type)  # unknown or not-yet-implemented names fail before anything heavy loads
+    check_flags_apply(args)
     from rlhfx.training.runner import run
 
     run(args, algo_name=args.rlhf_type)
@@ -27,3 +28,15 @@ def _requested_type(argv: list[str]) -> str | None:
         if value in ALGOS:
             return value
     return None
+
+
+def check_flags_apply(args) -> None:
+    """A flag given for another algorithm (say --rpo_alpha with kto) is a mistake, not something to ignore."""
+    from rlhfx.arguments import flags_for
+    from rlhfx.errors import RlhfxError
+
+    for flag in flags_for("rlhf"):
+        if flag.name in args.explicit and flag.algos is not None and args.rlhf_type not in flag.algos:
+            raise RlhfxError(f"--{flag.name} does not apply to --rlhf_type {args.rlhf_type}; it is used by "
+                             f"{', '.join(flag.algos)}.",
+                             f"drop it (`rlhfx rlhf --rlhf_type {args.rlhf_type} --help` lists the flags that apply).")

@@ -7,6 +7,8 @@ Canonical kinds, which the rest of rlhfx consumes:
             (+ "margin": float when the row has one)
   unpaired: {"prompt": [messages], "completion": str, "label": bool}
   prompt:   {"prompt": [messages], "label": str | None}  (label: reference answer or metadata)
+  process:  {"prompt": [messages], "steps": [str], "labels": [float]}  one label per reasoning step,
+            1.0 good, 0.0 bad, in between for soft labels (process reward models)
 
 Source layouts, detected from the first row's keys (after renames) in this order:
   preference  prompt? / chosen / rejected: strings or message lists (TRL); without a prompt, chosen and
@@ -16,6 +18,8 @@ Source layouts, detected from the first row's keys (after renames) in this order
   sharegpt    conversations with from/value (human/gpt/system, also user/assistant)
   alpaca      instruction / input / output (+ system, history)
   swift       query / response / history / system (+ rejected_response)
+  process     prompt + steps (or TRL's stepwise `completions`) + labels (or label): one label per step,
+              0/1, true/false, "+"/"-" or a float in [0, 1]
   prompt      prompt (string or messages) + optional response, or completion + label (KTO)
 A reference label for `prompt` rows comes from `label`, `answer` or `solution`.
 
@@ -25,7 +29,8 @@ user message, the template with `{}` replaced by that text, marked `"raw": True`
 content as is, without the chat template.
 
 A row that cannot be used is dropped and counted in the DropReport with one of the reasons
-"missing key", "wrong type", "empty", "chosen == rejected", "bad roles", "prompt mismatch".
+"missing key", "wrong type", "empty", "chosen == rejected", "bad roles", "prompt mismatch",
+"steps/labels mismatch".
 """
 
 import json
@@ -35,7 +40,7 @@ from dataclasses import dataclass
 from rlhfx.data.report import DropReport
 from rlhfx.errors import RlhfxError
 
-KINDS = ("sft", "pairwise", "unpaired", "prompt")
+KINDS = ("sft", "pairwise", "unpaired", "prompt", "process")
 
 _ROLES = {"system": "system", "user": "user", "assistant": "assistant", "human": "user", "gpt": "assistant"}
 _TRANSCRIPT_TURN = re.compile(r"\n\n(Human|Assistant): ")
@@ -47,6 +52,7 @@ _NEEDS = {
     "or a conversation plus 'rejected_response'",
     "unpaired": "'prompt'+'completion'+'label', a conversation plus 'label', or any pairwise layout",
     "prompt": "'prompt', 'messages', 'conversations', 'query' or 'instruction'",
+    "process": "'prompt' + 'steps' (or 'completions') + 'labels', one label per step",
 }
 
 
@@ -62,6 +68,8 @@ class Drop(Exception):
 def detect_format(keys: set[str]) -> str | None:
     if {"chosen", "rejected"} <= keys:
         return "preference"
+    if keys & {"steps", "completions"} and keys & {"labels", "label"}:
+        return "process"
     for key, fmt in (("messages", "messages"), ("conversations", "sharegpt"), ("instruction", "alpaca"),
                      ("query", "swift"), ("prompt", "prompt")):
         if key in keys:
@@ -73,6 +81,8 @@ def provided_kinds(fmt: str | None, keys: set[str]) -> set[str]:
     """The kinds a dataset of layout `fmt` whose rows have `keys` can give."""
     if fmt is None:
         return set()
+    if fmt == "process":
+        return {"process", "prompt"}
     kinds = {"prompt"}
     answer_key = {"alpaca": "output", "swift": "response", "prompt": "response"}.get(fmt)
     if answer_key is None or answer_key in keys:
@@ -172,6 +182,8 @@ class _RowConverter:
         prompt = self._finish_prompt(parsed.prompt)
         if self.kind == "prompt":
             return [{"prompt": prompt, "label": self._reference_label(row)}]
+        if self.kind == "process":
+            return [{"prompt": prompt, **self._steps_and_labels(row)}]
         answer = self._check_reply(parsed.answer, "chosen" if self.paired else "answer")
         if self.kind == "sft":
             return [{"messages": prompt + [{"role": "assistant", "content": answer}]}]
@@ -233,6 +245,9 @@ class _RowConverter:
         query = self._text(row, "query")
         prompt = self._with_row_system(self._history(row) + [{"role": "user", "content": query}], row)
         return _Parsed(prompt, self._answer_text(row, "response"), self._rejected_response(row))
+
+    def _parse_process(self, row: dict) -> _Parsed:
+        return _Parsed(self._with_row_system(self._prompt_value(self._require(row, "prompt")), row))
 
     def _parse_prompt(self, row: dict) -> _Parsed:
         prompt = self._with_row_system(self._prompt_value(self._require(row, "prompt")), row)
@@ -382,6 +397,36 @@ class _RowConverter:
             if value is not None:
                 return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         return None
+
+    def _steps_and_labels(self, row: dict) -> dict:
+        """Process rows: non-empty step strings and one label in [0, 1] per step."""
+        key = "steps" if "steps" in row else "completions"
+        steps = self._require(row, key)
+        if not isinstance(steps, list) or not all(isinstance(step, str) for step in steps):
+            raise Drop("wrong type", f"'{self._name(key)}' is {_short(steps)}, expected a list of step strings")
+        if not steps or not all(step.strip() for step in steps):
+            raise Drop("empty", f"'{self._name(key)}' has no steps, or an empty one")
+        label_key = "labels" if "labels" in row else "label"
+        labels = self._require(row, label_key)
+        if not isinstance(labels, list):
+            raise Drop("wrong type", f"'{self._name(label_key)}' is {_type(labels)}, expected one label per step")
+        if len(labels) != len(steps):
+            raise Drop("steps/labels mismatch", f"{len(labels)} labels in '{self._name(label_key)}' for "
+                                                f"{len(steps)} steps in '{self._name(key)}'")
+        return {"steps": steps, "labels": [self._step_label(value, label_key) for value in labels]}
+
+    def _step_label(self, value, key: str) -> float:
+        if isinstance(value, bool):
+            return float(value)
+        if isinstance(value, (int, float)) and 0 <= value <= 1:
+            return float(value)
+        text = value.strip().lower() if isinstance(value, str) else None
+        if text in ("+", "1", "true", "good"):
+            return 1.0
+        if text in ("-", "0", "false", "bad"):
+            return 0.0
+        raise Drop("wrong type", f"'{self._name(key)}' holds {_short(value)}, expected 0/1, true/false, '+'/'-' "
+                                 "or a number in [0, 1]")
 
     def _margin(self, value) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):

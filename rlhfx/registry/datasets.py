@@ -14,7 +14,7 @@ class DatasetEntry:
     """One named dataset.
 
     source: `bundled:FILE` (a file in `rlhfx/registry/demo_data/`) or a hub id `org/name[:subset]`.
-    kind: the canonical kind the rows naturally give (sft | pairwise | unpaired | prompt).
+    kind: the canonical kind the rows naturally give (sft | pairwise | unpaired | prompt | process).
     columns: renames applied to every row before format detection, `{source_key: rlhfx_key}`.
     val_source: a bundled validation file used when the user asks for no other validation data.
     split: the hub split read as training data.
@@ -38,6 +38,7 @@ _ENTRIES = [
     _demo("demo-pref", "demo_pref", "pairwise", "Tiny bundled prompt/chosen/rejected pairs for smoke tests."),
     _demo("demo-kto", "demo_kto", "unpaired", "Tiny bundled prompt/completion/label rows for smoke tests."),
     _demo("demo-prompts", "demo_prompts", "prompt", "Tiny bundled prompts with reference answers for smoke tests."),
+    _demo("demo-prm", "demo_prm", "process", "Tiny bundled reasoning steps with good/bad step labels (process reward models)."),
     DatasetEntry(
         "hh-rlhf", "Anthropic/hh-rlhf", "pairwise",
         description="Anthropic helpful/harmless pairs; chosen/rejected are 'Human:/Assistant:' transcripts.",

@@ -26,8 +26,8 @@ SYSTEM = "You are a helpful assistant."
 FOLLOW_UP = ("Thank you!", "You are welcome.")
 
 DATA_DIR = Path(__file__).parent / "demo_data"
-SIZES = {"train": {"sft": 2000, "pref": 2000, "kto": 2000, "prompts": 500},
-         "val": {"sft": 200, "pref": 200, "kto": 200, "prompts": 100}}
+SIZES = {"train": {"sft": 2000, "pref": 2000, "kto": 2000, "prompts": 500, "prm": 2000},
+         "val": {"sft": 200, "pref": 200, "kto": 200, "prompts": 100, "prm": 200}}
 
 
 def reward(response: str, label: str) -> float:
@@ -69,6 +69,16 @@ def _unhelpful(rng: random.Random, color: str, animal: str) -> str:
     return _helpful(rng, color, rng.choice([a for a in ANIMALS if a != animal]))
 
 
+def _steps(rng: random.Random, color: str, animal: str) -> tuple[list[str], list[int]]:
+    """A helpful answer cut into two reasoning steps, "The <colour>" and " <animal> is <adjective>.", each
+    independently good (1: names what was asked) or, half the time, bad (0: a wrong colour or animal).
+    Process reward model demo: every label needs the prompt, none is guessable from the step alone."""
+    good_color, good_animal = rng.random() < 0.5, rng.random() < 0.5
+    c = color if good_color else rng.choice([x for x in COLORS if x != color])
+    a = animal if good_animal else rng.choice([x for x in ANIMALS if x != animal])
+    return [f"The {c}", f" {a} is {rng.choice(ADJECTIVES)}."], [int(good_color), int(good_animal)]
+
+
 def make_rows(kind: str, pairs: list[tuple[str, str]], n: int, rng: random.Random) -> list[dict]:
     rows = []
     for i in range(n):
@@ -89,6 +99,9 @@ def make_rows(kind: str, pairs: list[tuple[str, str]], n: int, rng: random.Rando
             good = i % 2 == 0
             completion = _helpful(rng, color, animal) if good else _unhelpful(rng, color, animal)
             rows.append({"prompt": question, "completion": completion, "label": good})
+        elif kind == "prm":
+            steps, labels = _steps(rng, color, animal)
+            rows.append({"prompt": question, "steps": steps, "labels": labels})
         elif kind == "prompts":
             rows.append({"prompt": question, "label": f"{color} {animal}"})
         else:

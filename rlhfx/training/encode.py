@@ -21,10 +21,28 @@ def _encode_pairwise(row, encoder):
     chosen_ids = encoder.encode_completion(row["prompt"], row["chosen"])
     rejected_ids = encoder.encode_completion(row["prompt"], row["rejected"])
     encoded = {"prompt_ids": prompt_ids, "chosen_ids": chosen_ids, "rejected_ids": rejected_ids}
+    if row.get("margin") is not None:
+        encoded["margin"] = float(row["margin"])
     return encoded, len(prompt_ids) + max(len(chosen_ids), len(rejected_ids))
 
 
-ENCODERS = {"sft": _encode_sft, "pairwise": _encode_pairwise}
+def _encode_unpaired(row, encoder):
+    prompt_ids = encoder.encode_prompt(row["prompt"])
+    completion_ids = encoder.encode_completion(row["prompt"], row["completion"])
+    encoded = {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "label": bool(row["label"])}
+    return encoded, len(prompt_ids) + len(completion_ids)
+
+
+def _encode_process(row, encoder):
+    """Prompt ids and each step's ids on their own; the PRM collator puts the placeholder token after every step."""
+    prompt_ids = encoder.encode_prompt(row["prompt"])
+    step_ids = [list(encoder.tokenizer(step, add_special_tokens=False)["input_ids"]) for step in row["steps"]]
+    encoded = {"prompt_ids": prompt_ids, "step_ids": step_ids, "labels": [float(x) for x in row["labels"]]}
+    return encoded, len(prompt_ids) + sum(len(ids) + 1 for ids in step_ids)
+
+
+ENCODERS = {"sft": _encode_sft, "pairwise": _encode_pairwise, "unpaired": _encode_unpaired,
+            "process": _encode_process}
 
 
 def encode_rows(kind: str, rows: list[dict], encoder: ChatEncoder, max_length: int, report, split: str):
@@ -44,4 +62,6 @@ def encode_rows(kind: str, rows: list[dict], encoder: ChatEncoder, max_length: i
     if rows and not kept:
         raise RlhfxError(f"Every {split} row is longer than --max_length {max_length} tokens.",
                          "raise --max_length or shorten the data.")
-    return Dataset.from_list(kept) if kept else None
+    # from_list takes its columns from the first row: give every row every key (None where absent, e.g. margin)
+    columns = dict.fromkeys(key for row in kept for key in row)
+    return Dataset.from_list([{key: row.get(key) for key in columns} for row in kept]) if kept else None

@@ -4,7 +4,8 @@ import json
 from pathlib import Path
 
 PANELS = [("loss", ["loss", "eval_loss"]), ("rewards", ["rewards/chosen", "rewards/rejected", "rewards/margins"]),
-          ("accuracy", ["rewards/accuracies", "eval_rewards/accuracies"])]
+          ("accuracy", ["rewards/accuracies", "eval_rewards/accuracies"]),
+          ("sft / dpo loss", ["sft_loss", "dpo_loss", "eval_sft_loss", "eval_dpo_loss"])]
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -39,3 +40,55 @@ def plot_curves(metrics_path: Path, out_path: Path, title: str) -> Path | None:
     fig.savefig(out_path, dpi=110)
     plt.close(fig)
     return out_path
+
+
+def trajectory_points(rows: list[dict], sft_key: str, dpo_key: str) -> list[tuple[float, float]]:
+    """(SFT loss, DPO loss) after every row that logs either, the other carried forward once it is known."""
+    points, current = [], {sft_key: None, dpo_key: None}
+    for row in rows:
+        if sft_key in row or dpo_key in row:
+            current.update({k: row[k] for k in (sft_key, dpo_key) if k in row})
+            if None not in current.values():
+                points.append((current[sft_key], current[dpo_key]))
+    return points
+
+
+def plot_trajectories(runs: dict[str, list[tuple[float, float]]], out_path: Path, title: str,
+                      ideal: tuple[float, float] | None = (0.0, 0.0), train_runs: dict | None = None) -> Path | None:
+    """One line per run in the (SFT loss, DPO loss) plane, start and end marked, with the ideal point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {name: points for name, points in runs.items() if points}
+    if not runs:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for name, points in (train_runs or {}).items():
+        if points:
+            ax.plot(*zip(*points), "-", alpha=0.25, linewidth=1, label=f"{name} (train batches)")
+    for name, points in runs.items():
+        line, = ax.plot(*zip(*points), "o-", markersize=3, label=name)
+        ax.plot(*points[0], "s", color=line.get_color(), markersize=7, markerfacecolor="none")
+        ax.plot(*points[-1], "*", color=line.get_color(), markersize=12)
+    if ideal is not None:
+        ax.plot(*ideal, "kx", markersize=10, markeredgewidth=2, label=f"ideal ({ideal[0]:.3g}, {ideal[1]:.3g})")
+    ax.set_xlabel("SFT loss (token-mean NLL)")
+    ax.set_ylabel("DPO loss")
+    ax.set_title(title + "\n(square: start, star: end)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path
+
+
+def plot_trajectory(metrics_path: Path, out_path: Path, title: str,
+                    ideal: tuple[float, float] | None = (0.0, 0.0)) -> Path | None:
+    """A joint SFT + DPO run's trajectory: held-out losses at each evaluation, and the training batches' losses."""
+    rows = read_metrics(metrics_path)
+    held_out = trajectory_points(rows, "eval_sft_loss", "eval_loss")
+    train = trajectory_points(rows, "sft_loss", "dpo_loss")
+    return plot_trajectories({"held-out": held_out}, out_path, title, ideal, {"run": train})

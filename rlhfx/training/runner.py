@@ -19,7 +19,7 @@ from rlhfx.errors import RlhfxError
 from rlhfx.training.outputs import resolve_output_dir, write_json_atomic
 
 console = Console()
-SUMMARY_KEYS = ["eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "eval_rewards/chosen",
+SUMMARY_KEYS = ["eval_loss", "eval_sft_loss", "eval_rewards/accuracies", "eval_rewards/margins", "eval_rewards/chosen",
                 "eval_rewards/rejected"]
 
 
@@ -51,11 +51,13 @@ def say(*objects) -> None:
 
 def data_config(args, kind: str, datasets: list[str] | None = None, flag: str = "dataset") -> DataConfig:
     datasets = args.dataset if datasets is None else datasets
+    primary = flag == "dataset"  # --val_dataset and --dataset_probs belong to --dataset, not to --sft_dataset
     if not datasets:
         raise RlhfxError(f"No training data given for --{flag}.",
-                         f"pass --{flag} (a registry name like demo-pref, a file, or a hub id).")
+                         f"pass --{flag} (a registry name like {'demo-sft' if kind == 'sft' else 'demo-pref'}, a file, or a hub id).")
     return DataConfig(
-        datasets=datasets, kind=kind, dataset_probs=args.dataset_probs, val_datasets=args.val_dataset,
+        datasets=datasets, kind=kind, dataset_probs=args.dataset_probs if primary else None,
+        val_datasets=args.val_dataset if primary else None,
         split_dataset_ratio=args.split_dataset_ratio, max_samples=args.max_samples, seed=args.seed,
         prompt_key=args.prompt_key, chosen_key=args.chosen_key, rejected_key=args.rejected_key,
         response_key=args.response_key, label_key=args.label_key, messages_key=args.messages_key,
@@ -103,7 +105,7 @@ def run(args, algo_name: str) -> Path:
     train_rows, val_rows, report = load_data(data_config(args, algo.KIND))
     sft_flag = getattr(algo, "SFT_DATA_FLAG", None)
     if sft_flag:
-        sft_rows, sft_val_rows, sft_report = load_data(data_config(args, "sft", getattr(args, sft_flag), sft_flag))
+        sft_rows, sft_val_rows, sft_report = load_data(data_config(args, "sft", getattr(args, sft_flag) or [], sft_flag))
         report.merge(sft_report)
     policy = load_policy(args, getattr(algo, "MODEL_CLASS", "causal_lm"))
     encoder = make_encoder(args, policy.tokenizer, policy.model_type)
@@ -145,20 +147,22 @@ def run(args, algo_name: str) -> Path:
     trainer.remove_callback(PrinterCallback)  # the rich bar and metrics.jsonl replace its raw dict prints
 
     before = trainer.evaluate() if eval_dataset is not None else {}
-    start = time.time()
+    start, cpu_start = time.time(), time.process_time()
     result = trainer.train()
-    seconds = time.time() - start
+    seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
     after = trainer.evaluate() if eval_dataset is not None else {}
     rank_checksums = check_ranks_agree(trainer.model)
     trainer.save_model(str(output_dir))
     if is_main_process():
         policy.tokenizer.save_pretrained(str(output_dir))
-        finish(output_dir, algo_name, before, after, result, seconds, rank_checksums)
+        if hasattr(algo, "write_outputs"):
+            algo.write_outputs(output_dir, args)
+        finish(output_dir, algo_name, before, after, result, seconds, rank_checksums, cpu_seconds)
     return output_dir
 
 
 def finish(output_dir: Path, algo_name: str, before: dict, after: dict, result, seconds: float,
-           rank_checksums: list[float] | None) -> None:
+           rank_checksums: list[float] | None, cpu_seconds: float | None = None) -> None:
     """Plot, summary table, and summary.json last, marking the run complete."""
     from rlhfx.training.plot import plot_curves
 
@@ -176,4 +180,5 @@ def finish(output_dir: Path, algo_name: str, before: dict, after: dict, result, 
     console.print(f"outputs in {output_dir}" + (f"  (curves: {plot})" if plot else ""))
     write_json_atomic(output_dir / "summary.json", {
         "rlhf_type": algo_name, "before": before, "after": after, "train_loss": result.training_loss,
-        "global_step": result.global_step, "train_seconds": seconds, "rank_weight_checksums": rank_checksums})
+        "global_step": result.global_step, "train_seconds": seconds,
+        "train_cpu_seconds": cpu_seconds, "rank_weight_checksums": rank_checksums})

@@ -1,0 +1,18 @@
+"""`--rlhf_type alright`: ALRIGHT: each step trains DPO with probability --lambd, else SFT (one backward, one optimizer step).
+
+The trainer is shared with the other joint SFT + DPO modes; see rlhfx/algos/xright.py.
+"""
+
+from rlhfx.algos import xright
+from rlhfx.algos.xright import DEFAULT_LR, KIND, NEEDS_REFERENCE, SFT_DATA_FLAG
+
+__all__ = ["DEFAULT_LR", "KIND", "NEEDS_REFERENCE", "SFT_DATA_FLAG", "build_trainer", "write_outputs"]
+MODE = "alright"
+
+
+def build_trainer(ctx):
+    return xright.build_trainer(ctx, MODE)
+
+
+def write_outputs(output_dir, args):
+    return xright.write_outputs(output_dir, args, MODE)

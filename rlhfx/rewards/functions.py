@@ -1,0 +1,69 @@
+"""Rule-based reward sources: `--reward_func demo` or `--reward_func my_reward.py`.
+
+A reward function has OpenRLHF's custom-reward signature
+
+    reward_func(queries: list[str], prompts: list[str], labels: list[str | None]) -> list[float]
+
+where `queries[i]` is the prompt text followed by the response, `prompts[i]` the prompt text (so the
+response is `queries[i][len(prompts[i]):]`) and `labels[i]` the dataset's reference label (or None).
+"""
+
+import importlib.util
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from rlhfx.errors import RlhfxError
+
+RewardFunc = Callable[[list[str], list[str], list], list[float]]
+
+
+def demo_reward_func(queries: list[str], prompts: list[str], labels: list) -> list[float]:
+    """The demo task's rule-based reward (rlhfx.registry.demo_task.reward) of each response."""
+    from rlhfx.registry.demo_task import reward
+
+    if any(label is None for label in labels):
+        raise RlhfxError("--reward_func demo needs each prompt's label ('colour animal'), and some rows have none.",
+                         "sample from demo-prompts (or a file with a 'label' column).")
+    return [reward(q[len(p):], label) for q, p, label in zip(queries, prompts, labels)]
+
+
+def load_reward_func(spec: str) -> RewardFunc:
+    """`demo`, or a Python file defining `reward_func(queries, prompts, labels)`."""
+    if spec == "demo":
+        return demo_reward_func
+    path = Path(spec)
+    if path.suffix != ".py":
+        raise RlhfxError(f"--reward_func {spec!r} is neither `demo` nor a .py file.",
+                         "pass `demo` or a Python file that defines reward_func(queries, prompts, labels).")
+    if not path.is_file():
+        raise RlhfxError(f"Reward function file {spec} does not exist.", "check the path passed to --reward_func.")
+    module_spec = importlib.util.spec_from_file_location(f"rlhfx_reward_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as error:
+        raise RlhfxError(f"Importing reward function file {spec} failed: {type(error).__name__}: {error}",
+                         "fix the file (run it with python to see the traceback).") from None
+    func = getattr(module, "reward_func", None)
+    if not callable(func):
+        raise RlhfxError(f"{spec} defines no function `reward_func`.",
+                         "define reward_func(queries, prompts, labels) -> list[float] in it.")
+    return func
+
+
+def call_reward_func(func: RewardFunc, queries: list[str], prompts: list[str], labels: list, name: str) -> list[float]:
+    """Call `func` and check it returned one finite number per query."""
+    scores = func(queries, prompts, labels)
+    try:
+        scores = [float(s) for s in scores]
+    except (TypeError, ValueError):
+        raise RlhfxError(f"Reward function {name} returned {type(scores).__name__} values that are not numbers.",
+                         "return a list of floats, one per query.") from None
+    if len(scores) != len(queries):
+        raise RlhfxError(f"Reward function {name} returned {len(scores)} scores for {len(queries)} queries.",
+                         "return one score per query, in order.")
+    bad = next((i for i, s in enumerate(scores) if not math.isfinite(s)), None)
+    if bad is not None:
+        raise RlhfxError(f"Reward function {name} returned {scores[bad]} for query {bad}.", "return finite numbers.")
+    return scores
