@@ -168,7 +168,7 @@ def main() -> None:
                 print(f"{size:>6} {ratio}: {row[ratio]:.2f}x")
         key = f"{size}|{'vllm-venv' if vllm_version else 'main-venv'}"
         results["runs"][key] = {**row, "torch": torch.__version__, "transformers": transformers.__version__,
-                                "vllm": vllm_version, "machine": f"{platform.machine()} {os.cpu_count()} cpus "
+                                "vllm_version": vllm_version, "machine": f"{platform.machine()} {os.cpu_count()} cpus "
                                                                  f"python {platform.python_version()}",
                                 "measured": time.strftime("%Y-%m-%d %H:%M")}
     out_path.parent.mkdir(parents=True, exist_ok=True)
