@@ -43,8 +43,12 @@ def tiny_model_path() -> Path:
     return path
 
 
+CORPUS_SETS = ("sft", "pref", "kto", "prompts")  # fixed, so data sets added later do not change the tokenizer
+
+
 def _corpus():
-    for file in sorted(DATA_DIR.glob("*.jsonl")):
+    files = sorted(DATA_DIR / f"demo_{kind}_{split}.jsonl" for kind in CORPUS_SETS for split in ("train", "val"))
+    for file in files:
         for line in file.read_text().splitlines():
             yield " ".join(_strings(json.loads(line)))
 
