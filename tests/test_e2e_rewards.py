@@ -2,8 +2,8 @@
 loaded with the plain transformers/PEFT Auto classes, reproduce the held-out scores rlhfx reported.
 
 Measured on the SFT'd tiny model (seed 42): rm full 0.50 -> 0.90 held-out accuracy, rm LoRA 0.50 -> 0.86,
-prm with reward tokens 0.55 -> 0.72 held-out step accuracy, prm binary head (LoRA) 0.45 -> 0.70 (the colour
-step is learned within these budgets, ~0.9; the animal step needs longer training).
+prm with reward tokens 0.46 -> 0.73 held-out step accuracy, prm binary head (LoRA) 0.43 -> 0.80.
+These numbers need the tiny model's tokenizer as built from the original demo files (tiny-v1).
 """
 
 import json
@@ -37,7 +37,7 @@ def pair_scores(model, tokenizer) -> list[tuple[float, float]]:
 
 
 def check_reported_scores(out, model, tokenizer) -> float:
-    """The folder's scores equal eval_scores.jsonl pair by pair; returns their accuracy, checked against summary.json."""
+    """The folder's scores equal eval_scores.jsonl pair by pair; returns their accuracy (= summary.json's)."""
     model.eval()
     reported = [json.loads(line) for line in (out / "eval_scores.jsonl").read_text().splitlines()]
     scores = pair_scores(model, tokenizer)
@@ -116,7 +116,7 @@ def test_prm_with_reward_tokens_learns_the_steps(sft_model, tmp_path):
           "--output_dir", out)
     result = summary(out)
     assert result["before"]["eval_step_accuracy"] <= 0.6
-    assert result["after"]["eval_step_accuracy"] >= 0.65
+    assert result["after"]["eval_step_accuracy"] >= 0.7
     assert result["after"]["eval_loss"] < result["before"]["eval_loss"]
     assert result["after"]["eval_rewards/good"] > result["after"]["eval_rewards/bad"]
     tokenizer = AutoTokenizer.from_pretrained(out)
@@ -134,7 +134,7 @@ def test_prm_binary_head_under_lora_learns_and_its_adapter_reproduces_it(sft_mod
     rlhfx("rlhf", "--rlhf_type", "prm", "--model", sft_model, "--dataset", "demo-prm", "--train_type", "lora",
           "--max_steps", "150", "--batch_size", "16", "--learning_rate", "2e-3", "--output_dir", out)
     result = summary(out)
-    assert result["before"]["eval_step_accuracy"] <= 0.6 and result["after"]["eval_step_accuracy"] >= 0.65
+    assert result["before"]["eval_step_accuracy"] <= 0.6 and result["after"]["eval_step_accuracy"] >= 0.7
     config = PeftConfig.from_pretrained(out)
     assert config.task_type == "TOKEN_CLS" and "score" in config.modules_to_save
     # The placeholder was added, so PEFT saved the resized embeddings; AutoPeft resizes the base to the tokenizer.

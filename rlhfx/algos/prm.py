@@ -167,7 +167,7 @@ def token_classifier(causal_lm):
         model = AutoModelForTokenClassification.from_config(config)
     except ValueError:
         raise RlhfxError(f"{type(causal_lm).__name__} has no token-classification variant for the binary PRM head.",
-                         "pass --reward_tokens (e.g. + -) to train the causal LM on two reward tokens instead.") from None
+                         "pass --reward_tokens (e.g. + -) to train the causal LM on two reward tokens.") from None
     missing, _ = model.load_state_dict(causal_lm.state_dict(), strict=False)
     if any(not name.startswith("score.") for name in missing):
         raise RlhfxError(f"Could not move the weights of {type(causal_lm).__name__} under a token-classification head.",

@@ -70,13 +70,21 @@ def _unhelpful(rng: random.Random, color: str, animal: str) -> str:
 
 
 def _steps(rng: random.Random, color: str, animal: str) -> tuple[list[str], list[int]]:
-    """A helpful answer cut into two reasoning steps, "The <colour>" and " <animal> is <adjective>.", each
-    independently good (1: names what was asked) or, half the time, bad (0: a wrong colour or animal).
-    Process reward model demo: every label needs the prompt, none is guessable from the step alone."""
-    good_color, good_animal = rng.random() < 0.5, rng.random() < 0.5
-    c = color if good_color else rng.choice([x for x in COLORS if x != color])
-    a = animal if good_animal else rng.choice([x for x in ANIMALS if x != animal])
-    return [f"The {c}", f" {a} is {rng.choice(ADJECTIVES)}."], [int(good_color), int(good_animal)]
+    """The helpful answer cut into two reasoning steps, "The <colour>" and " <animal> is <adjective>.".
+    Each step is good (1) half the time; otherwise it is bad (0) by naming a wrong colour / animal (told
+    apart only by comparing with the prompt) or no colour / animal at all ("The big", " one is ...").
+    Process reward model demo."""
+    words, labels = [], []
+    for i, (asked, pool) in enumerate(((color, COLORS), (animal, ANIMALS))):
+        roll = rng.random()
+        if roll < 0.5:
+            words.append(asked)
+        elif roll < 0.75:
+            words.append(rng.choice([x for x in pool if x != asked]))
+        else:
+            words.append(rng.choice(ADJECTIVES) if i == 0 else "one")
+        labels.append(int(roll < 0.5))
+    return [f"The {words[0]}", f" {words[1]} is {rng.choice(ADJECTIVES)}."], labels
 
 
 def make_rows(kind: str, pairs: list[tuple[str, str]], n: int, rng: random.Random) -> list[dict]:
