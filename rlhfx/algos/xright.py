@@ -138,9 +138,10 @@ class CyclingBatches:
     `peek()` returns the batch `next()` will return, without consuming it.
     """
 
-    def __init__(self, rows: list, batch_size: int, collate, seed: int, salt: int = 0, rank: int = 0,
+    def __init__(self, rows, batch_size: int, collate, seed: int, salt: int = 0, rank: int = 0,
                  world: int = 1, shuffle: bool = True):
-        if not rows:
+        """rows: anything with len() and integer indexing that gives a row dict (a list, a datasets.Dataset)."""
+        if len(rows) == 0:
             raise ValueError("CyclingBatches needs at least one row")
         self.rows, self.batch_size, self.collate = rows, batch_size, collate
         self.seed, self.salt, self.rank, self.world, self.shuffle = seed, salt, rank, world, shuffle
@@ -242,8 +243,8 @@ class XrightTrainer(RlhfxDPOTrainer):
     def get_train_dataloader(self):
         seed, rank, world = self.args.seed, self.accelerator.process_index, self.accelerator.num_processes
         batch = self.args.per_device_train_batch_size
-        self.sft_batches = CyclingBatches(self.sft_train_dataset.to_list(), batch, self.sft_collate, seed, 0, rank, world)
-        self.pref_batches = CyclingBatches(self.train_dataset.to_list(), batch, self.data_collator, seed, 1, rank, world)
+        self.sft_batches = CyclingBatches(self.sft_train_dataset, batch, self.sft_collate, seed, 0, rank, world)
+        self.pref_batches = CyclingBatches(self.train_dataset, batch, self.data_collator, seed, 1, rank, world)
         tickets = _StepTickets(self.steps_per_epoch() * self.args.gradient_accumulation_steps)
         return torch.utils.data.DataLoader(tickets, batch_size=None, shuffle=False)
 
