@@ -151,8 +151,7 @@ def test_registry_names_and_did_you_mean():
                                        ("demo-kto", "unpaired"), ("demo-prompts", "prompt")])
 def test_demo_entries_load_with_their_validation_files(name, kind):
     entry = get_dataset_entry(name)
-    if not (bundled_path(entry.source).exists() and bundled_path(entry.val_source).exists()):
-        pytest.skip(f"demo data for {name} is not generated yet")
+    assert bundled_path(entry.source).exists() and bundled_path(entry.val_source).exists(), f"{name} files missing"
     assert entry.kind == kind
     train, val, report = load_data(DataConfig([name], kind))
     assert train and val and report.total_dropped == 0
