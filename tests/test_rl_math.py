@@ -68,6 +68,27 @@ def test_whiten_over_real_tokens_only():
                                      [(4 - mean) / std, (5 - mean) / std, 0.0]])
 
 
+def test_whiten_without_shifting_the_mean():
+    x = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 1000.0]])
+    std = math.sqrt(2 + 1e-8)  # values 1..5: mean 3, population variance 2
+    close(rl_math.whiten(x, MASK, shift_mean=False), [[(1 - 3) / std + 3, (2 - 3) / std + 3, 3.0],
+                                                       [(4 - 3) / std + 3, (5 - 3) / std + 3, 0.0]])
+
+
+def test_gae_estimator_whitens_advantages_and_keeps_raw_returns():
+    kl = torch.tensor([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0]])
+    values = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.0]])
+    advantages, returns = rl_math.advantages_and_returns("gae", torch.tensor([1.0, -1.0]), kl, 0.5, MASK, n=1,
+                                                         gamma=1.0, lam=1.0, reward_clip=None, values=values)
+    # lam = gamma = 1: A_t = sum_(k>=t) r_k - V_t; rewards row 0: 0, -.5, 1; row 1: -1, -1
+    raw = [[0.5 - 0.1, 0.5 - 0.2, 1 - 0.3], [-2 - 0.4, -1 - 0.5, 0.0]]
+    close(returns, [[0.5, 0.5, 1.0], [-2.0, -1.0, 0.0]])
+    flat = [v for row, m in zip(raw, MASK.tolist()) for v, k in zip(row, m) if k]
+    mean = sum(flat) / 5
+    std = math.sqrt(sum((v - mean) ** 2 for v in flat) / 5 + 1e-8)
+    close(advantages, [[(v - mean) / std * k for v, k in zip(row, m)] for row, m in zip(raw, MASK.tolist())])
+
+
 def test_group_estimators_by_hand():
     scores = torch.tensor([1.0, 0.0, 0.5, 1.0, 0.0, 0.0])  # two prompts x 3 samples
     mean_a, mean_b = 0.5, 1 / 3

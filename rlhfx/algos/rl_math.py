@@ -19,11 +19,13 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """(x - mean) / sqrt(var + eps) with mean and (population) variance over the masked tokens; padding stays 0."""
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps) with mean and (population) variance over the masked tokens; padding stays 0.
+    shift_mean=False only rescales (--whiten_rewards): the mean is added back."""
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask)
-    return (x - mean) * torch.rsqrt(var + eps) * mask
+    white = (x - mean) * torch.rsqrt(var + eps)
+    return (white if shift_mean else white + mean) * mask
 
 
 def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str, mask: torch.Tensor) -> torch.Tensor:
@@ -141,10 +143,12 @@ def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def advantages_and_returns(estimator: str, scores: torch.Tensor, kl: torch.Tensor, kl_coef: float,
                            mask: torch.Tensor, n: int, gamma: float, lam: float, reward_clip: float | None,
-                           values: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                           values: torch.Tensor | None = None,
+                           whiten_rewards: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The rollout's (advantages, returns) for one estimator. `kl` is the per-token penalty (zeros when the KL
     is a loss term instead). Group estimators turn the clipped sequence rewards into group scores first and
-    use gamma = 1; gae, reinforce and reinforce_baseline advantages are whitened over all response tokens."""
+    use gamma = 1; gae, reinforce and reinforce_baseline advantages are whitened over all response tokens.
+    whiten_rewards (gae) rescales the token rewards to unit std, keeping their mean, before GAE."""
     if estimator in GROUP_ESTIMATORS:
         scores = group_scores(scores.clamp(-reward_clip, reward_clip) if reward_clip else scores, n, estimator)
         rewards = token_rewards(kl, kl_coef, scores, mask)
@@ -156,6 +160,8 @@ def advantages_and_returns(estimator: str, scores: torch.Tensor, kl: torch.Tenso
         returns = discounted_returns(rewards, mask, gamma)
         return whiten(returns, mask), returns
     if estimator == "gae":
+        if whiten_rewards:
+            rewards = whiten(rewards, mask, shift_mean=False)
         advantages, returns = gae(rewards, values, mask, gamma, lam)
         return whiten(advantages, mask), returns
     raise ValueError(f"unknown advantage estimator {estimator!r}")

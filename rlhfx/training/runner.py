@@ -20,7 +20,7 @@ from rlhfx.training.outputs import resolve_output_dir, write_json_atomic
 
 console = Console()
 SUMMARY_KEYS = ["eval_loss", "eval_sft_loss", "eval_rewards/accuracies", "eval_rewards/margins", "eval_rewards/chosen",
-                "eval_rewards/rejected"]
+                "eval_rewards/rejected", "eval_reward"]
 
 
 @dataclass
@@ -38,6 +38,7 @@ class RunContext:
     callbacks: list
     sft_train_dataset: object = None  # joint SFT + preference algorithms (SFT_DATA_FLAG)
     sft_eval_dataset: object = None
+    encoder: object = None  # the run's ChatEncoder (online RL renders prompts and stop tokens with it)
 
 
 def is_main_process() -> bool:
@@ -142,7 +143,8 @@ def run(args, algo_name: str) -> Path:
         args=args, model=policy.model, ref_model=ref_model, tokenizer=policy.tokenizer,
         peft_config=lora_config(args, policy.model, policy.model_type), train_dataset=train_dataset,
         eval_dataset=eval_dataset, hf_args=hf_training_kwargs(args, output_dir, learning_rate, eval_dataset is not None),
-        callbacks=[MetricsWriter(metrics_path), RichProgress()], sft_train_dataset=sft_train, sft_eval_dataset=sft_eval)
+        callbacks=[MetricsWriter(metrics_path), RichProgress()], sft_train_dataset=sft_train, sft_eval_dataset=sft_eval,
+        encoder=encoder)
     trainer = algo.build_trainer(ctx)
     trainer.remove_callback(PrinterCallback)  # the rich bar and metrics.jsonl replace its raw dict prints
 
