@@ -5,7 +5,8 @@ pairwise, unpaired, prompt or process), `DEFAULT_LR` ({"full": .., "lora": ..}) 
 (ctx: rlhfx.training.runner.RunContext). Optional: `NEEDS_REFERENCE = True` (the runner builds the
 reference model), `MODEL_CLASS = "sequence_classification"` (scalar-head models such as reward
 models), `SFT_DATA_FLAG = "sft_dataset"` (a second, SFT data set trained jointly),
-`write_outputs(output_dir, args)` (extra files such as plots, written on the main process before summary.json). Names whose issue has not landed yet are
+`write_outputs(output_dir, args)` (extra files such as plots, written on the main process before summary.json),
+`check_args(args)` (flag checks run by `rlhfx rlhf` before any model loads). Names whose issue has not landed yet are
 listed with `module=None` so users get a clear message instead of an unknown-name error.
 """
 

@@ -81,6 +81,14 @@ def resolve_config(args, algo_name: str) -> RLConfig:
     return config
 
 
+def check_args(args) -> None:
+    """Called by `rlhfx rlhf` before anything loads: bad combinations fail in a second."""
+    from rlhfx.rewards.sources import check_reward_sources
+
+    resolve_config(args, args.rlhf_type)
+    check_reward_sources(args.reward_model or [], args.reward_func or [], args.remote_rm_url or [], args.reward_weights)
+
+
 def build_trainer(ctx):
     from rlhfx.training.rl_trainer import OnlineRLTrainer
 

@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 from rlhfx.errors import RlhfxError
 
@@ -110,20 +111,36 @@ class RemoteReward:
                              "return a list of floats.") from None
 
 
+def check_reward_sources(reward_models, reward_funcs, urls, weights) -> list[float]:
+    """Fail before any model loads: no source, a weight count that does not match, a missing folder or file,
+    a bad URL. Returns the weights (default 1 each)."""
+    from rlhfx.rewards.functions import load_reward_func
+
+    names = [*reward_models, *reward_funcs, *urls]
+    if not names:
+        raise RlhfxError("Online RL needs a reward source.",
+                         "pass --reward_model FOLDER, --reward_func demo|file.py or --remote_rm_url URL.")
+    weights = list(weights) if weights else [1.0] * len(names)
+    if len(weights) != len(names):
+        raise RlhfxError(f"--reward_weights has {len(weights)} weights for {len(names)} reward sources "
+                         f"({', '.join(map(str, names))}).", "give one weight per source: models, functions, URLs in order.")
+    for path in reward_models:
+        if not Path(path).is_dir():
+            raise RlhfxError(f"--reward_model folder {path} does not exist.",
+                             "pass the output folder of `rlhfx rlhf --rlhf_type rm` or another one-label classifier.")
+    for spec in reward_funcs:
+        load_reward_func(spec)
+    for url in urls:
+        RemoteReward(url)
+    return weights
+
+
 class RewardSources:
     """Every source given, summed with weights (default 1 each), in the order models, functions, URLs."""
 
     def __init__(self, reward_models=(), reward_funcs=(), urls=(), weights=None, dtype: str = "auto",
                  batch_size: int = 16, timeout: float = 30.0, retries: int = 3, device=None):
-        self.names = [*reward_models, *reward_funcs, *urls]
-        if not self.names:
-            raise RlhfxError("Online RL needs a reward source.",
-                             "pass --reward_model FOLDER, --reward_func demo|file.py or --remote_rm_url URL.")
-        weights = list(weights) if weights else [1.0] * len(self.names)
-        if len(weights) != len(self.names):
-            raise RlhfxError(f"--reward_weights has {len(weights)} weights for {len(self.names)} reward sources "
-                             f"({', '.join(self.names)}).", "give one weight per source: models, functions, URLs in order.")
-        self.weights = weights
+        self.weights = check_reward_sources(reward_models, reward_funcs, urls, weights)
         self.sources = ([FunctionReward(f) for f in reward_funcs] + [RemoteReward(u, timeout, retries) for u in urls])
         self.sources = [RewardModelScorer(m, dtype, batch_size, device) for m in reward_models] + self.sources
 
