@@ -28,7 +28,8 @@ class Sample:
 class RewardModelScorer:
     """A one-label sequence classifier (an rlhfx rm run or any such folder) with its tokenizer and template."""
 
-    def __init__(self, path: str, dtype: str = "auto", batch_size: int = 16, device=None):
+    def __init__(self, path: str, dtype: str = "auto", batch_size: int = 16, device=None,
+                 use_chat_template: bool = False):
         from types import SimpleNamespace
 
         from rlhfx.engines.loading import resolve_model_spec
@@ -37,7 +38,7 @@ class RewardModelScorer:
         from rlhfx.training.models import load_causal_lm, load_tokenizer
 
         spec = resolve_model_spec(SimpleNamespace(model=path, adapters=None, model_type=None, template=None,
-                                                  use_chat_template=False))
+                                                  use_chat_template=use_chat_template))
         self.path, self.batch_size = path, batch_size
         self.tokenizer = load_tokenizer(spec.tokenizer_path)
         self.model = load_causal_lm(spec.adapter or spec.path, dtype, "sequence_classification").eval()
@@ -139,10 +140,12 @@ class RewardSources:
     """Every source given, summed with weights (default 1 each), in the order models, functions, URLs."""
 
     def __init__(self, reward_models=(), reward_funcs=(), urls=(), weights=None, dtype: str = "auto",
-                 batch_size: int = 16, timeout: float = 30.0, retries: int = 3, device=None):
+                 batch_size: int = 16, timeout: float = 30.0, retries: int = 3, device=None,
+                 use_chat_template: bool = False):
         self.weights = check_reward_sources(reward_models, reward_funcs, urls, weights)
         self.sources = ([FunctionReward(f) for f in reward_funcs] + [RemoteReward(u, timeout, retries) for u in urls])
-        self.sources = [RewardModelScorer(m, dtype, batch_size, device) for m in reward_models] + self.sources
+        self.sources = [RewardModelScorer(m, dtype, batch_size, device, use_chat_template)
+                        for m in reward_models] + self.sources
 
     def __call__(self, samples: list[Sample]) -> list[float]:
         total = [0.0] * len(samples)

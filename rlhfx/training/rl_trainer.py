@@ -59,7 +59,7 @@ class OnlineRLTrainer:
         self.rewards = RewardSources(
             self.args.reward_model or [], self.args.reward_func or [], self.args.remote_rm_url or [],
             self.args.reward_weights, self.args.torch_dtype, config.micro_rollout_batch_size,
-            self.args.remote_rm_timeout, self.args.remote_rm_retries, self.device)
+            self.args.remote_rm_timeout, self.args.remote_rm_retries, self.device, self.args.use_chat_template)
         stops = stop_token_ids(self.tokenizer, getattr(self.model, "generation_config", None), ctx.encoder.template)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else stops[0]
         prompts_per_call = max(1, config.micro_rollout_batch_size // config.n_samples_per_prompt)
