@@ -114,6 +114,8 @@ FLAGS: list[Flag] = [
     Flag("num_ppo_epochs", int, 1, "Passes over each rollout's samples (OpenRLHF's PPO --max_epochs; that name here is --num_train_epochs, the passes over the prompts).", ("ppo_epochs",), "online rl", RLHF, algos=RL),
     Flag("generate_max_len", int, 64, "Most tokens generated per response.", ("max_new_tokens", "max_completion_length"), "online rl", RLHF, algos=RL),
     Flag("prompt_max_len", int, None, "Longest prompt in tokens; longer prompts are dropped and counted (default: --max_length).", (), "online rl", RLHF, algos=RL),
+    Flag("engine", str, "pt", "Rollout engine: pt (the policy generates) or vllm (weights pushed every step; needs the vllm extra).", (), "online rl", RLHF, choices=("pt", "vllm"), algos=RL),
+    Flag("vllm_gpu_memory_utilization", float, 0.4, "vllm rollouts on a GPU: share of its memory for vLLM (the rest trains).", (), "online rl", RLHF, algos=RL),
     Flag("temperature", float, 1.0, "Sampling temperature of rollouts.", (), "online rl", RLHF, algos=RL),
     Flag("top_p", float, 1.0, "Nucleus sampling of rollouts (1 = off).", (), "online rl", RLHF, algos=RL),
     Flag("kl_coef", float, None, "KL coefficient (initial value with --target_kl; default 0.01, grpo 0.04).", ("init_kl_coef",), "online rl", RLHF, algos=RL),

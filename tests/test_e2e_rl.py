@@ -17,6 +17,7 @@ from rlhfx.registry.demo_task import reward
 
 COMMON = ["--dataset", "demo-prompts", "--train_type", "full", "--generate_max_len", "16", "--logging_steps", "1",
           "--lr_scheduler_type", "constant"]
+SMALL_VAL = ["--val_dataset", "demo-prompts#4"]  # runs that only need to complete: a quick held-out evaluation
 PER_STEP = ["reward", "kl", "entropy", "clip_ratio", "response_length", "samples_per_second"]
 
 
@@ -56,7 +57,7 @@ def test_ppo_lora_runs_and_saves_an_adapter(sft_model, tmp_path):
     from peft import AutoPeftModelForCausalLM
 
     out = tmp_path / "ppo-lora"
-    rl("ppo", sft_model, out, "--train_type", "lora", "--reward_func", "demo", "--max_steps", "2",
+    rl("ppo", sft_model, out, "--train_type", "lora", "--reward_func", "demo", "--max_steps", "2", *SMALL_VAL,
        "--rollout_batch_size", "8", "--batch_size", "8")
     steps = [m for m in metrics(out) if "reward" in m]
     assert len(steps) == 2 and all("value_loss" in m for m in steps)
@@ -88,11 +89,11 @@ def test_http_reward_combined_with_a_reward_function(sft_model, tmp_path):
     try:
         out = tmp_path / "rloo-http"
         url = f"http://127.0.0.1:{server.server_port}/get_reward"
-        rl("rloo", sft_model, out, "--remote_rm_url", url, "--reward_func", "demo", "--reward_weights", "1,2",
+        rl("rloo", sft_model, out, "--remote_rm_url", url, "--reward_func", "demo", "--reward_weights", "1,2", *SMALL_VAL,
            "--max_steps", "2", "--rollout_batch_size", "4", "--n_samples_per_prompt", "2", "--batch_size", "8")
     finally:
         server.shutdown()
-    rollouts = [r for r in DemoRewardHandler.requests if len(r["query"]) == 8]  # the others score held-out prompts
+    rollouts = [r for r in DemoRewardHandler.requests if len(r["query"]) == 8]  # the others (4) score held-out prompts
     assert len(rollouts) == 2
     first = rollouts[0]
     assert all(q.startswith(p) for q, p in zip(first["query"], first["prompts"])) and all(first["labels"])
@@ -114,7 +115,7 @@ def test_ppo_with_a_trained_reward_model(sft_model, tmp_path):
     rlhfx("rlhf", "--rlhf_type", "rm", "--model", sft_model, "--dataset", "demo-pref", "--train_type", "full",
           "--max_steps", "30", "--batch_size", "16", "--learning_rate", "5e-4", "--output_dir", rm)
     out = tmp_path / "ppo-rm"
-    rl("ppo", sft_model, out, "--reward_model", rm, "--max_steps", "2", "--rollout_batch_size", "8", "--batch_size", "8")
+    rl("ppo", sft_model, out, "--reward_model", rm, "--max_steps", "2", *SMALL_VAL, "--rollout_batch_size", "8", "--batch_size", "8")
     steps = [m for m in metrics(out) if "reward" in m]
     assert len(steps) == 2 and all("value_loss" in m for m in steps)
     assert summary(out)["global_step"] == 2

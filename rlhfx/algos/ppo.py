@@ -86,6 +86,10 @@ def check_args(args) -> None:
     from rlhfx.rewards.sources import check_reward_sources
 
     resolve_config(args, args.rlhf_type)
+    if args.engine == "vllm":
+        from rlhfx.engines import check_engine_available
+
+        check_engine_available("vllm")
     check_reward_sources(args.reward_model or [], args.reward_func or [], args.remote_rm_url or [], args.reward_weights)
 
 

@@ -14,7 +14,8 @@ The critic (gae only) is a one-label sequence classifier read at every position:
 hidden states through its `score` head; V_t is read at the position before response token t.
 It defaults to the first reward model (as OpenRLHF), else --model with a new zero head.
 
-Checkpoints (`checkpoint-N/`: the policy in Hugging Face format plus `state.pt` with trainable
+Rollouts run on the `pt` engine (the policy itself) or `vllm` (weights pushed before each generation,
+a LoRA adapter merged in). Checkpoints (`checkpoint-N/`: the policy in Hugging Face format plus `state.pt` with trainable
 weights, optimizers, schedulers, KL coefficient, reward statistics, data position and RNG states)
 let `--resume_from_checkpoint` continue exactly where the run was.
 """
@@ -40,8 +41,6 @@ from rlhfx.training.runner import say
 
 class OnlineRLTrainer:
     def __init__(self, ctx, config):
-        from rlhfx.engines.pt import PtEngine
-
         if world_size() > 1:
             raise RlhfxError("Online RL (ppo, grpo, rloo, reinforce_pp) runs on one process in this version.",
                              "launch it without NPROC_PER_NODE.")
@@ -62,8 +61,7 @@ class OnlineRLTrainer:
             self.args.remote_rm_timeout, self.args.remote_rm_retries, self.device, self.args.use_chat_template)
         stops = stop_token_ids(self.tokenizer, getattr(self.model, "generation_config", None), ctx.encoder.template)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else stops[0]
-        prompts_per_call = max(1, config.micro_rollout_batch_size // config.n_samples_per_prompt)
-        self.engine = PtEngine(self.model, self.tokenizer, stop_ids=stops, batch_size=prompts_per_call)
+        self.engine = self._engine(stops)
         self.sampling = Sampling(n=config.n_samples_per_prompt, max_new_tokens=config.generate_max_len,
                                  temperature=config.temperature, top_p=config.top_p)
         self.sampling.check()
@@ -99,6 +97,34 @@ class OnlineRLTrainer:
 
             model = get_peft_model(model, ctx.peft_config)
         return model.to(self.device).eval()
+
+    def _engine(self, stops: list[int]):
+        """pt generates with the policy itself; vllm starts on --model (its base when that is an adapter folder)
+        and gets the policy's weights pushed before every generation."""
+        if self.args.engine == "vllm":
+            from rlhfx.engines import make_engine
+            from rlhfx.training.models import _adapter_base, resolve_model_path
+
+            path = resolve_model_path(self.args.model, self.args.model_type)
+            base = _adapter_base(path)
+            return make_engine("vllm", model_path=resolve_model_path(base, None) if base else path,
+                               tokenizer=self.tokenizer, stop_ids=stops, dtype=self.args.torch_dtype, seed=self.args.seed,
+                               gpu_memory_utilization=self.args.vllm_gpu_memory_utilization)
+        from rlhfx.engines.pt import PtEngine
+
+        prompts_per_call = max(1, self.config.micro_rollout_batch_size // self.config.n_samples_per_prompt)
+        return PtEngine(self.model, self.tokenizer, stop_ids=stops, batch_size=prompts_per_call)
+
+    def _policy_weights(self) -> list[tuple[str, torch.Tensor]]:
+        """The policy's weights under their Hugging Face names; a LoRA adapter is merged into them."""
+        if not hasattr(self.model, "merge_adapter"):
+            return list(self.model.named_parameters())
+        self.model.merge_adapter()
+        try:
+            return [(name.removeprefix("base_model.model.").replace(".base_layer", ""), p.detach().clone())
+                    for name, p in self.model.named_parameters() if "lora_" not in name]
+        finally:
+            self.model.unmerge_adapter()
 
     def _critic(self):
         from rlhfx.algos.rm import zero_new_head
@@ -139,6 +165,8 @@ class OnlineRLTrainer:
 
     def _generate(self, rows: list[dict], sampling: Sampling):
         """(samples, response ids) for every prompt's n completions, prompts' samples consecutive."""
+        if self.args.engine == "vllm":
+            self.engine.update_weights(self._policy_weights())
         completions = self.engine.generate([row["prompt_ids"] for row in rows], sampling)
         samples, prompt_ids, response_ids = [], [], []
         for row, outs in zip(rows, completions):
@@ -293,7 +321,6 @@ class OnlineRLTrainer:
                     self.evaluate()
                 if self.args.save_steps > 0 and self.step % self.args.save_steps == 0 and self.step < self.max_steps:
                     self.save_checkpoint()
-        self.engine.close()
         loss = sum(self.losses) / len(self.losses) if self.losses else float("nan")
         return SimpleNamespace(training_loss=loss, global_step=self.step)
 
@@ -315,7 +342,9 @@ class OnlineRLTrainer:
             f.write(json.dumps(row) + "\n")
 
     def save_model(self, folder: str) -> None:
+        """The final weights; the runner's last call, so the engine is shut down here too."""
         self.model.save_pretrained(folder)
+        self.engine.close()
 
     # --- checkpoints --------------------------------------------------------------------------------------
 
@@ -323,7 +352,7 @@ class OnlineRLTrainer:
         final = self.output_dir / f"checkpoint-{self.step}"
         tmp = self.output_dir / f".checkpoint-{self.step}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        self.save_model(str(tmp))
+        self.model.save_pretrained(str(tmp))
         self.tokenizer.save_pretrained(str(tmp))
         state = {"step": self.step, "kl_coef": self.kl.value, "reward_moments": vars(self.reward_moments),
                  "policy": _trainable(self.model), "optimizer": self.optimizer.state_dict(),
