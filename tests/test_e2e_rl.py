@@ -113,7 +113,7 @@ def test_unreachable_http_reward_fails_clearly(sft_model, tmp_path):
 def test_ppo_with_a_trained_reward_model(sft_model, tmp_path):
     rm = tmp_path / "rm"
     rlhfx("rlhf", "--rlhf_type", "rm", "--model", sft_model, "--dataset", "demo-pref", "--train_type", "full",
-          "--max_steps", "30", "--batch_size", "16", "--learning_rate", "5e-4", "--output_dir", rm)
+          "--max_steps", "10", "--batch_size", "16", "--learning_rate", "5e-4", "--output_dir", rm)
     out = tmp_path / "ppo-rm"
     rl("ppo", sft_model, out, "--reward_model", rm, "--max_steps", "2", *SMALL_VAL, "--rollout_batch_size", "8", "--batch_size", "8")
     steps = [m for m in metrics(out) if "reward" in m]
