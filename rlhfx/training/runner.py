@@ -58,7 +58,8 @@ def data_config(args, kind: str, datasets: list[str] | None = None, flag: str = 
     return DataConfig(
         datasets=datasets, kind=kind, dataset_probs=args.dataset_probs if primary else None,
         val_datasets=args.val_dataset if primary else None,
-        split_dataset_ratio=args.split_dataset_ratio, max_samples=args.max_samples, seed=args.seed,
+        split_dataset_ratio=args.split_dataset_ratio, seed=args.seed,
+        max_samples=args.max_samples if primary else args.sft_max_samples,
         prompt_key=args.prompt_key, chosen_key=args.chosen_key, rejected_key=args.rejected_key,
         response_key=args.response_key, label_key=args.label_key, messages_key=args.messages_key,
         system=args.system, input_template=args.input_template)
@@ -113,8 +114,9 @@ def run(args, algo_name: str) -> Path:
     eval_dataset = encode_rows(algo.KIND, val_rows, encoder, args.max_length, report, "val") if val_rows else None
     sft_train, sft_eval = None, None
     if sft_flag:
-        sft_train = encode_rows("sft", sft_rows, encoder, args.max_length, report, "sft train")
-        sft_eval = encode_rows("sft", sft_val_rows, encoder, args.max_length, report, "sft val") if sft_val_rows else None
+        sft_max_length = args.sft_max_len or args.max_length
+        sft_train = encode_rows("sft", sft_rows, encoder, sft_max_length, report, "sft train")
+        sft_eval = encode_rows("sft", sft_val_rows, encoder, sft_max_length, report, "sft val") if sft_val_rows else None
 
     output_dir = resolve_output_dir(args.output_dir, policy.model_type.name)
     if (output_dir / "summary.json").exists():
