@@ -125,17 +125,28 @@ _SHARED_WITH_GENERATION = {
 _GENERATION_ALIASES = {"batch_size": ("micro_batch_size",)}  # OpenRLHF batch_inference's name
 
 
+# `rlhfx export` and `rlhfx data check` take these flags of the tables above and below, meaning the same.
+TOOLS = ("export", "data")
+_SHARED_WITH_TOOLS = {
+    "model": TOOLS, "model_type": TOOLS, "template": TOOLS, "use_chat_template": TOOLS, "torch_dtype": ("export",),
+    "output_dir": ("export",), "adapters": ("export",), "dataset": ("data",), "max_length": ("data",),
+    "max_samples": ("data",), "seed": ("data",), "prompt_key": ("data",), "chosen_key": ("data",),
+    "rejected_key": ("data",), "response_key": ("data",), "label_key": ("data",), "messages_key": ("data",),
+    "system": ("data",), "input_template": ("data",), "rlhf_type": ("data",),
+}
+
+
 def _share(flag: Flag) -> Flag:
     from dataclasses import replace
 
-    extra = _SHARED_WITH_GENERATION.get(flag.name, ())
+    extra = _SHARED_WITH_GENERATION.get(flag.name, ()) + _SHARED_WITH_TOOLS.get(flag.name, ())
     if not extra:
         return flag
     aliases = flag.aliases + tuple(a for a in _GENERATION_ALIASES.get(flag.name, ()) if a not in flag.aliases)
     return replace(flag, commands=flag.commands + tuple(c for c in extra if c not in flag.commands), aliases=aliases)
 
 
-FLAGS = [_share(f) for f in FLAGS] + [
+FLAGS = [_share(f) for f in FLAGS] + [_share(f) for f in [
     Flag("engine", str, "pt", "Generation engine: pt (transformers generate) or vllm (needs the vllm extra).", (), "generation", GENERATE, choices=("pt", "vllm")),
     Flag("adapters", str, None, "Output folder of an rlhfx run: its LoRA adapter goes onto --model (default: the base it was trained from), or its full weights are the model; its args.json gives the template.", ("ckpt_dir",), "generation", GENERATE),
     Flag("max_new_tokens", int, 128, "Most tokens generated per answer.", (), "generation", GENERATE),
@@ -160,6 +171,9 @@ FLAGS = [_share(f) for f in FLAGS] + [
     Flag("normalize_reward", bool, False, "sample: z-normalise the rewards over all scored answers.", (), "sampling", ("sample",)),
     Flag("post_processor", str, None, "sample: turn scored answers into training data: rs (best per prompt -> SFT), csft (reward-conditioned SFT), iter_dpo (best vs worst pairs).", (), "sampling", ("sample",), choices=("rs", "csft", "iter_dpo")),
     Flag("reward_template", str, "{input} <rm_score>: {reward} ", "sample csft: how the reward is written into the prompt.", (), "sampling", ("sample",)),
+]] + [
+    Flag("merge_lora", bool, False, "export: merge the run's LoRA adapter into its base weights (a plain from_pretrained folder).", (), "export", ("export",)),
+    Flag("kind", str, None, "data check: the row kind to check for (sft, pairwise, unpaired, prompt, process) instead of --rlhf_type's.", (), "data", ("data",), choices=("sft", "pairwise", "unpaired", "prompt", "process")),
 ]
 
 

@@ -18,6 +18,8 @@ COMMANDS = {
     "rlhf": ("rlhfx.commands.rlhf", "Preference training: --rlhf_type dpo|kto|cpo|orpo|simpo|ppo|rm|alright|maxright.", True),
     "infer": ("rlhfx.commands.infer", "Chat with a model (streaming) or answer a file of prompts; --engine pt|vllm.", False),
     "sample": ("rlhfx.commands.sample", "Best-of-n generation, reward scoring, rs/csft/iter_dpo data (OpenRLHF batch_inference).", False),
+    "export": ("rlhfx.commands.export", "Merge a LoRA run into its base: a from_pretrained folder (--adapters RUN --merge_lora).", False),
+    "data": ("rlhfx.commands.data", "`data check`: how a dataset is read, what is dropped and why, lengths, label balance.", False),
 }
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,

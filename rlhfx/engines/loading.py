@@ -93,7 +93,7 @@ def _tiny_path() -> Path:
 
 def load_generator(args, batch_size: int) -> Generator:
     """The engine named by --engine on the model named by --model/--adapters, its tokenizer and encoder."""
-    from rlhfx.training.models import load_causal_lm, load_tokenizer
+    from rlhfx.training.models import load_causal_lm, load_tokenizer, merge_adapter
 
     check_engine_available(args.engine)
     spec = resolve_model_spec(args)
@@ -103,9 +103,7 @@ def load_generator(args, batch_size: int) -> Generator:
     if args.engine == "pt":
         model = load_causal_lm(spec.path, args.torch_dtype)
         if spec.adapter:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, spec.adapter).merge_and_unload()
+            model = merge_adapter(model, spec.adapter)
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         if _has_cuda():
