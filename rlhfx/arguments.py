@@ -286,10 +286,29 @@ def _coerce(flag: Flag, value):
     return value
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _attach_negative_numbers(argv: list[str]) -> list[str]:
+    """`--lr -1e-4` -> `--lr=-1e-4`: argparse takes a value such as -1e-4 for an option and reports a missing value."""
+    out = []
+    for token in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and token.startswith("-") and _is_number(token):
+            out[-1] += "=" + token
+        else:
+            out.append(token)
+    return out
+
+
 def parse_args(command: str, argv: list[str]) -> Args:
     """Defaults < --config file < command line. Unknown flags fail with a did-you-mean suggestion."""
     parser = _build_parser(command)
-    parsed, unknown = parser.parse_known_args(argv)
+    parsed, unknown = parser.parse_known_args(_attach_negative_numbers(argv))
     if unknown:
         raise _unknown_flag_error(command, next((u for u in unknown if u.startswith("-")), unknown[0]))
     cli_values = {k: v for k, v in vars(parsed).items() if k != "config"}

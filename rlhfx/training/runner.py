@@ -65,7 +65,21 @@ def data_config(args, kind: str, datasets: list[str] | None = None, flag: str = 
         system=args.system, input_template=args.input_template)
 
 
+POSITIVE_INTS = ("batch_size", "eval_batch_size", "train_batch_size", "gradient_accumulation_steps", "lora_rank",
+                 "lora_alpha", "max_length", "save_steps", "logging_steps", "eval_steps")
+FRACTIONS = ("lora_dropout", "warmup_ratio")
+
+
 def check_flags(args) -> None:
+    for name in POSITIVE_INTS:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise RlhfxError(f"--{name} is {getattr(args, name)}.", "use a positive number.")
+    for name in ("learning_rate", "num_train_epochs"):
+        if getattr(args, name) is not None and not getattr(args, name) > 0:
+            raise RlhfxError(f"--{name} is {getattr(args, name)}.", "use a positive number.")
+    for name in FRACTIONS:
+        if not 0 <= getattr(args, name) < 1:
+            raise RlhfxError(f"--{name} is {getattr(args, name)}.", "use a value in [0, 1).")
     if args.dataset_probs and len(args.dataset_probs) != len(args.dataset or []):
         raise RlhfxError(f"--dataset_probs has {len(args.dataset_probs)} weights for {len(args.dataset or [])} datasets.",
                          "give one weight per --dataset.")
