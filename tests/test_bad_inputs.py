@@ -24,3 +24,14 @@ def test_bad_input_gives_a_clear_error(case, tmp_path):
     assert not list(tmp_path.rglob("summary.json")), "a failed run left a folder that looks complete"
     assert not (tmp_path / case.output).is_file() and not (tmp_path / case.output / "config.json").exists()
     assert error_message(text) in " ".join(DOC.read_text().split()), "run: python scripts/gen_troubleshooting.py"
+
+
+def test_debug_shows_the_traceback_of_a_new_command():
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "rlhfx", "data", "chek"]
+    plain = subprocess.run(argv, capture_output=True, text=True)
+    debug = subprocess.run([*argv, "--debug"], capture_output=True, text=True)
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr and "Unknown subcommand" in plain.stderr
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "RlhfxError: Unknown subcommand" in debug.stderr
