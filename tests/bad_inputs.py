@@ -115,6 +115,8 @@ CASES = [
          ("--batch_size is 0",)),
     Case("negative-lr", "models", "A negative learning rate",
          ["sft", *TINY, "--dataset", "demo-sft#8", "--learning_rate", "-1e-4", *OUT], ("--learning_rate is -0.0001",)),
+    Case("save-steps-zero", "models", "--save_steps 0", ["sft", *TINY, "--dataset", "demo-sft#8", "--save_steps", "0", *OUT],
+         ("--save_steps is 0", "-1")),
     # --- outputs ---
     Case("output-under-file", "outputs", "An --output_dir that cannot be created",
          ["sft", *TINY, "--dataset", "demo-sft#8", "--output_dir", "notes.txt/run"], ("cannot create output folder notes.txt/run",),

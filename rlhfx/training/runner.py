@@ -66,7 +66,7 @@ def data_config(args, kind: str, datasets: list[str] | None = None, flag: str = 
 
 
 POSITIVE_INTS = ("batch_size", "eval_batch_size", "train_batch_size", "gradient_accumulation_steps", "lora_rank",
-                 "lora_alpha", "max_length", "save_steps", "logging_steps", "eval_steps")
+                 "lora_alpha", "max_length", "logging_steps")
 FRACTIONS = ("lora_dropout", "warmup_ratio")
 
 
@@ -74,6 +74,9 @@ def check_flags(args) -> None:
     for name in POSITIVE_INTS:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise RlhfxError(f"--{name} is {getattr(args, name)}.", "use a positive number.")
+    for name in ("save_steps", "eval_steps"):
+        if getattr(args, name) is not None and getattr(args, name) < 1 and getattr(args, name) != -1:
+            raise RlhfxError(f"--{name} is {getattr(args, name)}.", "use a positive number, or -1 for only at the end.")
     for name in ("learning_rate", "num_train_epochs"):
         if getattr(args, name) is not None and not getattr(args, name) > 0:
             raise RlhfxError(f"--{name} is {getattr(args, name)}.", "use a positive number.")
