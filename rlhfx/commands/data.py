@@ -7,6 +7,7 @@ training would drop them), else characters. Problems that would stop a run (unre
 rows, every row too long) exit with code 2 like any rlhfx error.
 """
 
+import math
 import statistics
 
 from rlhfx.errors import RlhfxError
@@ -122,7 +123,7 @@ def _text(value) -> str:
 def print_histogram(lengths: list[int], unit: str) -> None:
     low, high = min(lengths), max(lengths)
     print(f"length in {unit}: min {low}, median {statistics.median(lengths):g}, "
-          f"p95 {sorted(lengths)[int(0.95 * (len(lengths) - 1))]}, max {high}")
+          f"p95 {sorted(lengths)[math.ceil(0.95 * len(lengths)) - 1]}, max {high}")  # nearest rank
     width = max(1, -(-(high - low + 1) // BINS))
     counts = [0] * BINS
     for n in lengths:
