@@ -320,6 +320,10 @@ def parse_args(command: str, argv: list[str]) -> Args:
     return Args(command=command, values=values, explicit=explicit)
 
 
+USAGE = {"export": "rlhfx export --adapters RUN --merge_lora [--output_dir OUT]",
+         "data": "rlhfx data check --dataset DATA --rlhf_type TYPE [--model MODEL] [flags]"}
+
+
 def print_help(command: str, summary: str, algo: str | None = None) -> None:
     """Flags grouped by purpose, aliases shown next to each name; with `algo`, only the flags that matter for it."""
     from rich.console import Console
@@ -328,7 +332,8 @@ def print_help(command: str, summary: str, algo: str | None = None) -> None:
     console = Console()
     title = f"rlhfx {command}" + (f" --rlhf_type {algo}" if algo else "")
     console.print(f"[bold]{title}[/bold]: {summary}\n")
-    console.print(f"Usage: rlhfx {command} --model MODEL --dataset DATA [flags] (or --config run.yaml)\n")
+    usage = USAGE.get(command, f"rlhfx {command} --model MODEL --dataset DATA [flags]")
+    console.print(f"Usage: {usage} (or --config run.yaml)\n")
     groups: dict[str, list[Flag]] = {}
     for flag in flags_for(command):
         if algo is None or flag.algos is None or algo in flag.algos:
