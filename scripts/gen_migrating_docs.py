@@ -61,7 +61,8 @@ UNSUPPORTED = {
     "load_checkpoint": "Resuming is not in this version (`--resume_from_checkpoint` is being added).",
 }
 NOTES = {  # supported, but the meaning or default differs from the other tool
-    "lora_rank": "OpenRLHF trains LoRA when --lora_rank > 0, else full; rlhfx's --train_type (default lora) decides.",
+    "lora_rank": "--train_type (default lora) chooses LoRA or full; a --lora_rank > 0 alone switches nothing "
+                 "(OpenRLHF's convention), and LoRA flags with --train_type full are refused.",
     "save_steps": "-1 (OpenRLHF): no checkpoints, only the final weights.",
     "eval_steps": "-1 (OpenRLHF): evaluate only at the end.",
     "ckpt_dir": "`swift infer/export --ckpt_dir` = `rlhfx infer/export --adapters`.",

@@ -67,22 +67,10 @@ def check_flags(args) -> tuple[Path, Path]:
     output = Path(args.output_dir) if args.output_dir else adapter.with_name(adapter.name + "-merged")
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise RlhfxError(f"Output folder {output} already exists and is not empty.", "pick another --output_dir.")
-    parent = output.resolve().parent
-    writable = parent
-    while not writable.exists():  # the nearest existing folder decides whether the output can be made
-        writable = writable.parent
-    if not writable.is_dir() or not _can_write(writable):
-        raise RlhfxError(f"Cannot create output folder {output}: {writable} is not a writable folder.",
-                         "pass a writable --output_dir.")
+    from rlhfx.training.outputs import check_can_create
+
+    check_can_create(output, "--output_dir")
     return adapter, output
-
-
-def _can_write(folder: Path) -> bool:
-    try:
-        tempfile.TemporaryFile(dir=folder).close()
-        return True
-    except OSError:
-        return False
 
 
 def merged_model(base: str, adapter: Path, dtype: str):

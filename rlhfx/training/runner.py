@@ -83,6 +83,11 @@ def check_flags(args) -> None:
     for name in FRACTIONS:
         if not 0 <= getattr(args, name) < 1:
             raise RlhfxError(f"--{name} is {getattr(args, name)}.", "use a value in [0, 1).")
+    lora_flags = [f"--{name}" for name in ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules")
+                  if name in args.explicit]
+    if args.train_type == "full" and lora_flags:
+        raise RlhfxError(f"--train_type full trains every weight, but {', '.join(lora_flags)} {'configures' if len(lora_flags) == 1 else 'configure'} LoRA.",
+                         "drop the LoRA flags, or use --train_type lora.")
     if args.dataset_probs and len(args.dataset_probs) != len(args.dataset or []):
         raise RlhfxError(f"--dataset_probs has {len(args.dataset_probs)} weights for {len(args.dataset or [])} datasets.",
                          "give one weight per --dataset.")
