@@ -56,6 +56,11 @@ def test_merged_logits_equal_base_plus_adapter(name, tmp_path, run_cli):
         got = merged(text_ids).logits
     assert (expected - base).abs().max() > 1e-3  # the adapter changed the model: the comparison means something
     assert (got - expected).abs().max() < 1e-4
+    if name == "sft":  # a checkpoint folder inside the run finds the run's args.json
+        code, text = run_cli("export", "--adapters", run / "checkpoint-3", "--merge_lora")
+        assert code == 0, text
+        note = json.loads((run / "checkpoint-3-merged" / "args.json").read_text())
+        assert (note["template"], note["rlhf_type"]) == ("chatml", "sft")
     if name == "rm":
         assert merged.config.pad_token_id == tokenizer.pad_token_id  # rewards are read at the last non-pad token
     if name == "prm":

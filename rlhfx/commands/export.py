@@ -31,13 +31,13 @@ def main(argv: list[str]) -> None:
         return print_help("export", SUMMARY)
     args = parse_args("export", argv)
     adapter, output = check_flags(args)
-    from rlhfx.engines.loading import resolve_model_spec
+    from rlhfx.engines.loading import resolve_model_spec, run_args
     from rlhfx.training.runner import quiet_libraries
 
     spec = resolve_model_spec(args)
     quiet_libraries()
     model, tokenizer = merged_model(spec.path, adapter, args.torch_dtype)
-    run = json.loads((Path(adapter) / "args.json").read_text()) if (Path(adapter) / "args.json").is_file() else {}
+    run = run_args(str(adapter))
     note = {"command": "export", "merged_from": str(adapter), "model_path": spec.path,
             "model_type": spec.model_type.name, "template": spec.template, "rlhf_type": run.get("rlhf_type"),
             "model_class": type(model).__name__}
