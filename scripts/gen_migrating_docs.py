@@ -38,7 +38,9 @@ OPENRLHF_FLAGS = ["pretrain", "ref_pretrain", "dataset", "dataset_probs", "max_s
                   "vllm_tensor_parallel_size", "vllm_sync_backend", "colocate_actor_ref", "colocate_critic_reward",
                   "actor_num_nodes", "ring_attn_size",
                   # XRIGHT's scripts
-                  "sft_dataset", "lambd", "sft_opt", "dpo_opt", "max_eval_steps", "target_module"]
+                  "rlhf_dataset", "sft_dataset", "rlhf_max_samples", "sft_max_samples", "rlhf_max_len", "sft_max_len",
+                  "rlhf_micro_train_batch_size", "sft_micro_train_batch_size", "lambd", "sft_opt", "dpo_opt",
+                  "max_eval_steps", "target_module", "eval_split", "rlhf_eval_split", "ref_pareto_sft", "ref_pareto_dpo"]
 PPO = "PPO and the REINFORCE++/RLOO/GRPO family are not built yet (`--rlhf_type ppo` says so)."
 DEEPSPEED = "DeepSpeed is not integrated: scale out with DDP (`NPROC_PER_NODE=N rlhfx ...`) and LoRA."
 UNSUPPORTED = {
@@ -58,6 +60,10 @@ UNSUPPORTED = {
     "tokenizer_chat_template": "Pass --template NAME (rlhfx's templates) or --use_chat_template (the tokenizer's own).",
     "prompt_max_len": "No separate prompt limit: --max_length covers prompt + answer, --max_new_tokens the answer.",
     "use_wandb": "Use --report_to wandb.", "use_tensorboard": "Use --report_to tensorboard.",
+    "eval_split": "Held-out data comes from --val_dataset or --split_dataset_ratio (XRIGHT passes `dummy`: drop it).",
+    "rlhf_eval_split": "Held-out data comes from --val_dataset or --split_dataset_ratio (XRIGHT passes `dummy`: drop it).",
+    "ref_pareto_sft": "Plotting aids, not needed: every xright run plots its own trajectory (docs/algorithms/xright.md).",
+    "ref_pareto_dpo": "Plotting aids, not needed: every xright run plots its own trajectory (docs/algorithms/xright.md).",
     "load_checkpoint": "Resuming is not in this version (`--resume_from_checkpoint` is being added).",
 }
 NOTES = {  # supported, but the meaning or default differs from the other tool
