@@ -60,7 +60,7 @@ def check_flags(args) -> tuple[Path, Path]:
                          "pass the output folder of a run trained with --train_type lora.")
     if not args.merge_lora:
         raise RlhfxError("`rlhfx export` was given nothing to do.", "add --merge_lora to merge the adapter.")
-    task = json.loads((adapter / "adapter_config.json").read_text()).get("task_type") or "CAUSAL_LM"
+    task = adapter_task(adapter)
     if task not in MODEL_CLASSES:
         raise RlhfxError(f"The adapter in {adapter} has task type {task}, which rlhfx export does not know.",
                          f"export adapters of task type {', '.join(MODEL_CLASSES)}.")
@@ -73,14 +73,23 @@ def check_flags(args) -> tuple[Path, Path]:
     return adapter, output
 
 
+def adapter_task(adapter: Path) -> str:
+    """The PEFT task type recorded in the adapter (CAUSAL_LM when it names none)."""
+    try:
+        config = json.loads((adapter / "adapter_config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RlhfxError(f"{adapter / 'adapter_config.json'} is not valid JSON.",
+                         "pass a run folder whose adapter was saved completely.") from None
+    return config.get("task_type") or "CAUSAL_LM"
+
+
 def merged_model(base: str, adapter: Path, dtype: str):
     """The base loaded as the adapter's model class, embeddings resized to the run's tokenizer, adapter merged."""
     import transformers
 
     from rlhfx.training.models import _dtype, load_tokenizer, merge_adapter
 
-    task = json.loads((adapter / "adapter_config.json").read_text()).get("task_type") or "CAUSAL_LM"
-    class_name, kwargs = MODEL_CLASSES[task]
+    class_name, kwargs = MODEL_CLASSES[adapter_task(adapter)]
     try:
         model = getattr(transformers, class_name).from_pretrained(base, dtype=_dtype(dtype), **kwargs)
     except (OSError, ValueError) as error:
