@@ -219,12 +219,14 @@ class XrightTrainer(RlhfxDPOTrainer):
     """RlhfxDPOTrainer that trains SFT and DPO steps (or their weighted sum) from two cycling data sets."""
 
     def __init__(self, *args, mode: str, sft_train_dataset, sft_eval_dataset=None, lambd: float = 0.5,
-                 sft_opt: float = 0.0, dpo_opt: float = 0.0, max_eval_steps: int = 10, **kwargs):
+                 sft_opt: float = 0.0, dpo_opt: float = 0.0, max_eval_steps: int = 10, sft_batch_size: int | None = None,
+                 **kwargs):
         if mode not in MODES:
             raise ValueError(f"unknown joint training mode {mode!r}")
         super().__init__(*args, **kwargs)
         self.mode, self.lambd = mode, lambd
         self.sft_train_dataset, self.sft_eval_dataset = sft_train_dataset, sft_eval_dataset
+        self.sft_batch_size = sft_batch_size or self.args.per_device_train_batch_size
         self.sft_collate = sft_collator(self.processing_class.pad_token_id)
         self.gaps = MaxrightScheduler(lambd, sft_opt, dpo_opt, max_eval_steps)
         self.sampler = AlrightSampler(lambd, self.args.seed)
@@ -237,14 +239,14 @@ class XrightTrainer(RlhfxDPOTrainer):
     def steps_per_epoch(self) -> int:
         """Optimizer steps in one epoch = SFT global batches per epoch / gradient accumulation."""
         world = self.accelerator.num_processes
-        sft_batches = math.ceil(len(self.sft_train_dataset) / (self.args.per_device_train_batch_size * world))
+        sft_batches = math.ceil(len(self.sft_train_dataset) / (self.sft_batch_size * world))
         return max(1, math.ceil(sft_batches / self.args.gradient_accumulation_steps))
 
     def get_train_dataloader(self):
         seed, rank, world = self.args.seed, self.accelerator.process_index, self.accelerator.num_processes
-        batch = self.args.per_device_train_batch_size
-        self.sft_batches = CyclingBatches(self.sft_train_dataset, batch, self.sft_collate, seed, 0, rank, world)
-        self.pref_batches = CyclingBatches(self.train_dataset, batch, self.data_collator, seed, 1, rank, world)
+        pref_batch = self.args.per_device_train_batch_size
+        self.sft_batches = CyclingBatches(self.sft_train_dataset, self.sft_batch_size, self.sft_collate, seed, 0, rank, world)
+        self.pref_batches = CyclingBatches(self.train_dataset, pref_batch, self.data_collator, seed, 1, rank, world)
         tickets = _StepTickets(self.steps_per_epoch() * self.args.gradient_accumulation_steps)
         return torch.utils.data.DataLoader(tickets, batch_size=None, shuffle=False)
 
@@ -408,7 +410,7 @@ def build_trainer(ctx, mode: str):
         eval_dataset=ctx.eval_dataset, processing_class=ctx.tokenizer, peft_config=ctx.peft_config,
         callbacks=ctx.callbacks, rlhfx_loss=loss_options(args), mode=mode, sft_train_dataset=ctx.sft_train_dataset,
         sft_eval_dataset=ctx.sft_eval_dataset, lambd=args.lambd, sft_opt=args.sft_opt, dpo_opt=args.dpo_opt,
-        max_eval_steps=args.max_eval_steps)
+        max_eval_steps=args.max_eval_steps, sft_batch_size=args.sft_batch_size)
 
 
 def write_outputs(output_dir: Path, args, algo_name: str) -> Path | None:

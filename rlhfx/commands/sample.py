@@ -37,6 +37,9 @@ def main(argv: list[str]) -> None:
     quiet_libraries()
     batch_size = args.batch_size if "batch_size" in args.explicit else DEFAULT_BATCH_SIZE
     output = Path(args.output_file or default_output(args))
+    from rlhfx.training.outputs import check_can_create
+
+    check_can_create(output, "--output_file")
     rows = generate(args, batch_size) if args.task == "generate" else read_generated(args)
     if has_reward_source(args):
         score(args, rows, batch_size)

@@ -20,7 +20,7 @@ from rlhfx.training.outputs import resolve_output_dir, write_json_atomic
 
 console = Console()
 SUMMARY_KEYS = ["eval_loss", "eval_sft_loss", "eval_rewards/accuracies", "eval_rewards/margins", "eval_rewards/chosen",
-                "eval_rewards/rejected", "eval_reward"]
+                "eval_rewards/rejected", "eval_step_accuracy", "eval_rewards/good", "eval_rewards/bad", "eval_reward"]
 
 
 @dataclass
@@ -59,13 +59,36 @@ def data_config(args, kind: str, datasets: list[str] | None = None, flag: str = 
     return DataConfig(
         datasets=datasets, kind=kind, dataset_probs=args.dataset_probs if primary else None,
         val_datasets=args.val_dataset if primary else None,
-        split_dataset_ratio=args.split_dataset_ratio, max_samples=args.max_samples, seed=args.seed,
+        split_dataset_ratio=args.split_dataset_ratio, seed=args.seed,
+        max_samples=args.max_samples if primary else args.sft_max_samples,
         prompt_key=args.prompt_key, chosen_key=args.chosen_key, rejected_key=args.rejected_key,
         response_key=args.response_key, label_key=args.label_key, messages_key=args.messages_key,
         system=args.system, input_template=args.input_template)
 
 
+POSITIVE_INTS = ("batch_size", "eval_batch_size", "train_batch_size", "gradient_accumulation_steps", "lora_rank",
+                 "lora_alpha", "max_length", "logging_steps")
+FRACTIONS = ("lora_dropout", "warmup_ratio")
+
+
 def check_flags(args) -> None:
+    for name in POSITIVE_INTS:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise RlhfxError(f"--{name} is {getattr(args, name)}.", "use a positive number.")
+    for name in ("save_steps", "eval_steps"):
+        if getattr(args, name) is not None and getattr(args, name) < 1 and getattr(args, name) != -1:
+            raise RlhfxError(f"--{name} is {getattr(args, name)}.", "use a positive number, or -1 for only at the end.")
+    for name in ("learning_rate", "num_train_epochs"):
+        if getattr(args, name) is not None and not getattr(args, name) > 0:
+            raise RlhfxError(f"--{name} is {getattr(args, name)}.", "use a positive number.")
+    for name in FRACTIONS:
+        if not 0 <= getattr(args, name) < 1:
+            raise RlhfxError(f"--{name} is {getattr(args, name)}.", "use a value in [0, 1).")
+    lora_flags = [f"--{name}" for name in ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules")
+                  if name in args.explicit]
+    if args.train_type == "full" and lora_flags:
+        raise RlhfxError(f"--train_type full trains every weight, but {', '.join(lora_flags)} {'configures' if len(lora_flags) == 1 else 'configure'} LoRA.",
+                         "drop the LoRA flags, or use --train_type lora.")
     if args.dataset_probs and len(args.dataset_probs) != len(args.dataset or []):
         raise RlhfxError(f"--dataset_probs has {len(args.dataset_probs)} weights for {len(args.dataset or [])} datasets.",
                          "give one weight per --dataset.")
@@ -114,8 +137,9 @@ def run(args, algo_name: str) -> Path:
     eval_dataset = encode_rows(algo.KIND, val_rows, encoder, args.max_length, report, "val") if val_rows else None
     sft_train, sft_eval = None, None
     if sft_flag:
-        sft_train = encode_rows("sft", sft_rows, encoder, args.max_length, report, "sft train")
-        sft_eval = encode_rows("sft", sft_val_rows, encoder, args.max_length, report, "sft val") if sft_val_rows else None
+        sft_max_length = args.sft_max_len or args.max_length
+        sft_train = encode_rows("sft", sft_rows, encoder, sft_max_length, report, "sft train")
+        sft_eval = encode_rows("sft", sft_val_rows, encoder, sft_max_length, report, "sft val") if sft_val_rows else None
 
     output_dir = resolve_output_dir(args.output_dir, policy.model_type.name)
     if (output_dir / "summary.json").exists():
