@@ -28,7 +28,7 @@ def rlhfx_grpo(model: str, args, out: Path) -> dict:
                "constant", "--max_steps", str(args.steps), "--rollout_batch_size", str(args.prompts),
                "--n_samples_per_prompt", str(args.n), "--batch_size", str(args.prompts * args.n),
                "--micro_rollout_batch_size", str(args.prompts * args.n), "--generate_max_len", str(args.max_new_tokens),
-               "--kl_coef", "0.04", "--logging_steps", "1", "--save_steps", "0", "--seed", "42", "--output_dir", str(out)]
+               "--kl_coef", "0.04", "--logging_steps", "1", "--save_steps", "-1", "--seed", "42", "--output_dir", str(out)]
     subprocess.run(command, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
     summary = json.loads((out / "summary.json").read_text())
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -40,7 +40,6 @@ def test_grpo_raises_the_held_out_reward(sft_model, tmp_path):
     assert args["rlhf_type"] == "grpo"
 
 
-@pytest.mark.slow
 def test_ppo_with_a_critic_raises_the_held_out_reward(sft_model, tmp_path):
     out = tmp_path / "ppo"
     rl("ppo", sft_model, out, "--reward_func", "demo", "--val_dataset", "demo-prompts#32", "--learning_rate", "1e-4",
