@@ -35,6 +35,8 @@ def test_grpo_raises_the_held_out_reward(sft_model, tmp_path):
     steps = [m for m in metrics(out) if "reward" in m]
     assert [m["step"] for m in steps] == list(range(1, 21))
     assert all(key in m for m in steps for key in PER_STEP + ["kl_loss"])
+    # one optimizer step per rollout: the update recomputes exactly the rollout's log-probs (ratio 1, nothing clipped)
+    assert all(m["approx_kl"] < 1e-6 and m["clip_ratio"] == 0 for m in steps)
     assert (out / "curves.png").exists() and (out / "model.safetensors").exists()
     args = json.loads((out / "args.json").read_text())
     assert args["rlhf_type"] == "grpo"

@@ -8,7 +8,7 @@ save_model, model), so the run's outputs are the same as every other algorithm's
 Layout of a rollout: prompts left padded to one width P, responses right padded after them, so
 response token t sits at column P + t for every row; per-token tensors are [samples, response_len]
 with a mask of real response tokens. Log-probs use logits / temperature (the distribution sampled
-from). The policy is kept in eval mode (no dropout), so the ratio is exactly 1 on the first pass.
+from). Dropout (LoRA's included) is off throughout, so the ratio is exactly 1 on the first pass.
 
 The critic (gae only) is a one-label sequence classifier read at every position: its backbone's
 hidden states through its `score` head; V_t is read at the position before response token t.
@@ -91,10 +91,11 @@ class OnlineRLTrainer:
         model = ctx.model
         if self.args.gradient_checkpointing:
             model.gradient_checkpointing_enable()
-            model.enable_input_require_grads()
         if ctx.peft_config is not None:
             from peft import get_peft_model
 
+            if self.args.gradient_checkpointing:
+                model.enable_input_require_grads()  # frozen embeddings: checkpointed LoRA layers still need grads
             model = get_peft_model(model, ctx.peft_config)
         return model.to(self.device).eval()
 
@@ -255,6 +256,9 @@ class OnlineRLTrainer:
     def update(self, batch: dict) -> dict:
         config, n = self.config, batch["mask"].shape[0]
         totals: dict[str, list[float]] = {}
+        for model in (self.model, self.critic):
+            if model is not None:
+                _train_without_dropout(model)
         for _ in range(config.num_ppo_epochs):
             order = torch.randperm(n).tolist()
             for start in range(0, n, self.train_batch):
@@ -266,6 +270,9 @@ class OnlineRLTrainer:
                 self._optimizer_step(self.model, self.optimizer, self.scheduler)
                 if self.critic is not None:
                     self._optimizer_step(self.critic, self.critic_optimizer, self.critic_scheduler)
+        for model in (self.model, self.critic):
+            if model is not None:
+                model.eval()
         return {key: sum(values) / len(values) for key, values in totals.items()}
 
     def _micro_step(self, micro: dict, accumulation: int) -> dict:
@@ -410,6 +417,15 @@ def _prompt_rows(dataset, limit: int | None, split: str) -> list[dict]:
     if not kept:
         raise RlhfxError(f"Every {split} prompt is longer than --prompt_max_len {limit} tokens.", "raise --prompt_max_len.")
     return kept
+
+
+def _train_without_dropout(model) -> None:
+    """Train mode (so gradient checkpointing applies) with every dropout layer off: the update's log-probs are
+    computed as the rollout's were, and the ratio starts at exactly 1."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.eval()
 
 
 def _chunks(n: int, size: int) -> list[list[int]]:
