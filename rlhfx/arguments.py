@@ -87,7 +87,7 @@ FLAGS: list[Flag] = [
     Flag("eval_steps", int, None, "Evaluate every N steps (default: at the end only).", (), "output"),
     Flag("report_to", str, "none", "Trackers: none, tensorboard, wandb.", (), "output", is_list=True),
     # preference losses
-    Flag("rlhf_type", str, "dpo", "Algorithm: dpo, kto, cpo, orpo, simpo, rm, prm, alright, maxright, mix, ppo.", (), "algorithm", RLHF),
+    Flag("rlhf_type", str, "dpo", "Algorithm: dpo, kto, cpo, orpo, simpo, rm, prm, alright, maxright, mix, kd, ppo.", (), "algorithm", RLHF),
     Flag("beta", float, None, "Strength of the preference loss (default 0.1; simpo 2.0; orpo's lambda).", (), "algorithm", RLHF,
          algos=("dpo", "kto", "cpo", "simpo", "orpo", "alright", "maxright", "mix")),
     Flag("loss_type", str, "sigmoid", "DPO loss: sigmoid or ipo.", (), "algorithm", RLHF, choices=("sigmoid", "ipo"), algos=PAIRWISE_REF),
@@ -108,6 +108,9 @@ FLAGS: list[Flag] = [
     Flag("sft_opt", float, 0.0, "Optimum (lowest reachable) SFT loss for MAXRIGHT's gaps.", (), "algorithm", RLHF, algos=("maxright",)),
     Flag("dpo_opt", float, 0.0, "Optimum (lowest reachable) DPO loss for MAXRIGHT's gaps.", (), "algorithm", RLHF, algos=("maxright",)),
     Flag("max_eval_steps", int, 10, "MAXRIGHT: refresh both loss gaps by evaluation every N steps.", (), "algorithm", RLHF, algos=("maxright",)),
+    Flag("teacher_model", str, None, "KD: the teacher (folder, hub id or `tiny`); it must share the student's tokenizer vocabulary.", (), "algorithm", RLHF, algos=("kd",)),
+    Flag("kd_coef", float, 0.4, "KD: weight of the teacher cross-entropy; the data's NLL gets 1 - kd_coef.", (), "algorithm", RLHF, algos=("kd",)),
+    Flag("teacher_offload", bool, False, "KD: keep the teacher in CPU memory, on the accelerator only for its forward pass.", (), "algorithm", RLHF, algos=("kd",)),
 ]
 
 

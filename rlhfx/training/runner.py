@@ -19,8 +19,8 @@ from rlhfx.errors import RlhfxError
 from rlhfx.training.outputs import resolve_output_dir, write_json_atomic
 
 console = Console()
-SUMMARY_KEYS = ["eval_loss", "eval_sft_loss", "eval_rewards/accuracies", "eval_rewards/margins", "eval_rewards/chosen",
-                "eval_rewards/rejected", "eval_step_accuracy", "eval_rewards/good", "eval_rewards/bad"]
+SUMMARY_KEYS = ["eval_loss", "eval_nll", "eval_sft_loss", "eval_rewards/accuracies", "eval_rewards/margins",
+                "eval_rewards/chosen", "eval_rewards/rejected", "eval_step_accuracy", "eval_rewards/good", "eval_rewards/bad"]
 
 
 @dataclass
