@@ -49,7 +49,7 @@ FLAGS: list[Flag] = [
     Flag("lora_dropout", float, 0.05, "LoRA dropout.", (), "adapter"),
     Flag("lora_target_modules", str, "ALL", "ALL (every Linear but the output head), DEFAULT (the registry's attention projections), or names.", ("target_modules", "target_module"), "adapter", is_list=True),
     # data
-    Flag("dataset", str, None, "Datasets: registry names, hub ids (org/name[:subset][#N]), .json/.jsonl/.csv/.parquet files, json@DIR. Space or comma separated.", ("datasets", "rlhf_dataset"), "data", is_list=True),
+    Flag("dataset", str, None, "Datasets: registry names, hub ids (org/name[:subset][#N]), .json/.jsonl/.csv/.parquet files, json@DIR. Space or comma separated. pipeline: the prompts, one set per iteration or one set sliced by --rollout_batch_size.", ("datasets", "rlhf_dataset", "prompt_data"), "data", is_list=True),
     Flag("val_dataset", str, None, "Held-out datasets (same forms as --dataset).", ("eval_dataset",), "data", is_list=True),
     Flag("dataset_probs", float, None, "Mixing weights, one per --dataset.", (), "data", is_list=True),
     Flag("split_dataset_ratio", float, 0.0, "Share of training rows held out for validation when no --val_dataset is given.", (), "data"),
@@ -177,6 +177,30 @@ FLAGS = [_share(f) for f in FLAGS] + [_share(f) for f in [
 ]] + [
     Flag("merge_lora", bool, False, "export: merge the run's LoRA adapter into its base weights (a plain from_pretrained folder).", (), "export", ("export",)),
     Flag("kind", str, None, "data check: the row kind to check for (sft, pairwise, unpaired, prompt, process) instead of --rlhf_type's.", (), "data", ("data",), choices=("sft", "pairwise", "unpaired", "prompt", "process")),
+]
+
+
+# --- loops: `rlhfx pipeline rs|iterative_dpo|csft` take the flags of the stages they run (rlhfx.loops) ----------
+# set by the loop itself, or about reading a training data file when the loop writes its own
+_SET_BY_LOOPS = {"task", "iter", "output_file", "post_processor", "rlhf_type", "adapters", "input_file", "ref_model",
+                 "val_dataset", "dataset_probs", "split_dataset_ratio", "chosen_key", "rejected_key", "response_key"}
+
+
+def _taken_by_loops(flag: Flag) -> bool:
+    stage = "sample" in flag.commands or "sft" in flag.commands or (flag.algos is not None and "dpo" in flag.algos)
+    return stage and flag.name not in _SET_BY_LOOPS
+
+
+def _add_pipeline(flag: Flag) -> Flag:
+    from dataclasses import replace
+
+    return replace(flag, commands=flag.commands + ("pipeline",)) if _taken_by_loops(flag) else flag
+
+
+LOOP = ("pipeline",)
+FLAGS = [_add_pipeline(f) for f in FLAGS] + [
+    Flag("training_iters", int, 3, "pipeline: iterations (generate, score, train) to run; a finished loop re-run with a higher number goes on.", (), "loop", LOOP),
+    Flag("ref_mode", str, "initial", "pipeline iterative_dpo: DPO reference = the initial model pi_0 (RLHFlow) or the previous iteration's policy.", (), "loop", LOOP, choices=("initial", "previous")),
 ]
 
 
