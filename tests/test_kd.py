@@ -1,0 +1,88 @@
+"""Knowledge distillation (`--rlhf_type kd`): the loss on hand-built logits, the trainer's real loss against the
+formula on plain forward passes, the vocabulary check, and a bigger tiny-family teacher helping a student."""
+
+import json
+import math
+
+import pytest
+import torch
+from cli_inprocess import run_cli  # noqa: F401
+from e2e import rlhfx
+from test_offline_losses import build, tiny_models
+
+from rlhfx.algos.losses import kd_loss
+from rlhfx.registry.demo_task import DATA_DIR
+from rlhfx.registry.tiny import tiny_model_path
+from rlhfx.templates.encoder import ChatEncoder
+from rlhfx.templates.templates import get_template
+
+
+def softmax(row: list[float]) -> list[float]:
+    exps = [math.exp(x) for x in row]
+    return [e / sum(exps) for e in exps]
+
+
+def test_kd_loss_equals_the_formula_on_hand_built_logits():
+    student = [[[1.0, 2.0, 0.5], [0.0, -1.0, 3.0], [2.0, 2.0, 2.0]]]
+    teacher = [[[0.3, 0.1, 2.0], [1.0, 1.0, -2.0], [5.0, 0.0, 0.0]]]
+    labels = [[1, -100, 0]]  # the middle position is a prompt token
+    kd_coef = 0.4
+    nll, cross = 0.0, 0.0
+    for t in (0, 2):
+        logp = [math.log(p) for p in softmax(student[0][t])]
+        nll += -logp[labels[0][t]]
+        cross += -sum(q * lp for q, lp in zip(softmax(teacher[0][t]), logp))
+    loss, got_nll, got_distill = kd_loss(torch.tensor(student), torch.tensor(teacher), torch.tensor(labels), kd_coef)
+    assert got_nll.item() == pytest.approx(nll / 2, abs=1e-5)
+    assert got_distill.item() == pytest.approx(cross / 2, abs=1e-5)
+    assert loss.item() == pytest.approx((1 - kd_coef) * nll / 2 + kd_coef * cross / 2, abs=1e-5)
+
+
+def test_kd_loss_ignores_vocabulary_entries_the_student_rules_out():
+    student = torch.tensor([[[0.0, 1.0, float("-inf")]]])
+    teacher = torch.tensor([[[0.0, 0.0, -50.0]]])
+    loss, _, distill = kd_loss(student, teacher, torch.tensor([[1]]), 1.0)
+    logp = [math.log(p) for p in softmax([0.0, 1.0])]
+    assert torch.isfinite(loss) and distill.item() == pytest.approx(-sum(0.5 * lp for lp in logp), abs=1e-5)
+
+
+def test_kd_trainer_loss_equals_formula_on_plain_forward_passes(tmp_path):
+    """Teacher: the tiny model; student: a perturbed copy. Token mean over every response token of the batch."""
+    tokenizer, student, teacher = tiny_models()
+    encoder = ChatEncoder(tokenizer, get_template("chatml"))
+    rows = [json.loads(line)["messages"] for line in (DATA_DIR / "demo_sft_train.jsonl").read_text().splitlines()[:3]]
+    encoded = [encoder.encode_sft(messages) for messages in rows]
+    kd_coef = 0.3
+    trainer = build("kd", ["--teacher_model", str(tiny_model_path()), "--kd_coef", str(kd_coef)], tmp_path, student,
+                    None, tokenizer, encoded)
+    batch = trainer.data_collator(list(trainer.train_dataset))  # as prepared by SFTTrainer: labels from the masks
+    loss = trainer.compute_loss(trainer.model, batch).item()
+
+    nll, cross, tokens = 0.0, 0.0, 0
+    for row in encoded:
+        ids = torch.tensor([row["input_ids"]])
+        with torch.no_grad():
+            logp = torch.log_softmax(student(input_ids=ids).logits[0, :-1].double(), -1)
+            p_teacher = torch.softmax(teacher(input_ids=ids).logits[0, :-1].double(), -1)
+        for t, learn in enumerate(row["assistant_masks"][1:]):
+            if learn:
+                nll -= logp[t, row["input_ids"][t + 1]].item()
+                cross -= (p_teacher[t] * logp[t]).sum().item()
+                tokens += 1
+    assert loss == pytest.approx((1 - kd_coef) * nll / tokens + kd_coef * cross / tokens, abs=1e-5)
+
+
+def test_kd_refuses_a_teacher_with_another_vocabulary(tmp_path, run_cli):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    teacher = tmp_path / "teacher"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path())
+    tokenizer.add_tokens(["<|tool|>"])
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path())
+    model.resize_token_embeddings(len(tokenizer))
+    model.save_pretrained(teacher)
+    tokenizer.save_pretrained(teacher)
+    code, output = run_cli("rlhf", "--rlhf_type", "kd", "--model", "tiny", "--teacher_model", teacher, "--dataset",
+                           "demo-sft#8", "--train_type", "full", "--output_dir", tmp_path / "out")
+    assert code == 2 and "different vocabularies" in output and "'<|tool|>'" in output, output
+    assert not (tmp_path / "out" / "summary.json").exists()
