@@ -105,9 +105,7 @@ def run_iteration(spec, args, out: Path, state: LoopState, total: int) -> None:
         "generate": lambda: stages.generate(args, policy, prompts, slice_index, paths["generated"]),
         "score": lambda: (stages.score(args, paths["generated"], paths["scored"]),
                           stages.post_process(args, paths["scored"], paths["data"], spec.post_processor)),
-        # a run killed after training finished but before state.json said so is not trained again
-        "train": lambda: (paths["model"] / "summary.json").exists() or stages.train(
-            args, spec, policy, paths["data"], paths["model"], ref),
+        "train": lambda: train_unless_done(spec, args, policy, paths["data"], paths["model"], ref),
     }
     for stage in STAGES[STAGES.index(state.stage):]:
         state.stage = stage
@@ -115,6 +113,12 @@ def run_iteration(spec, args, out: Path, state: LoopState, total: int) -> None:
     state.iteration += 1
     state.stage = "generate" if state.iteration < total else "evaluate"
     state.save(out)
+
+
+def train_unless_done(spec, args, policy: str, data: Path, model: Path, ref: str | None) -> None:
+    """A run killed after training finished but before state.json said so is not trained again."""
+    if not (model / "summary.json").exists():
+        stages.train(args, spec, policy, data, model, ref)
 
 
 def evaluate(spec, args, out: Path, state: LoopState) -> None:
