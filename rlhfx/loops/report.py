@@ -54,6 +54,8 @@ def plot_rewards(rows: list[dict], path: Path, loop: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from rlhfx.training.plot import save_figure
+
     xs = list(range(len(rows)))
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.plot(xs, [r["mean_reward"] for r in rows], "o-", label="mean reward")
@@ -62,9 +64,4 @@ def plot_rewards(rows: list[dict], path: Path, loop: str) -> Path:
     ax.set_xlabel("policy (samples of pi_i in iteration i; the last on the first iteration's prompts)")
     ax.set_ylabel("reward")
     ax.set_title(f"rlhfx pipeline {loop}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, ax, path)
