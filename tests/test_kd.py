@@ -113,5 +113,5 @@ def test_kd_from_a_bigger_teacher_lowers_held_out_nll_versus_sft(tmp_path):
           "--max_steps", "40", "--output_dir", tmp_path / "kd")
     sft_nll = summary(tmp_path / "sft")["after"]["eval_loss"]  # SFT's loss is the held-out token-mean NLL
     kd_nll = summary(tmp_path / "kd")["after"]["eval_nll"]
-    # measured (a 4-layer, 256-wide teacher): 0.91 (KD) vs 1.02 (SFT) after 40 steps
+    # measured: 0.894 (KD) vs 1.017 (SFT) after 40 steps; the teacher's own held-out NLL 0.597
     assert kd_nll < sft_nll - 0.03, (kd_nll, sft_nll)

@@ -47,9 +47,10 @@ def output_folder(spec, args) -> Path:
     return Path(args.output_dir or f"output/pipeline/{spec.name}")
 
 
-def prompts_of(args, iteration: int) -> tuple[list[str], int | None]:
-    """Iteration i's prompt set and the slice index `rlhfx sample --iter` takes (None: the whole set)."""
-    if len(args.dataset) > 1:
+def prompts_of(spec, args, iteration: int) -> tuple[list[str], int | None]:
+    """Iteration i's prompt set and the slice index `rlhfx sample --iter` takes (None: the whole set). A single-pass
+    loop mixes all the sets it is given."""
+    if len(args.dataset) > 1 and not spec.single_pass:
         return [args.dataset[iteration]], 0 if args.rollout_batch_size else None
     return args.dataset, iteration if args.rollout_batch_size else None
 
@@ -99,7 +100,7 @@ def run_iteration(spec, args, out: Path, state: LoopState, total: int) -> None:
     paths = {"policy": policy, "generated": folder / "generated.jsonl", "scored": folder / "scored.jsonl",
              "data": folder / spec.data_file, "model": folder / "model"}
     state.paths = {k: str(v) for k, v in paths.items()}
-    prompts, slice_index = prompts_of(args, i)
+    prompts, slice_index = prompts_of(spec, args, i)
     ref = args.model if spec.name == "iterative_dpo" and args.ref_mode == "initial" and i > 0 else None
     actions = {
         "generate": lambda: stages.generate(args, policy, prompts, slice_index, paths["generated"]),
