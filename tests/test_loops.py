@@ -3,6 +3,7 @@ reward, keep every stage's files per iteration, and a killed run resumes at the 
 
 import json
 import subprocess
+import sys
 import time
 
 import pytest
@@ -124,3 +125,13 @@ def test_bad_loop_inputs_exit_2(tmp_path, run_cli):
         code, output = run_cli(*argv)
         assert code == 2 and message in output and "Traceback" not in output, (argv, output)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pipeline_help_lists_the_loops_and_imports_nothing_heavy():
+    code = ("import sys; sys.argv = ['rlhfx', 'pipeline', '--help']\n"
+            "from rlhfx.cli import main\n"
+            "main()\n"
+            "print('HEAVY', [m for m in ('torch', 'trl', 'transformers', 'datasets', 'peft') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out and "--training_iters" in out and "--ref_mode" in out
+    assert all(f"  {loop} " in out for loop in ("rs", "iterative_dpo", "csft"))

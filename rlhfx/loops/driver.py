@@ -32,7 +32,7 @@ def check(spec, args) -> None:
         raise RlhfxError(f"--dataset gives {sets} prompt sets for --training_iters {args.training_iters}.",
                          "give one prompt set per iteration, or one set that iterations take slices of "
                          "(--rollout_batch_size).")
-    unused = sorted(args.explicit - stages.stage_flags(args, spec))
+    unused = sorted(args.explicit - stages.stage_flags(spec))
     if unused:
         raise RlhfxError(f"{', '.join('--' + n for n in unused)} does not apply to `rlhfx pipeline {spec.name}`.",
                          f"drop it (`rlhfx pipeline {spec.name} --help` lists the flags).")

@@ -4,7 +4,8 @@ the loop's own flags plus those of the user's flags that each command takes.
 Which user flags go where: every explicit flag that the stage's command takes, except the ones the loop sets
 itself (model, data, output) and those that mean something else for one of the stages: --batch_size is the
 training micro batch (generation keeps `rlhfx sample`'s default), the prompt-reading flags (--prompt_key,
---max_samples, --system, ...) belong to generation, the reward flags to scoring, --normalize_reward and --reward_template to post-processing.
+--max_samples, --system, ...) belong to generation, the reward flags to scoring, --normalize_reward and
+--reward_template to post-processing.
 """
 
 import gc
@@ -33,18 +34,18 @@ def forwarded(args, names: set[str]) -> list[str]:
     return argv
 
 
-def generate_flags(args) -> set[str]:
+def generate_flags() -> set[str]:
     return command_flags("sample") - LOOP_SETS - SCORING - POST_PROCESSING - TRAINING_ONLY
 
 
-def train_flags(args, spec) -> set[str]:
-    return command_flags(spec.train[0]) - LOOP_SETS - PROMPT_READING - {"training_iters", "ref_mode"}
+def train_flags(spec) -> set[str]:
+    return command_flags(spec.train[0]) - LOOP_SETS - PROMPT_READING
 
 
-def stage_flags(args, spec) -> set[str]:
+def stage_flags(spec) -> set[str]:
     """Every flag some stage of this loop uses, plus the loop's own."""
     own = {"training_iters"} | ({"ref_mode"} if spec.name == "iterative_dpo" else set())
-    return generate_flags(args) | SCORING | POST_PROCESSING | train_flags(args, spec) | LOOP_SETS | own
+    return generate_flags() | SCORING | POST_PROCESSING | train_flags(spec) | LOOP_SETS | own
 
 
 def free_memory() -> None:
@@ -56,7 +57,8 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def generate(args, policy: str, prompts: list[str], iteration: int | None, output: Path, loop_file: bool = False) -> None:
+def generate(args, policy: str, prompts: list[str], iteration: int | None, output: Path,
+             loop_file: bool = False) -> None:
     """`rlhfx sample --task generate`: --best_of_n answers of `policy` to the prompts (slice `iteration`, if given).
     A prompt file the loop wrote itself (`loop_file`) is read as it is, without the user's prompt-reading flags."""
     from rlhfx.commands import sample
@@ -66,7 +68,7 @@ def generate(args, policy: str, prompts: list[str], iteration: int | None, outpu
         argv += ["--iter", str(iteration)]
         if args.rollout_batch_size:
             argv += ["--rollout_batch_size", str(args.rollout_batch_size)]
-    sample.main(argv + forwarded(args, generate_flags(args) - (PROMPT_READING if loop_file else set())))
+    sample.main(argv + forwarded(args, generate_flags() - (PROMPT_READING if loop_file else set())))
     free_memory()
 
 
@@ -93,5 +95,5 @@ def train(args, spec, policy: str, data: Path, output: Path, ref_model: str | No
 
     argv = [*spec.train[1:], "--model", policy, "--dataset", str(data), "--output_dir", str(output)]
     argv += ["--ref_model", ref_model] if ref_model else []
-    import_module(f"rlhfx.commands.{spec.train[0]}").main(argv + forwarded(args, train_flags(args, spec)))
+    import_module(f"rlhfx.commands.{spec.train[0]}").main(argv + forwarded(args, train_flags(spec)))
     free_memory()
