@@ -45,18 +45,17 @@ PPO = "PPO and the REINFORCE++/RLOO/GRPO family are not built yet (`--rlhf_type 
 DEEPSPEED = "DeepSpeed is not integrated: scale out with DDP (`NPROC_PER_NODE=N rlhfx ...`) and LoRA."
 UNSUPPORTED = {
     "reward_model_type": PPO, "reward_model_id_or_path": PPO, "reward_pretrain": PPO, "critic_pretrain": PPO,
-    "prompt_data": PPO, "prompt_data_probs": PPO, "remote_rm_url": PPO, "advantage_estimator": PPO,
+    "prompt_data_probs": PPO, "remote_rm_url": PPO, "advantage_estimator": PPO,
     "init_kl_coef": PPO, "actor_learning_rate": PPO, "critic_learning_rate": PPO, "micro_rollout_batch_size": PPO,
     "vllm_num_engines": PPO, "vllm_sync_backend": PPO, "colocate_actor_ref": PPO, "colocate_critic_reward": PPO,
     "actor_num_nodes": PPO, "zero_stage": DEEPSPEED, "adam_offload": DEEPSPEED, "ref_offload": DEEPSPEED,
-    "overlap_comm": DEEPSPEED, "teacher_offload": DEEPSPEED,
+    "overlap_comm": DEEPSPEED,
     "ring_attn_size": "Ring attention (sequence parallelism) is not supported.",
     "flash_attn": "Not needed: transformers picks its fastest attention (SDPA) itself.",
     "packing_samples": "Sample packing is not supported; rows are padded per batch.",
     "load_in_4bit": "QLoRA is not built yet; use --train_type lora in bf16.",
     "aux_loss_coef": "MoE auxiliary loss is not exposed.",
     "value_head_prefix": "rlhfx reward models use the transformers `score` head (AutoModelForSequenceClassification).",
-    "teacher_model": "Knowledge distillation is not supported.", "kd_coef": "Knowledge distillation is not supported.",
     "tokenizer_chat_template": "Pass --template NAME (rlhfx's templates) or --use_chat_template (the tokenizer's own).",
     "prompt_max_len": "No separate prompt limit: --max_length covers prompt + answer, --max_new_tokens the answer.",
     "use_wandb": "Use --report_to wandb.", "use_tensorboard": "Use --report_to tensorboard.",
@@ -73,8 +72,9 @@ NOTES = {  # supported, but the meaning or default differs from the other tool
     "eval_steps": "-1 (OpenRLHF): evaluate only at the end.",
     "ckpt_dir": "`swift infer/export --ckpt_dir` = `rlhfx infer/export --adapters`.",
     "merge_lora": "`swift export --merge_lora true` = `rlhfx export --adapters RUN --merge_lora`.",
-    "rlhf_type": "Same names: dpo, kto, cpo, orpo, simpo, rm; also prm, alright, maxright, mix; ppo not built yet.",
+    "rlhf_type": "Same names: dpo, kto, cpo, orpo, simpo, rm; also prm, alright, maxright, mix, kd; ppo not built yet.",
     "micro_batch_size": "batch_inference's batch size.",
+    "prompt_data": "The prompts of `rlhfx pipeline` (one set per iteration, or one set sliced); PPO is not built yet.",
 }
 COMMANDS = {
     "ms-swift": [("swift sft", "`rlhfx sft`"), ("swift rlhf --rlhf_type T", "`rlhfx rlhf --rlhf_type T`"),
@@ -85,7 +85,8 @@ COMMANDS = {
                  ("openrlhf.cli.train_rm", "`rlhfx rlhf --rlhf_type rm`"),
                  ("openrlhf.cli.train_prm", "`rlhfx rlhf --rlhf_type prm`"),
                  ("openrlhf.cli.batch_inference", "`rlhfx sample` (and `rlhfx infer`)"),
-                 ("openrlhf.cli.train_ppo_ray", "not built yet"), ("openrlhf.cli.train_kd", "not supported"),
+                 ("openrlhf.cli.train_ppo_ray", "not built yet"), ("openrlhf.cli.train_kd", "`rlhfx rlhf --rlhf_type kd`"),
+                 ("rejection sampling / iterative DPO shell loops", "`rlhfx pipeline rs`, `rlhfx pipeline iterative_dpo`"),
                  ("deepspeed --module ... / torchrun", "`NPROC_PER_NODE=N rlhfx ...`")],
 }
 INTRO = """# Migrating from {tool}
