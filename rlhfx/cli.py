@@ -56,7 +56,7 @@ def main() -> None:
         console.print(f"[bold red]error:[/bold red] {escape(error.what)}", highlight=False)
         if error.fix:
             console.print(f"[bold]fix:[/bold] {escape(error.fix)}", highlight=False)
-        sys.exit(2)
+        sys.exit(getattr(error, "exit_code", 2))  # 2; a run stopped by a signal: 128 + its number
     except typer.Exit as done:
         sys.exit(done.exit_code)
     except typer.Abort:
