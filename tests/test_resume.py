@@ -35,13 +35,14 @@ def assert_same_losses(resumed: Path, uninterrupted: Path) -> float:
     return worst
 
 
-def sigterm_when(path: Path, timeout: float = 60.0) -> threading.Thread:
-    """Send this process SIGTERM as soon as `path` exists (the run's handler turns it into a checkpoint + stop)."""
+def sigterm_when(path: Path, done: threading.Event) -> threading.Thread:
+    """Send this process SIGTERM as soon as `path` exists (the run's handler turns it into a checkpoint + stop);
+    nothing if the run ends first (`done`)."""
     def watch():
-        deadline = time.time() + timeout
-        while not path.exists() and time.time() < deadline:
+        while not path.exists() and not done.is_set():
             time.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGTERM)
+        if not done.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -58,8 +59,10 @@ def kill_and_resume(run_cli, tmp_path, command: list[str], max_steps: int):
     full, killed = tmp_path / "full", tmp_path / "killed"
     assert run_cli(*flags, "--output_dir", full)[0] == 0
 
-    watcher = sigterm_when(killed / "checkpoint-2")
+    done = threading.Event()
+    watcher = sigterm_when(killed / "checkpoint-2", done)
     code, out = run_cli(*flags, "--output_dir", killed)
+    done.set()
     watcher.join()
     assert code == 128 + signal.SIGTERM, out
     assert "SIGTERM received" in out and "resume_from_checkpoint latest" in out

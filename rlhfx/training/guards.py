@@ -35,7 +35,8 @@ def any_rank(flag: bool, device) -> bool:
 
 class StopOnSignal(TrainerCallback):
     """While entered: the first SIGTERM/SIGINT makes the Trainer save a checkpoint at the end of the current
-    step and stop; a second one stops at once, without a checkpoint."""
+    step and stop; a second Ctrl-C (SIGINT) stops at once, without a checkpoint. Further SIGTERMs are ignored:
+    torchrun answers a Ctrl-C by sending its workers SIGTERM, and a supervisor that cannot wait sends SIGKILL."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -52,10 +53,10 @@ class StopOnSignal(TrainerCallback):
             signal.signal(s, handler)
 
     def _handle(self, signum, frame):
-        if self.signum is not None:
+        if self.signum is not None and signum == signal.SIGINT:
             raise Interrupted(signum, f"Stopped by a second {signal.Signals(signum).name} before the checkpoint was written.",
                               "resume from the previous checkpoint with --resume_from_checkpoint latest.")
-        self.signum = signum
+        self.signum = self.signum or signum
 
     def on_step_end(self, args, state, control, **kwargs):
         if any_rank(self.signum is not None, args.device):

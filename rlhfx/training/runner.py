@@ -137,14 +137,15 @@ def run(args, algo_name: str) -> Path:
         except OSError as error:
             raise RlhfxError(f"Cannot create output folder {output_dir}: {error.strerror}.",
                              "pass a writable --output_dir.") from None
+        record = {**args.to_dict(), "rlhf_type": algo_name, "model_path": policy.path,
+                  "model_type": policy.model_type.name,
+                  "template": None if args.use_chat_template else (args.template or policy.model_type.template),
+                  "learning_rate": learning_rate}
         if checkpoint:
             say(f"resuming from {checkpoint}")
-            note_changed_flags(output_dir, args)
+            note_changed_flags(output_dir / "args.json", record)
             before = rewind_metrics(metrics_path, checkpoint_step(checkpoint))
-        write_json_atomic(output_dir / "args.json", {
-            **args.to_dict(), "rlhf_type": algo_name, "model_path": policy.path, "model_type": policy.model_type.name,
-            "template": None if args.use_chat_template else (args.template or policy.model_type.template),
-            "learning_rate": learning_rate})
+        write_json_atomic(output_dir / "args.json", record)
         write_json_atomic(output_dir / "data_report.json", report.to_dict())
     say(f"[bold]rlhfx {algo_name}[/bold]  model {policy.path} ({policy.model_type.name})  "
         f"train {len(train_dataset)} rows, val {len(eval_dataset) if eval_dataset else 0} rows  -> {output_dir}")
@@ -205,16 +206,16 @@ def run_folder(args, model_type: str) -> tuple[Path, Path | None]:
     return output_dir, checkpoint
 
 
-def note_changed_flags(output_dir: Path, args) -> None:
-    """A resume with other flags than the interrupted run's is allowed, but is then not the same run: say which."""
+def note_changed_flags(file: Path, record: dict) -> None:
+    """A resume with other flags than the interrupted run's is allowed, but is then not the same run: say which.
+    (The learning rate and schedule come back from the checkpoint's scheduler whatever the flags say.)"""
     import json
 
-    file = output_dir / "args.json"
     if not file.is_file():
         return
     old = json.loads(file.read_text())
     ignore = {"resume_from_checkpoint", "output_dir"}
-    changed = [f"--{k} {old[k]} -> {v}" for k, v in args.values.items() if k in old and old[k] != v and k not in ignore]
+    changed = [f"--{k} {old[k]} -> {v}" for k, v in record.items() if k in old and old[k] != v and k not in ignore]
     if changed:
         say("[yellow]note:[/yellow] resuming with flags changed since the checkpoint: " + ", ".join(changed))
 
