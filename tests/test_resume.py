@@ -100,7 +100,7 @@ def test_dpo_killed_and_resumed_logs_the_uninterrupted_losses(run_cli, tmp_path)
 def test_alright_resume_restores_its_objective_stream_and_data_position(run_cli, tmp_path):
     """ALRIGHT draws its objective from its own generator and cycles two data sets outside the Trainer: a run
     stopped after checkpoint 4 (its later checkpoints deleted) must choose and train the same steps."""
-    flags = ["rlhf", "--rlhf_type", "alright", "--model", "tiny", "--dataset", "demo-pref#24", "--val_dataset", "demo-pref#8", "--sft_dataset",
+    flags = ["rlhf", "--rlhf_type", "alright", "--model", "tiny", "--dataset", "demo-pref#24", "--val_dataset", "demo-pref#8", "--val_dataset", "demo-pref#8", "--sft_dataset",
              "demo-sft#24", "--train_type", "lora", "--batch_size", 4, "--learning_rate", "1e-3", "--max_steps", 10,
              "--save_steps", 4, "--save_total_limit", 5, "--logging_steps", 1]
     full, stopped = tmp_path / "full", tmp_path / "stopped"
@@ -204,3 +204,34 @@ def test_tensorboard_event_file_holds_every_logged_loss(run_cli, tmp_path, monke
     scalars = EventAccumulator(str(out / "runs")).Reload().Scalars("train/loss")
     logged = [(s, k, v) for s, k, v in step_values(out) if k == "loss"]
     assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in scalars] == [(s, v) for s, _, v in logged]
+
+
+ALGORITHMS = {  # every runner-driven algorithm (alright: above): its data flags
+    "sft": ["sft", "--dataset", "demo-sft#24", "--val_dataset", "demo-sft#8"],
+    "dpo": ["rlhf", "--rlhf_type", "dpo", "--dataset", "demo-pref#24", "--val_dataset", "demo-pref#8"],
+    "kto": ["rlhf", "--rlhf_type", "kto", "--dataset", "demo-kto#24", "--val_dataset", "demo-kto#8"],
+    "cpo": ["rlhf", "--rlhf_type", "cpo", "--dataset", "demo-pref#24", "--val_dataset", "demo-pref#8"],
+    "simpo": ["rlhf", "--rlhf_type", "simpo", "--dataset", "demo-pref#24", "--val_dataset", "demo-pref#8"],
+    "orpo": ["rlhf", "--rlhf_type", "orpo", "--dataset", "demo-pref#24", "--val_dataset", "demo-pref#8"],
+    "rm": ["rlhf", "--rlhf_type", "rm", "--dataset", "demo-pref#24", "--val_dataset", "demo-pref#8"],
+    "prm": ["rlhf", "--rlhf_type", "prm", "--dataset", "demo-prm#24", "--val_dataset", "demo-prm#8"],
+    "maxright": ["rlhf", "--rlhf_type", "maxright", "--dataset", "demo-pref#24", "--val_dataset", "demo-pref#8",
+                 "--sft_dataset", "demo-sft#24", "--max_eval_steps", "3"],
+    "mix": ["rlhf", "--rlhf_type", "mix", "--dataset", "demo-pref#24", "--val_dataset", "demo-pref#8",
+            "--sft_dataset", "demo-sft#24"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ALGORITHMS)
+def test_every_algorithm_resumes_exactly(run_cli, tmp_path, algo):
+    """A run stopped after checkpoint 4 of 8 (later checkpoints deleted) and resumed logs the same losses."""
+    flags = [*ALGORITHMS[algo], "--model", "tiny", "--train_type", "lora", "--batch_size", 4,
+             "--learning_rate", "1e-3", "--max_steps", 8, "--save_steps", 4, "--logging_steps", 1]
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    assert run_cli(*flags, "--output_dir", full)[0] == 0
+    shutil.copytree(full, stopped)
+    shutil.rmtree(stopped / "checkpoint-8")
+    (stopped / "summary.json").unlink()
+    assert run_cli(*flags, "--output_dir", stopped, "--resume_from_checkpoint", "latest")[0] == 0
+    print(f"{algo}: largest loss difference {assert_same_losses(stopped, full):.3g}")
