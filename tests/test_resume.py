@@ -90,8 +90,8 @@ def test_sft_killed_and_resumed_logs_the_uninterrupted_losses(run_cli, tmp_path)
 
 def test_dpo_killed_and_resumed_logs_the_uninterrupted_losses(run_cli, tmp_path):
     full, killed, _ = kill_and_resume(run_cli, tmp_path, [
-        "rlhf", "--rlhf_type", "dpo", "--model", "tiny", "--dataset", "demo-pref#48", "--train_type", "full",
-        "--batch_size", 4, "--learning_rate", "1e-4"], max_steps=16)
+        "rlhf", "--rlhf_type", "dpo", "--model", "tiny", "--dataset", "demo-pref#48", "--val_dataset", "demo-pref#8",
+        "--train_type", "full", "--batch_size", 4, "--learning_rate", "1e-4"], max_steps=12)
     assert_same_losses(killed, full)
     rows = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
     assert sum("train_runtime" in r for r in rows) == 1  # the killed segment's end-of-training row was rewound
@@ -100,8 +100,12 @@ def test_dpo_killed_and_resumed_logs_the_uninterrupted_losses(run_cli, tmp_path)
 def test_alright_resume_restores_its_objective_stream_and_data_position(run_cli, tmp_path):
     """ALRIGHT draws its objective from its own generator and cycles two data sets outside the Trainer: a run
     stopped after checkpoint 4 (its later checkpoints deleted) must choose and train the same steps."""
-    flags = ["rlhf", "--rlhf_type", "alright", "--model", "tiny", "--dataset", "demo-pref#24", "--val_dataset", "demo-pref#8", "--val_dataset", "demo-pref#8", "--sft_dataset",
-             "demo-sft#24", "--train_type", "lora", "--batch_size", 4, "--learning_rate", "1e-3", "--max_steps", 10,
+    sft_rows = tmp_path / "sft.jsonl"  # a file without a bundled validation split: no SFT evaluation to wait for
+    demo = Path(__file__).parent.parent / "rlhfx" / "registry" / "demo_data" / "demo_sft_train.jsonl"
+    sft_rows.write_text("".join(demo.read_text().splitlines(keepends=True)[:24]))
+    flags = ["rlhf", "--rlhf_type", "alright", "--model", "tiny", "--dataset", "demo-pref#24", "--val_dataset",
+             "demo-pref#8", "--sft_dataset", sft_rows, "--train_type", "lora", "--batch_size", 4, "--learning_rate",
+             "1e-3", "--max_steps", 10,
              "--save_steps", 4, "--save_total_limit", 5, "--logging_steps", 1]
     full, stopped = tmp_path / "full", tmp_path / "stopped"
     assert run_cli(*flags, "--output_dir", full)[0] == 0
@@ -129,9 +133,9 @@ def test_nan_guard_stops_naming_the_step_and_keeps_the_last_finite_checkpoint(ru
     assert "learning rate is too high" in text and "fp16 overflow" in text and "bad data row" in text
     assert checkpoints(out) == list(range(1, step))  # every step before it was saved, none after
     assert f"checkpoint-{step - 1}, is kept" in text
+    import torch
     from safetensors.torch import load_file
 
-    import torch
     weights = load_file(out / f"checkpoint-{step - 1}" / "model.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())
     assert not (out / "summary.json").exists()
@@ -169,7 +173,8 @@ def test_latest_without_output_dir_picks_the_newest_unfinished_default_run(tmp_p
 
 
 def test_resume_and_restart_mistakes_are_clear_errors(run_cli, tmp_path):
-    code, text = run_cli("sft", "--model", "tiny", "--dataset", "demo-sft", "--resume_from_checkpoint", tmp_path / "nope")
+    code, text = run_cli("sft", "--model", "tiny", "--dataset", "demo-sft",
+                         "--resume_from_checkpoint", tmp_path / "nope")
     assert code == 2 and "is not a complete checkpoint" in text
     code, text = run_cli("sft", "--model", "tiny", "--dataset", "demo-sft", "--output_dir", tmp_path,
                          "--resume_from_checkpoint", "latest")

@@ -44,7 +44,7 @@ def checkpoint_step(checkpoint: Path) -> int:
 
 
 def _newest_unfinished_run(root: Path) -> Path | None:
-    """Among the default output/<model_type>/v<N>-<stamp>/ folders, the highest N without summary.json and with a checkpoint."""
+    """Of the default output/<model_type>/v<N>-<stamp>/ folders, the highest N with a checkpoint and no summary.json."""
     runs = [(int(m.group(1)), p) for p in (root.glob("v*-*") if root.is_dir() else [])
             if (m := re.match(r"v(\d+)-", p.name)) and p.is_dir()]
     for _, run in sorted(runs, reverse=True):

@@ -7,6 +7,7 @@ the Trainer's own control flow saves (atomically, see checkpoints.py) and stops.
 """
 
 import signal
+import threading
 
 import torch
 from transformers import TrainerCallback
@@ -45,7 +46,8 @@ class StopOnSignal(TrainerCallback):
         self._previous = {}
 
     def __enter__(self):
-        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        if threading.current_thread() is threading.main_thread():  # Python delivers signals to the main thread only
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc):
@@ -54,7 +56,7 @@ class StopOnSignal(TrainerCallback):
 
     def _handle(self, signum, frame):
         if self.signum is not None and signum == signal.SIGINT:
-            raise Interrupted(signum, f"Stopped by a second {signal.Signals(signum).name} before the checkpoint was written.",
+            raise Interrupted(signum, "Stopped by a second SIGINT before the checkpoint was written.",
                               "resume from the previous checkpoint with --resume_from_checkpoint latest.")
         self.signum = self.signum or signum
 
@@ -76,7 +78,7 @@ def non_finite_error(step: int, model, learning_rate: float, last_checkpoint, wh
     fp16 = "fp16 overflow (the weights are float16: use --torch_dtype bfloat16 or float32)"
     causes.insert(0 if dtype == torch.float16 else 1, fp16)
     causes.append("a bad data row (an empty or extremely long completion, a label out of range)")
-    kept = f"the last good checkpoint, {last_checkpoint}, is kept" if last_checkpoint else "no checkpoint was saved before it"
+    kept = f"the last good checkpoint, {last_checkpoint}, is kept" if last_checkpoint else "no checkpoint was saved"
     return RlhfxError(f"{what} at step {step}; training stopped ({kept}).", "likely causes: " + "; ".join(causes) + ".")
 
 

@@ -100,7 +100,8 @@ def run(args, algo_name: str) -> Path:
     from transformers import PrinterCallback, set_seed
 
     from rlhfx.training.callbacks import MetricsWriter, RichProgress
-    from rlhfx.training.checkpoints import checkpoint_step, load_extra_state, newest_checkpoint, rewind_metrics, stage_checkpoints
+    from rlhfx.training.checkpoints import (checkpoint_step, load_extra_state, newest_checkpoint, rewind_metrics,
+                                            stage_checkpoints)
     from rlhfx.training.guards import NonFiniteGuard, StopOnSignal
     from rlhfx.training.encode import encode_rows, make_encoder
     from rlhfx.training.hf_args import hf_training_kwargs
@@ -233,7 +234,8 @@ def interrupted(signum: int, step: int, checkpoint: Path | None, output_dir: Pat
 
 
 def finish(output_dir: Path, algo_name: str, before: dict, after: dict, result, seconds: float,
-           rank_checksums: list[float] | None, cpu_seconds: float | None = None, resumed_from: Path | None = None) -> None:
+           rank_checksums: list[float] | None, cpu_seconds: float | None = None,
+           resumed_from: Path | None = None) -> None:
     """Plot, summary table, and summary.json last, marking the run complete."""
     from rlhfx.training.plot import plot_curves
 

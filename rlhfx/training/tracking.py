@@ -1,4 +1,4 @@
-"""`--report_to tensorboard|wandb|none`: check the tracker is installed before a model loads, and keep its files in the run.
+"""`--report_to tensorboard|wandb|none`: check the tracker is installed before a model loads; its files stay in the run.
 
 transformers' own callbacks do the logging: TensorBoard event files go to <output_dir>/runs/, W&B files to
 <output_dir>/wandb/ (WANDB_MODE=offline works without network; `wandb sync` uploads later).
@@ -18,7 +18,8 @@ def trackers(report_to: list[str]) -> list[str]:
     """The trackers to hand the Trainer; a clear error for unknown or missing ones."""
     names = [r for r in report_to if r != "none"]
     if names and "none" in report_to:
-        raise RlhfxError(f"--report_to {' '.join(report_to)} mixes none with trackers.", "drop none, or pass none alone.")
+        raise RlhfxError(f"--report_to {' '.join(report_to)} mixes none with trackers.",
+                         "drop none, or pass none alone.")
     for name in names:
         if name not in TRACKERS:
             raise RlhfxError(f"--report_to {name} is not a tracker rlhfx knows.", "use tensorboard, wandb or none.")
