@@ -159,6 +159,71 @@ def test_latest_skips_half_written_checkpoints(tmp_path):
     assert resume_target(str(run / "checkpoint-4"), None, tmp_path) == (run, run / "checkpoint-4")
 
 
+class FakeTrainer:
+    """What stage_checkpoints touches of a transformers Trainer; its save writes one file, then maybe fails."""
+
+    def __init__(self, out: Path, fail: bool):
+        from types import SimpleNamespace
+
+        import torch
+
+        self.args = SimpleNamespace(output_dir=str(out), save_total_limit=2, learning_rate=1e-3)
+        self.state = SimpleNamespace(global_step=0)
+        self.accelerator = SimpleNamespace(wait_for_everyone=lambda: None)
+        self.model = torch.nn.Linear(2, 2)
+        self.fail = fail
+
+    def is_world_process_zero(self):
+        return True
+
+    def _get_output_dir(self, trial):
+        return self.args.output_dir
+
+    def _save_checkpoint(self, model, trial):
+        folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_text("weights")
+        if self.fail:
+            raise KeyboardInterrupt  # killed before trainer_state.json
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": self.state.global_step}))
+
+
+def test_checkpoints_appear_only_when_complete_and_rotate_by_step(tmp_path):
+    from rlhfx.training.checkpoints import complete_checkpoints, stage_checkpoints
+
+    out = tmp_path / "run"
+    trainer = FakeTrainer(out, fail=False)
+    stage_checkpoints(trainer)
+    for step in (2, 4, 6):
+        trainer.state.global_step = step
+        trainer._save_checkpoint(trainer.model, None)
+    assert [p.name for p in complete_checkpoints(out)] == ["checkpoint-4", "checkpoint-6"]  # --save_total_limit 2
+    trainer.state.global_step = 4  # a run resumed from checkpoint-4 saves step 6 again: replaced whole
+    trainer._save_checkpoint(trainer.model, None)
+    trainer.state.global_step = 6
+    trainer._save_checkpoint(trainer.model, None)
+    assert sorted(p.name for p in out.iterdir()) == [".staging", "checkpoint-4", "checkpoint-6"]
+
+    trainer.fail = True  # killed while writing checkpoint-8
+    trainer.state.global_step = 8
+    with pytest.raises(KeyboardInterrupt):
+        trainer._save_checkpoint(trainer.model, None)
+    assert not (out / "checkpoint-8").exists() and (out / ".staging" / "checkpoint-8").exists()
+    stage_checkpoints(FakeTrainer(out, fail=False))  # the next run clears the leftover
+    assert not (out / ".staging").exists()
+
+    import torch
+
+    from rlhfx.errors import RlhfxError
+
+    with torch.no_grad():
+        trainer.model.weight.fill_(float("nan"))
+    trainer.fail, trainer.state.global_step = False, 10
+    with pytest.raises(RlhfxError, match="NaN/inf after the update") as error:
+        trainer._save_checkpoint(trainer.model, None)
+    assert "checkpoint-6, is kept" in str(error.value) and not (out / "checkpoint-10").exists()
+
+
 def test_latest_without_output_dir_picks_the_newest_unfinished_default_run(tmp_path):
     from rlhfx.training.checkpoints import resume_target
 
