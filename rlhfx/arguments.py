@@ -86,6 +86,7 @@ FLAGS: list[Flag] = [
     Flag("logging_steps", int, 5, "Log every N steps.", (), "output"),
     Flag("eval_steps", int, None, "Evaluate every N steps (default: at the end only).", (), "output"),
     Flag("report_to", str, "none", "Trackers: none, tensorboard, wandb.", (), "output", is_list=True),
+    Flag("resume_from_checkpoint", str, None, "Resume training: PATH of a checkpoint-N folder, or `latest` (the newest complete checkpoint in --output_dir).", (), "output"),
     # preference losses
     Flag("rlhf_type", str, "dpo", "Algorithm: dpo, kto, cpo, orpo, simpo, rm, prm, alright, maxright, mix, kd, ppo.", (), "algorithm", RLHF),
     Flag("beta", float, None, "Strength of the preference loss (default 0.1; simpo 2.0; orpo's lambda).", (), "algorithm", RLHF,

@@ -53,7 +53,7 @@ def main() -> None:
         if debug:
             raise
         print_error(error)
-        sys.exit(2)
+        sys.exit(getattr(error, "exit_code", 2))  # 2; a run stopped by a signal: 128 + its number
     except typer.Exit as done:
         sys.exit(done.exit_code)
     except typer.Abort:
