@@ -50,7 +50,7 @@ FLAGS: list[Flag] = [
     Flag("lora_dropout", float, 0.05, "LoRA dropout.", (), "adapter"),
     Flag("lora_target_modules", str, "ALL", "ALL (every Linear but the output head), DEFAULT (the registry's attention projections), or names.", ("target_modules", "target_module"), "adapter", is_list=True),
     # data
-    Flag("dataset", str, None, "Datasets: registry names, hub ids (org/name[:subset][#N]), .json/.jsonl/.csv/.parquet files, json@DIR. Space or comma separated.", ("datasets", "rlhf_dataset", "prompt_data"), "data", is_list=True),
+    Flag("dataset", str, None, "Datasets: registry names, hub ids (org/name[:subset][#N]), .json/.jsonl/.csv/.parquet files, json@DIR. Space or comma separated. pipeline: the prompts, one set per iteration or one set sliced by --rollout_batch_size.", ("datasets", "rlhf_dataset", "prompt_data"), "data", is_list=True),
     Flag("val_dataset", str, None, "Held-out datasets (same forms as --dataset).", ("eval_dataset",), "data", is_list=True),
     Flag("dataset_probs", float, None, "Mixing weights, one per --dataset.", (), "data", is_list=True),
     Flag("split_dataset_ratio", float, 0.0, "Share of training rows held out for validation when no --val_dataset is given.", (), "data"),
@@ -87,8 +87,9 @@ FLAGS: list[Flag] = [
     Flag("logging_steps", int, 5, "Log every N steps.", (), "output"),
     Flag("eval_steps", int, None, "Evaluate every N steps (default: at the end only).", (), "output"),
     Flag("report_to", str, "none", "Trackers: none, tensorboard, wandb.", (), "output", is_list=True),
+    Flag("resume_from_checkpoint", str, None, "Resume training: PATH of a checkpoint-N folder, or `latest` (the newest complete checkpoint in --output_dir).", (), "output"),
     # preference losses
-    Flag("rlhf_type", str, "dpo", "Algorithm: dpo, kto, cpo, orpo, simpo, rm, prm, alright, maxright, mix, ppo, grpo, rloo, reinforce_pp.", (), "algorithm", RLHF),
+    Flag("rlhf_type", str, "dpo", "Algorithm: dpo, kto, cpo, orpo, simpo, rm, prm, alright, maxright, mix, kd, ppo, grpo, rloo, reinforce_pp.", (), "algorithm", RLHF),
     Flag("beta", float, None, "Strength of the preference loss (default 0.1; simpo 2.0; orpo's lambda).", (), "algorithm", RLHF,
          algos=("dpo", "kto", "cpo", "simpo", "orpo", "alright", "maxright", "mix")),
     Flag("loss_type", str, "sigmoid", "DPO loss: sigmoid or ipo.", (), "algorithm", RLHF, choices=("sigmoid", "ipo"), algos=PAIRWISE_REF),
@@ -109,6 +110,9 @@ FLAGS: list[Flag] = [
     Flag("sft_opt", float, 0.0, "Optimum (lowest reachable) SFT loss for MAXRIGHT's gaps.", (), "algorithm", RLHF, algos=("maxright",)),
     Flag("dpo_opt", float, 0.0, "Optimum (lowest reachable) DPO loss for MAXRIGHT's gaps.", (), "algorithm", RLHF, algos=("maxright",)),
     Flag("max_eval_steps", int, 10, "MAXRIGHT: refresh both loss gaps by evaluation every N steps.", (), "algorithm", RLHF, algos=("maxright",)),
+    Flag("teacher_model", str, None, "KD: the teacher (folder, hub id or `tiny`); it must share the student's tokenizer vocabulary.", (), "algorithm", RLHF, algos=("kd",)),
+    Flag("kd_coef", float, 0.4, "KD: weight of the teacher cross-entropy; the data's NLL gets 1 - kd_coef.", (), "algorithm", RLHF, algos=("kd",)),
+    Flag("teacher_offload", bool, False, "KD: keep the teacher in CPU memory, on the accelerator only for its forward pass.", (), "algorithm", RLHF, algos=("kd",)),
     # online RL: ppo and its presets grpo (group_norm), rloo, reinforce_pp (reinforce)
     Flag("advantage_estimator", str, None, "gae (PPO with a critic), reinforce (REINFORCE++), reinforce_baseline, rloo, group_norm (GRPO), dr_grpo (default: the --rlhf_type's: ppo gae, grpo group_norm, rloo rloo, reinforce_pp reinforce).", (), "online rl", RLHF, choices=("gae", "reinforce", "reinforce_baseline", "rloo", "group_norm", "dr_grpo"), algos=RL),
     Flag("n_samples_per_prompt", int, None, "Responses sampled per prompt (default 1; grpo and rloo 4; group estimators need > 1).", ("num_generations",), "online rl", RLHF, algos=RL),
@@ -144,7 +148,6 @@ FLAGS: list[Flag] = [
     Flag("remote_rm_timeout", float, 30.0, "Seconds per HTTP reward request.", (), "online rl", RLHF, algos=RL),
     Flag("remote_rm_retries", int, 3, "Tries per HTTP reward request before the run stops with an error.", (), "online rl", RLHF, algos=RL),
     Flag("reward_weights", float, None, "Weights of the reward sources in order: reward models, reward functions, URLs (default: 1 each).", (), "online rl", RLHF, is_list=True, algos=RL),
-    Flag("resume_from_checkpoint", str, None, "Continue a run from a checkpoint folder of it, or `latest` (the newest in --output_dir).", (), "output", RLHF, algos=RL),
 ]
 
 
@@ -211,6 +214,30 @@ FLAGS = [_share(f) for f in FLAGS] + [_share(f) for f in [
 ]] + [
     Flag("merge_lora", bool, False, "export: merge the run's LoRA adapter into its base weights (a plain from_pretrained folder).", (), "export", ("export",)),
     Flag("kind", str, None, "data check: the row kind to check for (sft, pairwise, unpaired, prompt, process) instead of --rlhf_type's.", (), "data", ("data",), choices=("sft", "pairwise", "unpaired", "prompt", "process")),
+]
+
+
+# --- loops: `rlhfx pipeline rs|iterative_dpo|csft` take the flags of the stages they run (rlhfx.loops) ----------
+# set by the loop itself, or about reading a training data file when the loop writes its own
+_SET_BY_LOOPS = {"task", "iter", "output_file", "post_processor", "rlhf_type", "adapters", "input_file", "ref_model",
+                 "val_dataset", "dataset_probs", "split_dataset_ratio", "chosen_key", "rejected_key", "response_key"}
+
+
+def _taken_by_loops(flag: Flag) -> bool:
+    stage = "sample" in flag.commands or "sft" in flag.commands or (flag.algos is not None and "dpo" in flag.algos)
+    return stage and flag.name not in _SET_BY_LOOPS
+
+
+def _add_pipeline(flag: Flag) -> Flag:
+    from dataclasses import replace
+
+    return replace(flag, commands=flag.commands + ("pipeline",)) if _taken_by_loops(flag) else flag
+
+
+LOOP = ("pipeline",)
+FLAGS = [_add_pipeline(f) for f in FLAGS] + [
+    Flag("training_iters", int, 3, "pipeline: iterations (generate, score, train) to run; a finished loop re-run with a higher number goes on.", (), "loop", LOOP),
+    Flag("ref_mode", str, "initial", "pipeline iterative_dpo: DPO reference = the initial model pi_0 (RLHFlow) or the previous iteration's policy.", (), "loop", LOOP, choices=("initial", "previous")),
 ]
 
 

@@ -15,11 +15,12 @@ from rlhfx.errors import RlhfxError
 # name -> (module with `main(argv)`, one-line summary, launched under torchrun when NPROC_PER_NODE/NNODES is set)
 COMMANDS = {
     "sft": ("rlhfx.commands.sft", "Supervised fine-tuning, full or LoRA.", True),
-    "rlhf": ("rlhfx.commands.rlhf", "Preference training: --rlhf_type dpo|kto|cpo|orpo|simpo|ppo|rm|alright|maxright.", True),
+    "rlhf": ("rlhfx.commands.rlhf", "Preference training: --rlhf_type dpo|kto|cpo|orpo|simpo|ppo|rm|alright|maxright|kd.", True),
     "infer": ("rlhfx.commands.infer", "Chat with a model (streaming) or answer a file of prompts; --engine pt|vllm.", False),
     "sample": ("rlhfx.commands.sample", "Best-of-n generation, reward scoring, rs/csft/iter_dpo data (OpenRLHF batch_inference).", False),
     "export": ("rlhfx.commands.export", "Merge a LoRA run into its base: a from_pretrained folder (--adapters RUN --merge_lora).", False),
     "data": ("rlhfx.commands.data", "`data check`: how a dataset is read, what is dropped and why, lengths, label balance.", False),
+    "pipeline": ("rlhfx.commands.pipeline", "Resumable loops that make their own data: rs (RAFT), iterative_dpo, csft.", False),
 }
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -52,7 +53,7 @@ def main() -> None:
         if debug:
             raise
         print_error(error)
-        sys.exit(2)
+        sys.exit(getattr(error, "exit_code", 2))  # 2; a run stopped by a signal: 128 + its number
     except typer.Exit as done:
         sys.exit(done.exit_code)
     except typer.Abort:

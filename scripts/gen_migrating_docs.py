@@ -51,14 +51,13 @@ UNSUPPORTED = {
     "vllm_sync_backend": "Not needed: vLLM runs in the training process and gets the weights directly.",
     "colocate_actor_ref": ONE_PROCESS, "colocate_critic_reward": ONE_PROCESS, "actor_num_nodes": ONE_PROCESS,
     "zero_stage": DEEPSPEED, "adam_offload": DEEPSPEED, "ref_offload": DEEPSPEED,
-    "overlap_comm": DEEPSPEED, "teacher_offload": DEEPSPEED,
+    "overlap_comm": DEEPSPEED,
     "ring_attn_size": "Ring attention (sequence parallelism) is not supported.",
     "flash_attn": "Not needed: transformers picks its fastest attention (SDPA) itself.",
     "packing_samples": "Sample packing is not supported; rows are padded per batch.",
     "load_in_4bit": "QLoRA is not built yet; use --train_type lora in bf16.",
     "aux_loss_coef": "MoE auxiliary loss is not exposed.",
     "value_head_prefix": "rlhfx reward models use the transformers `score` head (AutoModelForSequenceClassification).",
-    "teacher_model": "Knowledge distillation is not supported.", "kd_coef": "Knowledge distillation is not supported.",
     "tokenizer_chat_template": "Pass --template NAME (rlhfx's templates) or --use_chat_template (the tokenizer's own).",
     "use_wandb": "Use --report_to wandb.", "use_tensorboard": "Use --report_to tensorboard.",
     "eval_split": "Held-out data comes from --val_dataset or --split_dataset_ratio (XRIGHT passes `dummy`: drop it).",
@@ -74,10 +73,11 @@ NOTES = {  # supported, but the meaning or default differs from the other tool
     "eval_steps": "-1 (OpenRLHF): evaluate only at the end.",
     "ckpt_dir": "`swift infer/export --ckpt_dir` = `rlhfx infer/export --adapters`.",
     "merge_lora": "`swift export --merge_lora true` = `rlhfx export --adapters RUN --merge_lora`.",
-    "rlhf_type": "Same names: dpo, kto, cpo, orpo, simpo, rm, ppo; also prm, alright, maxright, mix, grpo, rloo, reinforce_pp.",
+    "rlhf_type": "Same names: dpo, kto, cpo, orpo, simpo, rm, ppo; also prm, alright, maxright, mix, kd, grpo, rloo, reinforce_pp.",
     "max_epochs": "Passes over the data (OpenRLHF's PPO uses it for passes over each rollout: that is --num_ppo_epochs).",
     "prompt_max_len": "Online RL: longer prompts are dropped and counted.",
     "micro_batch_size": "batch_inference's batch size.",
+    "prompt_data": "The prompts of online RL (`rlhfx rlhf --rlhf_type ppo`) and of `rlhfx pipeline` (one set per iteration, or one set sliced).",
 }
 COMMANDS = {
     "ms-swift": [("swift sft", "`rlhfx sft`"), ("swift rlhf --rlhf_type T", "`rlhfx rlhf --rlhf_type T`"),
@@ -88,7 +88,8 @@ COMMANDS = {
                  ("openrlhf.cli.train_rm", "`rlhfx rlhf --rlhf_type rm`"),
                  ("openrlhf.cli.train_prm", "`rlhfx rlhf --rlhf_type prm`"),
                  ("openrlhf.cli.batch_inference", "`rlhfx sample` (and `rlhfx infer`)"),
-                 ("openrlhf.cli.train_ppo_ray", "`rlhfx rlhf --rlhf_type ppo` (one process; docs/algorithms/ppo.md)"), ("openrlhf.cli.train_kd", "not supported"),
+                 ("openrlhf.cli.train_ppo_ray", "`rlhfx rlhf --rlhf_type ppo` (one process; docs/algorithms/ppo.md)"), ("openrlhf.cli.train_kd", "`rlhfx rlhf --rlhf_type kd`"),
+                 ("rejection sampling / iterative DPO shell loops", "`rlhfx pipeline rs`, `rlhfx pipeline iterative_dpo`"),
                  ("deepspeed --module ... / torchrun", "`NPROC_PER_NODE=N rlhfx ...`")],
 }
 INTRO = """# Migrating from {tool}

@@ -6,7 +6,8 @@ pairwise, unpaired, prompt or process), `DEFAULT_LR` ({"full": .., "lora": ..}) 
 reference model), `MODEL_CLASS = "sequence_classification"` (scalar-head models such as reward
 models), `SFT_DATA_FLAG = "sft_dataset"` (a second, SFT data set trained jointly),
 `write_outputs(output_dir, args)` (extra files such as plots, written on the main process before summary.json),
-`check_args(args)` (flag checks run by `rlhfx rlhf` before any model loads). Names whose issue has not landed yet are
+`check_args(args)` (flag checks run by `rlhfx rlhf` before any model loads), `OWN_TRAINING_LOOP = True` (the
+trainer is not a Hugging Face Trainer and writes its checkpoints itself; the runner does not wrap its saving). Names whose issue has not landed yet are
 listed with `module=None` so users get a clear message instead of an unknown-name error.
 """
 
@@ -40,6 +41,7 @@ ALGOS = {e.name: e for e in [
     AlgoEntry("alright", "rlhfx.algos.alright", "ALRIGHT joint SFT + DPO: a DPO step with probability --lambd, else SFT"),
     AlgoEntry("maxright", "rlhfx.algos.maxright", "MAXRIGHT joint SFT + DPO: train the objective farthest from its optimum"),
     AlgoEntry("mix", "rlhfx.algos.mix", "weighted SFT + DPO sum every step (baseline for ALRIGHT/MAXRIGHT)"),
+    AlgoEntry("kd", "rlhfx.algos.kd", "knowledge distillation from --teacher_model: (1 - kd_coef) NLL + kd_coef teacher cross-entropy"),
 ]}
 
 

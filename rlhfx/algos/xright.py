@@ -37,7 +37,10 @@ validation set). At the end `objectives.json` (every step's choice, as every ran
 where each data set stands) and `trajectory.png` (the eval and train losses in the (SFT loss, DPO
 loss) plane with the ideal point (sft_opt, dpo_opt)) land beside curves.png.
 
-Not supported: resuming from a checkpoint restarts the data iterators and the ALRIGHT stream.
+Resuming (`--resume_from_checkpoint`) restores what the Trainer does not know about through
+`checkpoint_state()` (see rlhfx/training/checkpoints.py): the ALRIGHT generator, MAXRIGHT's gaps, both
+iterators' positions and the objective history, so a resumed run trains the same steps as an
+uninterrupted one.
 """
 
 import json
@@ -186,6 +189,10 @@ class CyclingBatches:
         return {"epoch": self.epoch, "batch": self.batch, "batches_per_epoch": self.batches_per_epoch,
                 "drawn": self.drawn}
 
+    def seek(self, position: dict) -> None:
+        """Continue from a `position()` (resume); the epoch's order is recomputed from the seed."""
+        self.epoch, self.batch, self.drawn, self._peeked = position["epoch"], position["batch"], position["drawn"], None
+
 
 def sft_example(row: dict) -> dict:
     """Encoder output -> collator input: labels are the ids on assistant tokens and -100 elsewhere."""
@@ -233,6 +240,7 @@ class XrightTrainer(RlhfxDPOTrainer):
         self.sft_batches = self.pref_batches = None
         self.history: list[list[int | None]] = []  # per step: every rank's choice (0 sft, 1 dpo, None mix)
         self._micro, self._objective, self._step_losses, self._step_batches = 0, None, {}, []
+        self._resume_positions = None  # iterator positions from a checkpoint, applied when the iterators are built
 
     # -- data --------------------------------------------------------------------------------
 
@@ -247,8 +255,12 @@ class XrightTrainer(RlhfxDPOTrainer):
         pref_batch = self.args.per_device_train_batch_size
         self.sft_batches = CyclingBatches(self.sft_train_dataset, self.sft_batch_size, self.sft_collate, seed, 0, rank, world)
         self.pref_batches = CyclingBatches(self.train_dataset, pref_batch, self.data_collator, seed, 1, rank, world)
+        if self._resume_positions:
+            self.sft_batches.seek(self._resume_positions["sft"])
+            self.pref_batches.seek(self._resume_positions["pref"])
         tickets = _StepTickets(self.steps_per_epoch() * self.args.gradient_accumulation_steps)
-        return torch.utils.data.DataLoader(tickets, batch_size=None, shuffle=False)
+        # batches of one ticket (not batch_size=None): a resume skips the trained ones through the batch sampler
+        return torch.utils.data.DataLoader(tickets, batch_size=1, shuffle=False, collate_fn=lambda items: items[0])
 
     # -- losses ------------------------------------------------------------------------------
 
@@ -346,6 +358,19 @@ class XrightTrainer(RlhfxDPOTrainer):
 
     def floating_point_ops(self, inputs) -> int:
         return sum(super(XrightTrainer, self).floating_point_ops(b) for b in self._step_batches)
+
+    # -- resume ------------------------------------------------------------------------------
+
+    def checkpoint_state(self) -> dict:
+        return {"alright_generator": self.sampler.generator.get_state(), "gaps": dict(self.gaps.gaps),
+                "history": self.history,
+                "data": {"sft": self.sft_batches.position(), "pref": self.pref_batches.position()}}
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        self.sampler.generator.set_state(state["alright_generator"])
+        self.gaps.gaps = dict(state["gaps"])
+        self.history = [list(row) for row in state["history"]]
+        self._resume_positions = state["data"]
 
     # -- evaluation and outputs --------------------------------------------------------------
 

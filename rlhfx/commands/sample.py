@@ -204,11 +204,11 @@ def score_with_reward_model(args, path: str, rows: list[dict], batch_size: int) 
 
 def reward_summary(rows: list[dict]) -> str:
     """Mean reward and the mean over prompts of the best reward (best-of-n)."""
-    best: dict[str, float] = {}
-    for row in rows:
-        best[row["input"]] = max(best.get(row["input"], float("-inf")), row["reward"])
-    mean = sum(r["reward"] for r in rows) / len(rows)
-    return f"mean reward {mean:.4f}, best-of-n mean {sum(best.values()) / len(best):.4f} over {len(best)} prompts"
+    from rlhfx.sampling.postprocess import reward_stats
+
+    stats = reward_stats(rows)
+    return (f"mean reward {stats['mean_reward']:.4f}, best-of-n mean {stats['best_of_n_reward']:.4f} over "
+            f"{stats['prompts']} prompts")
 
 
 # --- outputs ------------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ TRL's defaults are GPU-minded; on a machine without CUDA rlhfx trains in float32
 
 import os
 
+from rlhfx.training.tracking import trackers
+
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -56,7 +58,7 @@ def hf_training_kwargs(args, output_dir, learning_rate: float, has_eval: bool) -
         logging_first_step=True,
         eval_strategy=eval_strategy,
         eval_steps=eval_steps if eval_strategy == "steps" else None,
-        report_to=[r for r in args.report_to if r != "none"],
+        report_to=trackers(args.report_to),
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=True,
         dataloader_num_workers=0,

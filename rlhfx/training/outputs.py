@@ -25,10 +25,14 @@ def versioned_dir(root: Path, stamp: str) -> Path:
     return root / f"v{max(versions, default=-1) + 1}-{stamp}"
 
 
+def default_root(model_type: str) -> Path:
+    return Path("output") / model_type
+
+
 def resolve_output_dir(output_dir: str | None, model_type: str) -> Path:
     if output_dir:
         return Path(output_dir)
-    return versioned_dir(Path("output") / model_type, run_stamp())
+    return versioned_dir(default_root(model_type), run_stamp())
 
 
 def write_json_atomic(path: Path, data) -> None:

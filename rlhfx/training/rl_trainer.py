@@ -15,9 +15,10 @@ hidden states through its `score` head; V_t is read at the position before respo
 It defaults to the first reward model (as OpenRLHF), else --model with a new zero head.
 
 Rollouts run on the `pt` engine (the policy itself) or `vllm` (weights pushed before each generation,
-a LoRA adapter merged in). Checkpoints (`checkpoint-N/`: the policy in Hugging Face format plus `state.pt` with trainable
-weights, optimizers, schedulers, KL coefficient, reward statistics, data position and RNG states)
-let `--resume_from_checkpoint` continue exactly where the run was.
+a LoRA adapter merged in). Checkpoints (`checkpoint-N/`: the policy in Hugging Face format plus
+`rl_state.pt` with trainable weights, optimizers, schedulers, KL coefficient, reward statistics, step
+and RNG states; the data position follows from the step) let `--resume_from_checkpoint` (resolved
+by the runner, which also rewinds metrics.jsonl) continue exactly where the run was.
 """
 
 import json
@@ -35,8 +36,13 @@ from rlhfx.algos import rl_math
 from rlhfx.engines import Sampling, stop_token_ids
 from rlhfx.errors import RlhfxError
 from rlhfx.rewards.sources import RewardSources, Sample
+from rlhfx.training.checkpoints import STAGING, TRAINER_STATE, publish, rotate
+from rlhfx.training.guards import StopOnSignal
 from rlhfx.training.hf_args import gradient_accumulation, world_size
 from rlhfx.training.runner import say
+
+
+STATE = "rl_state.pt"
 
 
 class OnlineRLTrainer:
@@ -82,8 +88,7 @@ class OnlineRLTrainer:
         self.reward_moments = rl_math.RunningMoments()
         self.step = 0
         self.losses: list[float] = []
-        if self.args.resume_from_checkpoint:
-            self._resume(self.args.resume_from_checkpoint)
+        self.stop = next((c for c in ctx.callbacks if isinstance(c, StopOnSignal)), None)
 
     # --- models -------------------------------------------------------------------------------------------
 
@@ -306,11 +311,19 @@ class OnlineRLTrainer:
 
     # --- the run ------------------------------------------------------------------------------------------
 
-    def train(self):
+    @property
+    def state(self):
+        """What the runner reads of a Trainer's state."""
+        return SimpleNamespace(global_step=self.step)
+
+    def train(self, resume_from_checkpoint: str | None = None):
+        """Run to max_steps; a SIGTERM/Ctrl-C (the runner's StopOnSignal) saves a checkpoint after the step and stops."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         columns = (TextColumn("[bold]rl"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.fields[info]}"))
+        if resume_from_checkpoint:
+            self._resume(Path(resume_from_checkpoint))
         with Progress(*columns) as progress:
             task = progress.add_task("rl", total=self.max_steps, completed=self.step, info="")
             while self.step < self.max_steps:
@@ -326,6 +339,9 @@ class OnlineRLTrainer:
                 progress.update(task, completed=self.step, info=f"reward {stats['reward']:.3f}  kl {stats['kl']:.3f}")
                 if self.args.eval_steps and self.eval_rows and self.step % self.args.eval_steps == 0:
                     self.evaluate()
+                if self.stop is not None and self.stop.signum is not None:
+                    self.save_checkpoint()
+                    break
                 if self.args.save_steps > 0 and self.step % self.args.save_steps == 0 and self.step < self.max_steps:
                     self.save_checkpoint()
         loss = sum(self.losses) / len(self.losses) if self.losses else float("nan")
@@ -356,8 +372,10 @@ class OnlineRLTrainer:
     # --- checkpoints --------------------------------------------------------------------------------------
 
     def save_checkpoint(self) -> Path:
+        """Written into .staging and renamed into place when complete (rlhfx.training.checkpoints' convention:
+        a checkpoint-N folder with trainer_state.json is complete)."""
         final = self.output_dir / f"checkpoint-{self.step}"
-        tmp = self.output_dir / f".checkpoint-{self.step}.tmp"
+        tmp = self.output_dir / STAGING / final.name
         shutil.rmtree(tmp, ignore_errors=True)
         self.model.save_pretrained(str(tmp))
         self.tokenizer.save_pretrained(str(tmp))
@@ -369,27 +387,23 @@ class OnlineRLTrainer:
         if self.critic is not None:
             state.update(critic=_trainable(self.critic), critic_optimizer=self.critic_optimizer.state_dict(),
                          critic_scheduler=self.critic_scheduler.state_dict())
-        torch.save(state, tmp / "state.pt")
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        for old in _checkpoints(self.output_dir)[: -self.args.save_total_limit or None]:
-            shutil.rmtree(old)
+        torch.save(state, tmp / STATE)
+        (tmp / TRAINER_STATE).write_text(json.dumps({"global_step": self.step}) + "\n")
+        publish(tmp, final)
+        rotate(self.output_dir, self.args.save_total_limit)
         return final
 
-    def _resume(self, spec: str) -> None:
-        folder = _checkpoints(self.output_dir)[-1:] if spec == "latest" else [Path(spec)]
-        if not folder or not (folder[0] / "state.pt").is_file():
-            where = f"in {self.output_dir}" if spec == "latest" else f"at {spec}"
-            raise RlhfxError(f"No checkpoint (a checkpoint-N folder with state.pt) {where} to resume from.",
-                             "pass --resume_from_checkpoint with a checkpoint folder of this run, or the run's "
-                             "--output_dir with `latest`.")
-        state = torch.load(folder[0] / "state.pt", map_location=self.device, weights_only=False)
+    def _resume(self, folder: Path) -> None:
+        if not (folder / STATE).is_file():
+            raise RlhfxError(f"{folder} has no {STATE}: it is not a checkpoint of an online RL run.",
+                             "resume from a checkpoint-N folder written by this --rlhf_type.")
+        state = torch.load(folder / STATE, map_location=self.device, weights_only=False)
         self.model.load_state_dict(state["policy"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.critic is not None:
             if "critic" not in state:
-                raise RlhfxError(f"Checkpoint {folder[0]} has no critic, but this run's estimator (gae) needs one.",
+                raise RlhfxError(f"Checkpoint {folder} has no critic, but this run's estimator (gae) needs one.",
                                  "resume with the --advantage_estimator of the run that wrote it.")
             self.critic.load_state_dict(state["critic"], strict=False)
             self.critic_optimizer.load_state_dict(state["critic_optimizer"])
@@ -402,11 +416,7 @@ class OnlineRLTrainer:
         torch.set_rng_state(rng["torch"].cpu())
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-        metrics = self.output_dir / "metrics.jsonl"  # drop what the interrupted run logged after the checkpoint
-        if metrics.exists():
-            kept = [line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= self.step]
-            metrics.write_text("".join(line + "\n" for line in kept))
-        say(f"resumed from {folder[0]} at step {self.step}")
+        say(f"resumed from {folder} at step {self.step}")
 
 
 def _prompt_rows(dataset, limit: int | None, split: str) -> list[dict]:
@@ -440,8 +450,3 @@ def _select(batch: dict, indices: list[int]) -> dict:
 
 def _trainable(model) -> dict:
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
-
-
-def _checkpoints(output_dir: Path) -> list[Path]:
-    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
