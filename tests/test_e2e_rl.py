@@ -7,7 +7,10 @@ The tests ask for a rise of at least 0.25 (a quarter of the best possible reward
 """
 
 import json
+import signal
+import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
@@ -132,10 +135,10 @@ def test_bad_rl_flags_are_refused(sft_model, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_ppo_run_resumes_from_its_checkpoint_with_the_same_metrics(sft_model, tmp_path):
-    import subprocess
-    import time
-
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_ppo_run_resumes_from_its_checkpoint_with_the_same_metrics(sft_model, tmp_path, signum):
+    """SIGKILL: the run dies; SIGTERM: it saves a checkpoint after its current step and exits 143. Either way
+    `--resume_from_checkpoint latest` logs the metrics an uninterrupted run logs."""
     from e2e import RLHFX
 
     flags = ["rlhf", "--rlhf_type", "ppo", "--model", sft_model, *COMMON, "--reward_func", "demo", "--learning_rate",
@@ -144,12 +147,15 @@ def test_killed_ppo_run_resumes_from_its_checkpoint_with_the_same_metrics(sft_mo
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     rlhfx(*flags, "--output_dir", whole)
     process = subprocess.Popen([*RLHFX, *map(str, flags), "--output_dir", str(killed)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     while not (killed / "checkpoint-2").exists() and process.poll() is None:
         time.sleep(0.02)
-    process.kill()
-    process.wait()
-    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+    process.send_signal(signum)
+    stderr = process.communicate()[1]
+    assert not (killed / "summary.json").exists(), "the run finished before it could be stopped"
+    if signum == signal.SIGTERM:
+        assert process.returncode == 128 + signal.SIGTERM and "SIGTERM received" in stderr, stderr[-2000:]
+        assert any(int(p.name.split("-")[1]) >= 2 for p in killed.glob("checkpoint-*"))
     rlhfx(*flags, "--output_dir", killed, "--resume_from_checkpoint", "latest")
     keys = ["reward", "kl", "kl_coef", "policy_loss", "value_loss", "entropy", "clip_ratio", "response_length"]
     expected = {m["step"]: m for m in metrics(whole) if "reward" in m}
