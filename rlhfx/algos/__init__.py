@@ -7,8 +7,7 @@ reference model), `MODEL_CLASS = "sequence_classification"` (scalar-head models 
 models), `SFT_DATA_FLAG = "sft_dataset"` (a second, SFT data set trained jointly),
 `write_outputs(output_dir, args)` (extra files such as plots, written on the main process before summary.json),
 `check_args(args)` (flag checks run by `rlhfx rlhf` before any model loads), `OWN_TRAINING_LOOP = True` (the
-trainer is not a Hugging Face Trainer and writes its checkpoints itself; the runner does not wrap its saving). Names whose issue has not landed yet are
-listed with `module=None` so users get a clear message instead of an unknown-name error.
+trainer is not a Hugging Face Trainer and writes its checkpoints itself; the runner does not wrap its saving).
 """
 
 import difflib
@@ -21,7 +20,7 @@ from rlhfx.errors import RlhfxError
 @dataclass(frozen=True)
 class AlgoEntry:
     name: str
-    module: str | None
+    module: str
     summary: str
 
 
@@ -46,14 +45,10 @@ ALGOS = {e.name: e for e in [
 
 
 def get_algo(name: str):
-    """The algorithm's module; a clear error for unknown or not-yet-implemented names."""
+    """The algorithm's module; a clear error with a suggestion for unknown names."""
     entry = ALGOS.get(name)
     if entry is None:
         close = difflib.get_close_matches(name, list(ALGOS), n=1)
         hint = f"did you mean {close[0]}?" if close else f"choose one of {', '.join(ALGOS)}."
         raise RlhfxError(f"Unknown --rlhf_type {name!r}.", hint)
-    if entry.module is None:
-        implemented = ", ".join(n for n, e in ALGOS.items() if e.module and n != "sft")
-        raise RlhfxError(f"--rlhf_type {name} ({entry.summary}) is not implemented yet in this version of rlhfx.",
-                         f"use one of: {implemented}.")
     return importlib.import_module(entry.module)
