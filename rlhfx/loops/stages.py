@@ -39,7 +39,10 @@ def generate_flags() -> set[str]:
 
 
 def train_flags(spec) -> set[str]:
-    return command_flags(spec.train[0]) - LOOP_SETS - PROMPT_READING
+    """The training command's flags that apply to its algorithm (not, say, PPO's reward flags for DPO)."""
+    algo = spec.train[2] if spec.train[0] == "rlhf" else spec.train[0]
+    applies = {flag.name for flag in flags_for(spec.train[0]) if flag.algos is None or algo in flag.algos}
+    return applies - LOOP_SETS - PROMPT_READING
 
 
 def stage_flags(spec) -> set[str]:
