@@ -97,9 +97,11 @@ def run(args, algo_name: str) -> Path:
     from rlhfx.training.hf_args import hf_training_kwargs
     from rlhfx.training.models import load_policy, load_reference, lora_config
     from rlhfx.training.ranks import check_ranks_agree
+    from rlhfx.training.scale import check_launch, deepspeed_config
 
     algo = get_algo(algo_name)
     check_flags(args)
+    check_launch(args, deepspeed_config(args.deepspeed))
     quiet_libraries()
     set_seed(args.seed)
     train_rows, val_rows, report = load_data(data_config(args, algo.KIND))
@@ -146,7 +148,11 @@ def run(args, algo_name: str) -> Path:
     trainer = algo.build_trainer(ctx)
     trainer.remove_callback(PrinterCallback)  # the rich bar and metrics.jsonl replace its raw dict prints
 
-    before = trainer.evaluate() if eval_dataset is not None else {}
+    # transformers cannot evaluate a DeepSpeed model before train() has built its engine
+    can_eval_first = not args.deepspeed
+    if eval_dataset is not None and not can_eval_first:
+        say("  eval before training skipped: transformers cannot evaluate under DeepSpeed before training starts")
+    before = trainer.evaluate() if eval_dataset is not None and can_eval_first else {}
     start, cpu_start = time.time(), time.process_time()
     result = trainer.train()
     seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
