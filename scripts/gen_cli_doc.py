@@ -57,7 +57,7 @@ def render() -> str:
             aliases = ", ".join(f"`--{a}`" for a in f.aliases)
             commands = " ".join(f.commands) + (f" ({', '.join(f.algos)})" if f.algos else "")
             default = "" if f.default is None else f"`{f.default}`"
-            choices = f" One of: {', '.join(f.choices)}." if f.choices else ""
+            choices = f" One of: {', '.join(map(str, f.choices))}." if f.choices else ""
             lines.append(f"| `--{f.name}` | {aliases} | {commands} | {default} | {f.help.replace('|', '/')}{choices} |")
         lines.append("")
     return "\n".join(lines) + "\n" + DIALECTS
