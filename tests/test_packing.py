@@ -34,7 +34,8 @@ def test_padding_free_dpo_loss_equals_padded(tiny, tmp_path):
     from datasets import Dataset
     from trl import DPOConfig
 
-    from rlhfx.algos.dpo import RlhfxDPOTrainer, padding_free
+    from rlhfx.algos.dpo import RlhfxDPOTrainer
+    from rlhfx.training.packing import padding_free
 
     ref, tokenizer = tiny
     policy = copy.deepcopy(ref)
@@ -61,7 +62,7 @@ def test_padding_free_dpo_loss_equals_padded(tiny, tmp_path):
         losses[packing] = trainer.compute_loss(trainer.model, batch).item()
     assert abs(losses[False] - 0.6931) > 1e-3
     assert losses[True] == pytest.approx(losses[False], abs=1e-5)
-    packed, _, _ = padding_free(batch["input_ids"], batch["attention_mask"], batch["input_ids"])
+    packed, _, _ = padding_free(batch["input_ids"], batch["attention_mask"])
     padded_tokens = batch["input_ids"].numel()
     assert packed["input_ids"].numel() == batch["attention_mask"].sum() < padded_tokens  # demo rows differ little in length
 
@@ -94,3 +95,37 @@ def test_packed_sft_eval_loss_equals_padded_on_fewer_tokens(tiny, tmp_path):
     assert packed_targets == padded_targets  # the same assistant tokens are scored
     assert packed_loss == pytest.approx(padded_loss, abs=1e-5)
     assert packed_tokens < 0.9 * padded_tokens
+
+
+def test_padding_free_reward_model_loss_equals_padded(tmp_path):
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig
+
+    from rlhfx.algos.rm import RlhfxRewardTrainer, ensure_pad_token
+
+    path = tiny_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    ensure_pad_token(model, tokenizer, say=lambda *a: None)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        model.score.weight.normal_(0, 0.5)  # a random head, so rewards differ and the loss is not log 2
+    encoder = ChatEncoder(tokenizer, get_template("chatml"))
+    encoded = []
+    for row in rows("demo_pref_train.jsonl", 8):
+        prompt = [{"role": "user", "content": row["prompt"]}]
+        encoded.append({"prompt_ids": encoder.encode_prompt(prompt),
+                        "chosen_ids": encoder.encode_completion(prompt, row["chosen"]),
+                        "rejected_ids": encoder.encode_completion(prompt, row["rejected"])})
+    config = RewardConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], bf16=False,
+                          per_device_train_batch_size=8)
+    losses = {}
+    for packing in (False, True):
+        trainer = RlhfxRewardTrainer(model=copy.deepcopy(model), args=config, train_dataset=Dataset.from_list(encoded),
+                                     processing_class=tokenizer, packing=packing)
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(8)])
+        trainer.model.train()
+        losses[packing] = trainer.compute_loss(trainer.model, batch).item()
+    assert abs(losses[False] - 0.6931) > 1e-3
+    assert losses[True] == pytest.approx(losses[False], abs=1e-5)

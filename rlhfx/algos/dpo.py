@@ -12,6 +12,7 @@ from trl.trainer.utils import use_adapter
 
 from rlhfx.algos.losses import dpo_loss, preference_accuracy
 from rlhfx.errors import RlhfxError
+from rlhfx.training.packing import padding_free
 from rlhfx.training.scale import aux_loss_coef
 
 KIND = "pairwise"
@@ -108,23 +109,6 @@ class RlhfxDPOTrainer(DPOTrainer):
         metrics["logps/chosen"].append(gather(chosen_logps.detach()).mean().item())
         metrics["logps/rejected"].append(gather(rejected_logps.detach()).mean().item())
         metrics["nll/chosen"].append(gather(-chosen_logps.detach() / chosen_len).mean().item())
-
-
-def padding_free(input_ids, attention_mask, labels):
-    """Right-padded rows -> one row of their real tokens, positions restarting per sequence (no pad computed).
-
-    Returns the model keywords, the flat labels (the first token of each sequence never scored across the
-    seam) and each flat token's sequence index, for summing the per-token log-probs back per sequence.
-    """
-    keep = attention_mask.bool()
-    lengths = keep.sum(dim=1)
-    starts = torch.cumsum(lengths, 0) - lengths
-    segments = torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), lengths)
-    positions = torch.arange(int(lengths.sum()), device=lengths.device) - starts[segments]
-    flat_labels = labels[keep].clone()
-    flat_labels[starts] = -100
-    return ({"input_ids": input_ids[keep].unsqueeze(0), "position_ids": positions.unsqueeze(0)},
-            flat_labels.unsqueeze(0), segments)
 
 
 def beta_of(args) -> float:
