@@ -25,6 +25,7 @@ List flags take several values or a comma-separated list (`--dataset a b` = `--d
 (plus `--nnodes/--node_rank/--master_addr/--master_port` from `NNODES`, `NODE_RANK`, `MASTER_ADDR`, `MASTER_PORT`).
 Without CUDA the processes train on the CPU over gloo. At the end every rank's weights are compared; a mismatch
 (gradients not synchronised) is an error, and `summary.json` records the per-rank checksums.
+DeepSpeed ZeRO presets, multi-node launches and the memory flags: [distributed.md](distributed.md).
 """
 
 DIALECTS = """## Seed dialects
