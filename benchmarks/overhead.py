@@ -11,14 +11,13 @@ Writes benchmarks/results/overhead.json.
 
 import argparse
 import json
-import platform
 import shutil
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from measure import run_measured
+from measure import run_measured, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = {"sft": "demo_sft_train.jsonl", "dpo": "demo_pref_train.jsonl"}
@@ -76,14 +75,10 @@ def main() -> None:
         }
         print(f"{algo}: step-time ratio {results[algo]['step_time_ratio']:.3f} (goal <= 1.02), "
               f"peak RSS ratio {results[algo]['peak_rss_ratio']:.3f}", flush=True)
-    Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(opts.out).write_text(json.dumps({
+    write_result(opts.out, {
         "goal": "step_time_ratio <= 1.02", "results": results, "rounds": opts.rounds, "steps": opts.steps,
         "batch_size": opts.batch_size, "model": "tiny (embedded), full, float32, CPU",
-        "note": "measured on a CPU machine shared with other users: re-run on a quiet machine",
-        "machine": f"{platform.machine()} python {platform.python_version()}",
-    }, indent=2) + "\n")
-    print(f"written {opts.out}")
+    })
 
 
 if __name__ == "__main__":

@@ -12,14 +12,13 @@ are reported. Writes benchmarks/results/packing.json. Timings on a shared machin
 import argparse
 import json
 import math
-import platform
 import random
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from measure import run_measured
+from measure import run_measured, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 SENTENCES = ["The red fox is big.", "The quick brown fox jumps over the lazy dog.", "It is fast and brave."]
@@ -90,14 +89,10 @@ def main() -> None:
                              "batch_size": {"padded": opts.batch_size,
                                             "packed": opts.packed_sft_batch_size if algo == "sft" else opts.batch_size}}
             print(f"{algo}: packing speedup {results[algo]['speedup']:.2f}x (goal >= 1.5x)", flush=True)
-    Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(opts.out).write_text(json.dumps({
+    write_result(opts.out, {
         "goal": "speedup >= 1.5x", "results": results, "rounds": opts.rounds,
         "model": "tiny (embedded), full, float32, CPU",
-        "note": "measured on a CPU machine shared with other users: re-run on a quiet machine",
-        "machine": f"{platform.machine()} python {platform.python_version()}",
-    }, indent=2) + "\n")
-    print(f"written {opts.out}")
+    })
 
 
 if __name__ == "__main__":

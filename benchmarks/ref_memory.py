@@ -9,14 +9,13 @@ Modes alternate within each round; medians reported. Writes benchmarks/results/r
 
 import argparse
 import json
-import platform
 import shutil
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from measure import run_measured
+from measure import run_measured, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,14 +67,11 @@ def main() -> None:
     med = {mode: statistics.median(v) for mode, v in runs.items()}
     saved = med["live_reference"] - med["precomputed"]
     print(f"precompute saves {saved:.0f} MB of peak RSS (one float32 weight copy: {params * 4 / 2**20:.0f} MB)")
-    Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(opts.out).write_text(json.dumps({
+    write_result(opts.out, {
         "peak_rss_mb": med, "saved_mb": saved, "weights_copy_mb": params * 4 / 2**20, "parameters": params,
         "runs": runs, "rounds": opts.rounds, "steps": opts.steps,
         "model": "random Llama, 8 layers, hidden 512, full DPO, float32, CPU",
-        "machine": f"{platform.machine()} python {platform.python_version()}",
-    }, indent=2) + "\n")
-    print(f"written {opts.out}")
+    })
 
 
 if __name__ == "__main__":

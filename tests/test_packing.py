@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from pairs import encoded_pairs
 
 from rlhfx.registry.demo_task import DATA_DIR
 from rlhfx.registry.tiny import tiny_model_path
@@ -43,13 +44,7 @@ def test_padding_free_dpo_loss_equals_padded(tiny, tmp_path):
     with torch.no_grad():
         for p in policy.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    encoder = ChatEncoder(tokenizer, get_template("chatml"))
-    encoded = []
-    for row in rows("demo_pref_train.jsonl", 8):
-        prompt = [{"role": "user", "content": row["prompt"]}]
-        encoded.append({"prompt_ids": encoder.encode_prompt(prompt),
-                        "chosen_ids": encoder.encode_completion(prompt, row["chosen"]),
-                        "rejected_ids": encoder.encode_completion(prompt, row["rejected"])})
+    encoded = encoded_pairs(tokenizer, 8)
     config = DPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], bf16=False, per_device_train_batch_size=8)
     losses = {}
     for packing in (False, True):
@@ -111,13 +106,7 @@ def test_padding_free_reward_model_loss_equals_padded(tmp_path):
     torch.manual_seed(5)
     with torch.no_grad():
         model.score.weight.normal_(0, 0.5)  # a random head, so rewards differ and the loss is not log 2
-    encoder = ChatEncoder(tokenizer, get_template("chatml"))
-    encoded = []
-    for row in rows("demo_pref_train.jsonl", 8):
-        prompt = [{"role": "user", "content": row["prompt"]}]
-        encoded.append({"prompt_ids": encoder.encode_prompt(prompt),
-                        "chosen_ids": encoder.encode_completion(prompt, row["chosen"]),
-                        "rejected_ids": encoder.encode_completion(prompt, row["rejected"])})
+    encoded = encoded_pairs(tokenizer, 8)
     config = RewardConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], bf16=False,
                           per_device_train_batch_size=8)
     losses = {}

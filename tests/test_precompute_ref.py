@@ -6,14 +6,11 @@ to 1e-5; the later steps have a policy that moved away from the reference, so th
 """
 
 import copy
-import json
 
 import pytest
+from pairs import encoded_pairs
 
-from rlhfx.registry.demo_task import DATA_DIR
 from rlhfx.registry.tiny import tiny_model_path
-from rlhfx.templates.encoder import ChatEncoder
-from rlhfx.templates.templates import get_template
 
 
 def test_precomputed_reference_trains_like_a_live_one(tmp_path):
@@ -26,14 +23,7 @@ def test_precomputed_reference_trains_like_a_live_one(tmp_path):
     path = tiny_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     start = AutoModelForCausalLM.from_pretrained(path)
-    encoder = ChatEncoder(tokenizer, get_template("chatml"))
-    encoded = []
-    for line in (DATA_DIR / "demo_pref_train.jsonl").read_text().splitlines()[:24]:
-        row = json.loads(line)
-        prompt = [{"role": "user", "content": row["prompt"]}]
-        encoded.append({"prompt_ids": encoder.encode_prompt(prompt),
-                        "chosen_ids": encoder.encode_completion(prompt, row["chosen"]),
-                        "rejected_ids": encoder.encode_completion(prompt, row["rejected"])})
+    encoded = encoded_pairs(tokenizer, 24)
     losses = {}
     for precompute in (False, True):
         config = DPOConfig(output_dir=str(tmp_path / str(precompute)), use_cpu=True, report_to=[], bf16=False,
