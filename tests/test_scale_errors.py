@@ -20,6 +20,7 @@ def test_every_preset_is_shipped_with_auto_batch_fields():
 @pytest.mark.parametrize("argv, what, fix", [
     (["--deepspeed", "zero_2"], "Unknown --deepspeed preset 'zero_2'", "did you mean zero2?"),
     (["--deepspeed", "missing.json"], "DeepSpeed config missing.json does not exist", "zero3_offload"),
+    (["--deepspeed", "zero2_offload"], "offloads GPU memory to the CPU, but no CUDA GPU is visible", "use --deepspeed zero2"),
     (["--deepspeed", "zero3", "--device_map", "auto"], "cannot run under --deepspeed zero3: ZeRO-3 places", "drop --device_map"),
     (["--flash_attn"], "--flash_attn needs a CUDA GPU", "drop --flash_attn"),
     (["--load_in_4bit", "--train_type", "lora"], "--quant_bits 4 (QLoRA) uses bitsandbytes CUDA kernels", "GPU machine"),

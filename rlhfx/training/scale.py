@@ -58,6 +58,11 @@ def check_launch(args, ds_config: dict | None) -> None:
         if gpus > 1 and not _is_torchrun_child():
             raise RlhfxError(f"--deepspeed with {gpus} GPUs visible but one process: only one GPU would be used.",
                              f"launch with NPROC_PER_NODE={gpus} rlhfx ... (or set CUDA_VISIBLE_DEVICES to one GPU).")
+        zero = ds_config.get("zero_optimization", {})
+        if not torch.cuda.is_available() and ("offload_optimizer" in zero or "offload_param" in zero):
+            raise RlhfxError(f"--deepspeed {args.deepspeed} offloads GPU memory to the CPU, but no CUDA GPU is visible "
+                             "(DeepSpeed's CPU optimizer does not run here).",
+                             "use --deepspeed zero2 or zero3 on the CPU; keep the _offload presets for GPU machines.")
         single_process_env()
     if args.device_map:
         if ds_config is not None:
