@@ -82,7 +82,7 @@ FLAGS: list[Flag] = [
     # scale and memory (docs/distributed.md)
     Flag("deepspeed", str, None, "DeepSpeed preset zero0|zero1|zero2|zero3|zero2_offload|zero3_offload, or a config .json ('auto' fields come from the batch/lr flags).", (), "scale"),
     Flag("device_map", str, None, "Spread one model over the visible GPUs (auto, balanced, sequential): naive model parallel in a single process.", (), "scale"),
-    Flag("packing_samples", bool, False, "Padding-free batches: sft packs whole samples into rows of --max_length; dpo and rm concatenate each micro batch into one row.", ("packing", "padding_free"), "scale", algos=("dpo", "rm")),
+    Flag("packing_samples", bool, False, "Padding-free batches: sft packs whole samples into rows of --max_length; dpo and rm lay each micro batch end to end in rows of --max_length.", ("packing", "padding_free"), "scale", algos=("dpo", "rm")),
     Flag("flash_attn", bool, False, "FlashAttention 2 kernels (needs the flash_attn package and a CUDA GPU).", ("use_flash_attn",), "scale"),
     Flag("quant_bits", int, None, "Load the base model quantised to 4 or 8 bits (QLoRA through bitsandbytes, CUDA only); needs --train_type lora.", (), "scale", choices=(4, 8)),
     Flag("load_in_4bit", bool, False, "Same as --quant_bits 4 (OpenRLHF).", (), "scale"),

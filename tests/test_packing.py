@@ -52,14 +52,16 @@ def test_padding_free_dpo_loss_equals_padded(tiny, tmp_path):
                                   train_dataset=Dataset.from_list(encoded), processing_class=tokenizer,
                                   rlhfx_loss={"beta": 0.1, "loss_type": "sigmoid", "label_smoothing": 0.0,
                                               "rpo_alpha": 0.0}, packing=packing)
+        trainer.args.max_length = 64  # rows of 64 tokens: several sequences per row, several rows
         batch = trainer.data_collator(encoded)
         trainer.model.train()
         losses[packing] = trainer.compute_loss(trainer.model, batch).item()
     assert abs(losses[False] - 0.6931) > 1e-3
     assert losses[True] == pytest.approx(losses[False], abs=1e-5)
-    packed, _, _ = padding_free(batch["input_ids"], batch["attention_mask"])
-    padded_tokens = batch["input_ids"].numel()
-    assert packed["input_ids"].numel() == batch["attention_mask"].sum() < padded_tokens  # demo rows differ little in length
+    packed, _, segments = padding_free(batch["input_ids"], batch["attention_mask"], capacity=64)
+    assert packed["input_ids"].size(0) > 1 and packed["input_ids"].size(1) <= 64  # several rows of <= 64 tokens
+    assert (segments >= 0).sum() == batch["attention_mask"].sum()  # every real token once
+    assert packed["input_ids"].numel() < batch["input_ids"].numel()  # demo rows differ little in length
 
 
 def test_packed_sft_eval_loss_equals_padded_on_fewer_tokens(tiny, tmp_path):
@@ -113,6 +115,7 @@ def test_padding_free_reward_model_loss_equals_padded(tmp_path):
     for packing in (False, True):
         trainer = RlhfxRewardTrainer(model=copy.deepcopy(model), args=config, train_dataset=Dataset.from_list(encoded),
                                      processing_class=tokenizer, packing=packing)
+        trainer.args.max_length = 64
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(8)])
         trainer.model.train()
         losses[packing] = trainer.compute_loss(trainer.model, batch).item()

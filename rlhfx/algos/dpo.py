@@ -12,7 +12,7 @@ from trl.trainer.utils import use_adapter
 
 from rlhfx.algos.losses import dpo_loss, preference_accuracy
 from rlhfx.errors import RlhfxError
-from rlhfx.training.packing import padding_free
+from rlhfx.training.packing import padding_free, sum_per_sequence
 from rlhfx.training.scale import aux_loss_coef
 
 KIND = "pairwise"
@@ -45,7 +45,8 @@ class RlhfxDPOTrainer(DPOTrainer):
         mask = inputs["completion_mask"]
         labels = inputs["input_ids"].masked_fill(mask == 0, -100)
         if self.packing:
-            kwargs, labels, segments = padding_free(inputs["input_ids"], inputs["attention_mask"], labels)
+            kwargs, labels, segments = padding_free(inputs["input_ids"], inputs["attention_mask"], labels,
+                                                    self.args.max_length)
         else:
             kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
         kwargs["use_cache"] = False
@@ -61,8 +62,7 @@ class RlhfxDPOTrainer(DPOTrainer):
             outputs = model(**kwargs, labels=labels, fused_lm_head=True,
                             **({"output_router_logits": True} if router_logits else {}))
         if self.packing:
-            token_logps = outputs.log_probs[0]
-            logps = token_logps.new_zeros(mask.size(0)).index_add(0, segments[1:], token_logps)
+            logps = sum_per_sequence(outputs.log_probs, segments, mask.size(0))
         else:
             logps = outputs.log_probs[:, -(mask.size(1) - 1):].sum(dim=1)
         if router_logits:

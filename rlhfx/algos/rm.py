@@ -49,7 +49,8 @@ class RlhfxRewardTrainer(RewardTrainer):
         mode = "train" if self.model.training else "eval"
         if self.packing:
             head = next(module for name, module in model.named_modules() if name.rsplit(".", 1)[-1] == "score")
-            rewards = packed_sequence_rewards(model, head, inputs["input_ids"], inputs["attention_mask"])
+            rewards = packed_sequence_rewards(model, head, inputs["input_ids"], inputs["attention_mask"],
+                                              self.args.max_length)
         else:
             rewards = sequence_rewards(model, inputs["input_ids"], inputs["attention_mask"])
         chosen, rejected = rewards.chunk(2)
