@@ -40,21 +40,21 @@ FLAGS: list[Flag] = [
     Flag("model_type", str, None, "Model family from the registry (llama3, qwen2, ..., ms-swift names like llama3-8b-instruct work); detected from --model when omitted.", (), "model"),
     Flag("template", str, None, "Chat template name overriding the model type's (chatml, llama3, qwen2, mistral, gemma, phi3, deepseek, llama2, default).", (), "model"),
     Flag("use_chat_template", bool, False, "Render with the tokenizer's own chat_template (needs {% generation %} markers for SFT masks).", ("apply_chat_template",), "model"),
-    Flag("ref_model", str, None, "Reference model for DPO and KTO (default: frozen copy of --model, or the adapter-disabled base under LoRA).", (), "model", RLHF, algos=("dpo", "kto", "ppo", "alright", "maxright", "mix")),
+    Flag("ref_model", str, None, "Reference model for DPO and KTO (default: frozen copy of --model, or the adapter-disabled base under LoRA).", ("ref_pretrain",), "model", RLHF, algos=("dpo", "kto", "ppo", "alright", "maxright", "mix")),
     Flag("torch_dtype", str, "auto", "Weights dtype: auto (float32 on CPU, bfloat16 on GPUs that support it), float32, bfloat16, float16.", ("dtype",), "model", choices=("auto", "float32", "bfloat16", "float16")),
     # adapters
     Flag("train_type", str, "lora", "full or lora.", ("sft_type",), "adapter", choices=("full", "lora")),
     Flag("lora_rank", int, 8, "LoRA rank.", ("lora_r",), "adapter"),
     Flag("lora_alpha", int, 32, "LoRA alpha.", (), "adapter"),
     Flag("lora_dropout", float, 0.05, "LoRA dropout.", (), "adapter"),
-    Flag("lora_target_modules", str, "ALL", "ALL (every Linear but the output head), DEFAULT (the registry's attention projections), or names.", ("target_modules",), "adapter", is_list=True),
+    Flag("lora_target_modules", str, "ALL", "ALL (every Linear but the output head), DEFAULT (the registry's attention projections), or names.", ("target_modules", "target_module"), "adapter", is_list=True),
     # data
-    Flag("dataset", str, None, "Datasets: registry names, hub ids (org/name[:subset][#N]), .json/.jsonl/.csv/.parquet files, json@DIR. Space or comma separated.", ("datasets",), "data", is_list=True),
+    Flag("dataset", str, None, "Datasets: registry names, hub ids (org/name[:subset][#N]), .json/.jsonl/.csv/.parquet files, json@DIR. Space or comma separated. pipeline: the prompts, one set per iteration or one set sliced by --rollout_batch_size.", ("datasets", "rlhf_dataset", "prompt_data"), "data", is_list=True),
     Flag("val_dataset", str, None, "Held-out datasets (same forms as --dataset).", ("eval_dataset",), "data", is_list=True),
     Flag("dataset_probs", float, None, "Mixing weights, one per --dataset.", (), "data", is_list=True),
     Flag("split_dataset_ratio", float, 0.0, "Share of training rows held out for validation when no --val_dataset is given.", (), "data"),
-    Flag("max_samples", int, None, "Cap on training rows after mixing.", (), "data"),
-    Flag("max_length", int, 512, "Longest tokenized sequence; longer rows are dropped and counted.", ("max_len",), "data"),
+    Flag("max_samples", int, None, "Cap on training rows after mixing.", ("rlhf_max_samples",), "data"),
+    Flag("max_length", int, 512, "Longest tokenized sequence; longer rows are dropped and counted.", ("max_len", "rlhf_max_len"), "data"),
     Flag("prompt_key", str, None, "Column holding the prompt.", ("input_key",), "data"),
     Flag("chosen_key", str, None, "Column holding the chosen response.", (), "data"),
     Flag("rejected_key", str, None, "Column holding the rejected response.", (), "data"),
@@ -68,7 +68,7 @@ FLAGS: list[Flag] = [
     Flag("learning_rate", float, None, "Peak learning rate (default: 1e-4 for LoRA, 1e-5 for full; rlhf DPO 5e-6 full).", ("lr",)),
     Flag("num_train_epochs", float, 1.0, "Epochs over the training data.", ("max_epochs",)),
     Flag("max_steps", int, -1, "Stop after this many optimizer steps (overrides epochs).", ()),
-    Flag("batch_size", int, 1, "Per-device micro batch size.", ("per_device_train_batch_size", "micro_train_batch_size")),
+    Flag("batch_size", int, 1, "Per-device micro batch size (infer and sample: prompts per generation batch, default 16).", ("per_device_train_batch_size", "micro_train_batch_size", "rlhf_micro_train_batch_size")),
     Flag("eval_batch_size", int, None, "Per-device eval batch size (default: --batch_size).", ("per_device_eval_batch_size", "micro_eval_batch_size")),
     Flag("train_batch_size", int, None, "Global batch size; sets gradient accumulation = train_batch_size / (batch_size x world size).", ()),
     Flag("gradient_accumulation_steps", int, None, "Micro batches per optimizer step.", ()),
@@ -96,8 +96,9 @@ FLAGS: list[Flag] = [
     Flag("logging_steps", int, 5, "Log every N steps.", (), "output"),
     Flag("eval_steps", int, None, "Evaluate every N steps (default: at the end only).", (), "output"),
     Flag("report_to", str, "none", "Trackers: none, tensorboard, wandb.", (), "output", is_list=True),
+    Flag("resume_from_checkpoint", str, None, "Resume training: PATH of a checkpoint-N folder, or `latest` (the newest complete checkpoint in --output_dir).", (), "output"),
     # preference losses
-    Flag("rlhf_type", str, "dpo", "Algorithm: dpo, kto, cpo, orpo, simpo, rm, prm, alright, maxright, mix, ppo.", (), "algorithm", RLHF),
+    Flag("rlhf_type", str, "dpo", "Algorithm: dpo, kto, cpo, orpo, simpo, rm, prm, alright, maxright, mix, kd, ppo.", (), "algorithm", RLHF),
     Flag("beta", float, None, "Strength of the preference loss (default 0.1; simpo 2.0; orpo's lambda).", (), "algorithm", RLHF,
          algos=("dpo", "kto", "cpo", "simpo", "orpo", "alright", "maxright", "mix")),
     Flag("loss_type", str, "sigmoid", "DPO loss: sigmoid or ipo.", (), "algorithm", RLHF, choices=("sigmoid", "ipo"), algos=PAIRWISE_REF),
@@ -111,10 +112,16 @@ FLAGS: list[Flag] = [
     Flag("placeholder_token", str, "<|step|>", "PRM: the token that marks the end of each reasoning step.", (), "algorithm", RLHF, algos=("prm",)),
     Flag("reward_tokens", str, None, "PRM: tokens that stand for the step labels (e.g. + -); default: hard 0/1 labels.", (), "algorithm", RLHF, is_list=True, algos=("prm",)),
     Flag("sft_dataset", str, None, "SFT datasets trained jointly with the preference --dataset.", (), "algorithm", RLHF, is_list=True, algos=("alright", "maxright", "mix")),
+    Flag("sft_batch_size", int, None, "Per-device micro batch size of the --sft_dataset batches (default: --batch_size).", ("sft_micro_train_batch_size",), "algorithm", RLHF, algos=("alright", "maxright", "mix")),
+    Flag("sft_max_samples", int, None, "Cap on --sft_dataset rows.", (), "algorithm", RLHF, algos=("alright", "maxright", "mix")),
+    Flag("sft_max_len", int, None, "Longest tokenized --sft_dataset row (default: --max_length).", (), "algorithm", RLHF, algos=("alright", "maxright", "mix")),
     Flag("lambd", float, 0.5, "Weight (ALRIGHT: probability) of the DPO objective; SFT gets 1 - lambd.", ("lambda_",), "algorithm", RLHF, algos=("alright", "maxright", "mix")),
     Flag("sft_opt", float, 0.0, "Optimum (lowest reachable) SFT loss for MAXRIGHT's gaps.", (), "algorithm", RLHF, algos=("maxright",)),
     Flag("dpo_opt", float, 0.0, "Optimum (lowest reachable) DPO loss for MAXRIGHT's gaps.", (), "algorithm", RLHF, algos=("maxright",)),
     Flag("max_eval_steps", int, 10, "MAXRIGHT: refresh both loss gaps by evaluation every N steps.", (), "algorithm", RLHF, algos=("maxright",)),
+    Flag("teacher_model", str, None, "KD: the teacher (folder, hub id or `tiny`); it must share the student's tokenizer vocabulary.", (), "algorithm", RLHF, algos=("kd",)),
+    Flag("kd_coef", float, 0.4, "KD: weight of the teacher cross-entropy; the data's NLL gets 1 - kd_coef.", (), "algorithm", RLHF, algos=("kd",)),
+    Flag("teacher_offload", bool, False, "KD: keep the teacher in CPU memory, on the accelerator only for its forward pass.", (), "algorithm", RLHF, algos=("kd",)),
 ]
 
 
@@ -132,25 +139,36 @@ _SHARED_WITH_GENERATION = {
 _GENERATION_ALIASES = {"batch_size": ("micro_batch_size",)}  # OpenRLHF batch_inference's name
 
 
+# `rlhfx export` and `rlhfx data check` take these flags of the tables above and below, meaning the same.
+TOOLS = ("export", "data")
+_SHARED_WITH_TOOLS = {
+    "model": TOOLS, "model_type": TOOLS, "template": TOOLS, "use_chat_template": TOOLS, "torch_dtype": ("export",),
+    "output_dir": ("export",), "adapters": ("export",), "dataset": ("data",), "max_length": ("data",),
+    "max_samples": ("data",), "seed": ("data",), "prompt_key": ("data",), "chosen_key": ("data",),
+    "rejected_key": ("data",), "response_key": ("data",), "label_key": ("data",), "messages_key": ("data",),
+    "system": ("data",), "input_template": ("data",), "rlhf_type": ("data",),
+}
+
+
 def _share(flag: Flag) -> Flag:
     from dataclasses import replace
 
-    extra = _SHARED_WITH_GENERATION.get(flag.name, ())
+    extra = _SHARED_WITH_GENERATION.get(flag.name, ()) + _SHARED_WITH_TOOLS.get(flag.name, ())
     if not extra:
         return flag
     aliases = flag.aliases + tuple(a for a in _GENERATION_ALIASES.get(flag.name, ()) if a not in flag.aliases)
     return replace(flag, commands=flag.commands + tuple(c for c in extra if c not in flag.commands), aliases=aliases)
 
 
-FLAGS = [_share(f) for f in FLAGS] + [
+FLAGS = [_share(f) for f in FLAGS] + [_share(f) for f in [
     Flag("engine", str, "pt", "Generation engine: pt (transformers generate) or vllm (needs the vllm extra).", (), "generation", GENERATE, choices=("pt", "vllm")),
     Flag("adapters", str, None, "Output folder of an rlhfx run: its LoRA adapter goes onto --model (default: the base it was trained from), or its full weights are the model; its args.json gives the template.", ("ckpt_dir",), "generation", GENERATE),
-    Flag("max_new_tokens", int, 128, "Most tokens generated per answer.", (), "generation", GENERATE),
+    Flag("max_new_tokens", int, 128, "Most tokens generated per answer.", ("generate_max_len",), "generation", GENERATE),
     Flag("temperature", float, 1.0, "Sampling temperature (0 = greedy).", (), "generation", GENERATE),
     Flag("top_p", float, 1.0, "Nucleus sampling: keep the smallest token set with this much probability (1 = off).", (), "generation", GENERATE),
     Flag("top_k", int, 0, "Sample among the k most likely tokens (0 or -1 = off).", (), "generation", GENERATE),
     Flag("repetition_penalty", float, 1.0, "Penalty on tokens already in the text (1 = off).", (), "generation", GENERATE),
-    Flag("greedy", bool, False, "Greedy decoding (same as --temperature 0): every sample of a prompt is the same.", (), "generation", GENERATE),
+    Flag("greedy", bool, False, "Greedy decoding (same as --temperature 0): every sample of a prompt is the same.", ("greedy_sampling",), "generation", GENERATE),
     Flag("best_of_n", int, 1, "Samples per prompt.", ("n_samples_per_prompt", "num_return_sequences"), "generation", GENERATE),
     Flag("tp_size", int, 1, "vllm: tensor-parallel GPUs.", ("tensor_parallel_size", "vllm_tensor_parallel_size"), "generation", GENERATE),
     Flag("enable_prefix_caching", bool, False, "vllm: reuse the KV cache of shared prompt prefixes.", (), "generation", GENERATE),
@@ -167,6 +185,33 @@ FLAGS = [_share(f) for f in FLAGS] + [
     Flag("normalize_reward", bool, False, "sample: z-normalise the rewards over all scored answers.", (), "sampling", ("sample",)),
     Flag("post_processor", str, None, "sample: turn scored answers into training data: rs (best per prompt -> SFT), csft (reward-conditioned SFT), iter_dpo (best vs worst pairs).", (), "sampling", ("sample",), choices=("rs", "csft", "iter_dpo")),
     Flag("reward_template", str, "{input} <rm_score>: {reward} ", "sample csft: how the reward is written into the prompt.", (), "sampling", ("sample",)),
+]] + [
+    Flag("merge_lora", bool, False, "export: merge the run's LoRA adapter into its base weights (a plain from_pretrained folder).", (), "export", ("export",)),
+    Flag("kind", str, None, "data check: the row kind to check for (sft, pairwise, unpaired, prompt, process) instead of --rlhf_type's.", (), "data", ("data",), choices=("sft", "pairwise", "unpaired", "prompt", "process")),
+]
+
+
+# --- loops: `rlhfx pipeline rs|iterative_dpo|csft` take the flags of the stages they run (rlhfx.loops) ----------
+# set by the loop itself, or about reading a training data file when the loop writes its own
+_SET_BY_LOOPS = {"task", "iter", "output_file", "post_processor", "rlhf_type", "adapters", "input_file", "ref_model",
+                 "val_dataset", "dataset_probs", "split_dataset_ratio", "chosen_key", "rejected_key", "response_key"}
+
+
+def _taken_by_loops(flag: Flag) -> bool:
+    stage = "sample" in flag.commands or "sft" in flag.commands or (flag.algos is not None and "dpo" in flag.algos)
+    return stage and flag.name not in _SET_BY_LOOPS
+
+
+def _add_pipeline(flag: Flag) -> Flag:
+    from dataclasses import replace
+
+    return replace(flag, commands=flag.commands + ("pipeline",)) if _taken_by_loops(flag) else flag
+
+
+LOOP = ("pipeline",)
+FLAGS = [_add_pipeline(f) for f in FLAGS] + [
+    Flag("training_iters", int, 3, "pipeline: iterations (generate, score, train) to run; a finished loop re-run with a higher number goes on.", (), "loop", LOOP),
+    Flag("ref_mode", str, "initial", "pipeline iterative_dpo: DPO reference = the initial model pi_0 (RLHFlow) or the previous iteration's policy.", (), "loop", LOOP, choices=("initial", "previous")),
 ]
 
 
@@ -279,10 +324,29 @@ def _coerce(flag: Flag, value):
     return value
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _attach_negative_numbers(argv: list[str]) -> list[str]:
+    """`--lr -1e-4` -> `--lr=-1e-4`: argparse takes a value such as -1e-4 for an option and reports a missing value."""
+    out = []
+    for token in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and token.startswith("-") and _is_number(token):
+            out[-1] += "=" + token
+        else:
+            out.append(token)
+    return out
+
+
 def parse_args(command: str, argv: list[str]) -> Args:
     """Defaults < --config file < command line. Unknown flags fail with a did-you-mean suggestion."""
     parser = _build_parser(command)
-    parsed, unknown = parser.parse_known_args(argv)
+    parsed, unknown = parser.parse_known_args(_attach_negative_numbers(argv))
     if unknown:
         raise _unknown_flag_error(command, next((u for u in unknown if u.startswith("-")), unknown[0]))
     cli_values = {k: v for k, v in vars(parsed).items() if k != "config"}
@@ -294,6 +358,10 @@ def parse_args(command: str, argv: list[str]) -> Args:
     return Args(command=command, values=values, explicit=explicit)
 
 
+USAGE = {"export": "rlhfx export --adapters RUN --merge_lora [--output_dir OUT]",
+         "data": "rlhfx data check --dataset DATA --rlhf_type TYPE [--model MODEL] [flags]"}
+
+
 def print_help(command: str, summary: str, algo: str | None = None) -> None:
     """Flags grouped by purpose, aliases shown next to each name; with `algo`, only the flags that matter for it."""
     from rich.console import Console
@@ -302,7 +370,8 @@ def print_help(command: str, summary: str, algo: str | None = None) -> None:
     console = Console()
     title = f"rlhfx {command}" + (f" --rlhf_type {algo}" if algo else "")
     console.print(f"[bold]{title}[/bold]: {summary}\n")
-    console.print(f"Usage: rlhfx {command} --model MODEL --dataset DATA [flags] (or --config run.yaml)\n")
+    usage = USAGE.get(command, f"rlhfx {command} --model MODEL --dataset DATA [flags]")
+    console.print(f"Usage: {usage} (or --config run.yaml)\n")
     groups: dict[str, list[Flag]] = {}
     for flag in flags_for(command):
         if algo is None or flag.algos is None or algo in flag.algos:

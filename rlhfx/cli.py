@@ -15,9 +15,12 @@ from rlhfx.errors import RlhfxError
 # name -> (module with `main(argv)`, one-line summary, launched under torchrun when NPROC_PER_NODE/NNODES is set)
 COMMANDS = {
     "sft": ("rlhfx.commands.sft", "Supervised fine-tuning, full or LoRA.", True),
-    "rlhf": ("rlhfx.commands.rlhf", "Preference training: --rlhf_type dpo|kto|cpo|orpo|simpo|ppo|rm|alright|maxright.", True),
+    "rlhf": ("rlhfx.commands.rlhf", "Preference training: --rlhf_type dpo|kto|cpo|orpo|simpo|ppo|rm|alright|maxright|kd.", True),
     "infer": ("rlhfx.commands.infer", "Chat with a model (streaming) or answer a file of prompts; --engine pt|vllm.", False),
     "sample": ("rlhfx.commands.sample", "Best-of-n generation, reward scoring, rs/csft/iter_dpo data (OpenRLHF batch_inference).", False),
+    "export": ("rlhfx.commands.export", "Merge a LoRA run into its base: a from_pretrained folder (--adapters RUN --merge_lora).", False),
+    "data": ("rlhfx.commands.data", "`data check`: how a dataset is read, what is dropped and why, lengths, label balance.", False),
+    "pipeline": ("rlhfx.commands.pipeline", "Resumable loops that make their own data: rs (RAFT), iterative_dpo, csft.", False),
 }
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -49,25 +52,29 @@ def main() -> None:
     except RlhfxError as error:
         if debug:
             raise
-        from rich.console import Console
-        from rich.markup import escape  # messages may hold brackets (`rlhfx[vllm]`, `--lr [1e-4]`)
-
-        console = Console(stderr=True)
-        console.print(f"[bold red]error:[/bold red] {escape(error.what)}", highlight=False)
-        if error.fix:
-            console.print(f"[bold]fix:[/bold] {escape(error.fix)}", highlight=False)
-        sys.exit(2)
+        print_error(error)
+        sys.exit(getattr(error, "exit_code", 2))  # 2; a run stopped by a signal: 128 + its number
     except typer.Exit as done:
         sys.exit(done.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except Exception as error:  # click usage errors (unknown subcommand ...) arrive here
-        import click
+    except Exception as error:
+        # Usage errors (unknown subcommand ...) of click, or of the copy of click that newer typer versions bundle.
+        if debug or not (hasattr(error, "format_message") and hasattr(error, "exit_code")):
+            raise
+        print_error(RlhfxError(error.format_message(), "see `rlhfx --help` for the commands."))
+        sys.exit(2)
 
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(2)
-        raise
+
+def print_error(error: RlhfxError) -> None:
+    """The error as one short paragraph on stderr: `error:` what and where, `fix:` what to do."""
+    from rich.console import Console
+    from rich.markup import escape  # messages may hold brackets (`rlhfx[vllm]`, `--lr [1e-4]`)
+
+    console = Console(stderr=True)
+    console.print(f"[bold red]error:[/bold red] {escape(error.what)}", highlight=False)
+    if error.fix:
+        console.print(f"[bold]fix:[/bold] {escape(error.fix)}", highlight=False)
 
 
 if __name__ == "__main__":

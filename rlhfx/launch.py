@@ -1,6 +1,7 @@
 """Relaunch a training command under torchrun when NPROC_PER_NODE or NNODES is set (ms-swift style)."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -28,4 +29,11 @@ def relaunch_under_torchrun(command: str, argv: list[str]) -> None:
         return
     cmd = torchrun_command(command, argv, dict(os.environ))
     print("rlhfx: launching", " ".join(cmd), flush=True)
-    sys.exit(subprocess.call(cmd))
+    child = subprocess.Popen(cmd)
+    # Ctrl-C reaches torchrun and its workers from the terminal; a SIGTERM sent to this process is passed on, so the
+    # workers save a checkpoint (rlhfx/training/guards.py) instead of being orphaned or killed mid-save
+    forwarded = []
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: (forwarded.append(signum), child.send_signal(signum)))
+    code = child.wait()
+    sys.exit(128 + forwarded[0] if forwarded else code if code >= 0 else 128 - code)  # as a shell reports a signal

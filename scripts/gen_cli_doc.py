@@ -15,6 +15,8 @@ prints only the flags that matter for NAME. Add `--debug` to see a traceback ins
 | --- | --- |
 | `rlhfx sft` | supervised fine-tuning, full or LoRA, loss on assistant tokens only |
 | `rlhfx rlhf --rlhf_type NAME` | preference / RL training: {implemented} (the other names say they are not built yet) |
+| `rlhfx export --adapters RUN --merge_lora` | a LoRA run merged into its base: one `from_pretrained` folder |
+| `rlhfx data check --dataset D --rlhf_type T` | how the data is read (layout, column mapping), drops by reason, lengths; exit 2 when unusable |
 
 Boolean flags take `true/false` or no value (`--gradient_checkpointing` = `--gradient_checkpointing true`).
 List flags take several values or a comma-separated list (`--dataset a b` = `--dataset a,b`).

@@ -98,3 +98,12 @@ def test_flag_of_another_algorithm_is_refused():
     result = subprocess.run([sys.executable, "-m", "rlhfx", "rlhf", "--rlhf_type", "dpo", "--model", "tiny",
                              "--dataset", "demo-pref", "--desirable_weight", "2"], capture_output=True, text=True)
     assert result.returncode == 2 and "--desirable_weight does not apply to --rlhf_type dpo" in result.stderr
+
+
+def test_openrlhf_minus_one_steps_mean_only_at_the_end():
+    from rlhfx.training.hf_args import hf_training_kwargs
+
+    kwargs = hf_training_kwargs(parse_args("sft", ["--save_steps", "-1", "--eval_steps", "-1"]), "out", 1e-4, True)
+    assert kwargs["save_strategy"] == "no" and kwargs["eval_strategy"] == "no"
+    kwargs = hf_training_kwargs(parse_args("sft", ["--eval_steps", "5"]), "out", 1e-4, True)
+    assert kwargs["save_strategy"] == "steps" and (kwargs["eval_strategy"], kwargs["eval_steps"]) == ("steps", 5)

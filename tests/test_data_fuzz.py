@@ -1,5 +1,6 @@
 """Fuzz: arbitrary JSON-ish rows and file bytes fail only with RlhfxError, and no row goes uncounted."""
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -92,3 +93,25 @@ def test_file_bytes_never_crash(data, ext, kind):
             load_data(DataConfig([str(path)], kind))
         except RlhfxError:
             pass
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=datasets(), kind=st.sampled_from(KINDS), damage=st.sampled_from([None, "blank lines", "broken line", "latin1"]))
+def test_jsonl_files_of_rows_are_all_counted_or_refused(rows, kind, damage):
+    """Rows written as a JSON Lines file: every line is kept or counted as dropped; a broken line or a
+    non-UTF-8 byte is refused with an RlhfxError naming the file, never skipped."""
+    lines = [json.dumps(row) for row in rows]
+    text = ("\n\n" if damage == "blank lines" else "\n").join(lines) + "\n"
+    data = (text + ("{\"prompt\": \n" if damage == "broken line" else "")).encode()
+    data += b'{"prompt": "caf\xe9"}\n' if damage == "latin1" else b""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "rows.jsonl"
+        path.write_bytes(data)
+        try:
+            _, _, report = load_data(DataConfig([str(path)], kind))
+        except RlhfxError as error:
+            assert "rows.jsonl" in str(error) or "dropped" in str(error) or "cannot give" in str(error)
+            return
+    assert damage not in ("broken line", "latin1"), "a damaged file was read without complaint"
+    if not lines[0].startswith("["):  # a first row that is a list makes the file one JSON array
+        assert report.kept_count(str(path)) + report.dropped(str(path)) == len(rows)

@@ -70,3 +70,14 @@ def test_missing_sft_dataset_is_a_clear_error(tmp_path):
     result = rlhfx("rlhf", "--rlhf_type", "alright", "--model", "tiny", "--dataset", "demo-pref#8",
                    "--output_dir", tmp_path / "x", expect_rc=2)
     assert "--sft_dataset" in result.stdout + result.stderr
+
+
+def test_xright_seed_flags_set_the_sft_batch_and_its_cap(tmp_path):
+    """The XRIGHT seed's spellings: one epoch = the SFT set's batches, so 24 SFT rows in batches of 12 are 2 steps."""
+    out = tmp_path / "seed"
+    rlhfx("rlhf", "--rlhf_type", "alright", "--pretrain", "tiny", "--ref_pretrain", "tiny", "--rlhf_dataset", "demo-pref#16",
+          "--sft_dataset", "demo-sft", "--sft_max_samples", "24", "--sft_micro_train_batch_size", "12",
+          "--rlhf_micro_train_batch_size", "4", "--sft_max_len", "256", "--rlhf_max_len", "256", "--max_epochs", "1",
+          "--train_type", "full", "--logging_steps", "1", "--save_path", out)
+    assert [m["step"] for m in metrics(out) if "objective" in m] == [1, 2]
+    assert json.loads((out / "args.json").read_text())["sft_batch_size"] == 12

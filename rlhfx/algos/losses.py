@@ -185,3 +185,20 @@ def prm_loss(step_logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
 def step_accuracy(good_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Share of steps whose predicted label (P(good) > 0.5) matches the label rounded at 0.5."""
     return ((good_probs > 0.5) == (labels > 0.5)).float().mean()
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, kd_coef: float,
+            ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Knowledge distillation (OpenRLHF's MiniLLM-style KD): (1 - kd_coef) NLL + kd_coef (-sum_v p_teacher(v) log p_student(v)).
+
+    Logits are [batch, T, V] aligned with labels [batch, T] (position t predicts labels[t]); both terms are
+    token means over the positions whose label is not `ignore_index` (the response tokens). Vocabulary entries
+    where the student's logit is -inf add nothing (0 * -inf would be NaN). Returns (loss, nll, distill).
+    """
+    mask = (labels != ignore_index).float()
+    tokens = mask.sum().clamp(min=1)
+    logp = F.log_softmax(student_logits.float(), dim=-1)
+    nll = -(logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask).sum() / tokens
+    cross = (F.softmax(teacher_logits.float(), dim=-1) * logp).masked_fill(torch.isinf(student_logits), 0.0)
+    distill = -(cross.sum(dim=-1) * mask).sum() / tokens
+    return (1 - kd_coef) * nll + kd_coef * distill, nll, distill

@@ -37,7 +37,10 @@ validation set). At the end `objectives.json` (every step's choice, as every ran
 where each data set stands) and `trajectory.png` (the eval and train losses in the (SFT loss, DPO
 loss) plane with the ideal point (sft_opt, dpo_opt)) land beside curves.png.
 
-Not supported: resuming from a checkpoint restarts the data iterators and the ALRIGHT stream.
+Resuming (`--resume_from_checkpoint`) restores what the Trainer does not know about through
+`checkpoint_state()` (see rlhfx/training/checkpoints.py): the ALRIGHT generator, MAXRIGHT's gaps, both
+iterators' positions and the objective history, so a resumed run trains the same steps as an
+uninterrupted one.
 """
 
 import json
@@ -186,6 +189,10 @@ class CyclingBatches:
         return {"epoch": self.epoch, "batch": self.batch, "batches_per_epoch": self.batches_per_epoch,
                 "drawn": self.drawn}
 
+    def seek(self, position: dict) -> None:
+        """Continue from a `position()` (resume); the epoch's order is recomputed from the seed."""
+        self.epoch, self.batch, self.drawn, self._peeked = position["epoch"], position["batch"], position["drawn"], None
+
 
 def sft_example(row: dict) -> dict:
     """Encoder output -> collator input: labels are the ids on assistant tokens and -100 elsewhere."""
@@ -219,34 +226,41 @@ class XrightTrainer(RlhfxDPOTrainer):
     """RlhfxDPOTrainer that trains SFT and DPO steps (or their weighted sum) from two cycling data sets."""
 
     def __init__(self, *args, mode: str, sft_train_dataset, sft_eval_dataset=None, lambd: float = 0.5,
-                 sft_opt: float = 0.0, dpo_opt: float = 0.0, max_eval_steps: int = 10, **kwargs):
+                 sft_opt: float = 0.0, dpo_opt: float = 0.0, max_eval_steps: int = 10, sft_batch_size: int | None = None,
+                 **kwargs):
         if mode not in MODES:
             raise ValueError(f"unknown joint training mode {mode!r}")
         super().__init__(*args, **kwargs)
         self.mode, self.lambd = mode, lambd
         self.sft_train_dataset, self.sft_eval_dataset = sft_train_dataset, sft_eval_dataset
+        self.sft_batch_size = sft_batch_size or self.args.per_device_train_batch_size
         self.sft_collate = sft_collator(self.processing_class.pad_token_id)
         self.gaps = MaxrightScheduler(lambd, sft_opt, dpo_opt, max_eval_steps)
         self.sampler = AlrightSampler(lambd, self.args.seed)
         self.sft_batches = self.pref_batches = None
         self.history: list[list[int | None]] = []  # per step: every rank's choice (0 sft, 1 dpo, None mix)
         self._micro, self._objective, self._step_losses, self._step_batches = 0, None, {}, []
+        self._resume_positions = None  # iterator positions from a checkpoint, applied when the iterators are built
 
     # -- data --------------------------------------------------------------------------------
 
     def steps_per_epoch(self) -> int:
         """Optimizer steps in one epoch = SFT global batches per epoch / gradient accumulation."""
         world = self.accelerator.num_processes
-        sft_batches = math.ceil(len(self.sft_train_dataset) / (self.args.per_device_train_batch_size * world))
+        sft_batches = math.ceil(len(self.sft_train_dataset) / (self.sft_batch_size * world))
         return max(1, math.ceil(sft_batches / self.args.gradient_accumulation_steps))
 
     def get_train_dataloader(self):
         seed, rank, world = self.args.seed, self.accelerator.process_index, self.accelerator.num_processes
-        batch = self.args.per_device_train_batch_size
-        self.sft_batches = CyclingBatches(self.sft_train_dataset, batch, self.sft_collate, seed, 0, rank, world)
-        self.pref_batches = CyclingBatches(self.train_dataset, batch, self.data_collator, seed, 1, rank, world)
+        pref_batch = self.args.per_device_train_batch_size
+        self.sft_batches = CyclingBatches(self.sft_train_dataset, self.sft_batch_size, self.sft_collate, seed, 0, rank, world)
+        self.pref_batches = CyclingBatches(self.train_dataset, pref_batch, self.data_collator, seed, 1, rank, world)
+        if self._resume_positions:
+            self.sft_batches.seek(self._resume_positions["sft"])
+            self.pref_batches.seek(self._resume_positions["pref"])
         tickets = _StepTickets(self.steps_per_epoch() * self.args.gradient_accumulation_steps)
-        return torch.utils.data.DataLoader(tickets, batch_size=None, shuffle=False)
+        # batches of one ticket (not batch_size=None): a resume skips the trained ones through the batch sampler
+        return torch.utils.data.DataLoader(tickets, batch_size=1, shuffle=False, collate_fn=lambda items: items[0])
 
     # -- losses ------------------------------------------------------------------------------
 
@@ -345,6 +359,19 @@ class XrightTrainer(RlhfxDPOTrainer):
     def floating_point_ops(self, inputs) -> int:
         return sum(super(XrightTrainer, self).floating_point_ops(b) for b in self._step_batches)
 
+    # -- resume ------------------------------------------------------------------------------
+
+    def checkpoint_state(self) -> dict:
+        return {"alright_generator": self.sampler.generator.get_state(), "gaps": dict(self.gaps.gaps),
+                "history": self.history,
+                "data": {"sft": self.sft_batches.position(), "pref": self.pref_batches.position()}}
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        self.sampler.generator.set_state(state["alright_generator"])
+        self.gaps.gaps = dict(state["gaps"])
+        self.history = [list(row) for row in state["history"]]
+        self._resume_positions = state["data"]
+
     # -- evaluation and outputs --------------------------------------------------------------
 
     def sft_eval_loss(self) -> float:
@@ -408,7 +435,7 @@ def build_trainer(ctx, mode: str):
         eval_dataset=ctx.eval_dataset, processing_class=ctx.tokenizer, peft_config=ctx.peft_config,
         callbacks=ctx.callbacks, rlhfx_loss=loss_options(args), mode=mode, sft_train_dataset=ctx.sft_train_dataset,
         sft_eval_dataset=ctx.sft_eval_dataset, lambd=args.lambd, sft_opt=args.sft_opt, dpo_opt=args.dpo_opt,
-        max_eval_steps=args.max_eval_steps)
+        max_eval_steps=args.max_eval_steps, sft_batch_size=args.sft_batch_size)
 
 
 def write_outputs(output_dir: Path, args, algo_name: str) -> Path | None:

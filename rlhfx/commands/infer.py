@@ -27,6 +27,11 @@ def main(argv: list[str]) -> None:
     sampling = sampling_from_args(args)
     batch = bool(args.input_file or args.dataset or args.val_dataset)
     prompts = load_prompts(args) if batch else None  # bad input files fail before a model loads
+    output = Path(args.output_file or f"output/infer/{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+    if batch:
+        from rlhfx.training.outputs import check_can_create
+
+        check_can_create(output, "--output_file")
     from rlhfx.training.runner import quiet_libraries
 
     quiet_libraries()
@@ -36,7 +41,7 @@ def main(argv: list[str]) -> None:
     generator = load_generator(args, batch_size)
     try:
         if batch:
-            run_batch(args, generator, prompts, sampling, batch_size)
+            run_batch(args, generator, prompts, sampling, batch_size, output)
         else:
             chat(args, generator, sampling)
     finally:
@@ -73,14 +78,13 @@ def load_prompts(args) -> list[dict]:
     return rows
 
 
-def run_batch(args, generator, rows: list[dict], sampling, batch_size: int) -> None:
+def run_batch(args, generator, rows: list[dict], sampling, batch_size: int, output: Path) -> None:
     from rich.console import Console
 
     from rlhfx.engines.progress import generate_with_progress
     from rlhfx.sampling.jsonl import write_jsonl_atomic
 
     console = Console(stderr=True, markup=False)
-    output = Path(args.output_file or f"output/infer/{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
     prompt_ids = [generator.encoder.encode_prompt(row["prompt"]) for row in rows]
     chunk = batch_size * 4 if args.engine == "pt" else 1024
     results, seconds = generate_with_progress(generator.engine, prompt_ids, sampling, chunk, "infer", console)

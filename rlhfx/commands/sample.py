@@ -37,6 +37,9 @@ def main(argv: list[str]) -> None:
     quiet_libraries()
     batch_size = args.batch_size if "batch_size" in args.explicit else DEFAULT_BATCH_SIZE
     output = Path(args.output_file or default_output(args))
+    from rlhfx.training.outputs import check_can_create
+
+    check_can_create(output, "--output_file")
     rows = generate(args, batch_size) if args.task == "generate" else read_generated(args)
     if has_reward_source(args):
         score(args, rows, batch_size)
@@ -220,11 +223,11 @@ def score_with_reward_model(args, path: str, rows: list[dict], batch_size: int) 
 
 def reward_summary(rows: list[dict]) -> str:
     """Mean reward and the mean over prompts of the best reward (best-of-n)."""
-    best: dict[str, float] = {}
-    for row in rows:
-        best[row["input"]] = max(best.get(row["input"], float("-inf")), row["reward"])
-    mean = sum(r["reward"] for r in rows) / len(rows)
-    return f"mean reward {mean:.4f}, best-of-n mean {sum(best.values()) / len(best):.4f} over {len(best)} prompts"
+    from rlhfx.sampling.postprocess import reward_stats
+
+    stats = reward_stats(rows)
+    return (f"mean reward {stats['mean_reward']:.4f}, best-of-n mean {stats['best_of_n_reward']:.4f} over "
+            f"{stats['prompts']} prompts")
 
 
 # --- outputs ------------------------------------------------------------------------------------------------

@@ -81,7 +81,11 @@ def _rows(raw: RawDataset, cfg: DataConfig, report: DropReport) -> list[dict]:
     renames = {**(raw.columns or {}), **cfg.renames()}
     rows = normalise_rows(raw.rows, cfg.kind, raw.name, report, renames=renames,
                           system=cfg.system, input_template=cfg.input_template)
-    return rows if raw.take is None else sample_rows(rows, raw.take, cfg.seed)
+    if raw.take is None:
+        return rows
+    rows = sample_rows(rows, raw.take, cfg.seed)
+    report.sampled(raw.name, len(rows))
+    return rows
 
 
 def _mix(parts: list[list[dict]], cfg: DataConfig) -> list[dict]:

@@ -9,11 +9,13 @@ class DropReport:
     Reasons are free strings ("missing key", "wrong type", "empty", "chosen == rejected",
     "bad roles", "prompt mismatch", and later "too long" from the tokenising code). For each
     (dataset, reason) the first dropped row is kept as an example for error messages. Row indices
-    are 0-based positions in the dataset as read; kept counts are source rows.
+    are 0-based positions in the dataset as read; kept counts are source rows. A `#N` spec then takes
+    N of the kept rows (`sampled`): the summary says how many the run uses.
     """
 
     def __init__(self) -> None:
         self._kept: dict[str, int] = {}
+        self._used: dict[str, int] = {}
         self._dropped: dict[str, Counter] = {}
         self._examples: dict[str, dict[str, dict]] = {}
 
@@ -27,10 +29,15 @@ class DropReport:
         """Record that `n` more rows of `dataset` were kept."""
         self._kept[dataset] = self._kept.get(dataset, 0) + n
 
+    def sampled(self, dataset: str, n: int) -> None:
+        """Record that a `#N` spec made the run use `n` of the kept rows of `dataset` (fewer, or repeats)."""
+        self._used[dataset] = n
+
     def merge(self, other: "DropReport") -> None:
         """Fold another report's tallies into this one (a run that loads two data sets)."""
         for name, n in other._kept.items():
             self.kept(name, n)
+        self._used.update(other._used)
         for name, counter in other._dropped.items():
             self._dropped.setdefault(name, Counter()).update(counter)
             for reason, example in other._examples[name].items():
@@ -70,6 +77,8 @@ class DropReport:
         for name in self._datasets():
             kept, dropped = self.kept_count(name), self.dropped(name)
             line = f"{name}: kept {kept} of {kept + dropped} rows"
+            if name in self._used:
+                line += f", of which the #N suffix takes {self._used[name]}"
             if dropped:
                 parts = []
                 for reason, n in self._dropped[name].most_common():
@@ -87,6 +96,7 @@ class DropReport:
             "datasets": {
                 name: {
                     "kept": self.kept_count(name),
+                    **({"used": self._used[name]} if name in self._used else {}),
                     "dropped": dict(self._dropped.get(name, Counter()).most_common()),
                     "examples": self._examples.get(name, {}),
                 }

@@ -35,9 +35,14 @@ class Generator:
     spec: ModelSpec
 
 
-def _run_args(folder: str | None) -> dict:
-    file = Path(folder) / "args.json" if folder else None
-    return json.loads(file.read_text()) if file and file.is_file() else {}
+def run_args(folder: str | None) -> dict:
+    """The args.json of a run folder; a `checkpoint-*` folder inside a run has its run's."""
+    if not folder:
+        return {}
+    file = Path(folder) / "args.json"
+    if not file.is_file() and Path(folder).name.startswith("checkpoint-"):
+        file = Path(folder).parent / "args.json"
+    return json.loads(file.read_text()) if file.is_file() else {}
 
 
 def _is_adapter(folder: str) -> bool:
@@ -55,7 +60,7 @@ def resolve_model_spec(args) -> ModelSpec:
                          "pass the output folder of an rlhfx run (it holds adapter_config.json or config.json).")
     if adapters is None and args.model is None and args.model_type is None:
         raise RlhfxError("No model given.", "pass --model (a hub id, a local folder, or `tiny`) or --adapters RUN_FOLDER.")
-    run = _run_args(adapters) or _run_args(args.model if args.model and Path(args.model).is_dir() else None)
+    run = run_args(adapters) or run_args(args.model if args.model and Path(args.model).is_dir() else None)
 
     adapter = None
     if adapters is not None and _is_adapter(adapters):
@@ -93,7 +98,7 @@ def _tiny_path() -> Path:
 
 def load_generator(args, batch_size: int) -> Generator:
     """The engine named by --engine on the model named by --model/--adapters, its tokenizer and encoder."""
-    from rlhfx.training.models import load_causal_lm, load_tokenizer
+    from rlhfx.training.models import load_causal_lm, load_tokenizer, merge_adapter
 
     check_engine_available(args.engine)
     spec = resolve_model_spec(args)
@@ -103,9 +108,7 @@ def load_generator(args, batch_size: int) -> Generator:
     if args.engine == "pt":
         model = load_causal_lm(spec.path, args.torch_dtype)
         if spec.adapter:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, spec.adapter).merge_and_unload()
+            model = merge_adapter(model, spec.adapter)
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         if _has_cuda():

@@ -37,6 +37,13 @@ def z_normalize(rewards: list[float]) -> list[float]:
     return [0.0 if std == 0 else (r - mean) / std for r in rewards]
 
 
+def reward_stats(rows: list[dict]) -> dict:
+    """Mean reward, the mean over prompts of each prompt's best reward (best-of-n), and the counts."""
+    best = [max(r["reward"] for r in group) for group in _groups(rows).values()]
+    return {"mean_reward": statistics.fmean(r["reward"] for r in rows), "best_of_n_reward": statistics.fmean(best),
+            "prompts": len(best), "samples": len(rows)}
+
+
 def prompt_messages(row: dict) -> list[dict]:
     """The row's prompt as messages: its `prompt` when it has one, else its input text as one user turn."""
     prompt = row.get("prompt")

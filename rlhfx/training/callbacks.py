@@ -49,5 +49,10 @@ class RichProgress(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.progress:
             self.progress.update(self.task, completed=state.global_step)
+        self.stop()
+
+    def stop(self):
+        """Also called when training ends with an exception, so the terminal is left clean."""
+        if self.progress:
             self.progress.stop()
             self.progress = None

@@ -7,6 +7,7 @@ TRL's defaults are GPU-minded; on a machine without CUDA rlhfx trains in float32
 import os
 
 from rlhfx.training.scale import deepspeed_config
+from rlhfx.training.tracking import trackers
 
 
 def world_size() -> int:
@@ -33,7 +34,8 @@ def bf16_enabled(args) -> bool:
 def hf_training_kwargs(args, output_dir, learning_rate: float, has_eval: bool) -> dict:
     import torch
 
-    eval_strategy = "steps" if has_eval and args.eval_steps else "no"
+    eval_steps = None if args.eval_steps == -1 else args.eval_steps  # OpenRLHF's -1: only at the end
+    eval_strategy = "steps" if has_eval and eval_steps else "no"
     return dict(
         output_dir=str(output_dir),
         learning_rate=learning_rate,
@@ -51,12 +53,13 @@ def hf_training_kwargs(args, output_dir, learning_rate: float, has_eval: bool) -
         seed=args.seed,
         data_seed=args.seed,
         save_steps=args.save_steps,
+        save_strategy="no" if args.save_steps == -1 else "steps",  # OpenRLHF's -1: no checkpoints, final weights only
         save_total_limit=args.save_total_limit,
         logging_steps=args.logging_steps,
         logging_first_step=True,
         eval_strategy=eval_strategy,
-        eval_steps=args.eval_steps if eval_strategy == "steps" else None,
-        report_to=[r for r in args.report_to if r != "none"],
+        eval_steps=eval_steps if eval_strategy == "steps" else None,
+        report_to=trackers(args.report_to),
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=True,
         dataloader_num_workers=0,

@@ -93,10 +93,27 @@ def load_causal_lm(path: str, dtype_name: str = "auto", model_class: str = "caus
         from peft import PeftModel
 
         model = auto.from_pretrained(resolve_model_path(base, None), **kwargs)
-        return PeftModel.from_pretrained(model, path).merge_and_unload()
+        return merge_adapter(model, path)
     except OSError as error:
         raise RlhfxError(f"Could not load model {path!r}: {error}",
                          "pass a local folder with config.json and weights, a hub id, or `tiny`.") from None
+
+
+def merge_adapter(model, adapter: str):
+    """`model` with the LoRA adapter folder `adapter` merged into its weights.
+
+    A run that added tokens (a reward model's pad token, a PRM's step placeholder) saved its tokenizer and
+    resized embeddings with the adapter: the base is resized to that tokenizer first, or the shapes differ.
+    """
+    from peft import PeftModel
+
+    if (Path(adapter) / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        size = len(AutoTokenizer.from_pretrained(adapter))
+        if size > model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(size)
+    return PeftModel.from_pretrained(model, adapter).merge_and_unload()
 
 
 def check_model_source(path: str) -> None:

@@ -77,12 +77,19 @@ def plot_trajectories(runs: dict[str, list[tuple[float, float]]], out_path: Path
     ax.set_xlabel("SFT loss (token-mean NLL)")
     ax.set_ylabel("DPO loss")
     ax.set_title(title + "\n(square: start, star: end)", fontsize=10)
+    return save_figure(fig, ax, out_path)
+
+
+def save_figure(fig, ax, path: Path) -> Path:
+    """Grid and legend on `ax`, then the figure as a PNG (and closed, so loops of plots do not pile up)."""
+    import matplotlib.pyplot as plt
+
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return out_path
+    return path
 
 
 def plot_trajectory(metrics_path: Path, out_path: Path, title: str,

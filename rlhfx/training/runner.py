@@ -16,11 +16,11 @@ from rich.table import Table
 from rlhfx.algos import get_algo
 from rlhfx.data.loader import DataConfig, load_data
 from rlhfx.errors import RlhfxError
-from rlhfx.training.outputs import resolve_output_dir, write_json_atomic
+from rlhfx.training.outputs import default_root, resolve_output_dir, write_json_atomic
 
 console = Console()
-SUMMARY_KEYS = ["eval_loss", "eval_sft_loss", "eval_rewards/accuracies", "eval_rewards/margins", "eval_rewards/chosen",
-                "eval_rewards/rejected"]
+SUMMARY_KEYS = ["eval_loss", "eval_nll", "eval_sft_loss", "eval_rewards/accuracies", "eval_rewards/margins",
+                "eval_rewards/chosen", "eval_rewards/rejected", "eval_step_accuracy", "eval_rewards/good", "eval_rewards/bad"]
 
 
 @dataclass
@@ -58,13 +58,36 @@ def data_config(args, kind: str, datasets: list[str] | None = None, flag: str = 
     return DataConfig(
         datasets=datasets, kind=kind, dataset_probs=args.dataset_probs if primary else None,
         val_datasets=args.val_dataset if primary else None,
-        split_dataset_ratio=args.split_dataset_ratio, max_samples=args.max_samples, seed=args.seed,
+        split_dataset_ratio=args.split_dataset_ratio, seed=args.seed,
+        max_samples=args.max_samples if primary else args.sft_max_samples,
         prompt_key=args.prompt_key, chosen_key=args.chosen_key, rejected_key=args.rejected_key,
         response_key=args.response_key, label_key=args.label_key, messages_key=args.messages_key,
         system=args.system, input_template=args.input_template)
 
 
+POSITIVE_INTS = ("batch_size", "eval_batch_size", "train_batch_size", "gradient_accumulation_steps", "lora_rank",
+                 "lora_alpha", "max_length", "logging_steps")
+FRACTIONS = ("lora_dropout", "warmup_ratio")
+
+
 def check_flags(args) -> None:
+    for name in POSITIVE_INTS:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise RlhfxError(f"--{name} is {getattr(args, name)}.", "use a positive number.")
+    for name in ("save_steps", "eval_steps"):
+        if getattr(args, name) is not None and getattr(args, name) < 1 and getattr(args, name) != -1:
+            raise RlhfxError(f"--{name} is {getattr(args, name)}.", "use a positive number, or -1 for only at the end.")
+    for name in ("learning_rate", "num_train_epochs"):
+        if getattr(args, name) is not None and not getattr(args, name) > 0:
+            raise RlhfxError(f"--{name} is {getattr(args, name)}.", "use a positive number.")
+    for name in FRACTIONS:
+        if not 0 <= getattr(args, name) < 1:
+            raise RlhfxError(f"--{name} is {getattr(args, name)}.", "use a value in [0, 1).")
+    lora_flags = [f"--{name}" for name in ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules")
+                  if name in args.explicit]
+    if args.train_type == "full" and lora_flags:
+        raise RlhfxError(f"--train_type full trains every weight, but {', '.join(lora_flags)} {'configures' if len(lora_flags) == 1 else 'configure'} LoRA.",
+                         "drop the LoRA flags, or use --train_type lora.")
     if args.dataset_probs and len(args.dataset_probs) != len(args.dataset or []):
         raise RlhfxError(f"--dataset_probs has {len(args.dataset_probs)} weights for {len(args.dataset or [])} datasets.",
                          "give one weight per --dataset.")
@@ -74,6 +97,12 @@ def check_flags(args) -> None:
     if args.input_template and "{}" not in args.input_template:
         raise RlhfxError(f"--input_template {args.input_template!r} has no {{}} placeholder for the prompt.",
                          "write it like 'User: {}\\nAssistant: '.")
+    from rlhfx.training.checkpoints import resume_target
+    from rlhfx.training.tracking import trackers
+
+    trackers(args.report_to)
+    if args.resume_from_checkpoint not in (None, "latest"):
+        resume_target(args.resume_from_checkpoint, args.output_dir, Path())  # a wrong path fails before the model loads
 
 
 def quiet_libraries() -> None:
@@ -93,11 +122,15 @@ def run(args, algo_name: str) -> Path:
     from transformers import PrinterCallback, set_seed
 
     from rlhfx.training.callbacks import MetricsWriter, RichProgress
+    from rlhfx.training.checkpoints import (checkpoint_step, load_extra_state, newest_checkpoint, rewind_metrics,
+                                            stage_checkpoints)
+    from rlhfx.training.guards import NonFiniteGuard, StopOnSignal
     from rlhfx.training.encode import encode_rows, make_encoder
     from rlhfx.training.hf_args import hf_training_kwargs
     from rlhfx.training.models import load_policy, load_reference, lora_config
     from rlhfx.training.ranks import check_ranks_agree
     from rlhfx.training.scale import check_launch, deepspeed_config
+    from rlhfx.training.tracking import prepare_tracking, trackers
 
     algo = get_algo(algo_name)
     check_flags(args)
@@ -115,23 +148,29 @@ def run(args, algo_name: str) -> Path:
     eval_dataset = encode_rows(algo.KIND, val_rows, encoder, args.max_length, report, "val") if val_rows else None
     sft_train, sft_eval = None, None
     if sft_flag:
-        sft_train = encode_rows("sft", sft_rows, encoder, args.max_length, report, "sft train")
-        sft_eval = encode_rows("sft", sft_val_rows, encoder, args.max_length, report, "sft val") if sft_val_rows else None
+        sft_max_length = args.sft_max_len or args.max_length
+        sft_train = encode_rows("sft", sft_rows, encoder, sft_max_length, report, "sft train")
+        sft_eval = encode_rows("sft", sft_val_rows, encoder, sft_max_length, report, "sft val") if sft_val_rows else None
 
-    output_dir = resolve_output_dir(args.output_dir, policy.model_type.name)
-    if (output_dir / "summary.json").exists():
-        raise RlhfxError(f"{output_dir} already holds a finished run.", "pick another --output_dir.")
+    output_dir, checkpoint = run_folder(args, policy.model_type.name)
     learning_rate = args.learning_rate or algo.DEFAULT_LR[args.train_type]
+    metrics_path = output_dir / "metrics.jsonl"
+    before = {}  # held-out metrics before training; on resume, the first run's, read back from metrics.jsonl
     if is_main_process():
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise RlhfxError(f"Cannot create output folder {output_dir}: {error.strerror}.",
                              "pass a writable --output_dir.") from None
-        write_json_atomic(output_dir / "args.json", {
-            **args.to_dict(), "rlhf_type": algo_name, "model_path": policy.path, "model_type": policy.model_type.name,
-            "template": None if args.use_chat_template else (args.template or policy.model_type.template),
-            "learning_rate": learning_rate})
+        record = {**args.to_dict(), "rlhf_type": algo_name, "model_path": policy.path,
+                  "model_type": policy.model_type.name,
+                  "template": None if args.use_chat_template else (args.template or policy.model_type.template),
+                  "learning_rate": learning_rate}
+        if checkpoint:
+            say(f"resuming from {checkpoint}")
+            note_changed_flags(output_dir / "args.json", record)
+            before = rewind_metrics(metrics_path, checkpoint_step(checkpoint))
+        write_json_atomic(output_dir / "args.json", record)
         write_json_atomic(output_dir / "data_report.json", report.to_dict())
     say(f"[bold]rlhfx {algo_name}[/bold]  model {policy.path} ({policy.model_type.name})  "
         f"train {len(train_dataset)} rows, val {len(eval_dataset) if eval_dataset else 0} rows  -> {output_dir}")
@@ -139,23 +178,33 @@ def run(args, algo_name: str) -> Path:
         say(f"  data: {line}")
 
     ref_model = load_reference(args, policy.model) if getattr(algo, "NEEDS_REFERENCE", False) else None
-    metrics_path = output_dir / "metrics.jsonl"
+    prepare_tracking(trackers(args.report_to), output_dir)
+    progress, stop = RichProgress(), StopOnSignal()
     ctx = RunContext(
         args=args, model=policy.model, ref_model=ref_model, tokenizer=policy.tokenizer,
         peft_config=lora_config(args, policy.model, policy.model_type), train_dataset=train_dataset,
         eval_dataset=eval_dataset, hf_args=hf_training_kwargs(args, output_dir, learning_rate, eval_dataset is not None),
-        callbacks=[MetricsWriter(metrics_path), RichProgress()], sft_train_dataset=sft_train, sft_eval_dataset=sft_eval)
+        callbacks=[MetricsWriter(metrics_path), progress, stop, NonFiniteGuard(lambda: newest_checkpoint(output_dir))],
+        sft_train_dataset=sft_train, sft_eval_dataset=sft_eval)
     trainer = algo.build_trainer(ctx)
     trainer.remove_callback(PrinterCallback)  # the rich bar and metrics.jsonl replace its raw dict prints
+    stage_checkpoints(trainer)
 
-    # transformers cannot evaluate a DeepSpeed model before train() has built its engine
-    can_eval_first = not args.deepspeed
-    if eval_dataset is not None and not can_eval_first:
+    if checkpoint:
+        load_extra_state(trainer, checkpoint)
+    elif eval_dataset is not None and args.deepspeed:  # transformers cannot evaluate before it builds the engine
         say("  eval before training skipped: transformers cannot evaluate under DeepSpeed before training starts")
-    before = trainer.evaluate() if eval_dataset is not None and can_eval_first else {}
+    elif eval_dataset is not None:
+        before = trainer.evaluate()
     start, cpu_start = time.time(), time.process_time()
-    result = trainer.train()
+    try:
+        with stop:
+            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finally:
+        progress.stop()
     seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
+    if stop.signum is not None:
+        raise interrupted(stop.signum, trainer.state.global_step, newest_checkpoint(output_dir), output_dir)
     after = trainer.evaluate() if eval_dataset is not None else {}
     rank_checksums = check_ranks_agree(trainer.model)
     trainer.save_model(str(output_dir))
@@ -163,12 +212,56 @@ def run(args, algo_name: str) -> Path:
         policy.tokenizer.save_pretrained(str(output_dir))
         if hasattr(algo, "write_outputs"):
             algo.write_outputs(output_dir, args)
-        finish(output_dir, algo_name, before, after, result, seconds, rank_checksums, cpu_seconds)
+        finish(output_dir, algo_name, before, after, result, seconds, rank_checksums, cpu_seconds, checkpoint)
     return output_dir
 
 
+def run_folder(args, model_type: str) -> tuple[Path, Path | None]:
+    """(output folder, checkpoint to resume from or None). A folder with checkpoints of an unfinished run is
+    only continued when asked to, never overwritten by a fresh start."""
+    from rlhfx.training.checkpoints import complete_checkpoints, resume_target
+
+    if args.resume_from_checkpoint:
+        output_dir, checkpoint = resume_target(args.resume_from_checkpoint, args.output_dir, default_root(model_type))
+    else:
+        output_dir, checkpoint = resolve_output_dir(args.output_dir, model_type), None
+    if (output_dir / "summary.json").exists():
+        raise RlhfxError(f"{output_dir} already holds a finished run.", "pick another --output_dir.")
+    if checkpoint is None and complete_checkpoints(output_dir):
+        raise RlhfxError(f"{output_dir} holds checkpoints of an unfinished run.",
+                         "continue it with --resume_from_checkpoint latest, or pick another --output_dir.")
+    return output_dir, checkpoint
+
+
+def note_changed_flags(file: Path, record: dict) -> None:
+    """A resume with other flags than the interrupted run's is allowed, but is then not the same run: say which.
+    (The learning rate and schedule come back from the checkpoint's scheduler whatever the flags say.)"""
+    import json
+
+    if not file.is_file():
+        return
+    old = json.loads(file.read_text())
+    ignore = {"resume_from_checkpoint", "output_dir"}
+    changed = [f"--{k} {old[k]} -> {v}" for k, v in record.items() if k in old and old[k] != v and k not in ignore]
+    if changed:
+        say("[yellow]note:[/yellow] resuming with flags changed since the checkpoint: " + ", ".join(changed))
+
+
+def interrupted(signum: int, step: int, checkpoint: Path | None, output_dir: Path):
+    import signal
+
+    from rlhfx.training.guards import Interrupted
+
+    name = signal.Signals(signum).name
+    saved = f"checkpoint {checkpoint} saved" if checkpoint else "no checkpoint saved"
+    return Interrupted(signum, f"{name} received: training stopped at step {step}, {saved}; the run is not finished "
+                              "(no summary.json).",
+                       f"continue it: the same command with --output_dir {output_dir} --resume_from_checkpoint latest.")
+
+
 def finish(output_dir: Path, algo_name: str, before: dict, after: dict, result, seconds: float,
-           rank_checksums: list[float] | None, cpu_seconds: float | None = None) -> None:
+           rank_checksums: list[float] | None, cpu_seconds: float | None = None,
+           resumed_from: Path | None = None) -> None:
     """Plot, summary table, and summary.json last, marking the run complete."""
     from rlhfx.training.plot import plot_curves
 
@@ -187,4 +280,5 @@ def finish(output_dir: Path, algo_name: str, before: dict, after: dict, result, 
     write_json_atomic(output_dir / "summary.json", {
         "rlhf_type": algo_name, "before": before, "after": after, "train_loss": result.training_loss,
         "global_step": result.global_step, "train_seconds": seconds,
-        "train_cpu_seconds": cpu_seconds, "rank_weight_checksums": rank_checksums})
+        "train_cpu_seconds": cpu_seconds, "rank_weight_checksums": rank_checksums,
+        "resumed_from": str(resumed_from) if resumed_from else None})

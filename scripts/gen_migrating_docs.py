@@ -1,0 +1,129 @@
+"""Regenerate docs/migrating-from-ms-swift.md and docs/migrating-from-openrlhf.md (tests/test_docs.py checks them).
+
+The seed flags below are every trainer flag used in the seed documents (/work/shared/seeds: ms-swift's RLHF
+scripts; OpenRLHF's README, non-RL methods and XRIGHT's OpenRLHF-based scripts), without launcher options
+(deepspeed, ray, docker). Each maps to the rlhfx flag that has it as its name or alias in rlhfx/arguments.py;
+a flag rlhfx does not take is listed with what to do instead (UNSUPPORTED).
+"""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's rlhfx
+from rlhfx.arguments import FLAGS  # noqa: E402
+
+SWIFT_FLAGS = ["model_id_or_path", "model_type", "sft_type", "train_type", "rlhf_type", "dataset", "val_dataset",
+               "num_train_epochs", "learning_rate", "batch_size", "gradient_accumulation_steps", "warmup_ratio",
+               "gradient_checkpointing", "lora_target_modules", "lora_rank", "lora_alpha", "max_length", "output_dir",
+               "save_total_limit", "beta", "rpo_alpha", "desirable_weight", "undesirable_weight", "simpo_gamma",
+               "reward_model_type", "reward_model_id_or_path", "ckpt_dir", "merge_lora"]
+OPENRLHF_FLAGS = ["pretrain", "ref_pretrain", "dataset", "dataset_probs", "max_samples", "input_key", "output_key",
+                  "prompt_key", "chosen_key", "rejected_key", "label_key", "input_template", "apply_chat_template",
+                  "tokenizer_chat_template", "max_len", "prompt_max_len", "train_batch_size", "micro_train_batch_size",
+                  "max_epochs", "learning_rate", "beta", "label_smoothing", "ipo", "nll_loss_coef", "lora_rank",
+                  "lora_alpha", "target_modules", "bf16", "gradient_checkpointing", "save_path", "save_steps",
+                  "logging_steps", "eval_steps", "use_wandb", "use_tensorboard", "load_checkpoint", "zero_stage",
+                  "flash_attn", "packing_samples", "adam_offload", "ref_offload", "overlap_comm", "load_in_4bit",
+                  "aux_loss_coef", "value_head_prefix", "teacher_model", "kd_coef", "teacher_offload",
+                  # batch_inference
+                  "eval_task", "output_path", "micro_batch_size", "max_new_tokens", "temperature", "top_p",
+                  "repetition_penalty", "greedy_sampling", "best_of_n", "tp_size", "max_num_seqs",
+                  "enable_prefix_caching", "iter", "rollout_batch_size", "post_processor", "reward_template",
+                  "normalize_reward",
+                  # PPO / REINFORCE++ on Ray
+                  "reward_pretrain", "critic_pretrain", "prompt_data", "prompt_data_probs", "remote_rm_url",
+                  "advantage_estimator", "init_kl_coef", "n_samples_per_prompt", "generate_max_len",
+                  "actor_learning_rate", "critic_learning_rate", "micro_rollout_batch_size", "vllm_num_engines",
+                  "vllm_tensor_parallel_size", "vllm_sync_backend", "colocate_actor_ref", "colocate_critic_reward",
+                  "actor_num_nodes", "ring_attn_size",
+                  # XRIGHT's scripts
+                  "rlhf_dataset", "sft_dataset", "rlhf_max_samples", "sft_max_samples", "rlhf_max_len", "sft_max_len",
+                  "rlhf_micro_train_batch_size", "sft_micro_train_batch_size", "lambd", "sft_opt", "dpo_opt",
+                  "max_eval_steps", "target_module", "eval_split", "rlhf_eval_split", "ref_pareto_sft", "ref_pareto_dpo"]
+PPO = "PPO and the REINFORCE++/RLOO/GRPO family are not built yet (`--rlhf_type ppo` says so)."
+DEEPSPEED = "DeepSpeed is not integrated: scale out with DDP (`NPROC_PER_NODE=N rlhfx ...`) and LoRA."
+UNSUPPORTED = {
+    "reward_model_type": PPO, "reward_model_id_or_path": PPO, "reward_pretrain": PPO, "critic_pretrain": PPO,
+    "prompt_data_probs": PPO, "remote_rm_url": PPO, "advantage_estimator": PPO,
+    "init_kl_coef": PPO, "actor_learning_rate": PPO, "critic_learning_rate": PPO, "micro_rollout_batch_size": PPO,
+    "vllm_num_engines": PPO, "vllm_sync_backend": PPO, "colocate_actor_ref": PPO, "colocate_critic_reward": PPO,
+    "actor_num_nodes": PPO, "zero_stage": DEEPSPEED, "adam_offload": DEEPSPEED, "ref_offload": DEEPSPEED,
+    "overlap_comm": DEEPSPEED,
+    "ring_attn_size": "Ring attention (sequence parallelism) is not supported.",
+    "flash_attn": "Not needed: transformers picks its fastest attention (SDPA) itself.",
+    "packing_samples": "Sample packing is not supported; rows are padded per batch.",
+    "load_in_4bit": "QLoRA is not built yet; use --train_type lora in bf16.",
+    "aux_loss_coef": "MoE auxiliary loss is not exposed.",
+    "value_head_prefix": "rlhfx reward models use the transformers `score` head (AutoModelForSequenceClassification).",
+    "tokenizer_chat_template": "Pass --template NAME (rlhfx's templates) or --use_chat_template (the tokenizer's own).",
+    "prompt_max_len": "No separate prompt limit: --max_length covers prompt + answer, --max_new_tokens the answer.",
+    "use_wandb": "Use --report_to wandb.", "use_tensorboard": "Use --report_to tensorboard.",
+    "eval_split": "Held-out data comes from --val_dataset or --split_dataset_ratio (XRIGHT passes `dummy`: drop it).",
+    "rlhf_eval_split": "Held-out data comes from --val_dataset or --split_dataset_ratio (XRIGHT passes `dummy`: drop it).",
+    "ref_pareto_sft": "Plotting aids, not needed: every xright run plots its own trajectory (docs/algorithms/xright.md).",
+    "ref_pareto_dpo": "Plotting aids, not needed: every xright run plots its own trajectory (docs/algorithms/xright.md).",
+    "load_checkpoint": "Resuming is not in this version (`--resume_from_checkpoint` is being added).",
+}
+NOTES = {  # supported, but the meaning or default differs from the other tool
+    "lora_rank": "--train_type (default lora) chooses LoRA or full; a --lora_rank > 0 alone switches nothing "
+                 "(OpenRLHF's convention), and LoRA flags with --train_type full are refused.",
+    "save_steps": "-1 (OpenRLHF): no checkpoints, only the final weights.",
+    "eval_steps": "-1 (OpenRLHF): evaluate only at the end.",
+    "ckpt_dir": "`swift infer/export --ckpt_dir` = `rlhfx infer/export --adapters`.",
+    "merge_lora": "`swift export --merge_lora true` = `rlhfx export --adapters RUN --merge_lora`.",
+    "rlhf_type": "Same names: dpo, kto, cpo, orpo, simpo, rm; also prm, alright, maxright, mix, kd; ppo not built yet.",
+    "micro_batch_size": "batch_inference's batch size.",
+    "prompt_data": "The prompts of `rlhfx pipeline` (one set per iteration, or one set sliced); PPO is not built yet.",
+}
+COMMANDS = {
+    "ms-swift": [("swift sft", "`rlhfx sft`"), ("swift rlhf --rlhf_type T", "`rlhfx rlhf --rlhf_type T`"),
+                 ("swift infer", "`rlhfx infer`"), ("swift export --merge_lora true", "`rlhfx export --merge_lora`"),
+                 ("swift rlhf --rlhf_type ppo", "not built yet")],
+    "OpenRLHF": [("openrlhf.cli.train_sft", "`rlhfx sft`"), ("openrlhf.cli.train_dpo", "`rlhfx rlhf --rlhf_type dpo`"),
+                 ("openrlhf.cli.train_kto", "`rlhfx rlhf --rlhf_type kto`"),
+                 ("openrlhf.cli.train_rm", "`rlhfx rlhf --rlhf_type rm`"),
+                 ("openrlhf.cli.train_prm", "`rlhfx rlhf --rlhf_type prm`"),
+                 ("openrlhf.cli.batch_inference", "`rlhfx sample` (and `rlhfx infer`)"),
+                 ("openrlhf.cli.train_ppo_ray", "not built yet"), ("openrlhf.cli.train_kd", "`rlhfx rlhf --rlhf_type kd`"),
+                 ("rejection sampling / iterative DPO shell loops", "`rlhfx pipeline rs`, `rlhfx pipeline iterative_dpo`"),
+                 ("deepspeed --module ... / torchrun", "`NPROC_PER_NODE=N rlhfx ...`")],
+}
+INTRO = """# Migrating from {tool}
+
+rlhfx takes {tool}'s flag spellings as they are: most commands run after replacing the launcher and the command
+name. The table covers every flag of {tool} used in rlhfx's seed documents; unknown flags fail with a
+did-you-mean suggestion, never silently. See [cli.md](cli.md) for all flags and
+[troubleshooting.md](troubleshooting.md) for what errors mean. Generated by `python scripts/gen_migrating_docs.py`.
+
+| {tool} | rlhfx |
+| --- | --- |
+"""
+
+
+def rlhfx_flag(name: str):
+    return next((f for f in FLAGS if name == f.name or name in f.aliases), None)
+
+
+def render(tool: str, names: list[str]) -> str:
+    lines = [INTRO.format(tool=tool).rstrip("\n")]
+    lines += [f"| `{theirs}` | {ours} |" for theirs, ours in COMMANDS[tool]]
+    lines += ["", "## Flags", "", f"| {tool} flag | rlhfx flag | commands | note |", "| --- | --- | --- | --- |"]
+    missing = []
+    for name in names:
+        flag = rlhfx_flag(name)
+        if flag is None:
+            missing.append(name)
+            continue
+        same = "same name" if flag.name == name else f"`--{flag.name}`"
+        lines.append(f"| `--{name}` | {same} | {' '.join(flag.commands)} | {NOTES.get(name, '')} |")
+    lines += ["", f"## {tool} flags rlhfx does not take", "", "| flag | instead |", "| --- | --- |"]
+    lines += [f"| `--{name}` | {UNSUPPORTED[name]} |" for name in missing]
+    return "\n".join(lines) + "\n"
+
+
+PAGES = {"migrating-from-ms-swift.md": ("ms-swift", SWIFT_FLAGS), "migrating-from-openrlhf.md": ("OpenRLHF", OPENRLHF_FLAGS)}
+
+if __name__ == "__main__":
+    for page, (tool, names) in PAGES.items():
+        (ROOT / "docs" / page).write_text(render(tool, names))
