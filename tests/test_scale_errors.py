@@ -1,5 +1,7 @@
 """Launches and memory flags that cannot work fail at once with a clear error (exit 2), before any training."""
 
+import os
+
 import pytest
 from cli_inprocess import run_cli  # noqa: F401
 
@@ -33,6 +35,7 @@ def test_impossible_launches_fail_clearly(run_cli, tmp_path, argv, what, fix):  
     assert code == 2, output
     assert what in output and fix in output and "Traceback" not in output
     assert not (tmp_path / "out" / "summary.json").exists()
+    assert "LOCAL_RANK" not in os.environ  # a refused launch leaves no rendezvous behind for later processes
 
 
 def test_packing_is_refused_for_an_algorithm_that_cannot_pack(run_cli):  # noqa: F811

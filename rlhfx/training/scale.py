@@ -63,7 +63,6 @@ def check_launch(args, ds_config: dict | None) -> None:
             raise RlhfxError(f"--deepspeed {args.deepspeed} offloads GPU memory to the CPU, but no CUDA GPU is visible "
                              "(DeepSpeed's CPU optimizer does not run here).",
                              "use --deepspeed zero2 or zero3 on the CPU; keep the _offload presets for GPU machines.")
-        single_process_env()
     if args.device_map:
         if ds_config is not None:
             raise RlhfxError(f"--device_map {args.device_map} (one model split over GPUs) cannot run under --deepspeed "
@@ -75,6 +74,8 @@ def check_launch(args, ds_config: dict | None) -> None:
                              "unset NPROC_PER_NODE/NNODES, or drop --device_map and use --deepspeed zero3.")
         if not torch.cuda.is_available():
             raise RlhfxError(f"--device_map {args.device_map} needs CUDA GPUs; none is visible.", "drop --device_map.")
+    if ds_config is not None:
+        single_process_env()  # last: a refused launch leaves the environment as it was
 
 
 def single_process_env() -> None:
