@@ -32,6 +32,7 @@ class Flag:
 
 
 PAIRWISE_REF = ("dpo", "alright", "maxright", "mix")
+RL = ("ppo", "grpo", "rloo", "reinforce_pp")  # the online RL trainer and its presets
 
 
 FLAGS: list[Flag] = [
@@ -40,7 +41,7 @@ FLAGS: list[Flag] = [
     Flag("model_type", str, None, "Model family from the registry (llama3, qwen2, ..., ms-swift names like llama3-8b-instruct work); detected from --model when omitted.", (), "model"),
     Flag("template", str, None, "Chat template name overriding the model type's (chatml, llama3, qwen2, mistral, gemma, phi3, deepseek, llama2, default).", (), "model"),
     Flag("use_chat_template", bool, False, "Render with the tokenizer's own chat_template (needs {% generation %} markers for SFT masks).", ("apply_chat_template",), "model"),
-    Flag("ref_model", str, None, "Reference model for DPO and KTO (default: frozen copy of --model, or the adapter-disabled base under LoRA).", ("ref_pretrain",), "model", RLHF, algos=("dpo", "kto", "ppo", "alright", "maxright", "mix")),
+    Flag("ref_model", str, None, "Reference model for DPO and KTO (default: frozen copy of --model, or the adapter-disabled base under LoRA).", ("ref_pretrain",), "model", RLHF, algos=("dpo", "kto", "alright", "maxright", "mix") + RL),
     Flag("torch_dtype", str, "auto", "Weights dtype: auto (float32 on CPU, bfloat16 on GPUs that support it), float32, bfloat16, float16.", ("dtype",), "model", choices=("auto", "float32", "bfloat16", "float16")),
     # adapters
     Flag("train_type", str, "lora", "full or lora.", ("sft_type",), "adapter", choices=("full", "lora")),
@@ -65,7 +66,7 @@ FLAGS: list[Flag] = [
     Flag("input_template", str, None, "Raw prompt format such as 'User: {}\\nAssistant: ' instead of a chat template.", (), "data"),
     Flag("train_on", str, "all", "Which assistant turns SFT learns: all or last.", (), "data", choices=("all", "last")),
     # optimisation
-    Flag("learning_rate", float, None, "Peak learning rate (default: 1e-4 for LoRA, 1e-5 for full; rlhf DPO 5e-6 full).", ("lr",)),
+    Flag("learning_rate", float, None, "Peak learning rate (default: 1e-4 for LoRA, 1e-5 for full; rlhf DPO 5e-6 full).", ("lr", "actor_learning_rate")),
     Flag("num_train_epochs", float, 1.0, "Epochs over the training data.", ("max_epochs",)),
     Flag("max_steps", int, -1, "Stop after this many optimizer steps (overrides epochs).", ()),
     Flag("batch_size", int, 1, "Per-device micro batch size (infer and sample: prompts per generation batch, default 16).", ("per_device_train_batch_size", "micro_train_batch_size", "rlhf_micro_train_batch_size")),
@@ -98,7 +99,7 @@ FLAGS: list[Flag] = [
     Flag("report_to", str, "none", "Trackers: none, tensorboard, wandb.", (), "output", is_list=True),
     Flag("resume_from_checkpoint", str, None, "Resume training: PATH of a checkpoint-N folder, or `latest` (the newest complete checkpoint in --output_dir).", (), "output"),
     # preference losses
-    Flag("rlhf_type", str, "dpo", "Algorithm: dpo, kto, cpo, orpo, simpo, rm, prm, alright, maxright, mix, kd, ppo.", (), "algorithm", RLHF),
+    Flag("rlhf_type", str, "dpo", "Algorithm: dpo, kto, cpo, orpo, simpo, rm, prm, alright, maxright, mix, kd, ppo, grpo, rloo, reinforce_pp.", (), "algorithm", RLHF),
     Flag("beta", float, None, "Strength of the preference loss (default 0.1; simpo 2.0; orpo's lambda).", (), "algorithm", RLHF,
          algos=("dpo", "kto", "cpo", "simpo", "orpo", "alright", "maxright", "mix")),
     Flag("loss_type", str, "sigmoid", "DPO loss: sigmoid or ipo.", (), "algorithm", RLHF, choices=("sigmoid", "ipo"), algos=PAIRWISE_REF),
@@ -122,6 +123,41 @@ FLAGS: list[Flag] = [
     Flag("teacher_model", str, None, "KD: the teacher (folder, hub id or `tiny`); it must share the student's tokenizer vocabulary.", (), "algorithm", RLHF, algos=("kd",)),
     Flag("kd_coef", float, 0.4, "KD: weight of the teacher cross-entropy; the data's NLL gets 1 - kd_coef.", (), "algorithm", RLHF, algos=("kd",)),
     Flag("teacher_offload", bool, False, "KD: keep the teacher in CPU memory, on the accelerator only for its forward pass.", (), "algorithm", RLHF, algos=("kd",)),
+    # online RL: ppo and its presets grpo (group_norm), rloo, reinforce_pp (reinforce)
+    Flag("advantage_estimator", str, None, "gae (PPO with a critic), reinforce (REINFORCE++), reinforce_baseline, rloo, group_norm (GRPO), dr_grpo (default: the --rlhf_type's: ppo gae, grpo group_norm, rloo rloo, reinforce_pp reinforce).", (), "online rl", RLHF, choices=("gae", "reinforce", "reinforce_baseline", "rloo", "group_norm", "dr_grpo"), algos=RL),
+    Flag("n_samples_per_prompt", int, None, "Responses sampled per prompt (default 1; grpo and rloo 4; group estimators need > 1).", ("num_generations",), "online rl", RLHF, algos=RL),
+    Flag("rollout_batch_size", int, 16, "Prompts per rollout (one training step).", (), "online rl", RLHF, algos=RL),
+    Flag("micro_rollout_batch_size", int, 16, "Samples per forward pass when computing log-probs, values and rewards of a rollout.", ("local_rollout_forward_batch_size",), "online rl", RLHF, algos=RL),
+    Flag("num_ppo_epochs", int, 1, "Passes over each rollout's samples (OpenRLHF's PPO --max_epochs; that name here is --num_train_epochs, the passes over the prompts).", ("ppo_epochs",), "online rl", RLHF, algos=RL),
+    Flag("generate_max_len", int, 64, "Most tokens generated per response.", ("max_new_tokens", "max_completion_length"), "online rl", RLHF, algos=RL),
+    Flag("prompt_max_len", int, None, "Longest prompt in tokens; longer prompts are dropped and counted (default: --max_length).", (), "online rl", RLHF, algos=RL),
+    Flag("engine", str, "pt", "Rollout engine: pt (the policy generates) or vllm (weights pushed every step; needs the vllm extra).", (), "online rl", RLHF, choices=("pt", "vllm"), algos=RL),
+    Flag("vllm_gpu_memory_utilization", float, 0.4, "vllm rollouts on a GPU: share of its memory for vLLM (the rest trains).", (), "online rl", RLHF, algos=RL),
+    Flag("temperature", float, 1.0, "Sampling temperature of rollouts.", (), "online rl", RLHF, algos=RL),
+    Flag("top_p", float, 1.0, "Nucleus sampling of rollouts (1 = off).", (), "online rl", RLHF, algos=RL),
+    Flag("kl_coef", float, None, "KL coefficient (initial value with --target_kl; default 0.01, grpo 0.04).", ("init_kl_coef",), "online rl", RLHF, algos=RL),
+    Flag("kl_estimator", str, None, "Per-token KL estimator (default k1; grpo k3).", (), "online rl", RLHF, choices=("k1", "k2", "k3"), algos=RL),
+    Flag("use_kl_loss", bool, None, "KL as a loss term instead of a reward penalty (default: off; grpo on).", (), "online rl", RLHF, algos=RL),
+    Flag("target_kl", float, None, "Adaptive KL: the sequence KL the coefficient steers to (default: fixed coefficient).", (), "online rl", RLHF, algos=RL),
+    Flag("kl_horizon", int, 10000, "Adaptive KL horizon (samples).", (), "online rl", RLHF, algos=RL),
+    Flag("cliprange", float, 0.2, "PPO ratio clip eps: rho is clipped to [1 - eps, 1 + eps].", ("eps_clip",), "online rl", RLHF, algos=RL),
+    Flag("dual_clip", float, None, "Dual-clip constant c > 1 bounding the loss of negative advantages (default: off).", (), "online rl", RLHF, algos=RL),
+    Flag("cliprange_value", float, 0.2, "Value clip around the rollout's values (gae).", ("value_clip",), "online rl", RLHF, algos=RL),
+    Flag("vf_coef", float, 0.1, "Weight of the value loss (gae).", (), "online rl", RLHF, algos=RL),
+    Flag("gamma", float, 1.0, "Discount (gae, reinforce; group estimators use 1).", (), "online rl", RLHF, algos=RL),
+    Flag("lam", float, 0.95, "GAE lambda.", (), "online rl", RLHF, algos=RL),
+    Flag("whiten_rewards", bool, False, "Scale the token rewards by their std over the rollout before GAE (mean kept).", (), "online rl", RLHF, algos=RL),
+    Flag("normalize_reward", bool, False, "Z-score rewards with the running mean and std of all rewards seen.", (), "online rl", RLHF, algos=RL),
+    Flag("reward_clip_range", float, 10.0, "Sequence rewards are clipped to [-c, c].", (), "online rl", RLHF, algos=RL),
+    Flag("entropy_coef", float, 0.0, "Entropy bonus weight (the entropy is logged either way).", (), "online rl", RLHF, algos=RL),
+    Flag("critic_model", str, None, "Critic (gae): a model folder; a causal LM gets a new zero value head (default: the first --reward_model, else --model).", ("critic_pretrain",), "online rl", RLHF, algos=RL),
+    Flag("critic_learning_rate", float, None, "Critic learning rate (default: the policy's).", (), "online rl", RLHF, algos=RL),
+    Flag("reward_model", str, None, "Reward model folders (one-label sequence classifiers such as rlhfx rm runs); several are summed with --reward_weights.", ("reward_pretrain",), "online rl", RLHF, is_list=True, algos=RL),
+    Flag("reward_func", str, None, "Rule-based reward: `demo` or .py files defining reward_func(queries, prompts, labels) -> list[float].", (), "online rl", RLHF, is_list=True, algos=RL),
+    Flag("remote_rm_url", str, None, "HTTP reward endpoints (POST {query, prompts, labels} -> {rewards}).", (), "online rl", RLHF, is_list=True, algos=RL),
+    Flag("remote_rm_timeout", float, 30.0, "Seconds per HTTP reward request.", (), "online rl", RLHF, algos=RL),
+    Flag("remote_rm_retries", int, 3, "Tries per HTTP reward request before the run stops with an error.", (), "online rl", RLHF, algos=RL),
+    Flag("reward_weights", float, None, "Weights of the reward sources in order: reward models, reward functions, URLs (default: 1 each).", (), "online rl", RLHF, is_list=True, algos=RL),
 ]
 
 

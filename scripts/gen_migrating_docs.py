@@ -41,14 +41,16 @@ OPENRLHF_FLAGS = ["pretrain", "ref_pretrain", "dataset", "dataset_probs", "max_s
                   "rlhf_dataset", "sft_dataset", "rlhf_max_samples", "sft_max_samples", "rlhf_max_len", "sft_max_len",
                   "rlhf_micro_train_batch_size", "sft_micro_train_batch_size", "lambd", "sft_opt", "dpo_opt",
                   "max_eval_steps", "target_module", "eval_split", "rlhf_eval_split", "ref_pareto_sft", "ref_pareto_dpo"]
-PPO = "PPO and the REINFORCE++/RLOO/GRPO family are not built yet (`--rlhf_type ppo` says so)."
+ONE_PROCESS = "Online RL runs on one process with every model on it; nothing to place or colocate."
 DEEPSPEED = "DeepSpeed is not integrated: scale out with DDP (`NPROC_PER_NODE=N rlhfx ...`) and LoRA."
 UNSUPPORTED = {
-    "reward_model_type": PPO, "reward_model_id_or_path": PPO, "reward_pretrain": PPO, "critic_pretrain": PPO,
-    "prompt_data_probs": PPO, "remote_rm_url": PPO, "advantage_estimator": PPO,
-    "init_kl_coef": PPO, "actor_learning_rate": PPO, "critic_learning_rate": PPO, "micro_rollout_batch_size": PPO,
-    "vllm_num_engines": PPO, "vllm_sync_backend": PPO, "colocate_actor_ref": PPO, "colocate_critic_reward": PPO,
-    "actor_num_nodes": PPO, "zero_stage": DEEPSPEED, "adam_offload": DEEPSPEED, "ref_offload": DEEPSPEED,
+    "reward_model_type": "Pass the reward model folder with --reward_model.",
+    "reward_model_id_or_path": "Pass the reward model folder with --reward_model.",
+    "prompt_data_probs": "Use --dataset_probs.",
+    "vllm_num_engines": "Use --engine vllm (one in-process vLLM engine, weights pushed every step).",
+    "vllm_sync_backend": "Not needed: vLLM runs in the training process and gets the weights directly.",
+    "colocate_actor_ref": ONE_PROCESS, "colocate_critic_reward": ONE_PROCESS, "actor_num_nodes": ONE_PROCESS,
+    "zero_stage": DEEPSPEED, "adam_offload": DEEPSPEED, "ref_offload": DEEPSPEED,
     "overlap_comm": DEEPSPEED,
     "ring_attn_size": "Ring attention (sequence parallelism) is not supported.",
     "flash_attn": "Not needed: transformers picks its fastest attention (SDPA) itself.",
@@ -57,7 +59,6 @@ UNSUPPORTED = {
     "aux_loss_coef": "MoE auxiliary loss is not exposed.",
     "value_head_prefix": "rlhfx reward models use the transformers `score` head (AutoModelForSequenceClassification).",
     "tokenizer_chat_template": "Pass --template NAME (rlhfx's templates) or --use_chat_template (the tokenizer's own).",
-    "prompt_max_len": "No separate prompt limit: --max_length covers prompt + answer, --max_new_tokens the answer.",
     "use_wandb": "Use --report_to wandb.", "use_tensorboard": "Use --report_to tensorboard.",
     "eval_split": "Held-out data comes from --val_dataset or --split_dataset_ratio (XRIGHT passes `dummy`: drop it).",
     "rlhf_eval_split": "Held-out data comes from --val_dataset or --split_dataset_ratio (XRIGHT passes `dummy`: drop it).",
@@ -72,20 +73,22 @@ NOTES = {  # supported, but the meaning or default differs from the other tool
     "eval_steps": "-1 (OpenRLHF): evaluate only at the end.",
     "ckpt_dir": "`swift infer/export --ckpt_dir` = `rlhfx infer/export --adapters`.",
     "merge_lora": "`swift export --merge_lora true` = `rlhfx export --adapters RUN --merge_lora`.",
-    "rlhf_type": "Same names: dpo, kto, cpo, orpo, simpo, rm; also prm, alright, maxright, mix, kd; ppo not built yet.",
+    "rlhf_type": "Same names: dpo, kto, cpo, orpo, simpo, rm, ppo; also prm, alright, maxright, mix, kd, grpo, rloo, reinforce_pp.",
+    "max_epochs": "Passes over the data (OpenRLHF's PPO uses it for passes over each rollout: that is --num_ppo_epochs).",
+    "prompt_max_len": "Online RL: longer prompts are dropped and counted.",
     "micro_batch_size": "batch_inference's batch size.",
-    "prompt_data": "The prompts of `rlhfx pipeline` (one set per iteration, or one set sliced); PPO is not built yet.",
+    "prompt_data": "The prompts of online RL (`rlhfx rlhf --rlhf_type ppo`) and of `rlhfx pipeline` (one set per iteration, or one set sliced).",
 }
 COMMANDS = {
     "ms-swift": [("swift sft", "`rlhfx sft`"), ("swift rlhf --rlhf_type T", "`rlhfx rlhf --rlhf_type T`"),
                  ("swift infer", "`rlhfx infer`"), ("swift export --merge_lora true", "`rlhfx export --merge_lora`"),
-                 ("swift rlhf --rlhf_type ppo", "not built yet")],
+                 ("swift rlhf --rlhf_type ppo", "`rlhfx rlhf --rlhf_type ppo` (docs/algorithms/ppo.md)")],
     "OpenRLHF": [("openrlhf.cli.train_sft", "`rlhfx sft`"), ("openrlhf.cli.train_dpo", "`rlhfx rlhf --rlhf_type dpo`"),
                  ("openrlhf.cli.train_kto", "`rlhfx rlhf --rlhf_type kto`"),
                  ("openrlhf.cli.train_rm", "`rlhfx rlhf --rlhf_type rm`"),
                  ("openrlhf.cli.train_prm", "`rlhfx rlhf --rlhf_type prm`"),
                  ("openrlhf.cli.batch_inference", "`rlhfx sample` (and `rlhfx infer`)"),
-                 ("openrlhf.cli.train_ppo_ray", "not built yet"), ("openrlhf.cli.train_kd", "`rlhfx rlhf --rlhf_type kd`"),
+                 ("openrlhf.cli.train_ppo_ray", "`rlhfx rlhf --rlhf_type ppo` (one process; docs/algorithms/ppo.md)"), ("openrlhf.cli.train_kd", "`rlhfx rlhf --rlhf_type kd`"),
                  ("rejection sampling / iterative DPO shell loops", "`rlhfx pipeline rs`, `rlhfx pipeline iterative_dpo`"),
                  ("deepspeed --module ... / torchrun", "`NPROC_PER_NODE=N rlhfx ...`")],
 }
@@ -101,8 +104,9 @@ did-you-mean suggestion, never silently. See [cli.md](cli.md) for all flags and
 """
 
 
-def rlhfx_flag(name: str):
-    return next((f for f in FLAGS if name == f.name or name in f.aliases), None)
+def rlhfx_flags(name: str) -> list:
+    """Every rlhfx flag taking `name` as its name or alias (one name can mean a flag of rlhf and one of sample)."""
+    return [f for f in FLAGS if name == f.name or name in f.aliases]
 
 
 def render(tool: str, names: list[str]) -> str:
@@ -111,12 +115,13 @@ def render(tool: str, names: list[str]) -> str:
     lines += ["", "## Flags", "", f"| {tool} flag | rlhfx flag | commands | note |", "| --- | --- | --- | --- |"]
     missing = []
     for name in names:
-        flag = rlhfx_flag(name)
-        if flag is None:
+        flags = rlhfx_flags(name)
+        if not flags:
             missing.append(name)
             continue
-        same = "same name" if flag.name == name else f"`--{flag.name}`"
-        lines.append(f"| `--{name}` | {same} | {' '.join(flag.commands)} | {NOTES.get(name, '')} |")
+        same = "same name" if any(f.name == name for f in flags) else " / ".join(f"`--{f.name}`" for f in flags)
+        commands = " ".join(dict.fromkeys(c for f in flags for c in f.commands))
+        lines.append(f"| `--{name}` | {same} | {commands} | {NOTES.get(name, '')} |")
     lines += ["", f"## {tool} flags rlhfx does not take", "", "| flag | instead |", "| --- | --- |"]
     lines += [f"| `--{name}` | {UNSUPPORTED[name]} |" for name in missing]
     return "\n".join(lines) + "\n"

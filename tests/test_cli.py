@@ -81,7 +81,7 @@ def test_cli_errors_exit_2_without_traceback():
     assert result.returncode == 2
     assert "did you mean dpo" in result.stderr and "Traceback" not in result.stderr
     result = subprocess.run([sys.executable, "-m", "rlhfx", "rlhf", "--rlhf_type", "ppo"], capture_output=True, text=True)
-    assert result.returncode == 2 and "not implemented yet" in result.stderr
+    assert result.returncode == 2 and "needs a reward source" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_torchrun_command_carries_env_and_argv():

@@ -5,8 +5,9 @@ pairwise, unpaired, prompt or process), `DEFAULT_LR` ({"full": .., "lora": ..}) 
 (ctx: rlhfx.training.runner.RunContext). Optional: `NEEDS_REFERENCE = True` (the runner builds the
 reference model), `MODEL_CLASS = "sequence_classification"` (scalar-head models such as reward
 models), `SFT_DATA_FLAG = "sft_dataset"` (a second, SFT data set trained jointly),
-`write_outputs(output_dir, args)` (extra files such as plots, written on the main process before summary.json). Names whose issue has not landed yet are
-listed with `module=None` so users get a clear message instead of an unknown-name error.
+`write_outputs(output_dir, args)` (extra files such as plots, written on the main process before summary.json),
+`check_args(args)` (flag checks run by `rlhfx rlhf` before any model loads), `OWN_TRAINING_LOOP = True` (the
+trainer is not a Hugging Face Trainer and writes its checkpoints itself; the runner does not wrap its saving).
 """
 
 import difflib
@@ -19,7 +20,7 @@ from rlhfx.errors import RlhfxError
 @dataclass(frozen=True)
 class AlgoEntry:
     name: str
-    module: str | None
+    module: str
     summary: str
 
 
@@ -32,7 +33,10 @@ ALGOS = {e.name: e for e in [
     AlgoEntry("simpo", "rlhfx.algos.simpo", "SimPO, length-normalised reference-free"),
     AlgoEntry("rm", "rlhfx.algos.rm", "Bradley-Terry reward model (scalar head, optional margin)"),
     AlgoEntry("prm", "rlhfx.algos.prm", "process reward model: per-step labels at placeholder tokens"),
-    AlgoEntry("ppo", None, "PPO with a critic and the REINFORCE++/RLOO/GRPO estimators"),
+    AlgoEntry("ppo", "rlhfx.algos.ppo", "PPO with a critic (gae), or any --advantage_estimator of the RL trainer"),
+    AlgoEntry("grpo", "rlhfx.algos.ppo", "GRPO: group_norm advantages, KL as a k3 loss term (preset of ppo)"),
+    AlgoEntry("rloo", "rlhfx.algos.ppo", "RLOO: leave-one-out baseline (preset of ppo)"),
+    AlgoEntry("reinforce_pp", "rlhfx.algos.ppo", "REINFORCE++: whitened discounted returns, no critic (preset of ppo)"),
     AlgoEntry("alright", "rlhfx.algos.alright", "ALRIGHT joint SFT + DPO: a DPO step with probability --lambd, else SFT"),
     AlgoEntry("maxright", "rlhfx.algos.maxright", "MAXRIGHT joint SFT + DPO: train the objective farthest from its optimum"),
     AlgoEntry("mix", "rlhfx.algos.mix", "weighted SFT + DPO sum every step (baseline for ALRIGHT/MAXRIGHT)"),
@@ -41,14 +45,10 @@ ALGOS = {e.name: e for e in [
 
 
 def get_algo(name: str):
-    """The algorithm's module; a clear error for unknown or not-yet-implemented names."""
+    """The algorithm's module; a clear error with a suggestion for unknown names."""
     entry = ALGOS.get(name)
     if entry is None:
         close = difflib.get_close_matches(name, list(ALGOS), n=1)
         hint = f"did you mean {close[0]}?" if close else f"choose one of {', '.join(ALGOS)}."
         raise RlhfxError(f"Unknown --rlhf_type {name!r}.", hint)
-    if entry.module is None:
-        implemented = ", ".join(n for n, e in ALGOS.items() if e.module and n != "sft")
-        raise RlhfxError(f"--rlhf_type {name} ({entry.summary}) is not implemented yet in this version of rlhfx.",
-                         f"use one of: {implemented}.")
     return importlib.import_module(entry.module)

@@ -11,8 +11,10 @@ def main(argv: list[str]) -> None:
     args = parse_args("rlhf", argv)
     from rlhfx.algos import get_algo
 
-    get_algo(args.rlhf_type)  # unknown or not-yet-implemented names fail before anything heavy loads
+    algo = get_algo(args.rlhf_type)  # unknown or not-yet-implemented names fail before anything heavy loads
     check_flags_apply(args)
+    if hasattr(algo, "check_args"):
+        algo.check_args(args)
     from rlhfx.training.runner import run
 
     run(args, algo_name=args.rlhf_type)

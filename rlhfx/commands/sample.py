@@ -181,41 +181,22 @@ def score(args, rows: list[dict], batch_size: int) -> None:
 def score_with_reward_model(args, path: str, rows: list[dict], batch_size: int) -> list[float]:
     """Each row's prompt + answer tokenized the way the reward model was trained (its run's template), scored
     at the last non-pad token."""
-    from rlhfx.engines.loading import resolve_model_spec
-    from rlhfx.rewards.score import score_sequences
-    from rlhfx.templates.encoder import ChatEncoder
-    from rlhfx.templates.templates import get_template
-    from rlhfx.training.models import load_causal_lm, load_tokenizer
-
-    spec_args = type(args)(command=args.command, values={**args.values, "model": path, "adapters": None,
-                                                         "model_type": None, "template": None})
-    spec = resolve_model_spec(spec_args)
-    tokenizer = load_tokenizer(spec.tokenizer_path)
-    model = load_causal_lm(spec.adapter or spec.path, args.torch_dtype, "sequence_classification")
-    model.eval()
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else model.config.pad_token_id
-    if pad_id is None or pad_id == tokenizer.eos_token_id:
-        console.print("note: the reward model's pad token is its EOS token (or missing); scores are read at the "
-                      "last non-pad token, which may be before a final EOS.", highlight=False)
-        pad_id = tokenizer.eos_token_id if pad_id is None else pad_id
-    model.config.pad_token_id = pad_id  # the head is read at the last token that is not this one
-    encoder = ChatEncoder(tokenizer, get_template(spec.template) if spec.template else None)
-    sequences = []
-    for row in rows:
-        if isinstance(row.get("prompt"), list) and row["prompt"]:
-            sequences.append(encoder.encode_prompt(row["prompt"]) + encoder.encode_completion(row["prompt"], row["output"]))
-        else:
-            ids = tokenizer(row["input"] + row["output"], add_special_tokens=False)["input_ids"]
-            sequences.append(list(ids) + [tokenizer.eos_token_id])
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from rlhfx.rewards.sources import RewardModelScorer, Sample
+
+    scorer = RewardModelScorer(path, args.torch_dtype, batch_size, use_chat_template=args.use_chat_template)
+    if scorer.pad_eos_note:
+        console.print("note: the reward model's pad token is its EOS token (or missing); scores are read at the "
+                      "last non-pad token, which may be before a final EOS.", highlight=False)
+    samples = [Sample(row.get("prompt"), row["input"], row["output"], row.get("label")) for row in rows]
     scores, start, chunk = [], time.time(), batch_size * 8
     columns = (TextColumn("[bold]score"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"), TimeElapsedColumn(),
                TextColumn("{task.fields[rate]}"))
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("score", total=len(sequences), rate="")
-        for first in range(0, len(sequences), chunk):
-            scores += score_sequences(model, pad_id, sequences[first : first + chunk], batch_size)
+        task = progress.add_task("score", total=len(samples), rate="")
+        for first in range(0, len(samples), chunk):
+            scores += scorer(samples[first : first + chunk])
             rate = len(scores) / max(time.time() - start, 1e-9)
             progress.update(task, completed=len(scores), rate=f"{rate:.1f} samples/s")
     return scores

@@ -41,8 +41,18 @@ def _encode_process(row, encoder):
     return encoded, len(prompt_ids) + sum(len(ids) + 1 for ids in step_ids)
 
 
+def _encode_prompt(row, encoder):
+    """Online RL: the prompt's ids, its rendered text and messages (for reward sources) and its label."""
+    import json
+
+    prompt_ids = encoder.encode_prompt(row["prompt"])
+    encoded = {"prompt_ids": prompt_ids, "prompt_text": encoder.prompt_text(row["prompt"]),
+               "prompt_messages": json.dumps(row["prompt"]), "label": row.get("label")}
+    return encoded, len(prompt_ids)
+
+
 ENCODERS = {"sft": _encode_sft, "pairwise": _encode_pairwise, "unpaired": _encode_unpaired,
-            "process": _encode_process}
+            "process": _encode_process, "prompt": _encode_prompt}
 
 
 def encode_rows(kind: str, rows: list[dict], encoder: ChatEncoder, max_length: int, report, split: str):

@@ -5,7 +5,8 @@ from pathlib import Path
 
 PANELS = [("loss", ["loss", "eval_loss"]), ("rewards", ["rewards/chosen", "rewards/rejected", "rewards/margins"]),
           ("accuracy", ["rewards/accuracies", "eval_rewards/accuracies"]),
-          ("sft / dpo loss", ["sft_loss", "dpo_loss", "eval_sft_loss", "eval_dpo_loss"])]
+          ("sft / dpo loss", ["sft_loss", "dpo_loss", "eval_sft_loss", "eval_dpo_loss"]),
+          ("reward", ["reward", "eval_reward"]), ("kl", ["kl", "kl_coef"]), ("rl losses", ["policy_loss", "value_loss"])]
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -20,7 +20,8 @@ from rlhfx.training.outputs import default_root, resolve_output_dir, write_json_
 
 console = Console()
 SUMMARY_KEYS = ["eval_loss", "eval_nll", "eval_sft_loss", "eval_rewards/accuracies", "eval_rewards/margins",
-                "eval_rewards/chosen", "eval_rewards/rejected", "eval_step_accuracy", "eval_rewards/good", "eval_rewards/bad"]
+                "eval_rewards/chosen", "eval_rewards/rejected", "eval_step_accuracy", "eval_rewards/good", "eval_rewards/bad",
+                "eval_reward"]
 
 
 @dataclass
@@ -38,6 +39,7 @@ class RunContext:
     callbacks: list
     sft_train_dataset: object = None  # joint SFT + preference algorithms (SFT_DATA_FLAG)
     sft_eval_dataset: object = None
+    encoder: object = None  # the run's ChatEncoder (online RL renders prompts and stop tokens with it)
 
 
 def is_main_process() -> bool:
@@ -134,6 +136,9 @@ def run(args, algo_name: str) -> Path:
 
     algo = get_algo(algo_name)
     check_flags(args)
+    if args.deepspeed and getattr(algo, "OWN_TRAINING_LOOP", False):
+        raise RlhfxError(f"--deepspeed does not apply to --rlhf_type {algo_name}: its own training loop runs without "
+                         "DeepSpeed.", "drop --deepspeed.")
     check_launch(args, deepspeed_config(args.deepspeed))
     quiet_libraries()
     set_seed(args.seed)
@@ -185,10 +190,11 @@ def run(args, algo_name: str) -> Path:
         peft_config=lora_config(args, policy.model, policy.model_type), train_dataset=train_dataset,
         eval_dataset=eval_dataset, hf_args=hf_training_kwargs(args, output_dir, learning_rate, eval_dataset is not None),
         callbacks=[MetricsWriter(metrics_path), progress, stop, NonFiniteGuard(lambda: newest_checkpoint(output_dir))],
-        sft_train_dataset=sft_train, sft_eval_dataset=sft_eval)
+        sft_train_dataset=sft_train, sft_eval_dataset=sft_eval, encoder=encoder)
     trainer = algo.build_trainer(ctx)
     trainer.remove_callback(PrinterCallback)  # the rich bar and metrics.jsonl replace its raw dict prints
-    stage_checkpoints(trainer)
+    if not getattr(algo, "OWN_TRAINING_LOOP", False):
+        stage_checkpoints(trainer)
 
     if checkpoint:
         load_extra_state(trainer, checkpoint)

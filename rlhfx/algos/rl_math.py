@@ -1,0 +1,200 @@
+"""The math of online RL (ALGORITHMS.md, "Online RL"), as pure functions on padded tensors.
+
+Every per-token tensor is [batch, response_len], aligned to response tokens and right padded;
+`mask` is 1 on real response tokens and 0 on padding. The PPO trainer (rlhfx.algos.ppo) calls
+exactly these functions; tests/test_rl_math.py checks each against hand-computed numbers.
+"""
+
+import math
+
+import torch
+
+KL_CLAMP = 10.0
+GROUP_ESTIMATORS = ("reinforce_baseline", "rloo", "group_norm", "dr_grpo")
+ESTIMATORS = ("gae", "reinforce") + GROUP_ESTIMATORS
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the tokens where mask is 1 (all of them, across the batch)."""
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps) with mean and (population) variance over the masked tokens; padding stays 0.
+    shift_mean=False only rescales (--whiten_rewards): the mean is added back."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    white = (x - mean) * torch.rsqrt(var + eps)
+    return (white if shift_mean else white + mean) * mask
+
+
+def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str, mask: torch.Tensor) -> torch.Tensor:
+    """KL estimate per response token from lr = logp - logref: k1 = lr, k2 = lr^2/2, k3 = exp(-lr) - 1 + lr,
+    clamped to [-10, 10]; 0 on padding."""
+    lr = logp - ref_logp
+    if estimator == "k1":
+        kl = lr
+    elif estimator == "k2":
+        kl = lr ** 2 / 2
+    elif estimator == "k3":
+        kl = torch.exp(-lr) - 1 + lr
+    else:
+        raise ValueError(f"unknown KL estimator {estimator!r}")
+    return kl.clamp(-KL_CLAMP, KL_CLAMP) * mask
+
+
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """[batch] index of each row's last response token."""
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    return (positions * mask).max(dim=1).values.long()
+
+
+def token_rewards(kl: torch.Tensor, kl_coef: float, score: torch.Tensor, mask: torch.Tensor,
+                  clip: float | None = None) -> torch.Tensor:
+    """r_t = -kl_coef kl_t + [t is the last response token] clip(R, -c, c)."""
+    rewards = -kl_coef * kl * mask
+    if clip is not None:
+        score = score.clamp(-clip, clip)
+    last = last_token_index(mask)
+    return rewards.scatter_add(1, last[:, None], score[:, None].to(rewards.dtype))
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float,
+        lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(advantages, returns): delta_t = r_t + gamma V_(t+1) - V_t with V = 0 after the last token,
+    A_t = delta_t + gamma lam A_(t+1), returns = A + V. Not whitened."""
+    rewards, values = rewards * mask, values * mask
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        next_value = values[:, t + 1] if t + 1 < rewards.shape[1] else torch.zeros_like(running)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = delta + gamma * lam * running
+        advantages[:, t] = running
+    advantages = advantages * mask
+    return advantages, (advantages + values) * mask
+
+
+def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    """G_t = sum_(k>=t) gamma^(k-t) r_k (REINFORCE returns); 0 on padding."""
+    rewards = rewards * mask
+    returns = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        running = rewards[:, t] + gamma * running
+        returns[:, t] = running
+    return returns * mask
+
+
+def group_scores(scores: torch.Tensor, n: int, estimator: str) -> torch.Tensor:
+    """Sequence rewards of consecutive groups of n samples of one prompt, turned into per-sample scores:
+    reinforce_baseline / dr_grpo R - mean_group, rloo R_i - (sum_j R_j - R_i)/(n-1),
+    group_norm (R - mean_group)/(std_group + 1e-9) with the sample (n-1) std as torch.std gives."""
+    if n < 2:
+        raise ValueError("group estimators need n_samples_per_prompt > 1")
+    groups = scores.view(-1, n)
+    mean = groups.mean(dim=1, keepdim=True)
+    if estimator in ("reinforce_baseline", "dr_grpo"):
+        out = groups - mean
+    elif estimator == "rloo":
+        out = groups - (groups.sum(dim=1, keepdim=True) - groups) / (n - 1)
+    elif estimator == "group_norm":
+        out = (groups - mean) / (groups.std(dim=1, keepdim=True) + 1e-9)
+    else:
+        raise ValueError(f"unknown group estimator {estimator!r}")
+    return out.reshape(-1)
+
+
+def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                eps_low: float, eps_high: float, dual_clip: float | None = None) -> dict[str, torch.Tensor]:
+    """PPO clipped surrogate, token mean. rho = exp(logp - logp_old); objective min(rho A, clip(rho) A),
+    with dual clip c > 1: max(objective, c A) where A < 0; loss = -objective.
+
+    clip_ratio: share of tokens where the clipped term is the smaller one (clipping changed the objective).
+    approx_kl: token mean of (rho - 1) - log rho, an unbiased estimate of KL(old || new)."""
+    log_ratio = logp - old_logp
+    ratio = torch.exp(log_ratio)
+    unclipped = ratio * advantages
+    clipped = ratio.clamp(1 - eps_low, 1 + eps_high) * advantages
+    objective = torch.min(unclipped, clipped)
+    if dual_clip is not None:
+        objective = torch.where(advantages < 0, torch.max(objective, dual_clip * advantages), objective)
+    with torch.no_grad():
+        clip_ratio = masked_mean((clipped < unclipped).float(), mask)
+        approx_kl = masked_mean((ratio - 1) - log_ratio, mask)
+    return {"loss": masked_mean(-objective, mask), "clip_ratio": clip_ratio, "approx_kl": approx_kl}
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               clip: float | None) -> torch.Tensor:
+    """0.5 max((V - ret)^2, (V_old + clip(V - V_old, -eps, eps) - ret)^2), token mean; unclipped without eps."""
+    loss = (values - returns) ** 2
+    if clip is not None:
+        clipped = old_values + (values - old_values).clamp(-clip, clip)
+        loss = torch.max(loss, (clipped - returns) ** 2)
+    return 0.5 * masked_mean(loss, mask)
+
+
+def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Token mean of the policy's entropy H = -sum_v p log p at each response position."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return masked_mean(-(logp.exp() * logp).sum(-1), mask)
+
+
+def advantages_and_returns(estimator: str, scores: torch.Tensor, kl: torch.Tensor, kl_coef: float,
+                           mask: torch.Tensor, n: int, gamma: float, lam: float, reward_clip: float | None,
+                           values: torch.Tensor | None = None,
+                           whiten_rewards: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rollout's (advantages, returns) for one estimator. `kl` is the per-token penalty (zeros when the KL
+    is a loss term instead). Group estimators turn the clipped sequence rewards into group scores first and
+    use gamma = 1; gae, reinforce and reinforce_baseline advantages are whitened over all response tokens.
+    whiten_rewards (gae) rescales the token rewards to unit std, keeping their mean, before GAE."""
+    if estimator in GROUP_ESTIMATORS:
+        scores = group_scores(scores.clamp(-reward_clip, reward_clip) if reward_clip else scores, n, estimator)
+        rewards = token_rewards(kl, kl_coef, scores, mask)
+        returns = discounted_returns(rewards, mask, 1.0)
+        advantages = whiten(returns, mask) if estimator == "reinforce_baseline" else returns
+        return advantages, returns
+    rewards = token_rewards(kl, kl_coef, scores, mask, reward_clip)
+    if estimator == "reinforce":
+        returns = discounted_returns(rewards, mask, gamma)
+        return whiten(returns, mask), returns
+    if estimator == "gae":
+        if whiten_rewards:
+            rewards = whiten(rewards, mask, shift_mean=False)
+        advantages, returns = gae(rewards, values, mask, gamma, lam)
+        return whiten(advantages, mask), returns
+    raise ValueError(f"unknown advantage estimator {estimator!r}")
+
+
+class AdaptiveKLController:
+    """kl_coef <- kl_coef (1 + clip(KL / target - 1, -0.2, 0.2) n / horizon) (Ziegler et al.); fixed without a target."""
+
+    def __init__(self, kl_coef: float, target: float | None, horizon: int):
+        self.value, self.target, self.horizon = kl_coef, target, horizon
+
+    def update(self, kl: float, n: int) -> None:
+        if self.target:
+            error = min(max(kl / self.target - 1, -0.2), 0.2)
+            self.value *= 1 + error * n / self.horizon
+
+
+class RunningMoments:
+    """Running mean and (population) std of every reward seen so far: --normalize_reward z-scores with them."""
+
+    def __init__(self):
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def update(self, values: list[float]) -> None:
+        for value in values:  # Welford
+            self.count += 1
+            delta = value - self.mean
+            self.mean += delta / self.count
+            self.m2 += delta * (value - self.mean)
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / self.count) if self.count else 1.0
+
+    def normalize(self, values: torch.Tensor) -> torch.Tensor:
+        return (values - self.mean) / (self.std + 1e-8)

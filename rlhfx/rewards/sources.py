@@ -1,0 +1,154 @@
+"""Reward sources an online RL run combines: reward models, reward functions and HTTP endpoints.
+
+Each source maps a batch of samples (prompt messages, prompt text, response text, label) to one float
+per sample; `RewardSources` sums them with weights. A reward model scores prompt + response encoded
+with its own tokenizer and template (from its run's args.json), at the last non-pad token. An HTTP
+endpoint gets OpenRLHF's request `{"query": [prompt + response], "prompts": [...], "labels": [...]}`
+and answers `{"rewards": [...]}`; a failed request is retried, then the run stops with a clear error.
+"""
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlhfx.errors import RlhfxError
+
+
+@dataclass
+class Sample:
+    messages: list  # the prompt as messages
+    prompt: str  # the rendered prompt text
+    response: str
+    label: object = None
+
+
+class RewardModelScorer:
+    """A one-label sequence classifier (an rlhfx rm run or any such folder) with its tokenizer and template."""
+
+    def __init__(self, path: str, dtype: str = "auto", batch_size: int = 16, device=None,
+                 use_chat_template: bool = False):
+        from types import SimpleNamespace
+
+        from rlhfx.engines.loading import resolve_model_spec
+        from rlhfx.templates.encoder import ChatEncoder
+        from rlhfx.templates.templates import get_template
+        from rlhfx.training.models import load_causal_lm, load_tokenizer
+
+        spec = resolve_model_spec(SimpleNamespace(model=path, adapters=None, model_type=None, template=None,
+                                                  use_chat_template=use_chat_template))
+        self.path, self.batch_size = path, batch_size
+        self.tokenizer = load_tokenizer(spec.tokenizer_path)
+        self.model = load_causal_lm(spec.adapter or spec.path, dtype, "sequence_classification").eval()
+        if device is not None:
+            self.model.to(device)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.model.config.pad_token_id
+        self.pad_eos_note = pad_id is None or pad_id == self.tokenizer.eos_token_id
+        self.pad_id = self.tokenizer.eos_token_id if pad_id is None else pad_id
+        self.model.config.pad_token_id = self.pad_id  # the head is read at the last token that is not this one
+        self.encoder = ChatEncoder(self.tokenizer, get_template(spec.template) if spec.template else None)
+
+    def sequence(self, messages, text: str, response: str) -> list[int]:
+        """Prompt + response ids as the reward model was trained on them; raw text + EOS without messages."""
+        if isinstance(messages, list) and messages:
+            return self.encoder.encode_prompt(messages) + self.encoder.encode_completion(messages, response)
+        return list(self.tokenizer(text + response, add_special_tokens=False)["input_ids"]) + [self.tokenizer.eos_token_id]
+
+    def __call__(self, samples: list[Sample]) -> list[float]:
+        from rlhfx.rewards.score import score_sequences
+
+        sequences = [self.sequence(s.messages, s.prompt, s.response) for s in samples]
+        return score_sequences(self.model, self.pad_id, sequences, self.batch_size)
+
+
+class FunctionReward:
+    def __init__(self, spec: str):
+        from rlhfx.rewards.functions import load_reward_func
+
+        self.spec, self.func = spec, load_reward_func(spec)
+
+    def __call__(self, samples: list[Sample]) -> list[float]:
+        from rlhfx.rewards.functions import call_reward_func
+
+        return call_reward_func(self.func, [s.prompt + s.response for s in samples], [s.prompt for s in samples],
+                                [s.label for s in samples], self.spec)
+
+
+class RemoteReward:
+    """OpenRLHF's remote reward protocol over HTTP POST, with a timeout and retries."""
+
+    def __init__(self, url: str, timeout: float = 30.0, retries: int = 3, backoff: float = 0.5):
+        if not url.startswith(("http://", "https://")):
+            raise RlhfxError(f"--remote_rm_url {url!r} is not an http(s) URL.", "pass e.g. http://localhost:5000/get_reward.")
+        self.url, self.timeout, self.retries, self.backoff = url, timeout, max(1, retries), backoff
+
+    def __call__(self, samples: list[Sample]) -> list[float]:
+        body = json.dumps({"query": [s.prompt + s.response for s in samples], "prompts": [s.prompt for s in samples],
+                           "labels": [s.label for s in samples]}).encode()
+        error = None
+        for attempt in range(self.retries):
+            request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return self._rewards(json.loads(response.read()), len(samples))
+            except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as caught:
+                error = caught
+                time.sleep(self.backoff * (attempt + 1))
+        raise RlhfxError(f"The remote reward model {self.url} failed {self.retries} times; last error: {error}.",
+                         "check that the server is up and answers POST {query, prompts, labels} with {rewards}, "
+                         "or raise --remote_rm_timeout / --remote_rm_retries.")
+
+    def _rewards(self, answer, n: int) -> list[float]:
+        rewards = answer.get("rewards") if isinstance(answer, dict) else None
+        if not isinstance(rewards, list) or len(rewards) != n:
+            raise RlhfxError(f"The remote reward model {self.url} answered {str(answer)[:200]!r}, "
+                             f"not {{\"rewards\": [{n} numbers]}}.", "fix the server's response format.")
+        try:
+            return [float(r) for r in rewards]
+        except (TypeError, ValueError):
+            raise RlhfxError(f"The remote reward model {self.url} returned rewards that are not numbers.",
+                             "return a list of floats.") from None
+
+
+def check_reward_sources(reward_models, reward_funcs, urls, weights) -> list[float]:
+    """Fail before any model loads: no source, a weight count that does not match, a missing folder or file,
+    a bad URL. Returns the weights (default 1 each)."""
+    from rlhfx.rewards.functions import load_reward_func
+
+    names = [*reward_models, *reward_funcs, *urls]
+    if not names:
+        raise RlhfxError("Online RL needs a reward source.",
+                         "pass --reward_model FOLDER, --reward_func demo|file.py or --remote_rm_url URL.")
+    weights = list(weights) if weights else [1.0] * len(names)
+    if len(weights) != len(names):
+        raise RlhfxError(f"--reward_weights has {len(weights)} weights for {len(names)} reward sources "
+                         f"({', '.join(map(str, names))}).", "give one weight per source: models, functions, URLs in order.")
+    for path in reward_models:
+        if not Path(path).is_dir():
+            raise RlhfxError(f"--reward_model folder {path} does not exist.",
+                             "pass the output folder of `rlhfx rlhf --rlhf_type rm` or another one-label classifier.")
+    for spec in reward_funcs:
+        load_reward_func(spec)
+    for url in urls:
+        RemoteReward(url)
+    return weights
+
+
+class RewardSources:
+    """Every source given, summed with weights (default 1 each), in the order models, functions, URLs."""
+
+    def __init__(self, reward_models=(), reward_funcs=(), urls=(), weights=None, dtype: str = "auto",
+                 batch_size: int = 16, timeout: float = 30.0, retries: int = 3, device=None,
+                 use_chat_template: bool = False):
+        self.weights = check_reward_sources(reward_models, reward_funcs, urls, weights)
+        self.sources = ([FunctionReward(f) for f in reward_funcs] + [RemoteReward(u, timeout, retries) for u in urls])
+        self.sources = [RewardModelScorer(m, dtype, batch_size, device, use_chat_template)
+                        for m in reward_models] + self.sources
+
+    def __call__(self, samples: list[Sample]) -> list[float]:
+        total = [0.0] * len(samples)
+        for weight, source in zip(self.weights, self.sources):
+            total = [t + weight * r for t, r in zip(total, source(samples))]
+        return total

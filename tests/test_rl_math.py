@@ -1,0 +1,176 @@
+"""The online-RL functions the PPO trainer calls, against ALGORITHMS.md worked by hand on padded tensors (1e-5).
+
+Row 0 has 3 response tokens, row 1 has 2 and one pad (whose inputs hold junk that must not leak in).
+"""
+
+import math
+
+import pytest
+import torch
+
+from rlhfx.algos import rl_math
+
+MASK = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+LOGP = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -1.2, 9.0]])
+REF = torch.tensor([[-1.5, -1.0, -0.5], [-0.1, -1.2, -7.0]])
+
+
+def close(actual, expected):
+    assert torch.allclose(torch.as_tensor(actual, dtype=torch.float32),
+                          torch.as_tensor(expected, dtype=torch.float32), atol=1e-5), (actual, expected)
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3"])
+def test_kl_estimators_per_token(estimator):
+    formula = {"k1": lambda lr: lr, "k2": lambda lr: lr * lr / 2, "k3": lambda lr: math.exp(-lr) - 1 + lr}[estimator]
+    expected = [[formula(0.5), formula(-1.0), formula(0.0)], [formula(-0.2), formula(0.0), 0.0]]
+    close(rl_math.kl_per_token(LOGP, REF, estimator, MASK), expected)
+
+
+def test_kl_is_clamped_to_plus_minus_ten():
+    logp, ref, mask = torch.tensor([[0.0, 0.0, 30.0]]), torch.tensor([[30.0, 0.0, 0.0]]), torch.ones(1, 3)
+    close(rl_math.kl_per_token(logp, ref, "k1", mask), [[-10.0, 0.0, 10.0]])
+    close(rl_math.kl_per_token(logp, ref, "k3", mask), [[10.0, 0.0, 10.0]])  # exp(30) - 31 and exp(-30) - 1 + 30 = 29
+
+
+def test_token_rewards_put_the_clipped_score_on_the_last_real_token():
+    kl = torch.tensor([[0.5, -1.0, 0.0], [-0.2, 0.0, 0.0]])
+    rewards = rl_math.token_rewards(kl, 0.1, torch.tensor([2.0, -7.0]), MASK, clip=5.0)
+    close(rewards, [[-0.05, 0.1, 2.0], [0.02, -5.0, 0.0]])
+
+
+def test_gae_and_returns_with_padding():
+    rewards = torch.tensor([[0.0, 0.0, 1.0], [0.5, 2.0, 99.0]])
+    values = torch.tensor([[0.5, 0.2, 0.4], [1.0, 0.3, 77.0]])
+    gamma, lam = 0.9, 0.8
+    # row 0: deltas 0 + .9*.2 - .5 = -.32, 0 + .9*.4 - .2 = .16, 1 - .4 = .6
+    a2 = 0.6
+    a1 = 0.16 + gamma * lam * a2
+    a0 = -0.32 + gamma * lam * a1
+    # row 1 (pad after two tokens): deltas .5 + .9*.3 - 1 = -.23, 2 - .3 = 1.7
+    b1 = 1.7
+    b0 = -0.23 + gamma * lam * b1
+    advantages, returns = rl_math.gae(rewards, values, MASK, gamma, lam)
+    close(advantages, [[a0, a1, a2], [b0, b1, 0.0]])
+    close(returns, [[a0 + 0.5, a1 + 0.2, a2 + 0.4], [b0 + 1.0, b1 + 0.3, 0.0]])
+
+
+def test_discounted_returns_with_padding():
+    rewards = torch.tensor([[1.0, 0.0, 2.0], [0.5, -1.0, 50.0]])
+    close(rl_math.discounted_returns(rewards, MASK, 0.5), [[1 + 0.25 * 2, 0.5 * 2, 2.0], [0.5 - 0.5, -1.0, 0.0]])
+
+
+def test_whiten_over_real_tokens_only():
+    x = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 1000.0]])
+    mean = (1 + 2 + 3 + 4 + 5) / 5
+    std = math.sqrt(sum((v - mean) ** 2 for v in (1, 2, 3, 4, 5)) / 5 + 1e-8)
+    close(rl_math.whiten(x, MASK), [[(1 - mean) / std, (2 - mean) / std, (3 - mean) / std],
+                                     [(4 - mean) / std, (5 - mean) / std, 0.0]])
+
+
+def test_whiten_without_shifting_the_mean():
+    x = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 1000.0]])
+    std = math.sqrt(2 + 1e-8)  # values 1..5: mean 3, population variance 2
+    close(rl_math.whiten(x, MASK, shift_mean=False), [[(1 - 3) / std + 3, (2 - 3) / std + 3, 3.0],
+                                                       [(4 - 3) / std + 3, (5 - 3) / std + 3, 0.0]])
+
+
+def test_gae_estimator_whitens_advantages_and_keeps_raw_returns():
+    kl = torch.tensor([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0]])
+    values = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.0]])
+    advantages, returns = rl_math.advantages_and_returns("gae", torch.tensor([1.0, -1.0]), kl, 0.5, MASK, n=1,
+                                                         gamma=1.0, lam=1.0, reward_clip=None, values=values)
+    # lam = gamma = 1: A_t = sum_(k>=t) r_k - V_t; rewards row 0: 0, -.5, 1; row 1: -1, -1
+    raw = [[0.5 - 0.1, 0.5 - 0.2, 1 - 0.3], [-2 - 0.4, -1 - 0.5, 0.0]]
+    close(returns, [[0.5, 0.5, 1.0], [-2.0, -1.0, 0.0]])
+    flat = [v for row, m in zip(raw, MASK.tolist()) for v, k in zip(row, m) if k]
+    mean = sum(flat) / 5
+    std = math.sqrt(sum((v - mean) ** 2 for v in flat) / 5 + 1e-8)
+    close(advantages, [[(v - mean) / std * k for v, k in zip(row, m)] for row, m in zip(raw, MASK.tolist())])
+
+
+def test_group_estimators_by_hand():
+    scores = torch.tensor([1.0, 0.0, 0.5, 1.0, 0.0, 0.0])  # two prompts x 3 samples
+    mean_a, mean_b = 0.5, 1 / 3
+    std_a = math.sqrt(((0.5) ** 2 + (0.5) ** 2 + 0) / 2)
+    std_b = math.sqrt(((2 / 3) ** 2 + 2 * (1 / 3) ** 2) / 2)
+    baseline = [1 - mean_a, 0 - mean_a, 0.5 - mean_a, 1 - mean_b, 0 - mean_b, 0 - mean_b]
+    close(rl_math.group_scores(scores, 3, "reinforce_baseline"), baseline)
+    close(rl_math.group_scores(scores, 3, "dr_grpo"), baseline)
+    close(rl_math.group_scores(scores, 3, "rloo"), [1 - 0.25, 0 - 0.75, 0.5 - 0.5, 1 - 0, 0 - 0.5, 0 - 0.5])
+    close(rl_math.group_scores(scores, 3, "group_norm"),
+          [(1 - mean_a) / (std_a + 1e-9), (0 - mean_a) / (std_a + 1e-9), 0.0,
+           (1 - mean_b) / (std_b + 1e-9), (0 - mean_b) / (std_b + 1e-9), (0 - mean_b) / (std_b + 1e-9)])
+    with pytest.raises(ValueError):
+        rl_math.group_scores(scores, 1, "rloo")
+
+
+def test_group_advantages_spread_the_score_over_every_token_with_gamma_one():
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    kl = torch.tensor([[0.2, 0.4, 5.0], [0.0, 0.0, 0.0]])
+    advantages, returns = rl_math.advantages_and_returns("rloo", torch.tensor([1.0, 0.0]), kl, 0.5, mask, n=2,
+                                                         gamma=0.3, lam=0.9, reward_clip=10.0)
+    # rloo scores: 1 - 0 = 1, 0 - 1 = -1; token rewards row 0: -.1, -.2 + 1; row 1: 0, 0, -1
+    close(returns, [[-0.1 + 0.8, 0.8, 0.0], [-1.0, -1.0, -1.0]])
+    close(advantages, returns)  # rloo advantages are not whitened
+
+
+def test_reinforce_advantages_are_whitened_returns():
+    kl = torch.zeros(2, 3)
+    advantages, returns = rl_math.advantages_and_returns("reinforce", torch.tensor([1.0, 3.0]), kl, 0.1, MASK, n=1,
+                                                         gamma=1.0, lam=1.0, reward_clip=2.0)
+    close(returns, [[1.0, 1.0, 1.0], [2.0, 2.0, 0.0]])  # the score 3 is clipped to 2
+    std = math.sqrt((3 * 0.4 ** 2 + 2 * 0.6 ** 2) / 5 + 1e-8)  # mean 7/5
+    close(advantages, [[-0.4 / std] * 3, [0.6 / std, 0.6 / std, 0.0]])
+
+
+def test_policy_loss_clip_and_dual_clip():
+    logp = torch.log(torch.tensor([[1.5, 0.9, 4.0], [0.5, 1.0, 7.0]]))
+    old = torch.zeros(2, 3)
+    adv = torch.tensor([[1.0, -2.0, -1.0], [2.0, 1.0, 5.0]])
+    # rho = 1.5, .9, 4 | .5, 1; eps .2: objective min(rho A, clip(rho) A)
+    obj = [min(1.5, 1.2), min(-1.8, -1.8), min(-4.0, -1.2), min(1.0, 1.6), 1.0]
+    out = rl_math.policy_loss(logp, old, adv, MASK, 0.2, 0.2)
+    close(out["loss"], -sum(obj) / 5)
+    close(out["clip_ratio"], 1 / 5)  # only token (0, 0): clip(1.5) A = 1.2 < 1.5
+    close(out["approx_kl"], sum((r - 1) - math.log(r) for r in (1.5, 0.9, 4.0, 0.5, 1.0)) / 5)
+    dual = rl_math.policy_loss(logp, old, adv, MASK, 0.2, 0.2, dual_clip=3.0)
+    obj[2] = max(-4.0, 3.0 * -1.0)  # A < 0: the objective is floored at c A
+    close(dual["loss"], -sum(obj) / 5)
+
+
+def test_value_loss_clipped_and_not():
+    values = torch.tensor([[1.0, 0.0, 2.0], [0.5, 0.1, 50.0]])
+    old = torch.tensor([[0.5, 0.0, 1.0], [0.5, 0.3, 0.0]])
+    ret = torch.tensor([[1.2, 1.0, 0.0], [0.0, 0.2, 0.0]])
+    plain = [(1 - 1.2) ** 2, 1.0, 4.0, 0.25, (0.1 - 0.2) ** 2]
+    close(rl_math.value_loss(values, old, ret, MASK, None), 0.5 * sum(plain) / 5)
+    # eps .2: clipped V = .7, 0, 1.2 | .5, .1 -> (V_clip - ret)^2 = .25, 1, 1.44 | .25, .01
+    clipped = [max(0.04, 0.25), 1.0, max(4.0, 1.44), 0.25, max(0.01, 0.01)]
+    close(rl_math.value_loss(values, old, ret, MASK, 0.2), 0.5 * sum(clipped) / 5)
+
+
+def test_entropy_masked_token_mean():
+    logits = torch.tensor([[[0.0, 0.0], [0.0, math.log(3.0)]], [[0.0, 0.0], [100.0, 0.0]]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    h_uniform, h_quarter = math.log(2), -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    close(rl_math.entropy(logits, mask), (2 * h_uniform + h_quarter) / 3)
+
+
+def test_adaptive_kl_controller_update_is_clipped():
+    controller = rl_math.AdaptiveKLController(0.1, target=6.0, horizon=100)
+    controller.update(kl=9.0, n=10)  # error .5 clipped to .2
+    close(controller.value, 0.1 * (1 + 0.2 * 10 / 100))
+    controller.update(kl=5.4, n=10)  # error -.1
+    close(controller.value, 0.1 * 1.02 * (1 - 0.1 * 10 / 100))
+    fixed = rl_math.AdaptiveKLController(0.1, target=None, horizon=100)
+    fixed.update(kl=50.0, n=10)
+    assert fixed.value == 0.1
+
+
+def test_running_moments_normalize():
+    moments = rl_math.RunningMoments()
+    moments.update([1.0, 2.0])
+    moments.update([3.0, 6.0])
+    mean, std = 3.0, math.sqrt((4 + 1 + 0 + 9) / 4)
+    close(moments.normalize(torch.tensor([6.0])), [(6 - mean) / (std + 1e-8)])
