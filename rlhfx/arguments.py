@@ -80,6 +80,16 @@ FLAGS: list[Flag] = [
     Flag("gradient_checkpointing", bool, False, "Recompute activations in backward to save memory.", ()),
     Flag("bf16", bool, None, "bfloat16 mixed precision (default: on for CUDA GPUs that support it, off on CPU).", ()),
     Flag("seed", int, 42, "Random seed.", ()),
+    # scale and memory (docs/distributed.md)
+    Flag("deepspeed", str, None, "DeepSpeed preset zero0|zero1|zero2|zero3|zero2_offload|zero3_offload, or a config .json ('auto' fields come from the batch/lr flags).", (), "scale"),
+    Flag("device_map", str, None, "Spread one model over the visible GPUs (auto, balanced, sequential): naive model parallel in a single process.", (), "scale"),
+    Flag("packing_samples", bool, False, "Padding-free batches: sft packs whole samples into rows of --max_length; dpo and rm lay each micro batch end to end in rows of --max_length.", ("packing", "padding_free"), "scale", algos=("dpo", "rm")),
+    Flag("flash_attn", bool, False, "FlashAttention 2 kernels (needs the flash_attn package and a CUDA GPU).", ("use_flash_attn",), "scale"),
+    Flag("quant_bits", int, None, "Load the base model quantised to 4 or 8 bits (QLoRA through bitsandbytes, CUDA only); needs --train_type lora.", (), "scale", choices=(4, 8)),
+    Flag("load_in_4bit", bool, False, "Same as --quant_bits 4 (OpenRLHF).", (), "scale"),
+    Flag("precompute_ref_log_probs", bool, False, "Compute the reference log-probs once before training, so no reference model stays in memory.", (), "scale", RLHF, algos=("dpo",)),
+    Flag("ref_offload", bool, False, "Keep the reference model on the CPU between its forwards (GPU runs; OpenRLHF).", (), "scale", RLHF, algos=("dpo",)),
+    Flag("aux_loss_coef", float, None, "Weight of the MoE router load-balancing loss (default: the model config's router_aux_loss_coef).", ("router_aux_loss_coef",), "scale", algos=("dpo",)),
     # outputs
     Flag("output_dir", str, None, "Output folder (default: output/<model_type>/v<N>-<timestamp>).", ("save_path",), "output"),
     Flag("save_steps", int, 500, "Checkpoint every N steps.", (), "output"),

@@ -27,6 +27,7 @@ List flags take several values or a comma-separated list (`--dataset a b` = `--d
 (plus `--nnodes/--node_rank/--master_addr/--master_port` from `NNODES`, `NODE_RANK`, `MASTER_ADDR`, `MASTER_PORT`).
 Without CUDA the processes train on the CPU over gloo. At the end every rank's weights are compared; a mismatch
 (gradients not synchronised) is an error, and `summary.json` records the per-rank checksums.
+DeepSpeed ZeRO presets, multi-node launches and the memory flags: [distributed.md](distributed.md).
 """
 
 DIALECTS = """## Seed dialects
@@ -59,7 +60,7 @@ def render() -> str:
             aliases = ", ".join(f"`--{a}`" for a in f.aliases)
             commands = " ".join(f.commands) + (f" ({', '.join(f.algos)})" if f.algos else "")
             default = "" if f.default is None else f"`{f.default}`"
-            choices = f" One of: {', '.join(f.choices)}." if f.choices else ""
+            choices = f" One of: {', '.join(map(str, f.choices))}." if f.choices else ""
             lines.append(f"| `--{f.name}` | {aliases} | {commands} | {default} | {f.help.replace('|', '/')}{choices} |")
         lines.append("")
     return "\n".join(lines) + "\n" + DIALECTS

@@ -12,6 +12,8 @@ from trl.trainer.utils import use_adapter
 
 from rlhfx.algos.losses import dpo_loss, preference_accuracy
 from rlhfx.errors import RlhfxError
+from rlhfx.training.packing import padding_free, sum_per_sequence
+from rlhfx.training.scale import aux_loss_coef
 
 KIND = "pairwise"
 NEEDS_REFERENCE = True
@@ -22,20 +24,32 @@ DEFAULT_BETA = 0.1
 class RlhfxDPOTrainer(DPOTrainer):
     """DPOTrainer whose loss is `dpo_loss` and which accepts pre-tokenized rows as they are."""
 
-    def __init__(self, *args, rlhfx_loss: dict, **kwargs):
+    def __init__(self, *args, rlhfx_loss: dict, packing: bool = False, ref_offload: bool = False, **kwargs):
         self.rlhfx_loss = rlhfx_loss
+        self.packing = packing
         super().__init__(*args, **kwargs)
+        self.ref_offload = ref_offload and self.ref_model is not None
+        if self.ref_offload:
+            self.ref_model.to("cpu")
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         if "prompt_ids" in dataset.column_names:
             return dataset
         return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
-    def sequence_logps(self, model, inputs, reference: bool):
-        """Summed response log-probs (policy or reference) and response token counts, chosen first."""
+    def sequence_logps(self, model, inputs, reference: bool, router_logits: bool = False):
+        """Summed response log-probs (policy or reference) and response token counts, chosen first.
+
+        With `router_logits` (MoE aux loss on), the policy's load-balancing loss is kept in `self.aux_loss`.
+        """
         mask = inputs["completion_mask"]
         labels = inputs["input_ids"].masked_fill(mask == 0, -100)
-        kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"], "use_cache": False}
+        if self.packing:
+            kwargs, labels, segments = padding_free(inputs["input_ids"], inputs["attention_mask"], labels,
+                                                    self.args.max_length)
+        else:
+            kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+        kwargs["use_cache"] = False
         if reference:
             with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
                 if self.ref_model is None:
@@ -43,15 +57,32 @@ class RlhfxDPOTrainer(DPOTrainer):
                     with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
                         outputs = self.model(**kwargs, labels=labels, fused_lm_head=True)
                 else:
-                    outputs = self.ref_model(**kwargs, labels=labels, fused_lm_head=True)
+                    outputs = self.reference_forward(kwargs, labels)
         else:
-            outputs = model(**kwargs, labels=labels, fused_lm_head=True)
-        logps = outputs.log_probs[:, -(mask.size(1) - 1):].sum(dim=1)
+            outputs = model(**kwargs, labels=labels, fused_lm_head=True,
+                            **({"output_router_logits": True} if router_logits else {}))
+        if self.packing:
+            logps = sum_per_sequence(outputs.log_probs, segments, mask.size(0))
+        else:
+            logps = outputs.log_probs[:, -(mask.size(1) - 1):].sum(dim=1)
+        if router_logits:
+            self.aux_loss = outputs.aux_loss
         return logps.chunk(2), mask[:, 1:].sum(dim=1).float().chunk(2)
+
+    def reference_forward(self, kwargs, labels):
+        """The frozen reference's forward; with --ref_offload it visits the GPU only for this call."""
+        if not self.ref_offload:
+            return self.ref_model(**kwargs, labels=labels, fused_lm_head=True)
+        self.ref_model.to(self.accelerator.device)
+        try:
+            return self.ref_model(**kwargs, labels=labels, fused_lm_head=True)
+        finally:
+            self.ref_model.to("cpu")
 
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
-        (chosen_logps, rejected_logps), (chosen_len, rejected_len) = self.sequence_logps(model, inputs, False)
+        (chosen_logps, rejected_logps), (chosen_len, rejected_len) = self.sequence_logps(
+            model, inputs, False, router_logits=self.aux_loss_enabled)
         if self.precompute_ref_logps:
             ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         else:
@@ -61,6 +92,9 @@ class RlhfxDPOTrainer(DPOTrainer):
             rejected_lengths=rejected_len, **self.rlhfx_loss)
         self.log_pairwise_metrics(mode, chosen_rewards, rejected_rewards, chosen_logps, rejected_logps, chosen_len)
         loss = losses.mean()
+        if self.aux_loss_enabled:
+            loss = loss + self.router_aux_loss_coef * self.aux_loss
+            self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(self.aux_loss.detach()).mean().item())
         return (loss, None) if return_outputs else loss
 
     def log_pairwise_metrics(self, mode, chosen_rewards, rejected_rewards, chosen_logps, rejected_logps, chosen_len):
@@ -98,9 +132,30 @@ def loss_options(args) -> dict:
 
 def build_trainer(ctx):
     """ctx: rlhfx.training.context.RunContext with model, ref model, tokenizer, datasets and HF arguments."""
-    config = DPOConfig(**ctx.hf_args, beta=beta_of(ctx.args), max_length=ctx.args.max_length,
-                       precompute_ref_log_probs=False)
+    args = ctx.args
+    config = DPOConfig(**ctx.hf_args, beta=beta_of(args), max_length=args.max_length,
+                       precompute_ref_log_probs=args.precompute_ref_log_probs,
+                       router_aux_loss_coef=aux_loss_coef(args, ctx.model))
     return RlhfxDPOTrainer(
         model=ctx.model, ref_model=ctx.ref_model, args=config, train_dataset=ctx.train_dataset,
         eval_dataset=ctx.eval_dataset, processing_class=ctx.tokenizer, peft_config=ctx.peft_config,
-        callbacks=ctx.callbacks, rlhfx_loss=loss_options(ctx.args))
+        callbacks=ctx.callbacks, rlhfx_loss=loss_options(args), packing=args.packing_samples,
+        ref_offload=ref_offload(args))
+
+
+def ref_offload(args) -> bool:
+    """--ref_offload keeps the reference on the CPU between forwards: only meaningful with a GPU and a reference model."""
+    if not args.ref_offload:
+        return False
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RlhfxError("--ref_offload moves the reference model off the GPU, but no CUDA GPU is visible.",
+                         "drop --ref_offload (on CPU the reference already lives in host memory).")
+    if args.deepspeed:
+        raise RlhfxError("--ref_offload and --deepspeed both place the reference model.",
+                         "use --deepspeed zero3_offload to offload it under DeepSpeed, or drop --deepspeed.")
+    if args.precompute_ref_log_probs:
+        raise RlhfxError("--ref_offload with --precompute_ref_log_probs: no reference model is kept during training.",
+                         "drop --ref_offload.")
+    return True

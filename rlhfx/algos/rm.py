@@ -23,6 +23,7 @@ from trl import RewardConfig, RewardTrainer
 
 from rlhfx.algos.losses import preference_accuracy, rm_loss
 from rlhfx.rewards.score import reward_pair, sequence_rewards
+from rlhfx.training.packing import packed_sequence_rewards
 
 KIND = "pairwise"
 MODEL_CLASS = "sequence_classification"
@@ -33,9 +34,10 @@ PAD_TOKEN = "<|pad|>"
 class RlhfxRewardTrainer(RewardTrainer):
     """RewardTrainer whose loss is `rm_loss`, which accepts rlhfx's encoded pairs and reports exact held-out metrics."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, packing: bool = False, **kwargs):
         self._eval_pairs: list[torch.Tensor] = []
         self.last_eval_scores: torch.Tensor | None = None
+        self.packing = packing
         super().__init__(*args, **kwargs)
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
@@ -45,7 +47,12 @@ class RlhfxRewardTrainer(RewardTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        rewards = sequence_rewards(model, inputs["input_ids"], inputs["attention_mask"])
+        if self.packing:
+            head = next(module for name, module in model.named_modules() if name.rsplit(".", 1)[-1] == "score")
+            rewards = packed_sequence_rewards(model, head, inputs["input_ids"], inputs["attention_mask"],
+                                              self.args.max_length)
+        else:
+            rewards = sequence_rewards(model, inputs["input_ids"], inputs["attention_mask"])
         chosen, rejected = rewards.chunk(2)
         loss = rm_loss(chosen, rejected, inputs.get("margin")).mean()
         with torch.no_grad():
@@ -145,4 +152,5 @@ def build_trainer(ctx):
     config = RewardConfig(**ctx.hf_args, max_length=ctx.args.max_length)
     return RlhfxRewardTrainer(
         model=ctx.model, args=config, train_dataset=ctx.train_dataset, eval_dataset=ctx.eval_dataset,
-        processing_class=ctx.tokenizer, peft_config=peft_config, callbacks=ctx.callbacks)
+        processing_class=ctx.tokenizer, peft_config=peft_config, callbacks=ctx.callbacks,
+        packing=ctx.args.packing_samples)

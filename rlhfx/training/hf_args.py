@@ -6,6 +6,7 @@ TRL's defaults are GPU-minded; on a machine without CUDA rlhfx trains in float32
 
 import os
 
+from rlhfx.training.scale import deepspeed_config
 from rlhfx.training.tracking import trackers
 
 
@@ -63,4 +64,5 @@ def hf_training_kwargs(args, output_dir, learning_rate: float, has_eval: bool) -
         disable_tqdm=True,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
+        deepspeed=deepspeed_config(args.deepspeed),
     )

@@ -75,13 +75,17 @@ def _auto_class(model_class: str):
     return {"causal_lm": AutoModelForCausalLM, "sequence_classification": AutoModelForSequenceClassification}[model_class]
 
 
-def load_causal_lm(path: str, dtype_name: str = "auto", model_class: str = "causal_lm"):
+def load_causal_lm(path: str, dtype_name: str = "auto", model_class: str = "causal_lm", args=None):
     """A model from a folder or hub id; an adapter folder is loaded onto its base and merged.
 
     model_class "sequence_classification" gives a scalar head (num_labels=1) for reward models.
+    `args` adds the attention kernel, quantisation and device map flags (rlhfx.training.scale).
     """
+    from rlhfx.training.scale import model_load_kwargs
+
     auto = _auto_class(model_class)
     kwargs = {"dtype": _dtype(dtype_name), **({"num_labels": 1} if model_class == "sequence_classification" else {})}
+    kwargs.update(model_load_kwargs(args, kwargs["dtype"]) if args is not None else {})
     base = _adapter_base(path)
     try:
         if base is None:
@@ -151,17 +155,18 @@ def load_policy(args, model_class: str = "causal_lm") -> LoadedModel:
         config = _local_config(path) or _local_config(_adapter_base(path) or "")
         model_type = resolve_model_type(path, args.model_type, config.get("architectures"))
     tokenizer = load_tokenizer(path)
-    model = load_causal_lm(path, args.torch_dtype, model_class)
+    model = load_causal_lm(path, args.torch_dtype, model_class, args)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model=model, tokenizer=tokenizer, model_type=model_type, path=path)
 
 
 def load_reference(args, policy) -> object | None:
-    """--ref_model, else a frozen copy for full training, else None (LoRA: the adapter-disabled base)."""
+    """--ref_model, else a frozen copy for full training, else None (LoRA: the adapter-disabled base; with
+    --precompute_ref_log_probs the starting policy computes them once before training)."""
     if args.ref_model:
-        ref = load_causal_lm(resolve_model_path(args.ref_model, None), args.torch_dtype)
-    elif args.train_type == "full":
+        ref = load_causal_lm(resolve_model_path(args.ref_model, None), args.torch_dtype, args=args)
+    elif args.train_type == "full" and not args.precompute_ref_log_probs:
         ref = copy.deepcopy(policy)
     else:
         return None

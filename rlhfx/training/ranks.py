@@ -4,14 +4,26 @@ DDP and ZeRO synchronise gradients, so the replicas never diverge; if they do, s
 launch is wrong (ranks training separately) and the saved checkpoint would be one rank's guess.
 """
 
+import contextlib
+
 import torch
 
 from rlhfx.errors import RlhfxError
 
 
 def weight_fingerprint(model) -> torch.Tensor:
-    """Two float64 moments per parameter tensor: cheap, and exact-equal for identical weights."""
-    rows = [torch.stack([p.detach().double().sum(), p.detach().double().pow(2).sum()]) for p in model.parameters()]
+    """Two float64 moments per parameter tensor: cheap, and exact-equal for identical weights.
+
+    Under ZeRO-3 each rank holds a shard of every parameter (`ds_id`); they are gathered whole first.
+    """
+    params = list(model.parameters())
+    gather = contextlib.nullcontext()
+    if any(hasattr(p, "ds_id") for p in params):
+        import deepspeed
+
+        gather = deepspeed.zero.GatheredParameters(params)
+    with gather:
+        rows = [torch.stack([p.detach().double().sum(), p.detach().double().pow(2).sum()]) for p in params]
     return torch.stack(rows).cpu()
 
 

@@ -131,10 +131,15 @@ def run(args, algo_name: str) -> Path:
     from rlhfx.training.hf_args import hf_training_kwargs
     from rlhfx.training.models import load_policy, load_reference, lora_config
     from rlhfx.training.ranks import check_ranks_agree
+    from rlhfx.training.scale import check_launch, deepspeed_config
     from rlhfx.training.tracking import prepare_tracking, trackers
 
     algo = get_algo(algo_name)
     check_flags(args)
+    if args.deepspeed and getattr(algo, "OWN_TRAINING_LOOP", False):
+        raise RlhfxError(f"--deepspeed does not apply to --rlhf_type {algo_name}: its own training loop runs without "
+                         "DeepSpeed.", "drop --deepspeed.")
+    check_launch(args, deepspeed_config(args.deepspeed))
     quiet_libraries()
     set_seed(args.seed)
     train_rows, val_rows, report = load_data(data_config(args, algo.KIND))
@@ -193,6 +198,8 @@ def run(args, algo_name: str) -> Path:
 
     if checkpoint:
         load_extra_state(trainer, checkpoint)
+    elif eval_dataset is not None and args.deepspeed:  # transformers cannot evaluate before it builds the engine
+        say("  eval before training skipped: transformers cannot evaluate under DeepSpeed before training starts")
     elif eval_dataset is not None:
         before = trainer.evaluate()
     start, cpu_start = time.time(), time.process_time()

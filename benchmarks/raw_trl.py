@@ -1,0 +1,59 @@
+"""The baseline for benchmarks/overhead.py: the same SFT or DPO run written directly against TRL, as a user would.
+
+Conversational rows, the tokenizer's own chat template, TRL's trainer with default data handling;
+same model, rows, batch, steps, learning rate and seed as the rlhfx command it is compared with.
+Writes {"train_seconds", "global_step"} (the wall time of trainer.train()) to --out.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+def rows(path: str, algo: str) -> Dataset:
+    data = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    if algo == "dpo":
+        data = [{"prompt": [{"role": "user", "content": r["prompt"]}],
+                 "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                 "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in data]
+    return Dataset.from_list(data)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("algo", choices=("sft", "dpo"))
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--batch_size", type=int, required=True)
+    parser.add_argument("--lr", type=float, required=True)
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--out", required=True)
+    opts = parser.parse_args()
+    common = dict(output_dir=opts.output_dir, max_steps=opts.steps, per_device_train_batch_size=opts.batch_size,
+                  learning_rate=opts.lr, lr_scheduler_type="cosine", seed=42, use_cpu=True, bf16=False,
+                  report_to=[], logging_steps=5, save_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
+                  max_length=512)
+    tokenizer = AutoTokenizer.from_pretrained(opts.model)
+    model = AutoModelForCausalLM.from_pretrained(opts.model, dtype="float32")
+    if opts.algo == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        trainer = SFTTrainer(model=model, args=SFTConfig(**common, assistant_only_loss=True),
+                             train_dataset=rows(opts.data, "sft"), processing_class=tokenizer)
+    else:
+        from trl import DPOConfig, DPOTrainer
+
+        trainer = DPOTrainer(model=model, args=DPOConfig(**common, beta=0.1), train_dataset=rows(opts.data, "dpo"),
+                             processing_class=tokenizer)
+    start = time.time()
+    result = trainer.train()
+    Path(opts.out).write_text(json.dumps({"train_seconds": time.time() - start, "global_step": result.global_step}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Padding-free batches: the real tokens of right-padded rows laid end to end in rows of a fixed capacity.
+
+Sequences are placed first-fit into rows of `capacity` tokens (--max_length); position ids restart at every
+sequence, and transformers turns restarting positions into a block-diagonal causal mask (sdpa, eager) or
+varlen kernels (flash attention), so no sequence attends to another. Rows, rather than one long row, keep
+sdpa's dense mask small on CPUs; the filler at a row's end is a sequence of its own that nothing reads.
+`segments` maps every packed position back to its sequence (-1 for filler).
+"""
+
+import torch
+
+
+def padding_free(input_ids, attention_mask, labels=None, capacity: int | None = None, pad_token_id: int = 0):
+    """Right-padded [n, L] rows -> packed [rows, width] model keywords, packed labels (or None), segments.
+
+    The first token of each sequence gets label -100, so nothing is scored across a seam.
+    """
+    lengths = attention_mask.sum(dim=1).tolist()
+    capacity = max(capacity or 0, max(lengths))
+    rows, used = [], []
+    for index, length in enumerate(lengths):
+        row = next((r for r, filled in enumerate(used) if filled + length <= capacity), None)
+        if row is None:
+            rows.append([])
+            used.append(0)
+            row = len(rows) - 1
+        rows[row].append(index)
+        used[row] += length
+    width = max(used)
+    packed_ids = input_ids.new_full((len(rows), width), pad_token_id)
+    positions = torch.zeros_like(packed_ids)
+    segments = torch.full_like(packed_ids, -1)
+    packed_labels = torch.full_like(packed_ids, -100) if labels is not None else None
+    for r, members in enumerate(rows):
+        at = 0
+        for index in members:
+            length = lengths[index]
+            packed_ids[r, at:at + length] = input_ids[index, :length]
+            positions[r, at:at + length] = torch.arange(length)
+            segments[r, at:at + length] = index
+            if labels is not None:
+                packed_labels[r, at + 1:at + length] = labels[index, 1:length]
+            at += length
+        positions[r, at:] = torch.arange(width - at)
+    return {"input_ids": packed_ids, "position_ids": positions}, packed_labels, segments
+
+
+def sum_per_sequence(token_values: torch.Tensor, segments: torch.Tensor, count: int) -> torch.Tensor:
+    """[count] sums of next-token values ([rows, width - 1], as a causal LM's shifted log-probs) per sequence."""
+    targets = segments[:, 1:]
+    real = targets >= 0
+    return token_values.new_zeros(count).index_add(0, targets[real], token_values[:, -targets.size(1):][real])
+
+
+def packed_sequence_rewards(model, head, input_ids, attention_mask, capacity: int | None = None) -> torch.Tensor:
+    """[batch] rewards of a scalar-head model read at each sequence's last token, computed padding-free.
+
+    The sequence-classification wrapper pools one position per row, so the per-token scores are taken from
+    the head itself (`head`, e.g. `model.score`) by a forward hook.
+    """
+    kwargs, _, segments = padding_free(input_ids, attention_mask, capacity=capacity)
+    captured = {}
+    handle = head.register_forward_hook(lambda module, args, output: captured.update(scores=output))
+    try:
+        model(**kwargs, use_cache=False)
+    finally:
+        handle.remove()
+    flat_segments = segments.reshape(-1)
+    real = flat_segments >= 0
+    where = torch.arange(flat_segments.numel(), device=segments.device)
+    last = torch.zeros(input_ids.size(0), dtype=torch.long, device=segments.device).scatter_reduce(
+        0, flat_segments[real], where[real], reduce="amax", include_self=False)
+    scores = captured["scores"]
+    return scores.reshape(-1, scores.size(-1))[last, 0]

@@ -1,0 +1,143 @@
+"""Flags that change where and how big the model runs: DeepSpeed presets, model parallel, attention kernels, QLoRA.
+
+Each check runs before any weights load, so a launch that cannot work fails in a second with a fix,
+not after minutes of loading. The ZeRO presets ship inside the package (rlhfx/configs/deepspeed) so they
+are found after `pip install`; their "auto" fields are filled by transformers from the batch/lr flags.
+"""
+
+import difflib
+import json
+import os
+from pathlib import Path
+
+from rlhfx.errors import RlhfxError
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "configs" / "deepspeed"
+PRESETS = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.json")))
+
+
+def deepspeed_config(value: str | None) -> dict | None:
+    """--deepspeed zero2 (a shipped preset) or a path to a JSON config -> the config as a dict."""
+    if not value:
+        return None
+    path = PRESET_DIR / f"{value}.json" if value in PRESETS else Path(value).expanduser()
+    if not path.is_file():
+        if value.endswith(".json"):
+            raise RlhfxError(f"DeepSpeed config {value} does not exist.", "pass an existing .json file or a preset: "
+                             + ", ".join(PRESETS) + ".")
+        close = difflib.get_close_matches(value, PRESETS, n=1)
+        raise RlhfxError(f"Unknown --deepspeed preset {value!r}.",
+                         f"did you mean {close[0]}?" if close else f"choose one of {', '.join(PRESETS)}, or a .json path.")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise RlhfxError(f"DeepSpeed config {path} is not valid JSON: {error}.") from None
+
+
+def zero_stage(config: dict | None) -> int | None:
+    return None if config is None else int(config.get("zero_optimization", {}).get("stage", 0))
+
+
+def _is_torchrun_child() -> bool:
+    return "LOCAL_RANK" in os.environ
+
+
+def check_launch(args, ds_config: dict | None) -> None:
+    """Refuse launches that cannot work: DeepSpeed that would use one of several GPUs, model parallel under ZeRO/DDP.
+
+    A one-process DeepSpeed run gets the rendezvous environment torchrun would have set."""
+    import torch
+
+    if ds_config is not None:
+        try:
+            import deepspeed  # noqa: F401
+        except ImportError:
+            raise RlhfxError("--deepspeed needs the deepspeed package, which is not installed.",
+                             "pip install 'rlhfx[deepspeed]' (or drop --deepspeed).") from None
+        gpus = torch.cuda.device_count()
+        if gpus > 1 and not _is_torchrun_child():
+            raise RlhfxError(f"--deepspeed with {gpus} GPUs visible but one process: only one GPU would be used.",
+                             f"launch with NPROC_PER_NODE={gpus} rlhfx ... (or set CUDA_VISIBLE_DEVICES to one GPU).")
+        zero = ds_config.get("zero_optimization", {})
+        if not torch.cuda.is_available() and ("offload_optimizer" in zero or "offload_param" in zero):
+            raise RlhfxError(f"--deepspeed {args.deepspeed} offloads GPU memory to the CPU, but no CUDA GPU is visible "
+                             "(DeepSpeed's CPU optimizer does not run here).",
+                             "use --deepspeed zero2 or zero3 on the CPU; keep the _offload presets for GPU machines.")
+    if args.device_map:
+        if ds_config is not None:
+            raise RlhfxError(f"--device_map {args.device_map} (one model split over GPUs) cannot run under --deepspeed "
+                             f"{args.deepspeed}: ZeRO{'-3' if zero_stage(ds_config) == 3 else ''} places the weights itself.",
+                             "drop --device_map (ZeRO-3 already shards the model over the GPUs) or drop --deepspeed.")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise RlhfxError("--device_map splits one model over the GPUs of a single process; it cannot run with "
+                             "several processes (NPROC_PER_NODE/NNODES).",
+                             "unset NPROC_PER_NODE/NNODES, or drop --device_map and use --deepspeed zero3.")
+        if not torch.cuda.is_available():
+            raise RlhfxError(f"--device_map {args.device_map} needs CUDA GPUs; none is visible.", "drop --device_map.")
+    if ds_config is not None:
+        single_process_env()  # last: a refused launch leaves the environment as it was
+
+
+def single_process_env() -> None:
+    """DeepSpeed reads its rank and rendezvous from the environment: give a one-process run the values torchrun would."""
+    import socket
+
+    if _is_torchrun_child():
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)})
+
+
+def quant_bits(args) -> int | None:
+    if args.load_in_4bit and args.quant_bits not in (None, 4):
+        raise RlhfxError(f"--load_in_4bit and --quant_bits {args.quant_bits} disagree.", "give one of them.")
+    return 4 if args.load_in_4bit else args.quant_bits
+
+
+def model_load_kwargs(args, dtype) -> dict:
+    """from_pretrained keywords for --flash_attn, --quant_bits/--load_in_4bit and --device_map, with clear errors."""
+    import torch
+
+    kwargs = {}
+    if args.flash_attn:
+        if not torch.cuda.is_available():
+            raise RlhfxError("--flash_attn needs a CUDA GPU; none is visible.", "drop --flash_attn (CPU runs use sdpa).")
+        try:
+            import flash_attn  # noqa: F401
+        except ImportError:
+            raise RlhfxError("--flash_attn needs the flash_attn package, which is not installed.",
+                             "pip install flash-attn --no-build-isolation, or drop --flash_attn.") from None
+        kwargs["attn_implementation"] = "flash_attention_2"
+    bits = quant_bits(args)
+    if bits:
+        if args.train_type != "lora":
+            raise RlhfxError(f"--quant_bits {bits} freezes the base weights in {bits} bits; only adapters can train.",
+                             "add --train_type lora (QLoRA).")
+        if not torch.cuda.is_available():
+            raise RlhfxError(f"--quant_bits {bits} (QLoRA) uses bitsandbytes CUDA kernels; no CUDA GPU is visible.",
+                             "run on a GPU machine, or drop --quant_bits/--load_in_4bit.")
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise RlhfxError(f"--quant_bits {bits} needs the bitsandbytes package, which is not installed.",
+                             "pip install 'rlhfx[quant]'.") from None
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                            bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
+                                         if bits == 4 else BitsAndBytesConfig(load_in_8bit=True))
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    if args.device_map:
+        kwargs["device_map"] = args.device_map
+    return kwargs
+
+
+def aux_loss_coef(args, model) -> float | None:
+    """--aux_loss_coef only means something for Mixture-of-Experts models, which return a router loss."""
+    if args.aux_loss_coef is not None and not hasattr(model.config.get_text_config(), "output_router_logits"):
+        raise RlhfxError(f"--aux_loss_coef {args.aux_loss_coef}: {type(model).__name__} is not a Mixture-of-Experts "
+                         "model, so there is no router load-balancing loss to weight.", "drop --aux_loss_coef.")
+    return args.aux_loss_coef

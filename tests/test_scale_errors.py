@@ -1,0 +1,63 @@
+"""Launches and memory flags that cannot work fail at once with a clear error (exit 2), before any training."""
+
+import os
+
+import pytest
+from cli_inprocess import run_cli  # noqa: F401
+
+from rlhfx.training.scale import PRESETS, deepspeed_config
+
+DPO = ["rlhf", "--rlhf_type", "dpo", "--model", "tiny", "--dataset", "demo-pref#8", "--max_steps", "1"]
+
+
+def test_every_preset_is_shipped_with_auto_batch_fields():
+    assert PRESETS == ("zero0", "zero1", "zero2", "zero2_offload", "zero3", "zero3_offload")
+    for name in PRESETS:
+        config = deepspeed_config(name)
+        assert config["train_micro_batch_size_per_gpu"] == "auto" and config["gradient_accumulation_steps"] == "auto"
+        assert config["zero_optimization"]["stage"] == int(name[4])
+        assert ("offload_optimizer" in config["zero_optimization"]) == name.endswith("offload")
+
+
+@pytest.mark.parametrize("argv, what, fix", [
+    (["--deepspeed", "zero_2"], "Unknown --deepspeed preset 'zero_2'", "did you mean zero2?"),
+    (["--deepspeed", "missing.json"], "DeepSpeed config missing.json does not exist", "zero3_offload"),
+    (["--deepspeed", "zero2_offload"], "offloads GPU memory to the CPU, but no CUDA GPU is visible", "use --deepspeed zero2"),
+    (["--deepspeed", "zero3", "--device_map", "auto"], "cannot run under --deepspeed zero3: ZeRO-3 places", "drop --device_map"),
+    (["--flash_attn"], "--flash_attn needs a CUDA GPU", "drop --flash_attn"),
+    (["--load_in_4bit", "--train_type", "lora"], "--quant_bits 4 (QLoRA) uses bitsandbytes CUDA kernels", "GPU machine"),
+    (["--quant_bits", "4", "--train_type", "full"], "only adapters can train", "--train_type lora"),
+    (["--ref_offload", "--train_type", "full"], "no CUDA GPU is visible", "drop --ref_offload"),
+    (["--aux_loss_coef", "0.01"], "is not a Mixture-of-Experts model", "drop --aux_loss_coef"),
+])
+def test_impossible_launches_fail_clearly(run_cli, tmp_path, argv, what, fix):  # noqa: F811
+    code, output = run_cli(*DPO, "--output_dir", tmp_path / "out", *argv)
+    assert code == 2, output
+    assert what in output and fix in output and "Traceback" not in output
+    assert not (tmp_path / "out" / "summary.json").exists()
+    assert "LOCAL_RANK" not in os.environ  # a refused launch leaves no rendezvous behind for later processes
+
+
+def test_packing_is_refused_for_an_algorithm_that_cannot_pack(run_cli):  # noqa: F811
+    code, output = run_cli("rlhf", "--rlhf_type", "kto", "--model", "tiny", "--dataset", "demo-kto", "--packing_samples")
+    assert code == 2 and "--packing_samples does not apply to --rlhf_type kto; it is used by dpo" in output
+
+
+def test_deepspeed_is_refused_for_a_trainer_of_its_own(run_cli):  # noqa: F811
+    code, output = run_cli("rlhf", "--rlhf_type", "grpo", "--model", "tiny", "--dataset", "demo-prompts#8",
+                           "--reward_func", "demo", "--deepspeed", "zero2")
+    assert code == 2 and "--deepspeed does not apply to --rlhf_type grpo" in output
+
+
+def test_deepspeed_with_several_gpus_and_one_process_is_refused(monkeypatch):
+    import torch
+
+    from rlhfx.errors import RlhfxError
+    from rlhfx.training.scale import check_launch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    args = type("Args", (), {"deepspeed": "zero2", "device_map": None})()
+    with pytest.raises(RlhfxError) as error:
+        check_launch(args, deepspeed_config("zero2"))
+    assert "4 GPUs visible but one process" in error.value.what and "NPROC_PER_NODE=4" in error.value.fix
