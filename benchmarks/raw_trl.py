@@ -37,7 +37,7 @@ def main() -> None:
     common = dict(output_dir=opts.output_dir, max_steps=opts.steps, per_device_train_batch_size=opts.batch_size,
                   learning_rate=opts.lr, lr_scheduler_type="cosine", seed=42, use_cpu=True, bf16=False,
                   report_to=[], logging_steps=5, save_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
-                  max_length=512)
+                  max_length=512, gradient_checkpointing=False)  # TRL defaults to True; rlhfx turns it off on CPU
     tokenizer = AutoTokenizer.from_pretrained(opts.model)
     model = AutoModelForCausalLM.from_pretrained(opts.model, dtype="float32")
     if opts.algo == "sft":
