@@ -305,3 +305,19 @@ def test_every_algorithm_resumes_exactly(run_cli, tmp_path, algo):
     (stopped / "summary.json").unlink()
     assert run_cli(*flags, "--output_dir", stopped, "--resume_from_checkpoint", "latest")[0] == 0
     print(f"{algo}: largest loss difference {assert_same_losses(stopped, full):.3g}")
+
+
+def test_all_finite_tells_nan_and_inf_from_large_finite_values():
+    import torch
+
+    from rlhfx.training.guards import all_finite
+
+    grads = [torch.randn(64, 64) for _ in range(4)]
+    assert all_finite(grads)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        broken = [g.clone() for g in grads]
+        broken[2][3, 3] = bad
+        assert not all_finite(broken)
+    huge = [g.clone() for g in grads]
+    huge[0].fill_(3e38)  # its norm overflows to inf, yet every value is finite
+    assert all_finite(huge)
