@@ -112,8 +112,11 @@ def quiet_libraries() -> None:
     import warnings
 
     import datasets
+    import torch
     import transformers
 
+    if not torch.cuda.is_available():  # DeepSpeed (if installed) would warn on import that it fell back to CPU
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
