@@ -133,7 +133,7 @@ def run(args, algo_name: str) -> Path:
     from rlhfx.training.encode import encode_rows, make_encoder
     from rlhfx.training.hf_args import hf_training_kwargs
     from rlhfx.training.models import load_policy, load_reference, lora_config
-    from rlhfx.training.ranks import check_ranks_agree
+    from rlhfx.training.ranks import check_ranks_agree, end_ranks
     from rlhfx.training.scale import check_launch, deepspeed_config
     from rlhfx.training.tracking import prepare_tracking, trackers
 
@@ -222,6 +222,7 @@ def run(args, algo_name: str) -> Path:
         if hasattr(algo, "write_outputs"):
             algo.write_outputs(output_dir, args)
         finish(output_dir, algo_name, before, after, result, seconds, rank_checksums, cpu_seconds, checkpoint)
+    end_ranks()
     return output_dir
 
 
