@@ -23,10 +23,24 @@ def torchrun_command(command: str, argv: list[str], env: dict) -> list[str]:
     return cmd + ["-m", "rlhfx", command, *argv]
 
 
+def check_gpus_per_node(processes: int) -> None:
+    """With GPUs visible every process needs one of its own: NCCL aborts two ranks on one GPU only after loading."""
+    import torch
+
+    from rlhfx.errors import RlhfxError
+
+    gpus = torch.cuda.device_count()
+    if 0 < gpus < processes:
+        raise RlhfxError(f"NPROC_PER_NODE={processes} but {gpus} GPU{'s' if gpus > 1 else ''} visible: each process "
+                         "needs a GPU of its own.",
+                         f"set NPROC_PER_NODE={gpus} (or fewer), or CUDA_VISIBLE_DEVICES= to run the processes on the CPU.")
+
+
 def relaunch_under_torchrun(command: str, argv: list[str]) -> None:
     """Exec torchrun with the same arguments and exit with its code; return if no relaunch is wanted."""
     if is_torchrun_child() or not (os.environ.get("NPROC_PER_NODE") or os.environ.get("NNODES")):
         return
+    check_gpus_per_node(int(os.environ.get("NPROC_PER_NODE", "1")))
     cmd = torchrun_command(command, argv, dict(os.environ))
     print("rlhfx: launching", " ".join(cmd), flush=True)
     child = subprocess.Popen(cmd)

@@ -61,3 +61,19 @@ def test_deepspeed_with_several_gpus_and_one_process_is_refused(monkeypatch):
     with pytest.raises(RlhfxError) as error:
         check_launch(args, deepspeed_config("zero2"))
     assert "4 GPUs visible but one process" in error.value.what and "NPROC_PER_NODE=4" in error.value.fix
+
+
+@pytest.mark.parametrize("gpus, processes, refused", [(1, 2, True), (2, 2, False), (0, 2, False)])
+def test_more_processes_per_node_than_gpus_is_refused_before_launch(monkeypatch, gpus, processes, refused):
+    import torch
+
+    from rlhfx.errors import RlhfxError
+    from rlhfx.launch import check_gpus_per_node
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    if not refused:  # no GPU: the processes run on the CPU (gloo); enough GPUs: one each
+        check_gpus_per_node(processes)
+        return
+    with pytest.raises(RlhfxError) as error:
+        check_gpus_per_node(processes)
+    assert "NPROC_PER_NODE=2 but 1 GPU visible" in error.value.what and "NPROC_PER_NODE=1" in error.value.fix
