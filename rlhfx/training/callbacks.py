@@ -1,6 +1,7 @@
 """Trainer callbacks: metrics.jsonl (one JSON object per log event) and a rich progress bar."""
 
 import json
+import time
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -9,7 +10,7 @@ PROGRESS_KEYS = ("loss", "rewards/accuracies", "rewards/margins")
 
 
 class MetricsWriter(TrainerCallback):
-    """Appends every log event, with its step and epoch, to metrics.jsonl on the main process."""
+    """Appends every log event, with its step, epoch and wall-clock time, to metrics.jsonl on the main process."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -17,7 +18,7 @@ class MetricsWriter(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
             with open(self.path, "a") as f:
-                f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+                f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3), **logs}) + "\n")
 
 
 class RichProgress(TrainerCallback):

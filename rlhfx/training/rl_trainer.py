@@ -360,7 +360,7 @@ class OnlineRLTrainer:
         return result
 
     def _log(self, stats: dict) -> None:
-        row = {"step": self.step, "epoch": self.step / self.steps_per_epoch, **stats}
+        row = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "time": round(time.time(), 3), **stats}
         with open(self.output_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
 
