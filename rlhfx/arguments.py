@@ -42,7 +42,7 @@ FLAGS: list[Flag] = [
     Flag("template", str, None, "Chat template name overriding the model type's (chatml, llama3, qwen2, mistral, gemma, phi3, deepseek, llama2, default).", (), "model"),
     Flag("use_chat_template", bool, False, "Render with the tokenizer's own chat_template (needs {% generation %} markers for SFT masks).", ("apply_chat_template",), "model"),
     Flag("ref_model", str, None, "Reference model for DPO and KTO (default: frozen copy of --model, or the adapter-disabled base under LoRA).", ("ref_pretrain",), "model", RLHF, algos=("dpo", "kto", "alright", "maxright", "mix") + RL),
-    Flag("torch_dtype", str, "auto", "Weights dtype: auto (float32 on CPU, bfloat16 on GPUs that support it), float32, bfloat16, float16.", ("dtype",), "model", choices=("auto", "float32", "bfloat16", "float16")),
+    Flag("torch_dtype", str, "auto", "Weights dtype: auto (float32 on CPU; bfloat16 on GPUs that support it, except weights fully trained without DeepSpeed: float32, with --bf16 autocasting their matmuls), float32, bfloat16, float16.", ("dtype",), "model", choices=("auto", "float32", "bfloat16", "float16")),
     # adapters
     Flag("train_type", str, "lora", "full or lora.", ("sft_type",), "adapter", choices=("full", "lora")),
     Flag("lora_rank", int, 8, "LoRA rank.", ("lora_r",), "adapter"),

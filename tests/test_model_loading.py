@@ -29,3 +29,18 @@ def test_path_like_model_that_does_not_exist(tmp_path):
         check_model_source(str(tmp_path / "nope"))
     check_model_source("Qwen/Qwen2.5-0.5B-Instruct")  # a hub id is left to the hub
     check_model_source(str(tmp_path))
+
+
+@pytest.mark.parametrize("torch_dtype, train_type, deepspeed, expected", [
+    ("auto", "full", None, "float32"),  # float32 master weights; --bf16 autocasts the matmuls
+    ("auto", "lora", None, "auto"),  # frozen base in bf16 on a GPU, float32 adapters
+    ("auto", "full", "zero2", "auto"),  # DeepSpeed keeps its own float32 master weights
+    ("bfloat16", "full", None, "bfloat16"),  # asked for: pure bf16
+])
+def test_fully_trained_weights_stay_float32_unless_asked(torch_dtype, train_type, deepspeed, expected):
+    from types import SimpleNamespace
+
+    from rlhfx.training.models import trained_weights_dtype
+
+    args = SimpleNamespace(torch_dtype=torch_dtype, train_type=train_type, deepspeed=deepspeed)
+    assert trained_weights_dtype(args) == expected

@@ -69,6 +69,16 @@ def _dtype(name: str):
     return getattr(torch, DTYPES[name])
 
 
+def trained_weights_dtype(args) -> str:
+    """--torch_dtype for weights the run trains. `auto` keeps fully trained weights in float32 on a GPU too, with
+    --bf16 autocasting their matrix products (mixed precision): in pure bfloat16 an update smaller than 1/256 of
+    a weight rounds away, so a 5e-7 learning rate moves almost nothing. DeepSpeed keeps float32 master weights
+    itself, and LoRA trains float32 adapters over a frozen base, so those load bf16."""
+    if args.torch_dtype == "auto" and args.train_type == "full" and not getattr(args, "deepspeed", None):
+        return "float32"
+    return args.torch_dtype
+
+
 def _auto_class(model_class: str):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -155,7 +165,7 @@ def load_policy(args, model_class: str = "causal_lm") -> LoadedModel:
         config = _local_config(path) or _local_config(_adapter_base(path) or "")
         model_type = resolve_model_type(path, args.model_type, config.get("architectures"))
     tokenizer = load_tokenizer(path)
-    model = load_causal_lm(path, args.torch_dtype, model_class, args)
+    model = load_causal_lm(path, trained_weights_dtype(args), model_class, args)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model=model, tokenizer=tokenizer, model_type=model_type, path=path)

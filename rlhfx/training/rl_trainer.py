@@ -134,10 +134,10 @@ class OnlineRLTrainer:
 
     def _critic(self):
         from rlhfx.algos.rm import zero_new_head
-        from rlhfx.training.models import load_causal_lm, resolve_model_path
+        from rlhfx.training.models import load_causal_lm, resolve_model_path, trained_weights_dtype
 
         source = self.args.critic_model or (self.args.reward_model or [None])[0] or self.args.model
-        critic = load_causal_lm(resolve_model_path(source, None), self.args.torch_dtype, "sequence_classification")
+        critic = load_causal_lm(resolve_model_path(source, None), trained_weights_dtype(self.args), "sequence_classification")
         zero_new_head(critic, say)
         if self.args.train_type == "lora":
             from peft import LoraConfig, get_peft_model
@@ -173,7 +173,8 @@ class OnlineRLTrainer:
         """(samples, response ids) for every prompt's n completions, prompts' samples consecutive."""
         if self.args.engine == "vllm":
             self.engine.update_weights(self._policy_weights())
-        completions = self.engine.generate([row["prompt_ids"] for row in rows], sampling)
+        with self._mixed_precision():
+            completions = self.engine.generate([row["prompt_ids"] for row in rows], sampling)
         samples, prompt_ids, response_ids = [], [], []
         for row, outs in zip(rows, completions):
             for completion in outs:
@@ -227,10 +228,17 @@ class OnlineRLTrainer:
         self.kl.update(sequence_kl, len(samples))
         return batch, stats
 
+    def _mixed_precision(self):
+        """bf16 matrix products over float32 weights on a GPU, as the Trainer's --bf16 does."""
+        from rlhfx.training.hf_args import bf16_enabled
+
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda" and bf16_enabled(self.args))
+
     def _forward(self, model, micro: dict):
         positions = (micro["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        return model(input_ids=micro["input_ids"], attention_mask=micro["attention_mask"], position_ids=positions,
-                     use_cache=False)
+        with self._mixed_precision():
+            return model(input_ids=micro["input_ids"], attention_mask=micro["attention_mask"], position_ids=positions,
+                         use_cache=False)
 
     def _logp(self, model, micro: dict):
         """Per response token: log-prob of the sampled token, and the logits (/ temperature) it came from."""
@@ -250,11 +258,12 @@ class OnlineRLTrainer:
     def _values(self, micro: dict) -> torch.Tensor:
         inner = self.critic.get_base_model() if hasattr(self.critic, "get_base_model") else self.critic
         positions = (micro["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        hidden = getattr(inner, inner.base_model_prefix)(input_ids=micro["input_ids"],
-                                                          attention_mask=micro["attention_mask"],
-                                                          position_ids=positions, use_cache=False).last_hidden_state
         width, length = micro["width"], micro["mask"].shape[1]
-        return inner.score(hidden[:, width - 1 : width + length - 1]).squeeze(-1).float()
+        with self._mixed_precision():
+            hidden = getattr(inner, inner.base_model_prefix)(input_ids=micro["input_ids"],
+                                                              attention_mask=micro["attention_mask"],
+                                                              position_ids=positions, use_cache=False).last_hidden_state
+            return inner.score(hidden[:, width - 1 : width + length - 1]).squeeze(-1).float()
 
     # --- update -------------------------------------------------------------------------------------------
 
