@@ -1,6 +1,27 @@
 """Shared test fixtures: small local tokenizers and models, no hub access."""
 
+import os
+import shutil
+import subprocess
+
 import pytest
+
+# The suite's numbers are calibrated in float32 on a CPU: losses against hand-computed values to 1e-5, learning
+# thresholds on the tiny model, CPU-only errors. On a GPU machine rlhfx would train in bf16 and miss them, so the
+# suite hides the GPUs from itself and from the rlhfx processes it starts; tests/test_gpu.py hands them back.
+_VISIBLE_GPUS = os.environ.get("CUDA_VISIBLE_DEVICES")
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+def gpu_env() -> dict | None:
+    """The environment that gives an rlhfx run the machine's GPUs back; None when it has none."""
+    if _VISIBLE_GPUS is not None:
+        return {"CUDA_VISIBLE_DEVICES": _VISIBLE_GPUS} if _VISIBLE_GPUS.strip() else None
+    if not shutil.which("nvidia-smi"):
+        return None
+    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.splitlines()
+    count = sum(line.startswith("GPU ") for line in listed)
+    return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, range(count)))} if count else None
 
 # ChatML with {% generation %} markers around what the assistant must learn: its answer and <|im_end|>.
 CHATML_TEMPLATE = (
