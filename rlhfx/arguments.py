@@ -82,6 +82,8 @@ FLAGS: list[Flag] = [
     Flag("seed", int, 42, "Random seed.", ()),
     # scale and memory (docs/distributed.md)
     Flag("deepspeed", str, None, "DeepSpeed preset zero0|zero1|zero2|zero3|zero2_offload|zero3_offload, or a config .json ('auto' fields come from the batch/lr flags).", (), "scale"),
+    Flag("zero_stage", int, None, "OpenRLHF's spelling of --deepspeed: --zero_stage N = --deepspeed zeroN.", (), "scale", choices=(0, 1, 2, 3)),
+    Flag("adam_offload", bool, False, "OpenRLHF: optimizer states in CPU memory; with ZeRO stage 2 or 3 picks the zero2_offload / zero3_offload preset (zero3_offload offloads the weights too).", (), "scale"),
     Flag("device_map", str, None, "Spread one model over the visible GPUs (auto, balanced, sequential): naive model parallel in a single process.", (), "scale"),
     Flag("packing_samples", bool, False, "Padding-free batches: sft packs whole samples into rows of --max_length; dpo and rm lay each micro batch end to end in rows of --max_length.", ("packing", "padding_free"), "scale", algos=("dpo", "rm")),
     Flag("flash_attn", bool, False, "FlashAttention 2 kernels (needs the flash_attn package and a CUDA GPU).", ("use_flash_attn",), "scale"),

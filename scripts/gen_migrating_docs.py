@@ -42,7 +42,6 @@ OPENRLHF_FLAGS = ["pretrain", "ref_pretrain", "dataset", "dataset_probs", "max_s
                   "rlhf_micro_train_batch_size", "sft_micro_train_batch_size", "lambd", "sft_opt", "dpo_opt",
                   "max_eval_steps", "target_module", "eval_split", "rlhf_eval_split", "ref_pareto_sft", "ref_pareto_dpo"]
 ONE_PROCESS = "Online RL runs on one process with every model on it; nothing to place or colocate."
-DEEPSPEED = "DeepSpeed is not integrated: scale out with DDP (`NPROC_PER_NODE=N rlhfx ...`) and LoRA."
 UNSUPPORTED = {
     "reward_model_type": "Pass the reward model folder with --reward_model.",
     "reward_model_id_or_path": "Pass the reward model folder with --reward_model.",
@@ -50,13 +49,9 @@ UNSUPPORTED = {
     "vllm_num_engines": "Use --engine vllm (one in-process vLLM engine, weights pushed every step).",
     "vllm_sync_backend": "Not needed: vLLM runs in the training process and gets the weights directly.",
     "colocate_actor_ref": ONE_PROCESS, "colocate_critic_reward": ONE_PROCESS, "actor_num_nodes": ONE_PROCESS,
-    "zero_stage": DEEPSPEED, "adam_offload": DEEPSPEED, "ref_offload": DEEPSPEED,
-    "overlap_comm": DEEPSPEED,
+    "overlap_comm": "The ZeRO presets (`--deepspeed zero2` ...) turn it on; to change it, pass a copy of a preset's JSON "
+                    "to --deepspeed (rlhfx/configs/deepspeed/).",
     "ring_attn_size": "Ring attention (sequence parallelism) is not supported.",
-    "flash_attn": "Not needed: transformers picks its fastest attention (SDPA) itself.",
-    "packing_samples": "Sample packing is not supported; rows are padded per batch.",
-    "load_in_4bit": "QLoRA is not built yet; use --train_type lora in bf16.",
-    "aux_loss_coef": "MoE auxiliary loss is not exposed.",
     "value_head_prefix": "rlhfx reward models use the transformers `score` head (AutoModelForSequenceClassification).",
     "tokenizer_chat_template": "Pass --template NAME (rlhfx's templates) or --use_chat_template (the tokenizer's own).",
     "use_wandb": "Use --report_to wandb.", "use_tensorboard": "Use --report_to tensorboard.",
@@ -64,7 +59,8 @@ UNSUPPORTED = {
     "rlhf_eval_split": "Held-out data comes from --val_dataset or --split_dataset_ratio (XRIGHT passes `dummy`: drop it).",
     "ref_pareto_sft": "Plotting aids, not needed: every xright run plots its own trajectory (docs/algorithms/xright.md).",
     "ref_pareto_dpo": "Plotting aids, not needed: every xright run plots its own trajectory (docs/algorithms/xright.md).",
-    "load_checkpoint": "Resuming is not in this version (`--resume_from_checkpoint` is being added).",
+    "load_checkpoint": "Use --resume_from_checkpoint latest (the newest complete checkpoint in --output_dir) or a "
+                       "checkpoint-N folder.",
 }
 NOTES = {  # supported, but the meaning or default differs from the other tool
     "lora_rank": "--train_type (default lora) chooses LoRA or full; a --lora_rank > 0 alone switches nothing "

@@ -77,3 +77,28 @@ def test_more_processes_per_node_than_gpus_is_refused_before_launch(monkeypatch,
     with pytest.raises(RlhfxError) as error:
         check_gpus_per_node(processes)
     assert "NPROC_PER_NODE=2 but 1 GPU visible" in error.value.what and "NPROC_PER_NODE=1" in error.value.fix
+
+
+@pytest.mark.parametrize("argv, preset", [
+    (["--zero_stage", "2"], "zero2"),
+    (["--zero_stage", "3", "--adam_offload"], "zero3_offload"),
+    (["--deepspeed", "zero2", "--adam_offload"], "zero2_offload"),
+    ([], None),
+])
+def test_openrlhf_zero_flags_choose_the_deepspeed_preset(argv, preset):
+    from rlhfx.arguments import parse_args
+    from rlhfx.training.scale import apply_openrlhf_zero_flags
+
+    args = parse_args("rlhf", ["--rlhf_type", "dpo", "--model", "tiny", *argv])
+    apply_openrlhf_zero_flags(args)
+    assert args.deepspeed == preset
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["--zero_stage", "2", "--deepspeed", "zero3"], "--zero_stage 2 and --deepspeed zero3 both choose"),
+    (["--adam_offload"], "--adam_offload needs ZeRO stage 2 or 3"),
+    (["--zero_stage", "1", "--adam_offload"], "--adam_offload needs ZeRO stage 2 or 3"),
+])
+def test_openrlhf_zero_flags_that_disagree_fail_clearly(run_cli, tmp_path, argv, what):  # noqa: F811
+    code, output = run_cli(*DPO, "--output_dir", tmp_path / "out", *argv)
+    assert code == 2 and what in output and "Traceback" not in output

@@ -134,11 +134,12 @@ def run(args, algo_name: str) -> Path:
     from rlhfx.training.hf_args import hf_training_kwargs
     from rlhfx.training.models import load_policy, load_reference, lora_config
     from rlhfx.training.ranks import check_ranks_agree, end_ranks
-    from rlhfx.training.scale import check_launch, deepspeed_config
+    from rlhfx.training.scale import apply_openrlhf_zero_flags, check_launch, deepspeed_config
     from rlhfx.training.tracking import prepare_tracking, trackers
 
     algo = get_algo(algo_name)
     check_flags(args)
+    apply_openrlhf_zero_flags(args)
     if args.deepspeed and getattr(algo, "OWN_TRAINING_LOOP", False):
         raise RlhfxError(f"--deepspeed does not apply to --rlhf_type {algo_name}: its own training loop runs without "
                          "DeepSpeed.", "drop --deepspeed.")

@@ -34,6 +34,23 @@ def deepspeed_config(value: str | None) -> dict | None:
         raise RlhfxError(f"DeepSpeed config {path} is not valid JSON: {error}.") from None
 
 
+def apply_openrlhf_zero_flags(args) -> None:
+    """OpenRLHF's `--zero_stage N [--adam_offload]` set --deepspeed to the preset zeroN[_offload], once, before
+    anything reads it (and so args.json records the preset)."""
+    if args.zero_stage is None and not args.adam_offload:
+        return
+    if args.zero_stage is not None and args.deepspeed:
+        raise RlhfxError(f"--zero_stage {args.zero_stage} and --deepspeed {args.deepspeed} both choose the DeepSpeed "
+                         "config.", "give one of them.")
+    preset = f"zero{args.zero_stage}" if args.zero_stage is not None else args.deepspeed
+    if args.adam_offload:
+        if preset not in ("zero2", "zero3"):
+            raise RlhfxError("--adam_offload needs ZeRO stage 2 or 3.",
+                             "add --zero_stage 2 (or 3, or --deepspeed zero2), or drop --adam_offload.")
+        preset += "_offload"
+    args.values["deepspeed"] = preset
+
+
 def zero_stage(config: dict | None) -> int | None:
     return None if config is None else int(config.get("zero_optimization", {}).get("stage", 0))
 
