@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import TrainerCallback
 
 PROGRESS_KEYS = ("loss", "rewards/accuracies", "rewards/margins")
@@ -30,10 +31,9 @@ class RichProgress(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
+        # rich redraws from its own thread; 2 a second (not its default 10) keeps that thread off the training loop
         self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+                                 TimeRemainingColumn(), TextColumn("{task.fields[info]}"), refresh_per_second=2)
         self.progress.start()
         self.task = self.progress.add_task("train", total=state.max_steps, info="")
 
