@@ -25,9 +25,10 @@ LR = {"sft": 1e-4, "dpo": 5e-6}
 
 
 def commands(algo: str, model: str, data: str, steps: int, batch: int, work: Path) -> dict:
+    # --save_steps -1: no checkpoint, as raw TRL's save_strategy="no" (any other value still saves at the last step)
     rlhfx = [sys.executable, "-m", "rlhfx", *(["sft"] if algo == "sft" else ["rlhf", "--rlhf_type", "dpo"]),
              "--model", "tiny", "--dataset", data, "--train_type", "full", "--max_steps", str(steps),
-             "--batch_size", str(batch), "--learning_rate", str(LR[algo]), "--save_steps", "100000",
+             "--batch_size", str(batch), "--learning_rate", str(LR[algo]), "--save_steps", "-1",
              "--output_dir", str(work / "rlhfx")]
     raw = [sys.executable, str(Path(__file__).parent / "raw_trl.py"), algo, "--model", model, "--data", data,
            "--steps", str(steps), "--batch_size", str(batch), "--lr", str(LR[algo]),

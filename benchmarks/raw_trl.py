@@ -1,7 +1,10 @@
 """The baseline for benchmarks/overhead.py: the same SFT or DPO run written directly against TRL, as a user would.
 
-Conversational rows, the tokenizer's own chat template, TRL's trainer with default data handling;
-same model, rows, batch, steps, learning rate and seed as the rlhfx command it is compared with.
+The tokenizer's own chat template, TRL's trainer with default data handling; same model, rows, batch, steps,
+learning rate and seed as the rlhfx command it is compared with, and the same tokens in every batch. SFT rows are
+conversational. DPO prompts are rendered by the chat template and the answers are plain text, which TRL ends with
+the EOS (end-of-turn) token as rlhfx does: conversational DPO rows would also train the newline the template puts
+after the end-of-turn token, one token more per answer than rlhfx.
 Writes {"train_seconds", "global_step"} (the wall time of trainer.train()) to --out.
 """
 
@@ -14,12 +17,12 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
-def rows(path: str, algo: str) -> Dataset:
+def rows(path: str, algo: str, tokenizer) -> Dataset:
     data = [json.loads(line) for line in Path(path).read_text().splitlines()]
-    if algo == "dpo":
-        data = [{"prompt": [{"role": "user", "content": r["prompt"]}],
-                 "chosen": [{"role": "assistant", "content": r["chosen"]}],
-                 "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in data]
+    if algo == "dpo":  # the prompt rendered by the chat template; TRL ends each answer with the EOS (end-of-turn) token
+        data = [{"prompt": tokenizer.apply_chat_template([{"role": "user", "content": r["prompt"]}], tokenize=False,
+                                                         add_generation_prompt=True),
+                 "chosen": r["chosen"], "rejected": r["rejected"]} for r in data]
     return Dataset.from_list(data)
 
 
@@ -44,12 +47,12 @@ def main() -> None:
         from trl import SFTConfig, SFTTrainer
 
         trainer = SFTTrainer(model=model, args=SFTConfig(**common, assistant_only_loss=True),
-                             train_dataset=rows(opts.data, "sft"), processing_class=tokenizer)
+                             train_dataset=rows(opts.data, "sft", tokenizer), processing_class=tokenizer)
     else:
         from trl import DPOConfig, DPOTrainer
 
-        trainer = DPOTrainer(model=model, args=DPOConfig(**common, beta=0.1), train_dataset=rows(opts.data, "dpo"),
-                             processing_class=tokenizer)
+        trainer = DPOTrainer(model=model, args=DPOConfig(**common, beta=0.1),
+                             train_dataset=rows(opts.data, "dpo", tokenizer), processing_class=tokenizer)
     start = time.time()
     result = trainer.train()
     Path(opts.out).write_text(json.dumps({"train_seconds": time.time() - start, "global_step": result.global_step}))

@@ -4,9 +4,11 @@ import json
 import time
 from pathlib import Path
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import TrainerCallback
 
 PROGRESS_KEYS = ("loss", "rewards/accuracies", "rewards/margins")
+REDRAW_SECONDS = 0.5
 
 
 class MetricsWriter(TrainerCallback):
@@ -27,20 +29,25 @@ class RichProgress(TrainerCallback):
     def __init__(self):
         self.progress = None
         self.task = None
+        self.drawn = 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
+        # redrawn at step ends, at most every REDRAW_SECONDS (as tqdm does): rich's own refresh thread would take
+        # the GIL from the training loop 10 times a second
         self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+                                 TimeRemainingColumn(), TextColumn("{task.fields[info]}"), auto_refresh=False)
         self.progress.start()
         self.task = self.progress.add_task("train", total=state.max_steps, info="")
+        self.drawn = time.monotonic()
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.progress:
             self.progress.update(self.task, completed=state.global_step)
+            if time.monotonic() - self.drawn >= REDRAW_SECONDS:
+                self.progress.refresh()
+                self.drawn = time.monotonic()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.progress and logs:

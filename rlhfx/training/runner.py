@@ -188,14 +188,15 @@ def run(args, algo_name: str) -> Path:
 
     ref_model = load_reference(args, policy.model) if getattr(algo, "NEEDS_REFERENCE", False) else None
     prepare_tracking(trackers(args.report_to), output_dir)
-    progress, stop = RichProgress(), StopOnSignal()
+    progress, stop, guard = RichProgress(), StopOnSignal(), NonFiniteGuard(lambda: newest_checkpoint(output_dir))
     ctx = RunContext(
         args=args, model=policy.model, ref_model=ref_model, tokenizer=policy.tokenizer,
         peft_config=lora_config(args, policy.model, policy.model_type), train_dataset=train_dataset,
         eval_dataset=eval_dataset, hf_args=hf_training_kwargs(args, output_dir, learning_rate, eval_dataset is not None),
-        callbacks=[MetricsWriter(metrics_path), progress, stop, NonFiniteGuard(lambda: newest_checkpoint(output_dir))],
+        callbacks=[MetricsWriter(metrics_path), progress, stop, guard],
         sft_train_dataset=sft_train, sft_eval_dataset=sft_eval, encoder=encoder)
     trainer = algo.build_trainer(ctx)
+    guard.watch(trainer)
     trainer.remove_callback(PrinterCallback)  # the rich bar and metrics.jsonl replace its raw dict prints
     if not getattr(algo, "OWN_TRAINING_LOOP", False):
         stage_checkpoints(trainer)
