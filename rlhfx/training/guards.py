@@ -105,8 +105,8 @@ class NonFiniteGuard(TrainerCallback):
         if get_grad_norm is None:  # not a transformers Trainer: the guard checks every gradient itself
             return
 
-        def recorded(model, grad_norm=None):
-            self.grad_norm = get_grad_norm(model, grad_norm=grad_norm)
+        def recorded(*args, **kwargs):  # whatever its signature, only the returned norm is read
+            self.grad_norm = get_grad_norm(*args, **kwargs)
             return self.grad_norm
 
         trainer._get_grad_norm = recorded
