@@ -121,3 +121,29 @@ def test_padding_free_reward_model_loss_equals_padded(tmp_path):
         losses[packing] = trainer.compute_loss(trainer.model, batch).item()
     assert abs(losses[False] - 0.6931) > 1e-3
     assert losses[True] == pytest.approx(losses[False], abs=1e-5)
+
+
+def test_flash_attention_gets_one_row_with_the_same_log_probs(tiny):
+    """FlashAttention reads sequence starts from the position ids of a single row only, so under it every
+    sequence goes into one row; that layout scores each sequence as the padded batch does (sdpa here)."""
+    from rlhfx.training.packing import padding_free, row_capacity, sum_per_sequence
+
+    flash = SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2"))
+    assert row_capacity(flash, 64) is None and row_capacity(SimpleNamespace(config=SimpleNamespace(
+        _attn_implementation="sdpa")), 64) == 64
+    model, tokenizer = tiny
+    texts = ["The red fox is big.", "Hi.", "The quick brown fox jumps over the lazy dog. It is fast and brave."]
+    tokenizer.padding_side = "right"  # as the trainers collate
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    with torch.no_grad():
+        logits = model(**batch).logits[:, :-1]
+        padded = (torch.log_softmax(logits, -1).gather(-1, labels[:, 1:].clamp(min=0)[..., None]).squeeze(-1)
+                  * (labels[:, 1:] != -100)).sum(-1)
+        kwargs, packed_labels, segments = padding_free(batch["input_ids"], batch["attention_mask"], labels, None)
+        assert kwargs["input_ids"].size(0) == 1 and kwargs["input_ids"].size(1) == batch["attention_mask"].sum()
+        targets = packed_labels[:, 1:]
+        logits = model(**kwargs, use_cache=False).logits[:, :-1]  # with a cache, transformers ignores the seams
+        logp = torch.log_softmax(logits, -1).gather(-1, targets.clamp(min=0)[..., None])
+        packed = sum_per_sequence(logp.squeeze(-1) * (targets != -100), segments, len(texts))
+    assert torch.allclose(packed, padded, atol=1e-5), (packed, padded)

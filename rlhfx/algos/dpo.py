@@ -12,7 +12,7 @@ from trl.trainer.utils import use_adapter
 
 from rlhfx.algos.losses import dpo_loss, preference_accuracy
 from rlhfx.errors import RlhfxError
-from rlhfx.training.packing import padding_free, sum_per_sequence
+from rlhfx.training.packing import padding_free, row_capacity, sum_per_sequence
 from rlhfx.training.scale import aux_loss_coef
 
 KIND = "pairwise"
@@ -46,7 +46,7 @@ class RlhfxDPOTrainer(DPOTrainer):
         labels = inputs["input_ids"].masked_fill(mask == 0, -100)
         if self.packing:
             kwargs, labels, segments = padding_free(inputs["input_ids"], inputs["attention_mask"], labels,
-                                                    self.args.max_length)
+                                                    row_capacity(self.model, self.args.max_length))
         else:
             kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
         kwargs["use_cache"] = False

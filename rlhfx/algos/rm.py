@@ -23,7 +23,7 @@ from trl import RewardConfig, RewardTrainer
 
 from rlhfx.algos.losses import preference_accuracy, rm_loss
 from rlhfx.rewards.score import reward_pair, sequence_rewards
-from rlhfx.training.packing import packed_sequence_rewards
+from rlhfx.training.packing import packed_sequence_rewards, row_capacity
 
 KIND = "pairwise"
 MODEL_CLASS = "sequence_classification"
@@ -50,7 +50,7 @@ class RlhfxRewardTrainer(RewardTrainer):
         if self.packing:
             head = next(module for name, module in model.named_modules() if name.rsplit(".", 1)[-1] == "score")
             rewards = packed_sequence_rewards(model, head, inputs["input_ids"], inputs["attention_mask"],
-                                              self.args.max_length)
+                                              row_capacity(self.model, self.args.max_length))
         else:
             rewards = sequence_rewards(model, inputs["input_ids"], inputs["attention_mask"])
         chosen, rejected = rewards.chunk(2)

@@ -4,19 +4,27 @@ Sequences are placed first-fit into rows of `capacity` tokens (--max_length); po
 sequence, and transformers turns restarting positions into a block-diagonal causal mask (sdpa, eager) or
 varlen kernels (flash attention), so no sequence attends to another. Rows, rather than one long row, keep
 sdpa's dense mask small on CPUs; the filler at a row's end is a sequence of its own that nothing reads.
+FlashAttention reads sequence starts from the position ids of a single row only (with several rows it would
+let sequences attend across seams), so under it everything goes into one row (`row_capacity`).
 `segments` maps every packed position back to its sequence (-1 for filler).
 """
 
 import torch
 
 
+def row_capacity(model, max_length: int) -> int | None:
+    """Tokens per packed row for `model`'s attention kernel: one row for FlashAttention (None), else --max_length."""
+    return None if "flash" in (getattr(model.config, "_attn_implementation", None) or "") else max_length
+
+
 def padding_free(input_ids, attention_mask, labels=None, capacity: int | None = None, pad_token_id: int = 0):
     """Right-padded [n, L] rows -> packed [rows, width] model keywords, packed labels (or None), segments.
 
-    The first token of each sequence gets label -100, so nothing is scored across a seam.
+    `capacity` None lays every sequence in one row. The first token of each sequence gets label -100, so
+    nothing is scored across a seam.
     """
     lengths = attention_mask.sum(dim=1).tolist()
-    capacity = max(capacity or 0, max(lengths))
+    capacity = sum(lengths) if capacity is None else max(capacity, max(lengths))
     rows, used = [], []
     for index, length in enumerate(lengths):
         row = next((r for r, filled in enumerate(used) if filled + length <= capacity), None)
