@@ -101,7 +101,7 @@ def run_mode(name: str, extra: list[str], work: Path, opts, seq_len: int, shape:
     cmd = [sys.executable, "-m", "rlhfx", "rlhf", "--rlhf_type", "dpo", "--model", str(work / "model"),
            "--template", "chatml", "--dataset", str(work / "model" / "pref.jsonl"), "--max_length", str(seq_len),
            "--batch_size", str(opts.batch_size), "--max_steps", str(opts.steps), "--logging_steps", "1",
-           "--save_steps", "100000", "--bf16", "true", "--output_dir", str(out), *extra]
+           "--save_steps", "-1", "--bf16", "true", "--output_dir", str(out), *extra]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "benchmarks" / "gpu_probe"), str(ROOT),
                                                         os.environ.get("PYTHONPATH", "")]),
            "RLHFX_PEAK_MEMORY_FILE": str(peak_file)}
