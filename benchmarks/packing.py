@@ -77,7 +77,7 @@ def main() -> None:
                     batch = opts.packed_sft_batch_size if (algo, mode) == ("sft", "packed") else opts.batch_size
                     cmd = [sys.executable, "-m", "rlhfx", *(["sft"] if algo == "sft" else ["rlhf", "--rlhf_type", "dpo"]),
                            "--model", "tiny", "--dataset", str(data), "--train_type", "full", "--num_train_epochs", "1",
-                           "--batch_size", str(batch), "--learning_rate", "1e-5", "--save_steps", "100000",
+                           "--batch_size", str(batch), "--learning_rate", "1e-5", "--save_steps", "-1",
                            "--packing_samples", str(mode == "packed").lower(), "--output_dir", str(out)]
                     run_measured(cmd, env={"OMP_NUM_THREADS": "1"}, log=str(out) + ".log")
                     seconds = json.loads((out / "summary.json").read_text())["train_seconds"]

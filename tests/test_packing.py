@@ -88,6 +88,11 @@ def test_packed_sft_eval_loss_equals_padded_on_fewer_tokens(tiny, tmp_path):
         assert len(batches) == 1
         results[packing] = (trainer.evaluate()["eval_loss"], batches[0]["input_ids"].numel(),
                             int((batches[0]["labels"] != -100).sum()))
+        if packing:  # sdpa: separate packed rows, each position counted in the logged num_tokens
+            assert batches[0]["input_ids"].size(0) > 1 and "attention_mask" not in batches[0]
+            trainer.model.train()
+            trainer.compute_loss(trainer.model, trainer._prepare_inputs(batches[0]))
+            assert trainer._metrics["train"]["num_tokens"] == [batches[0]["input_ids"].numel()]
     (padded_loss, padded_tokens, padded_targets), (packed_loss, packed_tokens, packed_targets) = results[False], results[True]
     assert packed_targets == padded_targets  # the same assistant tokens are scored
     assert packed_loss == pytest.approx(padded_loss, abs=1e-5)

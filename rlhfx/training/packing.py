@@ -80,3 +80,28 @@ def packed_sequence_rewards(model, head, input_ids, attention_mask, capacity: in
         0, flat_segments[real], where[real], reduce="amax", include_self=False)
     scores = captured["scores"]
     return scores.reshape(-1, scores.size(-1))[last, 0]
+
+
+class PackedRowsCollator:
+    """TRL's packed SFT rows kept as separate rows for sdpa and eager attention.
+
+    TRL's padding-free collator lays the whole batch end to end in one row, the layout FlashAttention's varlen
+    kernels need; sdpa and eager build a dense block-diagonal mask over that row instead, which grows with the
+    square of the batch. Here position ids restart at every sample and at the padding after it (a filler
+    sequence nothing reads) and no attention mask is passed, so transformers builds the block-diagonal mask row
+    by row; a sample's first token is not scored, as in TRL's layout (it would be predicted across a seam).
+    """
+
+    def __init__(self, pad_token_id: int):
+        from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+        self.collate = DataCollatorForLanguageModeling(pad_token_id=pad_token_id, return_position_ids=True)
+
+    def __call__(self, examples: list[dict]) -> dict:
+        batch = self.collate(examples)
+        positions = batch["position_ids"]
+        for row, length in enumerate(batch.pop("attention_mask").sum(dim=1).tolist()):
+            positions[row, length:] = torch.arange(positions.size(1) - length)
+        batch["labels"][positions == 0] = -100
+        return batch
+
