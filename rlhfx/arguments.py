@@ -99,6 +99,8 @@ FLAGS: list[Flag] = [
     Flag("logging_steps", int, 5, "Log every N steps.", (), "output"),
     Flag("eval_steps", int, None, "Evaluate every N steps (default: at the end only).", (), "output"),
     Flag("report_to", str, "none", "Trackers: none, tensorboard, wandb.", (), "output", is_list=True),
+    Flag("use_wandb", str, None, "OpenRLHF: report to wandb; the value is your W&B API key (not recorded in args.json), or True for the key `wandb login` saved.", (), "output"),
+    Flag("use_tensorboard", str, None, "OpenRLHF: report to tensorboard, writing the event files to this folder (default with --report_to: <output_dir>/runs).", (), "output"),
     Flag("resume_from_checkpoint", str, None, "Resume training: PATH of a checkpoint-N folder, or `latest` (the newest complete checkpoint in --output_dir).", (), "output"),
     # preference losses
     Flag("rlhf_type", str, "dpo", "Algorithm: dpo, kto, cpo, orpo, simpo, rm, prm, alright, maxright, mix, kd, ppo, grpo, rloo, reinforce_pp.", (), "algorithm", RLHF),

@@ -54,7 +54,6 @@ UNSUPPORTED = {
     "ring_attn_size": "Ring attention (sequence parallelism) is not supported.",
     "value_head_prefix": "rlhfx reward models use the transformers `score` head (AutoModelForSequenceClassification).",
     "tokenizer_chat_template": "Pass --template NAME (rlhfx's templates) or --use_chat_template (the tokenizer's own).",
-    "use_wandb": "Use --report_to wandb.", "use_tensorboard": "Use --report_to tensorboard.",
     "eval_split": "Held-out data comes from --val_dataset or --split_dataset_ratio (XRIGHT passes `dummy`: drop it).",
     "rlhf_eval_split": "Held-out data comes from --val_dataset or --split_dataset_ratio (XRIGHT passes `dummy`: drop it).",
     "ref_pareto_sft": "Plotting aids, not needed: every xright run plots its own trajectory (docs/algorithms/xright.md).",

@@ -62,11 +62,18 @@ def test_ppo_lora_runs_and_saves_an_adapter(sft_model, tmp_path):
 
     out = tmp_path / "ppo-lora"
     rl("ppo", sft_model, out, "--train_type", "lora", "--reward_func", "demo", "--max_steps", "2", *SMALL_VAL,
-       "--rollout_batch_size", "8", "--batch_size", "8")
+       "--rollout_batch_size", "8", "--batch_size", "8", "--report_to", "tensorboard")
     steps = [m for m in metrics(out) if "reward" in m]
     assert len(steps) == 2 and all("value_loss" in m for m in steps)
     assert steps[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # the adapter starts as a no-op: policy == reference
     AutoPeftModelForCausalLM.from_pretrained(out)
+    # its own training loop reports to TensorBoard too: the same numbers as metrics.jsonl, at the same steps
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "runs")).Reload()
+    assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in events.Scalars("train/reward")] == \
+        [(m["step"], m["reward"]) for m in steps]
+    assert "eval/reward" in events.Tags()["scalars"]
 
 
 class DemoRewardHandler(BaseHTTPRequestHandler):

@@ -324,3 +324,53 @@ def test_all_finite_tells_nan_and_inf_from_large_finite_values():
     huge = [g.clone() for g in grads]
     huge[0].fill_(3e38)  # its norm overflows to inf, yet every value is finite
     assert all_finite(huge)
+
+
+@pytest.mark.parametrize("argv, report_to, recorded_key", [
+    (["--use_wandb", "secret-key"], ["wandb"], "(API key given, not recorded)"),
+    (["--use_wandb", "True", "--report_to", "tensorboard"], ["tensorboard", "wandb"], "True"),
+    (["--use_tensorboard", "tb_logs"], ["tensorboard"], None),
+])
+def test_openrlhf_tracker_flags_add_their_tracker_and_keep_the_key_out_of_the_args(monkeypatch, argv, report_to,
+                                                                                  recorded_key):
+    from rlhfx.arguments import parse_args
+    from rlhfx.training.tracking import apply_openrlhf_tracker_flags
+
+    monkeypatch.setenv("WANDB_API_KEY", "before")  # restored after the test
+    args = parse_args("sft", ["--model", "tiny", *argv])
+    apply_openrlhf_tracker_flags(args)
+    assert args.report_to == report_to and args.use_wandb == recorded_key
+    assert os.environ["WANDB_API_KEY"] == ("secret-key" if "secret-key" in argv else "before")
+    assert "secret-key" not in json.dumps(args.to_dict())
+
+
+def test_use_tensorboard_writes_the_event_files_to_its_folder(run_cli, tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    monkeypatch.chdir(tmp_path)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, logs = tmp_path / "run", tmp_path / "tb_logs"
+    code, text = run_cli("sft", "--model", "tiny", "--dataset", "demo-sft#16", "--train_type", "lora", "--batch_size",
+                         4, "--max_steps", 2, "--logging_steps", 1, "--use_tensorboard", logs, "--output_dir", out)
+    assert code == 0, text
+    assert len(EventAccumulator(str(logs)).Reload().Scalars("train/loss")) == 2 and not (out / "runs").exists()
+    assert json.loads((out / "args.json").read_text())["report_to"] == ["tensorboard"]
+
+
+def test_loop_trackers_send_each_metrics_row_to_wandb_under_transformers_names(monkeypatch, tmp_path):
+    """Online RL's own loop: a stand-in wandb module records what rlhfx hands it (wandb itself is not installed here)."""
+    import sys
+    from types import SimpleNamespace
+
+    from rlhfx.training.tracking import LoopTrackers
+
+    calls = []
+    run = SimpleNamespace(log=lambda numbers, step: calls.append((step, numbers)), finish=lambda: calls.append("done"))
+    monkeypatch.setitem(sys.modules, "wandb", SimpleNamespace(init=lambda **kwargs: calls.append(kwargs) or run))
+    monkeypatch.setenv("WANDB_PROJECT", "p")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    loop = LoopTrackers(["wandb"])
+    loop.log({"step": 3, "epoch": 0.5, "time": 1.0, "reward": 0.25, "eval_reward": 0.5, "note": "text"})
+    loop.close()
+    assert calls == [{"project": "p", "dir": str(tmp_path)},
+                     (3, {"train/epoch": 0.5, "train/reward": 0.25, "eval/reward": 0.5}), "done"]

@@ -40,6 +40,7 @@ from rlhfx.training.checkpoints import STAGING, TRAINER_STATE, publish, rotate
 from rlhfx.training.guards import StopOnSignal
 from rlhfx.training.hf_args import gradient_accumulation, world_size
 from rlhfx.training.runner import say
+from rlhfx.training.tracking import LoopTrackers, trackers
 
 
 STATE = "rl_state.pt"
@@ -89,6 +90,7 @@ class OnlineRLTrainer:
         self.step = 0
         self.losses: list[float] = []
         self.stop = next((c for c in ctx.callbacks if isinstance(c, StopOnSignal)), None)
+        self.trackers = LoopTrackers(trackers(self.args.report_to))
 
     # --- models -------------------------------------------------------------------------------------------
 
@@ -372,11 +374,13 @@ class OnlineRLTrainer:
         row = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "time": round(time.time(), 3), **stats}
         with open(self.output_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
+        self.trackers.log(row)
 
     def save_model(self, folder: str) -> None:
         """The final weights; the runner's last call, so the engine is shut down here too."""
         self.model.save_pretrained(folder)
         self.engine.close()
+        self.trackers.close()
 
     # --- checkpoints --------------------------------------------------------------------------------------
 

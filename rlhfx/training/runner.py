@@ -135,11 +135,12 @@ def run(args, algo_name: str) -> Path:
     from rlhfx.training.models import load_policy, load_reference, lora_config
     from rlhfx.training.ranks import check_ranks_agree, end_ranks
     from rlhfx.training.scale import apply_openrlhf_zero_flags, check_launch, deepspeed_config
-    from rlhfx.training.tracking import prepare_tracking, trackers
+    from rlhfx.training.tracking import apply_openrlhf_tracker_flags, prepare_tracking, trackers
 
     algo = get_algo(algo_name)
-    check_flags(args)
     apply_openrlhf_zero_flags(args)
+    apply_openrlhf_tracker_flags(args)
+    check_flags(args)
     if args.deepspeed and getattr(algo, "OWN_TRAINING_LOOP", False):
         raise RlhfxError(f"--deepspeed does not apply to --rlhf_type {algo_name}: its own training loop runs without "
                          "DeepSpeed.", "drop --deepspeed.")
@@ -187,7 +188,7 @@ def run(args, algo_name: str) -> Path:
         say(f"  data: {line}")
 
     ref_model = load_reference(args, policy.model) if getattr(algo, "NEEDS_REFERENCE", False) else None
-    prepare_tracking(trackers(args.report_to), output_dir)
+    prepare_tracking(trackers(args.report_to), output_dir, args.use_tensorboard)
     progress, stop, guard = RichProgress(), StopOnSignal(), NonFiniteGuard(lambda: newest_checkpoint(output_dir))
     ctx = RunContext(
         args=args, model=policy.model, ref_model=ref_model, tokenizer=policy.tokenizer,
