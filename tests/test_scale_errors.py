@@ -102,3 +102,27 @@ def test_openrlhf_zero_flags_choose_the_deepspeed_preset(argv, preset):
 def test_openrlhf_zero_flags_that_disagree_fail_clearly(run_cli, tmp_path, argv, what):  # noqa: F811
     code, output = run_cli(*DPO, "--output_dir", tmp_path / "out", *argv)
     assert code == 2 and what in output and "Traceback" not in output
+
+
+@pytest.mark.parametrize("bf16, refused", [(False, True), (None, False)])
+def test_flash_attention_over_float32_weights_needs_bf16_autocast(monkeypatch, bf16, refused):
+    """On a GPU with flash_attn installed (both simulated): float32 master weights are fine under --bf16, whose
+    autocast feeds the kernel bf16; with --bf16 false the kernel would get float32 and fail at the first step."""
+    import sys
+    from types import ModuleType, SimpleNamespace
+
+    import torch
+
+    from rlhfx.errors import RlhfxError
+    from rlhfx.training.scale import model_load_kwargs
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    monkeypatch.setitem(sys.modules, "flash_attn", ModuleType("flash_attn"))
+    args = SimpleNamespace(flash_attn=True, bf16=bf16, load_in_4bit=False, quant_bits=None, device_map=None)
+    if refused:
+        with pytest.raises(RlhfxError) as error:
+            model_load_kwargs(args, torch.float32)
+        assert "--flash_attn computes in bf16 or fp16" in error.value.what and "--bf16" in error.value.fix
+    else:
+        assert model_load_kwargs(args, torch.float32)["attn_implementation"] == "flash_attention_2"

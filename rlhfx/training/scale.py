@@ -127,6 +127,12 @@ def model_load_kwargs(args, dtype) -> dict:
         except ImportError:
             raise RlhfxError("--flash_attn needs the flash_attn package, which is not installed.",
                              "pip install flash-attn --no-build-isolation, or drop --flash_attn.") from None
+        from rlhfx.training.hf_args import bf16_enabled  # imports this module
+
+        if dtype == torch.float32 and not bf16_enabled(args):
+            raise RlhfxError("--flash_attn computes in bf16 or fp16, but these float32 weights run without --bf16 "
+                             "autocast.", "drop --bf16 false (bf16 is the default on GPUs), or pass --torch_dtype "
+                             "bfloat16, or drop --flash_attn.")
         kwargs["attn_implementation"] = "flash_attention_2"
     bits = quant_bits(args)
     if bits:
