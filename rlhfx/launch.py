@@ -36,10 +36,22 @@ def check_gpus_per_node(processes: int) -> None:
                          f"set NPROC_PER_NODE={gpus} (or fewer), or CUDA_VISIBLE_DEVICES= to run the processes on the CPU.")
 
 
+def check_spreadable(command: str, argv: list[str]) -> None:
+    """Online RL trains in one process: refuse it before torchrun starts ranks that would each load and fail."""
+    from rlhfx.arguments import RL, parse_args
+    from rlhfx.errors import RlhfxError
+
+    rlhf_type = parse_args(command, argv).rlhf_type if command == "rlhf" else None
+    if rlhf_type in RL:
+        raise RlhfxError(f"--rlhf_type {rlhf_type} (online RL) trains in one process in this version; "
+                         "NPROC_PER_NODE/NNODES cannot spread it.", "unset NPROC_PER_NODE and NNODES.")
+
+
 def relaunch_under_torchrun(command: str, argv: list[str]) -> None:
     """Exec torchrun with the same arguments and exit with its code; return if no relaunch is wanted."""
     if is_torchrun_child() or not (os.environ.get("NPROC_PER_NODE") or os.environ.get("NNODES")):
         return
+    check_spreadable(command, argv)
     check_gpus_per_node(int(os.environ.get("NPROC_PER_NODE", "1")))
     cmd = torchrun_command(command, argv, dict(os.environ))
     print("rlhfx: launching", " ".join(cmd), flush=True)

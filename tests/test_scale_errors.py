@@ -126,3 +126,15 @@ def test_flash_attention_over_float32_weights_needs_bf16_autocast(monkeypatch, b
         assert "--flash_attn computes in bf16 or fp16" in error.value.what and "--bf16" in error.value.fix
     else:
         assert model_load_kwargs(args, torch.float32)["attn_implementation"] == "flash_attention_2"
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["rlhf", "--rlhf_type", "grpo", "--model", "tiny", "--dataset", "demo-prompts#8", "--reward_func", "demo"],
+     "--rlhf_type grpo (online RL) trains in one process"),
+    (["pipeline", "rs", "--model", "tiny", "--dataset", "demo-prompts#8", "--reward_func", "demo"],
+     "rlhfx pipeline runs its stages in one process; NPROC_PER_NODE/NNODES would be ignored"),
+])
+def test_launches_that_one_process_runs_refuse_nproc_per_node(run_cli, monkeypatch, tmp_path, argv, what):  # noqa: F811
+    monkeypatch.setenv("NPROC_PER_NODE", "2")  # refused before torchrun would start ranks that each load and fail
+    code, output = run_cli(*argv, "--output_dir", tmp_path / "out")
+    assert code == 2 and what in output and "launching" not in output and not (tmp_path / "out").exists()

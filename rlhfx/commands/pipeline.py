@@ -1,5 +1,7 @@
 """`rlhfx pipeline rs|iterative_dpo|csft`: the seeds' shell loops as one resumable command (rlhfx.loops)."""
 
+import os
+
 from rlhfx.errors import RlhfxError
 
 SUMMARY = "Loops that make their own data: rs (rejection sampling / RAFT), iterative_dpo (RLHFlow), csft."
@@ -19,6 +21,10 @@ def main(argv: list[str]) -> None:
     if name not in LOOPS:
         raise RlhfxError(f"Unknown loop {name!r}." if name else "No loop named.",
                          f"run `rlhfx pipeline {' | '.join(LOOPS)} --model ... --dataset ...`.")
+    if os.environ.get("NPROC_PER_NODE") or os.environ.get("NNODES"):
+        raise RlhfxError("rlhfx pipeline runs its stages in one process; NPROC_PER_NODE/NNODES would be ignored.",
+                         "unset them, or run the loop's stages yourself with `NPROC_PER_NODE=N rlhfx rlhf ...` for "
+                         "the training stage (docs/loops/ lists each stage's command).")
     args = parse_args("pipeline", argv[1:])
     from rlhfx.loops.driver import run_loop
 
