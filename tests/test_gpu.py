@@ -3,8 +3,8 @@ under autocast, and the refusal of more processes than GPUs. The rest of the sui
 these tests give them back to their rlhfx runs. Skipped without a GPU (CI has none).
 """
 
-import importlib.util
 import json
+import os
 
 import pytest
 from conftest import gpu_env
@@ -59,8 +59,11 @@ def test_more_processes_than_gpus_is_refused_before_launch(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("flash_attn") is not None, reason="flash_attn is installed")
 def test_flash_attn_without_its_package_is_a_clear_error(tmp_path):
+    hidden = tmp_path / "no_flash_attn"  # a module that fails to import shadows flash_attn, installed or not
+    hidden.mkdir()
+    (hidden / "flash_attn.py").write_text("raise ImportError('flash_attn hidden by the test')\n")
+    path = os.pathsep.join(p for p in (str(hidden), os.environ.get("PYTHONPATH")) if p)
     result = rlhfx("rlhf", "--rlhf_type", "dpo", "--model", "tiny", "--dataset", "demo-pref#8", "--max_steps", "1",
-                   "--flash_attn", "--output_dir", tmp_path / "out", env=GPU, expect_rc=2)
+                   "--flash_attn", "--output_dir", tmp_path / "out", env={**GPU, "PYTHONPATH": path}, expect_rc=2)
     assert "--flash_attn needs the flash_attn package" in result.stderr and "pip install flash-attn" in result.stderr
