@@ -174,3 +174,33 @@ def test_running_moments_normalize():
     moments.update([3.0, 6.0])
     mean, std = 3.0, math.sqrt((4 + 1 + 0 + 9) / 4)
     close(moments.normalize(torch.tensor([6.0])), [(6 - mean) / (std + 1e-8)])
+
+
+# log-ratios far past exp's float32 range (88.7): the loss and its gradient must stay finite, also where the
+# advantage is exactly 0 (an all-equal GRPO group), where inf x 0 would be NaN
+EXTREME = torch.tensor([[-100.0, -50.0, 0.0, 50.0, 100.0]])
+
+
+@pytest.mark.parametrize("advantage", [0.0, 1.0, -1.0])
+def test_policy_loss_and_gradient_are_finite_at_extreme_log_ratios(advantage):
+    logp = EXTREME.clone().requires_grad_()
+    ones = torch.ones_like(EXTREME)
+    out = rl_math.policy_loss(logp, torch.zeros_like(EXTREME), advantage * ones, ones, 0.2, 0.2, dual_clip=3.0)
+    out["loss"].backward()
+    assert all(torch.isfinite(v).all() for v in out.values()) and torch.isfinite(logp.grad).all()
+    # log-ratios clamped to [-20, 20]: rho = e^-20, e^-20, 1, e^20, e^20
+    small = math.exp(-20)
+    expected = {0.0: 0.0, 1.0: -(2 * small + 1 + 1.2 + 1.2) / 5, -1.0: (0.8 + 0.8 + 1 + 3 + 3) / 5}[advantage]
+    close(out["loss"], expected)
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3"])
+def test_kl_loss_gradient_is_finite_at_extreme_log_ratios(estimator):
+    logp = EXTREME.clone().requires_grad_()
+    ones = torch.ones_like(EXTREME)
+    kl = rl_math.kl_per_token(logp, torch.zeros_like(EXTREME), estimator, ones)
+    rl_math.masked_mean(kl, ones).backward()  # the trainer's --use_kl_loss term
+    assert torch.isfinite(kl).all() and torch.isfinite(logp.grad).all()
+    expected = {"k1": [-10.0, -10.0, 0.0, 10.0, 10.0], "k2": [10.0, 10.0, 0.0, 10.0, 10.0],
+                "k3": [10.0, 10.0, 0.0, 10.0, 10.0]}[estimator]
+    close(kl, [expected])

@@ -10,6 +10,7 @@ import math
 import torch
 
 KL_CLAMP = 10.0
+LOG_RATIO_CLAMP = 20.0  # |log-ratio| bound before exp (OpenRLHF's): exp(88.7) overflows float32, and inf x 0 is NaN
 GROUP_ESTIMATORS = ("reinforce_baseline", "rloo", "group_norm", "dr_grpo")
 ESTIMATORS = ("gae", "reinforce") + GROUP_ESTIMATORS
 
@@ -30,13 +31,15 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: fl
 
 def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str, mask: torch.Tensor) -> torch.Tensor:
     """KL estimate per response token from lr = logp - logref: k1 = lr, k2 = lr^2/2, k3 = exp(-lr) - 1 + lr,
-    clamped to [-10, 10]; 0 on padding."""
+    clamped to [-10, 10]; 0 on padding. k3 exponentiates lr clamped to [-20, 20] (where k3 is past 10 anyway):
+    exp(-lr) of lr < -88.7 is inf, and the outer clamp's zero gradient times inf would be a NaN gradient."""
     lr = logp - ref_logp
     if estimator == "k1":
         kl = lr
     elif estimator == "k2":
         kl = lr ** 2 / 2
     elif estimator == "k3":
+        lr = lr.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
         kl = torch.exp(-lr) - 1 + lr
     else:
         raise ValueError(f"unknown KL estimator {estimator!r}")
@@ -107,12 +110,13 @@ def group_scores(scores: torch.Tensor, n: int, estimator: str) -> torch.Tensor:
 
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                 eps_low: float, eps_high: float, dual_clip: float | None = None) -> dict[str, torch.Tensor]:
-    """PPO clipped surrogate, token mean. rho = exp(logp - logp_old); objective min(rho A, clip(rho) A),
+    """PPO clipped surrogate, token mean. rho = exp(logp - logp_old), the log-ratio clamped to [-20, 20] first
+    (an overflowing rho times an advantage of exactly 0 would be NaN); objective min(rho A, clip(rho) A),
     with dual clip c > 1: max(objective, c A) where A < 0; loss = -objective.
 
     clip_ratio: share of tokens where the clipped term is the smaller one (clipping changed the objective).
     approx_kl: token mean of (rho - 1) - log rho, an unbiased estimate of KL(old || new)."""
-    log_ratio = logp - old_logp
+    log_ratio = (logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     ratio = torch.exp(log_ratio)
     unclipped = ratio * advantages
     clipped = ratio.clamp(1 - eps_low, 1 + eps_high) * advantages
