@@ -43,6 +43,9 @@ class RLConfig:
     temperature: float
     top_p: float
     cliprange: float
+    cliprange_high: float | None
+    policy_loss: str
+    loss_agg_mode: str | None
     dual_clip: float | None
     cliprange_value: float | None
     vf_coef: float
@@ -66,10 +69,17 @@ def resolve_config(args, algo_name: str) -> RLConfig:
         if name not in args.explicit or values[name] is None:
             values[name] = default
     config = RLConfig(**values)
+    _resolve_loss(config, args)
     if config.advantage_estimator in GROUP_ESTIMATORS and config.n_samples_per_prompt < 2:
         raise RlhfxError(f"--advantage_estimator {config.advantage_estimator} compares the samples of a prompt, "
                          f"but --n_samples_per_prompt is {config.n_samples_per_prompt}.",
                          "sample at least 2 responses per prompt (e.g. --n_samples_per_prompt 4).")
+    if config.temperature <= 0:
+        why = ("every sample of a prompt would be the same, so each group's rewards are equal and every advantage is 0: "
+               "nothing is learned" if config.advantage_estimator in GROUP_ESTIMATORS else
+               "the update's log-probs are of logits / temperature, which greedy decoding does not sample from")
+        raise RlhfxError(f"--temperature {config.temperature} (greedy rollouts) with --advantage_estimator "
+                         f"{config.advantage_estimator}: {why}.", "sample the rollouts: --temperature 1.0 (the default).")
     if config.dual_clip is not None and config.dual_clip <= 1:
         raise RlhfxError(f"--dual_clip is {config.dual_clip}.", "use a constant above 1 (e.g. 3), or leave it off.")
     for name in ("rollout_batch_size", "micro_rollout_batch_size", "num_ppo_epochs", "generate_max_len",
@@ -80,6 +90,44 @@ def resolve_config(args, algo_name: str) -> RLConfig:
         raise RlhfxError(f"--advantage_estimator {config.advantage_estimator} trains no critic, so --critic_model "
                          "and --critic_learning_rate do not apply.", "drop them, or use --advantage_estimator gae.")
     return config
+
+
+# ms-swift's --loss_type for GRPO-style runs, as verl's --loss_agg_mode (ms-swift's dr_grpo also divides by the
+# constant max completion length, which only scales the gradient)
+SWIFT_LOSS_TYPES = {"grpo": "seq-mean-token-mean", "bnpo": "token-mean", "dapo": "token-mean",
+                    "dr_grpo": "seq-mean-token-sum"}
+
+
+def _resolve_loss(config: RLConfig, args) -> None:
+    """The policy-loss flags and their OpenRLHF / ms-swift spellings, made one value each (conflicts refused)."""
+    if args.importance_sampling_level:
+        level = {"token": "ppo", "sequence": "gspo"}[args.importance_sampling_level]
+        if "policy_loss" in args.explicit and config.policy_loss != level:
+            raise RlhfxError(f"--policy_loss {config.policy_loss} and --importance_sampling_level "
+                             f"{args.importance_sampling_level} ask for different losses.", "keep one of them.")
+        config.policy_loss = level
+    if args.loss_type:
+        if args.loss_type not in SWIFT_LOSS_TYPES:
+            raise RlhfxError(f"--loss_type {args.loss_type} is a DPO loss; online RL takes "
+                             f"{', '.join(SWIFT_LOSS_TYPES)} (ms-swift's names for --loss_agg_mode).",
+                             "use --loss_agg_mode token-mean | seq-mean-token-mean | seq-mean-token-sum, or drop it.")
+        mode = SWIFT_LOSS_TYPES[args.loss_type]
+        if config.loss_agg_mode not in (None, mode):
+            raise RlhfxError(f"--loss_type {args.loss_type} means --loss_agg_mode {mode}, not {config.loss_agg_mode}.",
+                             "keep one of them.")
+        config.loss_agg_mode = mode
+    if config.loss_agg_mode is None:
+        config.loss_agg_mode = "seq-mean-token-mean" if config.policy_loss == "gspo" else "token-mean"
+    if args.eps_clip_low_high is not None:
+        if len(args.eps_clip_low_high) != 2 or {"cliprange", "cliprange_high"} & args.explicit:
+            raise RlhfxError(f"--eps_clip_low_high {' '.join(map(str, args.eps_clip_low_high))}: it takes two values, "
+                             "LOW HIGH, and replaces --cliprange / --cliprange_high.", "give LOW HIGH, or those two flags.")
+        config.cliprange, config.cliprange_high = args.eps_clip_low_high
+    if config.cliprange_high is None:
+        config.cliprange_high = config.cliprange
+    if not (0 < config.cliprange < 1 and config.cliprange_high > 0):
+        raise RlhfxError(f"The ratio clip is [1 - {config.cliprange}, 1 + {config.cliprange_high}].",
+                         "use 0 < --cliprange < 1 and --cliprange_high > 0 (e.g. 0.2 and 0.28).")
 
 
 def check_args(args) -> None:

@@ -108,25 +108,61 @@ def group_scores(scores: torch.Tensor, n: int, estimator: str) -> torch.Tensor:
     return out.reshape(-1)
 
 
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+
+
+def aggregate(loss: torch.Tensor, mask: torch.Tensor, mode: str, n_tokens: float | None = None,
+              n_sequences: float | None = None) -> torch.Tensor:
+    """A per-token loss made one number (verl's loss_agg_mode):
+    token-mean: sum over every token / the number of tokens (DAPO's token-level loss);
+    seq-mean-token-mean: each sequence's token mean, averaged over sequences (GRPO's, GSPO's);
+    seq-mean-token-sum: each sequence's token sum, averaged over sequences (Dr. GRPO's, without its constant
+    1 / max length). n_tokens, n_sequences: the totals of the whole optimizer batch when `loss` is one micro batch
+    of it (so accumulated micro batches add up to the batch's loss); default this batch's own. Sequences with no
+    token left in the mask (--overlong_filter) do not count."""
+    if mode == "token-mean":
+        return (loss * mask).sum() / (mask.sum().clamp(min=1) if n_tokens is None else n_tokens)
+    per_sequence = (loss * mask).sum(1)
+    if mode == "seq-mean-token-mean":
+        per_sequence = per_sequence / mask.sum(1).clamp(min=1)
+    elif mode != "seq-mean-token-sum":
+        raise ValueError(f"unknown loss_agg_mode {mode!r}")
+    if n_sequences is None:
+        n_sequences = (mask.sum(1) > 0).sum().clamp(min=1)
+    return per_sequence.sum() / n_sequences
+
+
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                eps_low: float, eps_high: float, dual_clip: float | None = None) -> dict[str, torch.Tensor]:
-    """PPO clipped surrogate, token mean. rho = exp(logp - logp_old), the log-ratio clamped to [-20, 20] first
-    (an overflowing rho times an advantage of exactly 0 would be NaN); objective min(rho A, clip(rho) A),
-    with dual clip c > 1: max(objective, c A) where A < 0; loss = -objective.
+                eps_low: float, eps_high: float, dual_clip: float | None = None, level: str = "token",
+                agg: str = "token-mean", n_tokens: float | None = None, n_sequences: float | None = None,
+                weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """PPO clipped surrogate. rho = exp(logp - logp_old) per token (level "token", PPO), or per sequence
+    exp(mean_t (logp - logp_old)) (level "sequence", GSPO), the log-ratio clamped to [-20, 20] first (an
+    overflowing rho times an advantage of exactly 0 would be NaN); objective min(rho A, clip(rho, 1 - eps_low,
+    1 + eps_high) A), with dual clip c > 1: max(objective, c A) where A < 0; loss = -objective, times the
+    detached per-token `weights` when given (the rollout correction, TIS / ICEPOP), aggregated by `agg`.
 
     clip_ratio: share of tokens where the clipped term is the smaller one (clipping changed the objective).
-    approx_kl: token mean of (rho - 1) - log rho, an unbiased estimate of KL(old || new)."""
-    log_ratio = (logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    approx_kl: token mean of (rho - 1) - log rho with the token rho, an unbiased estimate of KL(old || new)."""
+    token_log_ratio = (logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    if level == "token":
+        log_ratio = token_log_ratio
+    elif level == "sequence":
+        sequence = ((logp - old_logp) * mask).sum(1) / mask.sum(1).clamp(min=1)
+        log_ratio = sequence.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)[:, None].expand_as(logp)
+    else:
+        raise ValueError(f"unknown importance sampling level {level!r}")
     ratio = torch.exp(log_ratio)
     unclipped = ratio * advantages
     clipped = ratio.clamp(1 - eps_low, 1 + eps_high) * advantages
     objective = torch.min(unclipped, clipped)
     if dual_clip is not None:
         objective = torch.where(advantages < 0, torch.max(objective, dual_clip * advantages), objective)
+    loss = -objective if weights is None else -objective * weights.detach()
     with torch.no_grad():
         clip_ratio = masked_mean((clipped < unclipped).float(), mask)
-        approx_kl = masked_mean((ratio - 1) - log_ratio, mask)
-    return {"loss": masked_mean(-objective, mask), "clip_ratio": clip_ratio, "approx_kl": approx_kl}
+        approx_kl = masked_mean((token_log_ratio.exp() - 1) - token_log_ratio, mask)
+    return {"loss": aggregate(loss, mask, agg, n_tokens, n_sequences), "clip_ratio": clip_ratio, "approx_kl": approx_kl}
 
 
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
@@ -169,6 +205,12 @@ def advantages_and_returns(estimator: str, scores: torch.Tensor, kl: torch.Tenso
         advantages, returns = gae(rewards, values, mask, gamma, lam)
         return whiten(advantages, mask), returns
     raise ValueError(f"unknown advantage estimator {estimator!r}")
+
+
+def sequence_kl(kl: torch.Tensor) -> float:
+    """The rollout's KL as logged and as --target_kl reads it: per-token KL summed over each sequence, averaged over
+    sequences (Ziegler et al., TRL; OpenRLHF's --kl_target compares the per-token mean instead)."""
+    return kl.sum(1).mean().item()
 
 
 class AdaptiveKLController:

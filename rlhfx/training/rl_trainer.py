@@ -36,8 +36,8 @@ from rlhfx.algos import rl_math
 from rlhfx.engines import Sampling, stop_token_ids
 from rlhfx.errors import RlhfxError
 from rlhfx.rewards.sources import RewardSources, Sample
-from rlhfx.training.checkpoints import STAGING, TRAINER_STATE, publish, rotate
-from rlhfx.training.guards import StopOnSignal
+from rlhfx.training.checkpoints import STAGING, TRAINER_STATE, newest_checkpoint, publish, rotate
+from rlhfx.training.guards import StopOnSignal, check_finite_weights, non_finite_error
 from rlhfx.training.hf_args import gradient_accumulation, world_size
 from rlhfx.training.runner import say
 from rlhfx.training.tracking import LoopTrackers, trackers
@@ -66,6 +66,7 @@ class OnlineRLTrainer:
             self.args.reward_model or [], self.args.reward_func or [], self.args.remote_rm_url or [],
             self.args.reward_weights, self.args.torch_dtype, config.micro_rollout_batch_size,
             self.args.remote_rm_timeout, self.args.remote_rm_retries, self.device, self.args.use_chat_template)
+        self.rewards.sources = [FiniteRewards(source) for source in self.rewards.sources]
         stops = stop_token_ids(self.tokenizer, getattr(self.model, "generation_config", None), ctx.encoder.template)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else stops[0]
         self.engine = self._engine(stops)
@@ -224,7 +225,7 @@ class OnlineRLTrainer:
             config.advantage_estimator, scores, penalty, self.kl.value, mask, config.n_samples_per_prompt,
             config.gamma, config.lam, config.reward_clip_range, batch["values"], config.whiten_rewards)
         batch.update(advantages=advantages, returns=returns)
-        sequence_kl = kl.sum(1).mean().item()
+        sequence_kl = rl_math.sequence_kl(kl)
         stats = {"reward": raw.mean().item(), "reward_std": raw.std().item() if len(raw) > 1 else 0.0,
                  "kl": sequence_kl, "kl_coef": self.kl.value, "response_length": mask.sum(1).mean().item()}
         self.kl.update(sequence_kl, len(samples))
@@ -280,8 +281,10 @@ class OnlineRLTrainer:
             for start in range(0, n, self.train_batch):
                 indices = order[start : start + self.train_batch]
                 parts = [indices[i : i + self.micro_batch] for i in range(0, len(indices), self.micro_batch)]
+                mask = batch["mask"][indices]  # the optimizer batch's totals normalise every micro batch's loss
+                counts = {"n_tokens": mask.sum().clamp(min=1), "n_sequences": (mask.sum(1) > 0).sum().clamp(min=1)}
                 for part in parts:
-                    for key, value in self._micro_step(_select(batch, part), len(parts)).items():
+                    for key, value in self._micro_step(_select(batch, part), len(parts), counts).items():
                         totals.setdefault(key, []).append(value)
                 self._optimizer_step(self.model, self.optimizer, self.scheduler)
                 if self.critic is not None:
@@ -291,22 +294,27 @@ class OnlineRLTrainer:
                 model.eval()
         return {key: sum(values) / len(values) for key, values in totals.items()}
 
-    def _micro_step(self, micro: dict, accumulation: int) -> dict:
+    def _micro_step(self, micro: dict, accumulation: int, counts: dict) -> dict:
+        """One micro batch's backward. The policy loss (and the KL loss term) is its share of the optimizer batch's
+        loss under --loss_agg_mode (`counts`: that batch's tokens and sequences), so the accumulated gradient is the
+        batch's; the logged values are scaled back by `accumulation` so that their mean is the batch's loss."""
         config, mask = self.config, micro["mask"]
         logp, logits = self._logp(self.model, micro)
         out = rl_math.policy_loss(logp, micro["old_logp"], micro["advantages"], mask, config.cliprange,
-                                  config.cliprange, config.dual_clip)
+                                  config.cliprange_high, config.dual_clip,
+                                  "sequence" if config.policy_loss == "gspo" else "token", config.loss_agg_mode, **counts)
         loss = out["loss"]
         entropy = rl_math.entropy(logits, mask)
         if config.entropy_coef:
-            loss = loss - config.entropy_coef * entropy
-        stats = {"policy_loss": out["loss"].item(), "clip_ratio": out["clip_ratio"].item(),
+            loss = loss - config.entropy_coef * entropy / accumulation
+        stats = {"policy_loss": out["loss"].item() * accumulation, "clip_ratio": out["clip_ratio"].item(),
                  "approx_kl": out["approx_kl"].item(), "entropy": entropy.item()}
         if config.use_kl_loss:
-            kl_loss = rl_math.masked_mean(rl_math.kl_per_token(logp, micro["ref_logp"], config.kl_estimator, mask), mask)
+            kl = rl_math.kl_per_token(logp, micro["ref_logp"], config.kl_estimator, mask)
+            kl_loss = rl_math.aggregate(kl, mask, config.loss_agg_mode, **counts)
             loss = loss + self.kl.value * kl_loss
-            stats["kl_loss"] = kl_loss.item()
-        (loss / accumulation).backward()
+            stats["kl_loss"] = kl_loss.item() * accumulation
+        loss.backward()
         if self.critic is not None:
             values = self._values(micro)
             value_loss = rl_math.value_loss(values, micro["values"], micro["returns"], mask, config.cliprange_value)
@@ -315,7 +323,12 @@ class OnlineRLTrainer:
         return stats
 
     def _optimizer_step(self, model, optimizer, scheduler) -> None:
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], self.args.max_grad_norm)
+        """Clip and step; a NaN/inf gradient norm (NaN/inf anywhere in the loss or gradients) stops the run before
+        the weights change, as the offline trainers' NonFiniteGuard does."""
+        norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], self.args.max_grad_norm)
+        if not torch.isfinite(norm):
+            raise non_finite_error(self.step + 1, model, self.scheduler.get_last_lr()[0], newest_checkpoint(self.output_dir),
+                                   "The loss or its gradients became NaN/inf (the update was not applied)")
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -342,6 +355,7 @@ class OnlineRLTrainer:
                 batch, stats = self.rollout(self._batch_rows(self.step))
                 stats.update(self.update(batch))
                 self.step += 1
+                self._check_finite_weights()
                 n = batch["mask"].shape[0]
                 stats.update(samples_per_second=n / (time.time() - start), learning_rate=self.scheduler.get_last_lr()[0])
                 self.losses.append(stats["policy_loss"])
@@ -375,6 +389,12 @@ class OnlineRLTrainer:
         with open(self.output_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         self.trackers.log(row)
+
+    def _check_finite_weights(self) -> None:
+        """After every update, so no rollout, checkpoint or final model is ever made from NaN/inf weights."""
+        for model in (self.model, self.critic):
+            if model is not None:
+                check_finite_weights(model, self.step, self.scheduler.get_last_lr()[0], newest_checkpoint(self.output_dir))
 
     def save_model(self, folder: str) -> None:
         """The final weights; the runner's last call, so the engine is shut down here too."""
@@ -430,6 +450,27 @@ class OnlineRLTrainer:
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         say(f"resumed from {folder} at step {self.step}")
+
+
+class FiniteRewards:
+    """A reward source whose every reward must be a finite number: one NaN/inf would make the advantages, then
+    the gradients, then every weight NaN. The run stops naming the source and the sample."""
+
+    def __init__(self, source):
+        self.source, self.name = source, type(source).__name__
+        for attribute, flag in (("path", "--reward_model"), ("spec", "--reward_func"), ("url", "--remote_rm_url")):
+            if hasattr(source, attribute):
+                self.name = f"{flag} {getattr(source, attribute)}"
+
+    def __call__(self, samples: list[Sample]) -> list[float]:
+        rewards = self.source(samples)
+        for i, (reward, sample) in enumerate(zip(rewards, samples)):
+            if not math.isfinite(reward):
+                raise RlhfxError(f"The reward source {self.name} returned {reward} for sample {i} of the batch "
+                                 f"(prompt {sample.prompt[-200:]!r}, response {sample.response[:200]!r}); no update was "
+                                 "made with it.", "fix the source so it returns a finite number for every sample, then "
+                                 "resume from the last checkpoint (--resume_from_checkpoint latest).")
+        return rewards
 
 
 def _prompt_rows(dataset, limit: int | None, split: str) -> list[dict]:
