@@ -296,3 +296,14 @@ def test_both_ratio_levels_are_finite_at_extreme_log_ratios(level):
     out = rl_math.policy_loss(logp, torch.zeros_like(EXTREME), ones, ones, 0.2, 0.2, level=level)
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and torch.isfinite(logp.grad).all()
+
+
+def test_overlong_penalty_by_hand():
+    # max 16 tokens, buffer 4: no penalty up to 12, then -(length - 12) / 4 * factor, -factor at 16
+    lengths = torch.tensor([5, 12, 13, 15, 16])
+    close(rl_math.overlong_penalty(lengths, 16, 4, 0.5), [0.0, 0.0, -0.125, -0.375, -0.5])
+
+
+def test_varied_groups_are_those_whose_rewards_differ():
+    scores = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.5, 0.5])  # four prompts x 2 samples
+    assert rl_math.varied_groups(scores, 2).tolist() == [False, True, False, False]

@@ -82,3 +82,20 @@ def test_policy_loss_flags_and_their_spellings(argv, expected):
 def test_policy_loss_flag_conflicts_are_refused(argv, message):
     with pytest.raises(RlhfxError, match=message.replace("-", r"\-")):
         config("--rlhf_type", "grpo", *argv)
+
+
+def test_kl_in_reward_is_the_opposite_of_use_kl_loss():
+    assert config("--rlhf_type", "grpo", "--kl_in_reward", "true").use_kl_loss is False
+    assert config("--rlhf_type", "ppo", "--kl_in_reward", "false").use_kl_loss is True
+    assert config("--rlhf_type", "grpo", "--kl_in_reward", "true", "--use_kl_loss", "false").use_kl_loss is False
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--rlhf_type", "ppo", "--dynamic_sampling"], "needs a group estimator"),
+    (["--rlhf_type", "grpo", "--overlong_buffer_len", "100", "--generate_max_len", "64"], "must be in (0, --generate_max_len 64]"),
+    (["--rlhf_type", "grpo", "--max_resample_times", "-1"], "--max_resample_times is -1"),
+    (["--rlhf_type", "grpo", "--kl_in_reward", "true", "--use_kl_loss", "true"], "contradict each other"),
+])
+def test_dapo_flag_combinations_are_refused(argv, message):
+    with pytest.raises(RlhfxError, match=message.replace("-", r"\-").replace("(", r"\(").replace("]", r"\]")):
+        config(*argv)

@@ -46,7 +46,8 @@ def micro_stepper(**config):
     fields = dict(advantage_estimator="group_norm", n_samples_per_prompt=2, kl_coef=0.0, kl_estimator="k3",
                   use_kl_loss=False, target_kl=None, kl_horizon=10000, rollout_batch_size=1, micro_rollout_batch_size=2,
                   num_ppo_epochs=1, generate_max_len=3, temperature=1.0, top_p=1.0, cliprange=0.2, cliprange_high=0.2,
-                  policy_loss="ppo", loss_agg_mode="token-mean", dual_clip=None, cliprange_value=None, vf_coef=0.1,
+                  policy_loss="ppo", loss_agg_mode="token-mean", dual_clip=None, dynamic_sampling=False,
+                  max_resample_times=3, overlong_buffer_len=None, overlong_penalty_factor=1.0, overlong_filter=False, cliprange_value=None, vf_coef=0.1,
                   gamma=1.0, lam=1.0, whiten_rewards=False, normalize_reward=False, reward_clip_range=None,
                   entropy_coef=0.0)
     trainer = OnlineRLTrainer.__new__(OnlineRLTrainer)
@@ -76,3 +77,62 @@ def test_the_trainer_passes_the_policy_loss_flags_to_the_loss():
     assert torch.allclose(grad, expected, atol=1e-6)
     # rho = e^0.3 = 1.35 is clipped at 1.2 (no gradient) but not at 1.4 (--cliprange_high 0.4)
     assert step_gradient()[0][0, 2] == 0 and step_gradient(cliprange_high=0.4)[0][0, 2] != 0
+
+
+class FakeEngine:
+    """Completions of a fixed length per prompt; `finished` False means cut at the length limit."""
+
+    stop_ids = [0]
+
+    def __init__(self, outcomes):
+        self.outcomes, self.calls = outcomes, 0  # per call: per prompt, n (text, length, finished)
+
+    def generate(self, prompts, sampling):
+        from rlhfx.engines import Completion
+
+        out = self.outcomes[min(self.calls, len(self.outcomes) - 1)]
+        self.calls += 1
+        return [[Completion(text, [5] * length, finished) for text, length, finished in group] for group in out[: len(prompts)]]
+
+
+def rollout_trainer(outcomes, **config):
+    trainer, _, _ = micro_stepper(advantage_estimator="rloo", reward_clip_range=10.0, generate_max_len=8, **config)
+    trainer.engine, trainer.sampling, trainer.device = FakeEngine(outcomes), None, torch.device("cpu")
+    trainer.args = SimpleNamespace(engine="pt", seed=1)
+    trainer.step, trainer.pad_id, trainer.critic = 0, 0, None
+    trainer.train_rows = [{"prompt_ids": [1, 2], "prompt_messages": "[]", "prompt_text": f"p{i}"} for i in range(4)]
+    trainer.rewards = lambda samples: [float(s.response == "right") for s in samples]
+    trainer._mixed_precision = lambda: torch.autocast("cpu", enabled=False)
+    trainer._logp = lambda model, micro: (torch.zeros_like(micro["mask"]), None)
+    trainer._ref_logp = lambda micro: torch.zeros_like(micro["mask"])
+    trainer.kl = SimpleNamespace(value=0.0, update=lambda kl, n: None)
+    return trainer
+
+
+SAME, MIXED = [("wrong", 3, True)] * 2, [("right", 3, True), ("wrong", 3, True)]
+
+
+def test_dynamic_sampling_keeps_varied_groups_and_tops_the_batch_up():
+    # round 0: prompt 0 all wrong (dropped), prompt 1 mixed; round 1: two more mixed groups, one needed
+    trainer = rollout_trainer([[SAME, MIXED], [MIXED, MIXED]], dynamic_sampling=True, max_resample_times=3)
+    groups, stats = trainer._rollout_groups(trainer.train_rows[:2])
+    assert len(groups) == 2 and all({s[4] for s in group} == {0.0, 1.0} for group in groups)
+    assert (stats["varied_groups"], stats["sampling_rounds"], stats["reward"]) == (0.5, 1, 0.25)
+    # capped: no round finds a varied group, so after --max_resample_times rounds the one kept group trains alone
+    trainer = rollout_trainer([[SAME, MIXED], [SAME, SAME]], dynamic_sampling=True, max_resample_times=2)
+    groups, stats = trainer._rollout_groups(trainer.train_rows[:2])
+    assert len(groups) == 1 and stats["sampling_rounds"] == 2 and trainer.engine.calls == 3
+    # off: everything is kept
+    trainer = rollout_trainer([[SAME, MIXED]])
+    assert len(trainer._rollout_groups(trainer.train_rows[:2])[0]) == 2
+
+
+def test_overlong_shaping_and_filter_in_the_rollout():
+    # prompt 0: "right" cut at 8 tokens vs "wrong" of 3; buffer 4, factor 1: the cut one gets 1 - 1 = 0
+    outcomes = [[[("right", 8, False), ("wrong", 3, True)], [("right", 7, True), ("wrong", 3, True)]]]
+    trainer = rollout_trainer(outcomes, overlong_buffer_len=4, overlong_filter=True)
+    batch, stats = trainer.rollout(trainer.train_rows[:2])
+    # shaped rewards 0, 0 | 1 - 3/4, 0 -> rloo advantages 0, 0 | .25, -.25 on every real token
+    assert torch.allclose(batch["advantages"][:, 0], torch.tensor([0.0, 0.0, 0.25, -0.25]))
+    assert stats["overlong_penalty"] == pytest.approx(-(1 + 0.75) / 4) and stats["truncated"] == 0.25
+    assert batch["mask"].sum(1).tolist() == [0.0, 3.0, 7.0, 3.0]  # the cut completion is out of the loss

@@ -47,6 +47,11 @@ class RLConfig:
     policy_loss: str
     loss_agg_mode: str | None
     dual_clip: float | None
+    dynamic_sampling: bool
+    max_resample_times: int
+    overlong_buffer_len: int | None
+    overlong_penalty_factor: float
+    overlong_filter: bool
     cliprange_value: float | None
     vf_coef: float
     gamma: float
@@ -68,6 +73,11 @@ def resolve_config(args, algo_name: str) -> RLConfig:
     for name, default in preset.items():
         if name not in args.explicit or values[name] is None:
             values[name] = default
+    if args.kl_in_reward is not None:  # ms-swift: the KL as a reward penalty (true) or as a loss term (false)
+        if "use_kl_loss" in args.explicit and args.use_kl_loss == args.kl_in_reward:
+            raise RlhfxError(f"--kl_in_reward {args.kl_in_reward} and --use_kl_loss {args.use_kl_loss} contradict "
+                             "each other.", "keep one of them.")
+        values["use_kl_loss"] = not args.kl_in_reward
     config = RLConfig(**values)
     _resolve_loss(config, args)
     if config.advantage_estimator in GROUP_ESTIMATORS and config.n_samples_per_prompt < 2:
@@ -82,6 +92,16 @@ def resolve_config(args, algo_name: str) -> RLConfig:
                          f"{config.advantage_estimator}: {why}.", "sample the rollouts: --temperature 1.0 (the default).")
     if config.dual_clip is not None and config.dual_clip <= 1:
         raise RlhfxError(f"--dual_clip is {config.dual_clip}.", "use a constant above 1 (e.g. 3), or leave it off.")
+    if config.dynamic_sampling and config.advantage_estimator not in GROUP_ESTIMATORS:
+        raise RlhfxError(f"--dynamic_sampling keeps the prompts whose samples' rewards differ, which needs a group "
+                         f"estimator, not --advantage_estimator {config.advantage_estimator}.",
+                         "use --rlhf_type grpo or rloo (or a group --advantage_estimator), or drop --dynamic_sampling.")
+    if config.overlong_buffer_len is not None and not 0 < config.overlong_buffer_len <= config.generate_max_len:
+        raise RlhfxError(f"--overlong_buffer_len {config.overlong_buffer_len} must be in (0, --generate_max_len "
+                         f"{config.generate_max_len}]: the penalty falls over the last that many tokens.",
+                         "use e.g. a quarter of --generate_max_len.")
+    if config.max_resample_times < 0:
+        raise RlhfxError(f"--max_resample_times is {config.max_resample_times}.", "use 0 or more rounds.")
     for name in ("rollout_batch_size", "micro_rollout_batch_size", "num_ppo_epochs", "generate_max_len",
                  "n_samples_per_prompt"):
         if getattr(config, name) < 1:

@@ -132,6 +132,20 @@ def aggregate(loss: torch.Tensor, mask: torch.Tensor, mode: str, n_tokens: float
     return per_sequence.sum() / n_sequences
 
 
+def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer: float, factor: float) -> torch.Tensor:
+    """DAPO's soft overlong punishment, added to each sequence reward: 0 up to max_len - buffer tokens, then falling
+    linearly to -factor at max_len: -factor min(length - (max_len - buffer), buffer) / buffer where positive."""
+    exceed = (lengths.float() - (max_len - buffer)).clamp(min=0, max=buffer)
+    return -factor * exceed / buffer
+
+
+def varied_groups(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """[groups] whether the n rewards of each prompt differ (DAPO's dynamic sampling keeps only those: a group whose
+    rewards are all equal has every advantage 0 and only dilutes the batch)."""
+    groups = scores.view(-1, n)
+    return groups.max(dim=1).values > groups.min(dim=1).values
+
+
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                 eps_low: float, eps_high: float, dual_clip: float | None = None, level: str = "token",
                 agg: str = "token-mean", n_tokens: float | None = None, n_sequences: float | None = None,

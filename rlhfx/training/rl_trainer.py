@@ -173,19 +173,67 @@ class OnlineRLTrainer:
         return [self.train_rows[i] for i in order[index * size : (index + 1) * size].tolist()]
 
     def _generate(self, rows: list[dict], sampling: Sampling):
-        """(samples, response ids) for every prompt's n completions, prompts' samples consecutive."""
+        """(samples, prompt ids, response ids, finished) for every prompt's n completions, prompts' samples
+        consecutive; finished is False for a completion cut at --generate_max_len."""
         if self.args.engine == "vllm":
             self.engine.update_weights(self._policy_weights())
         with self._mixed_precision():
             completions = self.engine.generate([row["prompt_ids"] for row in rows], sampling)
-        samples, prompt_ids, response_ids = [], [], []
+        samples, prompt_ids, response_ids, finished = [], [], [], []
         for row, outs in zip(rows, completions):
             for completion in outs:
                 samples.append(Sample(json.loads(row["prompt_messages"]), row["prompt_text"], completion.text,
                                       row.get("label")))
                 prompt_ids.append(row["prompt_ids"])
                 response_ids.append(completion.token_ids or [self.engine.stop_ids[0]])
-        return samples, prompt_ids, response_ids
+                finished.append(completion.finished)
+        return samples, prompt_ids, response_ids, finished
+
+    def _score(self, rows: list[dict]) -> list[list[tuple]]:
+        """Generate and score: per prompt, its n (sample, prompt ids, response ids, finished, reward, overlong
+        penalty), the reward being the sources' and the penalty --overlong_buffer_len's shaping (else 0)."""
+        config = self.config
+        samples, prompt_ids, response_ids, finished = self._generate(rows, self.sampling)
+        rewards = self.rewards(samples)
+        penalty = [0.0] * len(samples)
+        if config.overlong_buffer_len:
+            lengths = torch.tensor([len(ids) for ids in response_ids])
+            penalty = rl_math.overlong_penalty(lengths, config.generate_max_len, config.overlong_buffer_len,
+                                               config.overlong_penalty_factor).tolist()
+        flat = list(zip(samples, prompt_ids, response_ids, finished, rewards, penalty))
+        n = config.n_samples_per_prompt
+        return [flat[i : i + n] for i in range(0, len(flat), n)]
+
+    def _rollout_groups(self, rows: list[dict]) -> tuple[list[list[tuple]], dict]:
+        """The step's scored groups, and the reward statistics of its prompts' first samples. With
+        --dynamic_sampling only groups whose (shaped) rewards differ are kept, topped up from further rounds of
+        other prompts (at most --max_resample_times) to --rollout_batch_size; if none differ the batch is kept."""
+        config = self.config
+        groups = self._score(rows)
+        raw = torch.tensor([sample[4] for group in groups for sample in group])
+        stats = {"reward": raw.mean().item(), "reward_std": raw.std().item() if len(raw) > 1 else 0.0}
+        if config.overlong_buffer_len:
+            stats["overlong_penalty"] = sum(sample[5] for group in groups for sample in group) / len(raw)
+        if not config.dynamic_sampling:
+            return groups, stats
+        kept, rounds = self._varied(groups), 0
+        stats["varied_groups"] = len(kept) / len(groups)
+        while len(kept) < len(rows) and rounds < config.max_resample_times:
+            rounds += 1
+            kept += self._varied(self._score(self._extra_rows(rounds)))
+        stats["sampling_rounds"] = rounds
+        return (kept[: len(rows)] if kept else groups), stats
+
+    def _varied(self, groups: list[list[tuple]]) -> list[list[tuple]]:
+        shaped = torch.tensor([sample[4] + sample[5] for group in groups for sample in group])
+        varied = rl_math.varied_groups(shaped, self.config.n_samples_per_prompt).tolist()
+        return [group for group, keep in zip(groups, varied) if keep]
+
+    def _extra_rows(self, round_: int) -> list[dict]:
+        """Dynamic sampling's further prompts: a draw fixed by (seed, step, round), so a resumed run draws the same."""
+        generator = torch.Generator().manual_seed(self.args.seed + 1_000_003 * (self.step + 1) + round_)
+        order = torch.randperm(len(self.train_rows), generator=generator)[: self.config.rollout_batch_size]
+        return [self.train_rows[i] for i in order.tolist()]
 
     def _layout(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> dict:
         width, length = max(map(len, prompt_ids)), max(map(len, response_ids))
@@ -202,7 +250,8 @@ class OnlineRLTrainer:
     @torch.no_grad()
     def rollout(self, rows: list[dict]) -> dict:
         config = self.config
-        samples, prompt_ids, response_ids = self._generate(rows, self.sampling)
+        groups, stats = self._rollout_groups(rows)
+        samples, prompt_ids, response_ids, finished, rewards, overlong = zip(*[s for group in groups for s in group])
         batch = self._layout(prompt_ids, response_ids)
         old_logp, ref_logp, values = [], [], []
         for part in _chunks(len(samples), config.micro_rollout_batch_size):
@@ -213,11 +262,10 @@ class OnlineRLTrainer:
                 values.append(self._values(micro))
         batch.update(old_logp=torch.cat(old_logp), ref_logp=torch.cat(ref_logp))
         mask = batch["mask"]
-        raw = torch.tensor(self.rewards(samples), dtype=torch.float32, device=self.device)
-        scores = raw
+        scores = torch.tensor(rewards, dtype=torch.float32, device=self.device) + torch.tensor(overlong, device=self.device)
         if config.normalize_reward:
-            self.reward_moments.update(raw.tolist())
-            scores = self.reward_moments.normalize(raw)
+            self.reward_moments.update(scores.tolist())
+            scores = self.reward_moments.normalize(scores)
         kl = rl_math.kl_per_token(batch["old_logp"], batch["ref_logp"], config.kl_estimator, mask)
         penalty = torch.zeros_like(kl) if config.use_kl_loss else kl
         batch["values"] = torch.cat(values) * mask if values else None
@@ -226,8 +274,11 @@ class OnlineRLTrainer:
             config.gamma, config.lam, config.reward_clip_range, batch["values"], config.whiten_rewards)
         batch.update(advantages=advantages, returns=returns)
         sequence_kl = rl_math.sequence_kl(kl)
-        stats = {"reward": raw.mean().item(), "reward_std": raw.std().item() if len(raw) > 1 else 0.0,
-                 "kl": sequence_kl, "kl_coef": self.kl.value, "response_length": mask.sum(1).mean().item()}
+        stats.update(kl=sequence_kl, kl_coef=self.kl.value, response_length=mask.sum(1).mean().item())
+        if config.overlong_filter:  # truncated completions stay in their group's baseline but out of every loss
+            complete = torch.tensor(finished, dtype=mask.dtype, device=mask.device)
+            batch["mask"] = mask * complete[:, None]
+            stats["truncated"] = 1 - complete.mean().item()
         self.kl.update(sequence_kl, len(samples))
         return batch, stats
 
@@ -378,7 +429,7 @@ class OnlineRLTrainer:
         if not self.eval_rows:
             return {}
         greedy = Sampling(n=1, max_new_tokens=self.config.generate_max_len, greedy=True)
-        samples, _, response_ids = self._generate(self.eval_rows, greedy)
+        samples, _, response_ids, _ = self._generate(self.eval_rows, greedy)
         result = {"eval_reward": sum(self.rewards(samples)) / len(samples),
                   "eval_response_length": sum(map(len, response_ids)) / len(response_ids)}
         self._log(result)
