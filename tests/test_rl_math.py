@@ -307,3 +307,30 @@ def test_overlong_penalty_by_hand():
 def test_varied_groups_are_those_whose_rewards_differ():
     scores = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.5, 0.5])  # four prompts x 2 samples
     assert rl_math.varied_groups(scores, 2).tolist() == [False, True, False, False]
+
+
+def test_rollout_correction_tis_and_icepop_by_hand():
+    old = torch.log(torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]))
+    rollout = torch.log(torch.tensor([[0.5, 4.0, 1.0], [1.0 / 8, 1.25, 9.0]]))  # r = old / rollout: 2, .25, 1 | 8, .8
+    weights, stats = rl_math.rollout_correction(old, rollout, MASK, "tis", 0.5, 5.0)
+    close(weights, [[2.0, 0.5, 1.0], [5.0, 0.8, 0.0]])  # clamped to [.5, 5]; the pad is 0
+    weights, stats = rl_math.rollout_correction(old, rollout, MASK, "icepop", 0.5, 5.0)
+    close(weights, [[2.0, 0.0, 1.0], [0.0, 0.8, 0.0]])  # outside [.5, 5]: dropped
+    assert stats["is_masked"] == pytest.approx(2 / 5)
+    assert stats["rollout_kl"] == pytest.approx((math.log(0.5) + math.log(4) + 0 + math.log(1 / 8) + math.log(1.25)) / 5)
+    # the weights multiply the per-token loss: A = 1, ratio 1 everywhere -> loss = -mean(weights)
+    ones = torch.ones(2, 3)
+    out = rl_math.policy_loss(old, old, ones, MASK, 0.2, 0.2, weights=weights)
+    close(out["loss"], -(2.0 + 1.0 + 0.8) / 5)
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3"])
+def test_unbiased_kl_gradient_keeps_the_value_and_takes_w_lr(estimator):
+    logp = LOGP.clone().requires_grad_()
+    old = LOGP - torch.tensor([[0.1, -0.2, 0.0], [0.3, 0.0, 5.0]])  # w = pi / pi_old = e^.1, e^-.2, 1 | e^.3, 1
+    kl = rl_math.kl_per_token(logp, REF, estimator, MASK, old_logp=old)
+    close(kl, rl_math.kl_per_token(LOGP, REF, estimator, MASK))  # the value is the estimator's
+    kl.sum().backward()
+    lr = [[0.5, -1.0, 0.0], [-0.2, 0.0, 0.0]]  # logp - ref, the pad 0
+    w = [[math.exp(0.1), math.exp(-0.2), 1.0], [math.exp(0.3), 1.0, 0.0]]
+    close(logp.grad, [[wi * li for wi, li in zip(wr, lrow)] for wr, lrow in zip(w, lr)])

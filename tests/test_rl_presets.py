@@ -99,3 +99,20 @@ def test_kl_in_reward_is_the_opposite_of_use_kl_loss():
 def test_dapo_flag_combinations_are_refused(argv, message):
     with pytest.raises(RlhfxError, match=message.replace("-", r"\-").replace("(", r"\(").replace("]", r"\]")):
         config(*argv)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--enable_vllm_is_correction"], "use --engine vllm"),
+    (["--engine", "vllm", "--enable_vllm_is_correction", "--vllm_is_truncated_threshold", "2", "5"], "0 <= LOW <= 1 <= HIGH"),
+    (["--use_kl_loss", "false", "--kl_unbiased_gradient"], "add --use_kl_loss"),
+])
+def test_rollout_correction_and_kl_gradient_flags_are_checked(argv, message):
+    with pytest.raises(RlhfxError, match=message.replace("-", r"\-")):
+        config("--rlhf_type", "grpo", *argv)
+
+
+def test_rollout_correction_and_kl_gradient_spellings():
+    grpo = config("--rlhf_type", "grpo", "--engine", "vllm", "--enable_vllm_is_correction", "--vllm_is_correction_type",
+                  "icepop", "--vllm_is_truncated_threshold", "0.8", "1.25", "--algo.kl.unbiased_gradient")
+    assert (grpo.enable_vllm_is_correction, grpo.vllm_is_correction_type, grpo.vllm_is_truncated_threshold,
+            grpo.kl_unbiased_gradient) == (True, "icepop", [0.8, 1.25], True)

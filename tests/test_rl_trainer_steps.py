@@ -47,7 +47,9 @@ def micro_stepper(**config):
                   use_kl_loss=False, target_kl=None, kl_horizon=10000, rollout_batch_size=1, micro_rollout_batch_size=2,
                   num_ppo_epochs=1, generate_max_len=3, temperature=1.0, top_p=1.0, cliprange=0.2, cliprange_high=0.2,
                   policy_loss="ppo", loss_agg_mode="token-mean", dual_clip=None, dynamic_sampling=False,
-                  max_resample_times=3, overlong_buffer_len=None, overlong_penalty_factor=1.0, overlong_filter=False, cliprange_value=None, vf_coef=0.1,
+                  max_resample_times=3, overlong_buffer_len=None, overlong_penalty_factor=1.0, overlong_filter=False,
+                  enable_vllm_is_correction=False, vllm_is_correction_type="tis", vllm_is_truncated_threshold=[0.5, 5.0],
+                  kl_unbiased_gradient=False, cliprange_value=None, vf_coef=0.1,
                   gamma=1.0, lam=1.0, whiten_rewards=False, normalize_reward=False, reward_clip_range=None,
                   entropy_coef=0.0)
     trainer = OnlineRLTrainer.__new__(OnlineRLTrainer)
@@ -136,3 +138,40 @@ def test_overlong_shaping_and_filter_in_the_rollout():
     assert torch.allclose(batch["advantages"][:, 0], torch.tensor([0.0, 0.0, 0.25, -0.25]))
     assert stats["overlong_penalty"] == pytest.approx(-(1 + 0.75) / 4) and stats["truncated"] == 0.25
     assert batch["mask"].sum(1).tolist() == [0.0, 3.0, 7.0, 3.0]  # the cut completion is out of the loss
+
+
+def test_vllm_log_probs_become_the_rollout_correction_weights():
+    from rlhfx.engines import Completion
+
+    class LogprobEngine(FakeEngine):
+        def generate(self, prompts, sampling):  # vLLM's log-probs: pi_old / pi_vllm = e^.5 (kept), e^3 (beyond 5)
+            return [[Completion("right", [5, 5], True, [-0.5, -3.0]), Completion("wrong", [5, 5], True, [0.0, 0.0])]]
+
+        def update_weights(self, weights):
+            pass
+
+    trainer = rollout_trainer([], enable_vllm_is_correction=True, vllm_is_correction_type="icepop")
+    trainer.engine, trainer.args.engine, trainer._policy_weights = LogprobEngine([]), "vllm", lambda: []
+    batch, stats = trainer.rollout(trainer.train_rows[:1])
+    assert torch.allclose(batch["is_weights"], torch.tensor([[math.exp(0.5), 0.0], [1.0, 1.0]]))
+    assert stats["is_masked"] == pytest.approx(0.25)
+    # the update weighs each token's loss by them: the dropped token gets no gradient
+    trainer2, logp, micro = micro_stepper(cliprange=0.5, cliprange_high=0.5)  # nothing clipped
+    micro["is_weights"] = torch.tensor([[1.0, 0.0, 2.0], [1.0, 1.0, 0.0]])
+    trainer2._micro_step(micro, 1, {"n_tokens": torch.tensor(5.0), "n_sequences": torch.tensor(2.0)})
+    rho = torch.tensor([[0.1, 0.2, 0.3], [-0.5, -0.3, 0.0]]).exp()  # d(-w rho A)/d logp = -w rho A, / 5 tokens
+    assert torch.allclose(logp.grad, torch.tensor([[-rho[0, 0], 0.0, -2 * rho[0, 2]], [rho[1, 0], rho[1, 1], 0.0]]) / 5)
+
+
+def test_the_trainer_takes_the_unbiased_kl_gradient_when_asked():
+    def kl_grad(unbiased):
+        trainer, logp, micro = micro_stepper(use_kl_loss=True, kl_estimator="k3", kl_unbiased_gradient=unbiased)
+        trainer.kl.value, micro["advantages"] = 1.0, torch.zeros(2, 3)
+        micro["ref_logp"] = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+        trainer._micro_step(micro, 1, {"n_tokens": torch.tensor(5.0), "n_sequences": torch.tensor(2.0)})
+        return logp.grad
+
+    lr, w = torch.tensor([[0.1, 0.2, 0.3], [-0.5, -0.3, 0.0]]), torch.tensor([[0.1, 0.2, 0.3], [-0.5, -0.3, 0.0]]).exp()
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    assert torch.allclose(kl_grad(True), w * lr * mask / 5, atol=1e-6)  # w lr, token mean over 5 tokens
+    assert torch.allclose(kl_grad(False), (1 - torch.exp(-lr)) * mask / 5, atol=1e-6)  # k3's own: 1 - e^-lr

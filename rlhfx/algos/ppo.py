@@ -52,6 +52,10 @@ class RLConfig:
     overlong_buffer_len: int | None
     overlong_penalty_factor: float
     overlong_filter: bool
+    enable_vllm_is_correction: bool
+    vllm_is_correction_type: str
+    vllm_is_truncated_threshold: list
+    kl_unbiased_gradient: bool
     cliprange_value: float | None
     vf_coef: float
     gamma: float
@@ -100,6 +104,17 @@ def resolve_config(args, algo_name: str) -> RLConfig:
         raise RlhfxError(f"--overlong_buffer_len {config.overlong_buffer_len} must be in (0, --generate_max_len "
                          f"{config.generate_max_len}]: the penalty falls over the last that many tokens.",
                          "use e.g. a quarter of --generate_max_len.")
+    if config.enable_vllm_is_correction and args.engine != "vllm":
+        raise RlhfxError("--enable_vllm_is_correction corrects for vLLM's log-probs differing from the trainer's, "
+                         f"but the rollouts come from --engine {args.engine}, which samples with the policy itself.",
+                         "use --engine vllm, or drop --enable_vllm_is_correction.")
+    low_high = config.vllm_is_truncated_threshold
+    if len(low_high) != 2 or not 0 <= low_high[0] <= 1 <= low_high[1]:
+        raise RlhfxError(f"--vllm_is_truncated_threshold {' '.join(map(str, low_high))}: it takes LOW HIGH with "
+                         "0 <= LOW <= 1 <= HIGH.", "e.g. 0.5 5 (OpenRLHF's default).")
+    if config.kl_unbiased_gradient and not config.use_kl_loss:
+        raise RlhfxError("--kl_unbiased_gradient changes the gradient of the KL loss term, but the KL is a reward "
+                         "penalty in this run.", "add --use_kl_loss (grpo has it on), or drop --kl_unbiased_gradient.")
     if config.max_resample_times < 0:
         raise RlhfxError(f"--max_resample_times is {config.max_resample_times}.", "use 0 or more rounds.")
     for name in ("rollout_batch_size", "micro_rollout_batch_size", "num_ppo_epochs", "generate_max_len",

@@ -29,10 +29,23 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: fl
     return (white if shift_mean else white + mean) * mask
 
 
-def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str, mask: torch.Tensor) -> torch.Tensor:
+KL_IS_WEIGHT_CLAMP = 10.0
+
+
+def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str, mask: torch.Tensor,
+                 old_logp: torch.Tensor | None = None) -> torch.Tensor:
     """KL estimate per response token from lr = logp - logref: k1 = lr, k2 = lr^2/2, k3 = exp(-lr) - 1 + lr,
     clamped to [-10, 10]; 0 on padding. k3 exponentiates lr clamped to [-20, 20] (where k3 is past 10 anyway):
-    exp(-lr) of lr < -88.7 is inf, and the outer clamp's zero gradient times inf would be a NaN gradient."""
+    exp(-lr) of lr < -88.7 is inf, and the outer clamp's zero gradient times inf would be a NaN gradient.
+
+    With old_logp (--kl_unbiased_gradient, the KL loss term) the value stays the estimator's but the gradient
+    is the unbiased one of KL(pi || ref) for samples drawn from pi_old: w lr grad(logp), w = pi / pi_old
+    (detached, at most 10); every estimator then has this same gradient."""
+    if old_logp is not None:
+        value = kl_per_token(logp, ref_logp, estimator, mask).detach()
+        weight = torch.exp((logp - old_logp).clamp(max=math.log(KL_IS_WEIGHT_CLAMP))).detach()
+        surrogate = weight * (logp - ref_logp) ** 2 / 2 * mask
+        return value + surrogate - surrogate.detach()
     lr = logp - ref_logp
     if estimator == "k1":
         kl = lr
@@ -137,6 +150,24 @@ def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer: float, factor:
     linearly to -factor at max_len: -factor min(length - (max_len - buffer), buffer) / buffer where positive."""
     exceed = (lengths.float() - (max_len - buffer)).clamp(min=0, max=buffer)
     return -factor * exceed / buffer
+
+
+def rollout_correction(old_logp: torch.Tensor, rollout_logp: torch.Tensor, mask: torch.Tensor, kind: str,
+                       low: float, high: float) -> tuple[torch.Tensor, dict]:
+    """Per-token weights on the policy loss for rollouts sampled by another engine (vLLM) than the one that computes
+    old_logp: r = pi_old / pi_rollout = exp(old_logp - rollout_logp). tis: r clamped to [low, high] (truncated
+    importance sampling); icepop: r where low <= r <= high, else 0 (the token is masked out). Also the statistics:
+    rollout_kl, the token mean of rollout_logp - old_logp, and is_masked, the share of tokens icepop drops."""
+    ratio = torch.exp((old_logp - rollout_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)) * mask
+    if kind == "tis":
+        weights = ratio.clamp(low, high)
+    elif kind == "icepop":
+        weights = ratio * ((ratio >= low) & (ratio <= high))
+    else:
+        raise ValueError(f"unknown rollout correction {kind!r}")
+    stats = {"rollout_kl": masked_mean(rollout_logp - old_logp, mask).item(),
+             "is_masked": masked_mean(((ratio < low) | (ratio > high)).float(), mask).item()}
+    return weights * mask, stats
 
 
 def varied_groups(scores: torch.Tensor, n: int) -> torch.Tensor:

@@ -118,7 +118,8 @@ class OnlineRLTrainer:
             base = _adapter_base(path)
             return make_engine("vllm", model_path=resolve_model_path(base, None) if base else path,
                                tokenizer=self.tokenizer, stop_ids=stops, dtype=self.args.torch_dtype, seed=self.args.seed,
-                               gpu_memory_utilization=self.args.vllm_gpu_memory_utilization)
+                               gpu_memory_utilization=self.args.vllm_gpu_memory_utilization,
+                               logprobs=self.config.enable_vllm_is_correction)
         from rlhfx.engines.pt import PtEngine
 
         prompts_per_call = max(1, self.config.micro_rollout_batch_size // self.config.n_samples_per_prompt)
@@ -173,13 +174,14 @@ class OnlineRLTrainer:
         return [self.train_rows[i] for i in order[index * size : (index + 1) * size].tolist()]
 
     def _generate(self, rows: list[dict], sampling: Sampling):
-        """(samples, prompt ids, response ids, finished) for every prompt's n completions, prompts' samples
-        consecutive; finished is False for a completion cut at --generate_max_len."""
+        """(samples, prompt ids, response ids, finished, engine log-probs) for every prompt's n completions, prompts'
+        samples consecutive; finished is False for a completion cut at --generate_max_len; the log-probs are the
+        engine's own (vllm with --enable_vllm_is_correction; else zeros)."""
         if self.args.engine == "vllm":
             self.engine.update_weights(self._policy_weights())
         with self._mixed_precision():
             completions = self.engine.generate([row["prompt_ids"] for row in rows], sampling)
-        samples, prompt_ids, response_ids, finished = [], [], [], []
+        samples, prompt_ids, response_ids, finished, logprobs = [], [], [], [], []
         for row, outs in zip(rows, completions):
             for completion in outs:
                 samples.append(Sample(json.loads(row["prompt_messages"]), row["prompt_text"], completion.text,
@@ -187,20 +189,22 @@ class OnlineRLTrainer:
                 prompt_ids.append(row["prompt_ids"])
                 response_ids.append(completion.token_ids or [self.engine.stop_ids[0]])
                 finished.append(completion.finished)
-        return samples, prompt_ids, response_ids, finished
+                logprobs.append(completion.logprobs or [0.0] * len(response_ids[-1]))
+        return samples, prompt_ids, response_ids, finished, logprobs
 
     def _score(self, rows: list[dict]) -> list[list[tuple]]:
         """Generate and score: per prompt, its n (sample, prompt ids, response ids, finished, reward, overlong
-        penalty), the reward being the sources' and the penalty --overlong_buffer_len's shaping (else 0)."""
+        penalty, engine log-probs), the reward being the sources' and the penalty --overlong_buffer_len's shaping
+        (else 0)."""
         config = self.config
-        samples, prompt_ids, response_ids, finished = self._generate(rows, self.sampling)
+        samples, prompt_ids, response_ids, finished, logprobs = self._generate(rows, self.sampling)
         rewards = self.rewards(samples)
         penalty = [0.0] * len(samples)
         if config.overlong_buffer_len:
             lengths = torch.tensor([len(ids) for ids in response_ids])
             penalty = rl_math.overlong_penalty(lengths, config.generate_max_len, config.overlong_buffer_len,
                                                config.overlong_penalty_factor).tolist()
-        flat = list(zip(samples, prompt_ids, response_ids, finished, rewards, penalty))
+        flat = list(zip(samples, prompt_ids, response_ids, finished, rewards, penalty, logprobs))
         n = config.n_samples_per_prompt
         return [flat[i : i + n] for i in range(0, len(flat), n)]
 
@@ -251,7 +255,7 @@ class OnlineRLTrainer:
     def rollout(self, rows: list[dict]) -> dict:
         config = self.config
         groups, stats = self._rollout_groups(rows)
-        samples, prompt_ids, response_ids, finished, rewards, overlong = zip(*[s for group in groups for s in group])
+        samples, prompt_ids, response_ids, finished, rewards, overlong, engine_logp = zip(*[s for group in groups for s in group])
         batch = self._layout(prompt_ids, response_ids)
         old_logp, ref_logp, values = [], [], []
         for part in _chunks(len(samples), config.micro_rollout_batch_size):
@@ -275,6 +279,14 @@ class OnlineRLTrainer:
         batch.update(advantages=advantages, returns=returns)
         sequence_kl = rl_math.sequence_kl(kl)
         stats.update(kl=sequence_kl, kl_coef=self.kl.value, response_length=mask.sum(1).mean().item())
+        if config.enable_vllm_is_correction:
+            rollout_logp = torch.zeros_like(mask)
+            for i, values in enumerate(engine_logp):
+                rollout_logp[i, : len(values)] = torch.tensor(values)
+            low, high = config.vllm_is_truncated_threshold
+            batch["is_weights"], correction = rl_math.rollout_correction(
+                batch["old_logp"], rollout_logp, mask, config.vllm_is_correction_type, low, high)
+            stats.update(correction)
         if config.overlong_filter:  # truncated completions stay in their group's baseline but out of every loss
             complete = torch.tensor(finished, dtype=mask.dtype, device=mask.device)
             batch["mask"] = mask * complete[:, None]
@@ -353,7 +365,8 @@ class OnlineRLTrainer:
         logp, logits = self._logp(self.model, micro)
         out = rl_math.policy_loss(logp, micro["old_logp"], micro["advantages"], mask, config.cliprange,
                                   config.cliprange_high, config.dual_clip,
-                                  "sequence" if config.policy_loss == "gspo" else "token", config.loss_agg_mode, **counts)
+                                  "sequence" if config.policy_loss == "gspo" else "token", config.loss_agg_mode,
+                                  weights=micro.get("is_weights"), **counts)
         loss = out["loss"]
         entropy = rl_math.entropy(logits, mask)
         if config.entropy_coef:
@@ -361,7 +374,8 @@ class OnlineRLTrainer:
         stats = {"policy_loss": out["loss"].item() * accumulation, "clip_ratio": out["clip_ratio"].item(),
                  "approx_kl": out["approx_kl"].item(), "entropy": entropy.item()}
         if config.use_kl_loss:
-            kl = rl_math.kl_per_token(logp, micro["ref_logp"], config.kl_estimator, mask)
+            kl = rl_math.kl_per_token(logp, micro["ref_logp"], config.kl_estimator, mask,
+                                      micro["old_logp"] if config.kl_unbiased_gradient else None)
             kl_loss = rl_math.aggregate(kl, mask, config.loss_agg_mode, **counts)
             loss = loss + self.kl.value * kl_loss
             stats["kl_loss"] = kl_loss.item() * accumulation
@@ -429,7 +443,7 @@ class OnlineRLTrainer:
         if not self.eval_rows:
             return {}
         greedy = Sampling(n=1, max_new_tokens=self.config.generate_max_len, greedy=True)
-        samples, _, response_ids, _ = self._generate(self.eval_rows, greedy)
+        samples, _, response_ids, _, _ = self._generate(self.eval_rows, greedy)
         result = {"eval_reward": sum(self.rewards(samples)) / len(samples),
                   "eval_response_length": sum(map(len, response_ids)) / len(response_ids)}
         self._log(result)
