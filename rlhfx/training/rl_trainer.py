@@ -281,8 +281,8 @@ class OnlineRLTrainer:
         stats.update(kl=sequence_kl, kl_coef=self.kl.value, response_length=mask.sum(1).mean().item())
         if config.enable_vllm_is_correction:
             rollout_logp = torch.zeros_like(mask)
-            for i, values in enumerate(engine_logp):
-                rollout_logp[i, : len(values)] = torch.tensor(values)
+            for i, logps in enumerate(engine_logp):
+                rollout_logp[i, : len(logps)] = torch.tensor(logps)
             low, high = config.vllm_is_truncated_threshold
             batch["is_weights"], correction = rl_math.rollout_correction(
                 batch["old_logp"], rollout_logp, mask, config.vllm_is_correction_type, low, high)
