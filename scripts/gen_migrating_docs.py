@@ -87,6 +87,21 @@ COMMANDS = {
                  ("rejection sampling / iterative DPO shell loops", "`rlhfx pipeline rs`, `rlhfx pipeline iterative_dpo`"),
                  ("deepspeed --module ... / torchrun", "`NPROC_PER_NODE=N rlhfx ...`")],
 }
+# Where the same flag or formula means something else in rlhfx: each a deliberate choice, pinned by a test and
+# listed in docs/algorithms/ppo.md ("Conventions").
+CONVENTIONS = {"OpenRLHF": [
+    ("Group estimators with `--reward_clip_range`", "subtract the group baseline, then clip (rloo, rewards 30 and 20, "
+     "clip 10: +10 and -10)", "clip each raw reward, then subtract the baseline (0 and 0): an outlier cannot move its "
+     "group's baseline"),
+    ("`--ipo`", "IPO on summed log-ratios", "the same (OpenRLHF's formula); `--loss_type ipo` is TRL's and ms-swift's "
+     "IPO on per-token mean log-ratios"),
+    ("`--kl_target` / `--target_kl`", "`--kl_target` compares the per-token mean KL", "`--target_kl` compares the "
+     "sequence KL (summed over tokens, averaged over sequences; Ziegler et al., TRL): multiply an OpenRLHF target by "
+     "the mean response length"),
+    ("GAE lambda (`--lambd` / `--lam`)", "1.0", "0.95 (TRL, the PPO papers); pass `--lam 1` for OpenRLHF's"),
+    ("`--value_clip`", "0.5", "0.2 (TRL); pass `--value_clip 0.5` for OpenRLHF's"),
+    ("csft reward text", "two decimals (`<rm_score>: 5.00`)", "the same, so csft data and prompts carry over"),
+]}
 INTRO = """# Migrating from {tool}
 
 rlhfx takes {tool}'s flag spellings as they are: most commands run after replacing the launcher and the command
@@ -119,6 +134,9 @@ def render(tool: str, names: list[str]) -> str:
         lines.append(f"| `--{name}` | {same} | {commands} | {NOTES.get(name, '')} |")
     lines += ["", f"## {tool} flags rlhfx does not take", "", "| flag | instead |", "| --- | --- |"]
     lines += [f"| `--{name}` | {UNSUPPORTED[name]} |" for name in missing]
+    if tool in CONVENTIONS:
+        lines += ["", "## Conventions that differ", "", f"| what | {tool} | rlhfx |", "| --- | --- | --- |"]
+        lines += [f"| {what} | {theirs} | {ours} |" for what, theirs, ours in CONVENTIONS[tool]]
     return "\n".join(lines) + "\n"
 
 

@@ -185,6 +185,15 @@ CASES = [
     Case("data-check-too-long", "data check", "`data check` where every row is too long",
          ["data", "check", "--kind", "pairwise", *TINY, "--dataset", "demo-pref#8", "--max_length", "4"],
          ("every row is longer than --max_length 4",)),
+    Case("rl-greedy-group", "models", "Greedy rollouts (--temperature 0) with a group advantage estimator",
+         ["rlhf", "--rlhf_type", "grpo", *TINY, "--dataset", "demo-prompts#8", "--reward_func", "demo",
+          "--temperature", "0", *OUT], ("--temperature 0.0", "every advantage is 0")),
+    Case("rl-dpo-loss-type", "models", "A DPO --loss_type for online RL",
+         ["rlhf", "--rlhf_type", "grpo", *TINY, "--dataset", "demo-prompts#8", "--reward_func", "demo",
+          "--loss_type", "ipo", *OUT], ("--loss_type ipo is a DPO loss", "--loss_agg_mode")),
+    Case("rl-is-correction-pt", "models", "vLLM rollout correction without vLLM rollouts",
+         ["rlhf", "--rlhf_type", "grpo", *TINY, "--dataset", "demo-prompts#8", "--reward_func", "demo",
+          "--enable_vllm_is_correction", *OUT], ("--enable_vllm_is_correction", "--engine vllm")),
 ]
 
 

@@ -57,3 +57,29 @@ def test_gradient_pushes_chosen_up_and_rejected_down():
     rejected = torch.tensor([-12.0], requires_grad=True)
     dpo_loss(chosen, rejected, *REF, beta=0.1)[0].sum().backward()
     assert chosen.grad.item() < 0 < rejected.grad.item()
+
+
+def test_openrlhf_ipo_uses_summed_log_ratios():
+    # OpenRLHF's --ipo: z = 2 (summed); (2 - 1 / (2 * 0.1))^2 = 9
+    assert loss(loss_type="ipo_sum")[0].item() == pytest.approx(9.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("argv, loss_type", [([], "sigmoid"), (["--loss_type", "ipo"], "ipo"), (["--ipo"], "ipo_sum"),
+                                             (["--ipo", "--loss_type", "ipo"], "ipo_sum")])
+def test_ipo_spellings(argv, loss_type):
+    """--loss_type ipo is TRL's and ms-swift's IPO; --ipo is OpenRLHF's, so its recipes keep their objective."""
+    from rlhfx.algos.dpo import loss_options
+    from rlhfx.arguments import parse_args
+
+    assert loss_options(parse_args("rlhf", argv))["loss_type"] == loss_type
+
+
+@pytest.mark.parametrize("argv, message", [(["--loss_type", "grpo"], "is an online RL loss"),
+                                           (["--ipo", "--loss_type", "sigmoid"], "two different losses")])
+def test_loss_types_that_do_not_fit_dpo_are_refused(argv, message):
+    from rlhfx.algos.dpo import loss_options
+    from rlhfx.arguments import parse_args
+    from rlhfx.errors import RlhfxError
+
+    with pytest.raises(RlhfxError, match=message):
+        loss_options(parse_args("rlhf", argv))

@@ -121,6 +121,63 @@ def test_unreachable_http_reward_fails_clearly(sft_model, tmp_path):
     assert not (tmp_path / "bad" / "summary.json").exists()
 
 
+class NanAfterTwoRolloutsHandler(DemoRewardHandler):
+    """The demo reward, except that from the third rollout on sample 1 of each batch gets NaN."""
+
+    rollouts = 0
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        rewards = [reward(q[len(p):], label) for q, p, label in zip(body["query"], body["prompts"], body["labels"])]
+        if len(rewards) == 8:
+            NanAfterTwoRolloutsHandler.rollouts += 1
+            if NanAfterTwoRolloutsHandler.rollouts > 2:
+                rewards[1] = float("nan")
+        data = json.dumps({"rewards": rewards}).encode()  # Python writes NaN, which json.loads reads back
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def finite_checkpoints(out):
+    """The step numbers of the published checkpoints, after checking that every weight in them is finite."""
+    import torch
+    from safetensors.torch import load_file
+
+    steps = []
+    for folder in sorted(out.glob("checkpoint-*")):
+        weights = load_file(folder / "model.safetensors")
+        assert all(torch.isfinite(w).all() for w in weights.values()), folder
+        steps.append(int(folder.name.split("-")[1]))
+    return steps
+
+
+def test_nan_reward_stops_the_run_naming_the_source_and_the_sample(sft_model, tmp_path):
+    server = HTTPServer(("127.0.0.1", 0), NanAfterTwoRolloutsHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        out = tmp_path / "nan"
+        url = f"http://127.0.0.1:{server.server_port}/get_reward"
+        result = rl("rloo", sft_model, out, "--remote_rm_url", url, *SMALL_VAL, "--max_steps", "4", "--save_steps", "1",
+                    "--rollout_batch_size", "4", "--n_samples_per_prompt", "2", "--batch_size", "8", expect_rc=2)
+    finally:
+        server.shutdown()
+    message = " ".join(result.stderr.split())
+    assert f"--remote_rm_url {url} returned nan for sample 1" in message and "Traceback" not in message
+    assert finite_checkpoints(out) == [1, 2]  # the third rollout made no update and no checkpoint
+    assert not (out / "summary.json").exists()
+
+
+def test_non_finite_weights_stop_the_run_before_any_checkpoint(sft_model, tmp_path):
+    out = tmp_path / "inf-lr"
+    result = rl("grpo", sft_model, out, "--reward_func", "demo", *SMALL_VAL, "--learning_rate", "inf", "--max_steps", "2",
+                "--save_steps", "1", "--rollout_batch_size", "2", "--batch_size", "8", expect_rc=2)
+    message = " ".join(result.stderr.split())
+    assert "The weights became NaN/inf after the update" in message and "Traceback" not in message
+    assert finite_checkpoints(out) == [] and not (out / "model.safetensors").exists()
+
+
 def test_ppo_with_a_trained_reward_model(sft_model, tmp_path):
     rm = tmp_path / "rm"
     rlhfx("rlhf", "--rlhf_type", "rm", "--model", sft_model, "--dataset", "demo-pref", "--train_type", "full",

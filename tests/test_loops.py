@@ -77,7 +77,7 @@ def test_csft_conditions_the_final_answers_on_the_best_score(sft_model, tmp_path
     top = max(r["reward"] for r in rows)
     final_prompts = read_jsonl(out / "final" / "prompts.jsonl")
     assert len(final_prompts) == 8
-    assert all(p["prompt"][-1]["content"].endswith(f" <rm_score>: {top:.1f} ") for p in final_prompts)
+    assert all(p["prompt"][-1]["content"].endswith(f" <rm_score>: {top:.2f} ") for p in final_prompts)
     assert summary_of(out)["final"]["samples"] == 16
 
 

@@ -174,3 +174,163 @@ def test_running_moments_normalize():
     moments.update([3.0, 6.0])
     mean, std = 3.0, math.sqrt((4 + 1 + 0 + 9) / 4)
     close(moments.normalize(torch.tensor([6.0])), [(6 - mean) / (std + 1e-8)])
+
+
+# log-ratios far past exp's float32 range (88.7): the loss and its gradient must stay finite, also where the
+# advantage is exactly 0 (an all-equal GRPO group), where inf x 0 would be NaN
+EXTREME = torch.tensor([[-100.0, -50.0, 0.0, 50.0, 100.0]])
+
+
+@pytest.mark.parametrize("advantage", [0.0, 1.0, -1.0])
+def test_policy_loss_and_gradient_are_finite_at_extreme_log_ratios(advantage):
+    logp = EXTREME.clone().requires_grad_()
+    ones = torch.ones_like(EXTREME)
+    out = rl_math.policy_loss(logp, torch.zeros_like(EXTREME), advantage * ones, ones, 0.2, 0.2, dual_clip=3.0)
+    out["loss"].backward()
+    assert all(torch.isfinite(v).all() for v in out.values()) and torch.isfinite(logp.grad).all()
+    # log-ratios clamped to [-20, 20]: rho = e^-20, e^-20, 1, e^20, e^20
+    small = math.exp(-20)
+    expected = {0.0: 0.0, 1.0: -(2 * small + 1 + 1.2 + 1.2) / 5, -1.0: (0.8 + 0.8 + 1 + 3 + 3) / 5}[advantage]
+    close(out["loss"], expected)
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3"])
+def test_kl_loss_gradient_is_finite_at_extreme_log_ratios(estimator):
+    logp = EXTREME.clone().requires_grad_()
+    ones = torch.ones_like(EXTREME)
+    kl = rl_math.kl_per_token(logp, torch.zeros_like(EXTREME), estimator, ones)
+    rl_math.masked_mean(kl, ones).backward()  # the trainer's --use_kl_loss term
+    assert torch.isfinite(kl).all() and torch.isfinite(logp.grad).all()
+    expected = {"k1": [-10.0, -10.0, 0.0, 10.0, 10.0], "k2": [10.0, 10.0, 0.0, 10.0, 10.0],
+                "k3": [10.0, 10.0, 0.0, 10.0, 10.0]}[estimator]
+    close(kl, [expected])
+
+
+# --- conventions (docs/algorithms/ppo.md, "Conventions"): each a deliberate choice, pinned here ---
+
+def test_group_estimators_clip_the_raw_reward_before_the_baseline():
+    """rlhfx clips each raw reward to [-c, c] and then subtracts the group baseline: rewards 30 and 20 with c = 10
+    are both 10, so rloo gives 0 and 0 (OpenRLHF subtracts first and clips the result: +10 and -10)."""
+    mask = torch.ones(2, 1)
+    _, returns = rl_math.advantages_and_returns("rloo", torch.tensor([30.0, 20.0]), torch.zeros(2, 1), 0.0, mask,
+                                                n=2, gamma=1.0, lam=1.0, reward_clip=10.0)
+    close(returns, [[0.0], [0.0]])
+
+
+def test_the_kl_that_target_kl_steers_is_summed_per_sequence():
+    """--target_kl compares the mean over sequences of the summed token KL (Ziegler et al., TRL), not OpenRLHF's
+    per-token mean: here 1.5 (sums 2 and 1), where the per-token mean would be 0.6."""
+    kl = torch.tensor([[0.5, 0.5, 1.0], [0.5, 0.5, 0.0]]) * MASK
+    assert rl_math.sequence_kl(kl) == pytest.approx(1.5)
+
+
+# --- loss aggregation, GSPO, asymmetric clipping: through policy_loss, as the trainer calls it ---
+
+PER_TOKEN = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 99.0]])  # with ratio 1 and A = -PER_TOKEN the loss is PER_TOKEN
+
+
+@pytest.mark.parametrize("mode, expected, expected_with_batch_totals", [
+    ("token-mean", 15 / 5, 15 / 10),  # every token weighs the same
+    ("seq-mean-token-mean", (2 + 4.5) / 2, (2 + 4.5) / 4),  # every sequence weighs the same
+    ("seq-mean-token-sum", (6 + 9) / 2, (6 + 9) / 4),  # Dr. GRPO: longer sequences weigh more
+])
+def test_loss_aggregation_modes(mode, expected, expected_with_batch_totals):
+    zeros = torch.zeros(2, 3)
+    close(rl_math.policy_loss(zeros, zeros, -PER_TOKEN, MASK, 0.2, 0.2, agg=mode)["loss"], expected)
+    # a micro batch of an optimizer batch with 10 tokens in 4 sequences: its share of that batch's loss
+    out = rl_math.policy_loss(zeros, zeros, -PER_TOKEN, MASK, 0.2, 0.2, agg=mode, n_tokens=10.0, n_sequences=4.0)
+    close(out["loss"], expected_with_batch_totals)
+
+
+def test_sequences_with_no_token_left_do_not_count():
+    mask = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])  # row 1 filtered out (--overlong_filter)
+    close(rl_math.aggregate(PER_TOKEN, mask, "seq-mean-token-mean"), 2.0)
+    close(rl_math.aggregate(PER_TOKEN, mask, "token-mean"), 2.0)
+
+
+GSPO_LOGP = torch.tensor([[0.1, 0.2, 0.3], [-0.5, -0.3, 50.0]])  # old log-probs 0; row 1's pad holds junk
+GSPO_ADV = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]])
+
+
+def test_gspo_uses_one_ratio_per_sequence():
+    s0, s1 = math.exp(0.2), math.exp(-0.4)  # exp of each row's mean log-ratio over its real tokens
+    zeros = torch.zeros(2, 3)
+    gspo = rl_math.policy_loss(GSPO_LOGP, zeros, GSPO_ADV, MASK, 0.2, 0.2, level="sequence", agg="seq-mean-token-mean")
+    # row 0: min(s0, 1.2) = 1.2; row 1: min(-s1, -0.8) = -0.8; loss = mean over rows of -objective
+    assert s0 > 1.2 and s1 < 0.8
+    close(gspo["loss"], (-1.2 + 0.8) / 2)
+    close(gspo["clip_ratio"], 1.0)  # every token's (sequence) ratio was clipped
+    ppo = rl_math.policy_loss(GSPO_LOGP, zeros, GSPO_ADV, MASK, 0.2, 0.2, agg="seq-mean-token-mean")
+    token = [min(math.exp(0.1), 1.2), 1.2, 1.2]  # the token ratios clip differently
+    close(ppo["loss"], (-sum(token) / 3 + 0.8) / 2)
+
+
+def test_gspo_gradient_weighs_every_token_of_a_sequence_the_same():
+    logp = GSPO_LOGP.clone().requires_grad_()
+    out = rl_math.policy_loss(logp, torch.zeros(2, 3), GSPO_ADV, MASK, 0.5, 0.5, level="sequence",
+                              agg="seq-mean-token-mean")
+    out["loss"].backward()
+    # eps .5, nothing clipped (s0 = 1.22, s1 = 0.67): d/d logp_t of -(1/2) s0 A is -(1/2) s0 / 3 on each of row 0's
+    # 3 tokens, of -(1/2) s1 (-1) it is (1/2) s1 / 2 on each of row 1's 2; the pad gets 0
+    s0, s1 = math.exp(0.2), math.exp(-0.4)
+    close(logp.grad, [[-s0 / 6] * 3, [s1 / 4, s1 / 4, 0.0]])
+
+
+def test_asymmetric_clipping():
+    logp = torch.log(torch.tensor([[1.25, 0.7, 1.0]]))
+    adv, mask = torch.tensor([[1.0, -1.0, 0.0]]), torch.ones(1, 3)
+    # eps_high .28: rho 1.25 is inside [.8, 1.28] -> 1.25 A; eps_low .2: rho .7 clips to .8 -> min(-.7, -.8) = -.8
+    close(rl_math.policy_loss(logp, torch.zeros(1, 3), adv, mask, 0.2, 0.28)["loss"], -(1.25 - 0.8) / 3)
+    close(rl_math.policy_loss(logp, torch.zeros(1, 3), adv, mask, 0.2, 0.2)["loss"], -(1.2 - 0.8) / 3)
+
+
+@pytest.mark.parametrize("level", ["token", "sequence"])
+def test_both_ratio_levels_are_finite_at_extreme_log_ratios(level):
+    logp = EXTREME.clone().requires_grad_()
+    ones = torch.ones_like(EXTREME)
+    out = rl_math.policy_loss(logp, torch.zeros_like(EXTREME), torch.zeros_like(EXTREME), ones, 0.2, 0.2,
+                              level=level, agg="seq-mean-token-mean")
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and torch.isfinite(logp.grad).all()
+    logp = (100 * ones).requires_grad_()  # a sequence whose mean log-ratio is 100
+    out = rl_math.policy_loss(logp, torch.zeros_like(EXTREME), ones, ones, 0.2, 0.2, level=level)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and torch.isfinite(logp.grad).all()
+
+
+def test_overlong_penalty_by_hand():
+    # max 16 tokens, buffer 4: no penalty up to 12, then -(length - 12) / 4 * factor, -factor at 16
+    lengths = torch.tensor([5, 12, 13, 15, 16])
+    close(rl_math.overlong_penalty(lengths, 16, 4, 0.5), [0.0, 0.0, -0.125, -0.375, -0.5])
+
+
+def test_varied_groups_are_those_whose_rewards_differ():
+    scores = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.5, 0.5])  # four prompts x 2 samples
+    assert rl_math.varied_groups(scores, 2).tolist() == [False, True, False, False]
+
+
+def test_rollout_correction_tis_and_icepop_by_hand():
+    old = torch.log(torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]))
+    rollout = torch.log(torch.tensor([[0.5, 4.0, 1.0], [1.0 / 8, 1.25, 9.0]]))  # r = old / rollout: 2, .25, 1 | 8, .8
+    weights, stats = rl_math.rollout_correction(old, rollout, MASK, "tis", 0.5, 5.0)
+    close(weights, [[2.0, 0.5, 1.0], [5.0, 0.8, 0.0]])  # clamped to [.5, 5]; the pad is 0
+    weights, stats = rl_math.rollout_correction(old, rollout, MASK, "icepop", 0.5, 5.0)
+    close(weights, [[2.0, 0.0, 1.0], [0.0, 0.8, 0.0]])  # outside [.5, 5]: dropped
+    assert stats["is_masked"] == pytest.approx(2 / 5)
+    assert stats["rollout_kl"] == pytest.approx((math.log(0.5) + math.log(4) + 0 + math.log(1 / 8) + math.log(1.25)) / 5)
+    # the weights multiply the per-token loss: A = 1, ratio 1 everywhere -> loss = -mean(weights)
+    ones = torch.ones(2, 3)
+    out = rl_math.policy_loss(old, old, ones, MASK, 0.2, 0.2, weights=weights)
+    close(out["loss"], -(2.0 + 1.0 + 0.8) / 5)
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3"])
+def test_unbiased_kl_gradient_keeps_the_value_and_takes_w_lr(estimator):
+    logp = LOGP.clone().requires_grad_()
+    old = LOGP - torch.tensor([[0.1, -0.2, 0.0], [0.3, 0.0, 5.0]])  # w = pi / pi_old = e^.1, e^-.2, 1 | e^.3, 1
+    kl = rl_math.kl_per_token(logp, REF, estimator, MASK, old_logp=old)
+    close(kl, rl_math.kl_per_token(LOGP, REF, estimator, MASK))  # the value is the estimator's
+    kl.sum().backward()
+    lr = [[0.5, -1.0, 0.0], [-0.2, 0.0, 0.0]]  # logp - ref, the pad 0
+    w = [[math.exp(0.1), math.exp(-0.2), 1.0], [math.exp(0.3), 1.0, 0.0]]
+    close(logp.grad, [[wi * li for wi, li in zip(wr, lrow)] for wr, lrow in zip(w, lr)])

@@ -37,7 +37,82 @@ def test_explicit_flags_and_openrlhf_spellings_win_over_the_preset():
     (["--rlhf_type", "grpo", "--dual_clip", "0.5"], "--dual_clip is 0.5"),
     (["--rlhf_type", "grpo", "--critic_learning_rate", "1e-5"], "trains no critic"),
     (["--rlhf_type", "ppo", "--rollout_batch_size", "0"], "--rollout_batch_size is 0"),
+    (["--rlhf_type", "grpo", "--temperature", "0"], "every advantage is 0"),
+    (["--rlhf_type", "rloo", "--temperature", "0"], "every advantage is 0"),
+    (["--rlhf_type", "ppo", "--temperature", "0"], "greedy decoding does not sample"),
 ])
 def test_bad_combinations_are_refused(argv, message):
     with pytest.raises(RlhfxError, match=message.replace("-", r"\-")):
         config(*argv)
+
+
+def test_defaults_that_differ_from_openrlhf_are_deliberate():
+    """GAE lambda 0.95 and value clip 0.2 (TRL's and the PPO papers'), where OpenRLHF defaults to 1.0 and 0.5."""
+    ppo = config("--rlhf_type", "ppo")
+    assert (ppo.lam, ppo.cliprange_value, ppo.gamma, ppo.reward_clip_range) == (0.95, 0.2, 1.0, 10.0)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], ("ppo", "token-mean", 0.2, 0.2)),
+    (["--cliprange_high", "0.28"], ("ppo", "token-mean", 0.2, 0.28)),
+    (["--epsilon", "0.1", "--epsilon_high", "0.3"], ("ppo", "token-mean", 0.1, 0.3)),  # ms-swift
+    (["--eps_clip_low_high", "0.2", "0.28"], ("ppo", "token-mean", 0.2, 0.28)),  # OpenRLHF
+    (["--policy_loss", "gspo"], ("gspo", "seq-mean-token-mean", 0.2, 0.2)),
+    (["--policy_loss_type", "gspo", "--loss_agg_mode", "token-mean"], ("gspo", "token-mean", 0.2, 0.2)),
+    (["--importance_sampling_level", "sequence"], ("gspo", "seq-mean-token-mean", 0.2, 0.2)),  # ms-swift
+    (["--loss_type", "grpo"], ("ppo", "seq-mean-token-mean", 0.2, 0.2)),
+    (["--loss_type", "bnpo"], ("ppo", "token-mean", 0.2, 0.2)),
+    (["--loss_type", "dapo"], ("ppo", "token-mean", 0.2, 0.2)),
+    (["--loss_type", "dr_grpo"], ("ppo", "seq-mean-token-sum", 0.2, 0.2)),
+    (["--loss_agg_mode", "seq-mean-token-sum"], ("ppo", "seq-mean-token-sum", 0.2, 0.2)),
+])
+def test_policy_loss_flags_and_their_spellings(argv, expected):
+    grpo = config("--rlhf_type", "grpo", *argv)
+    assert (grpo.policy_loss, grpo.loss_agg_mode, grpo.cliprange, grpo.cliprange_high) == expected
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--loss_type", "sigmoid"], "is a DPO loss"),
+    (["--loss_type", "grpo", "--loss_agg_mode", "token-mean"], "means --loss_agg_mode seq-mean-token-mean"),
+    (["--policy_loss", "ppo", "--importance_sampling_level", "sequence"], "ask for different losses"),
+    (["--eps_clip_low_high", "0.2"], "takes two values"),
+    (["--eps_clip_low_high", "0.2", "0.3", "--cliprange", "0.1"], "replaces --cliprange"),
+    (["--cliprange", "1.5"], "use 0 < --cliprange < 1"),
+])
+def test_policy_loss_flag_conflicts_are_refused(argv, message):
+    with pytest.raises(RlhfxError, match=message.replace("-", r"\-")):
+        config("--rlhf_type", "grpo", *argv)
+
+
+def test_kl_in_reward_is_the_opposite_of_use_kl_loss():
+    assert config("--rlhf_type", "grpo", "--kl_in_reward", "true").use_kl_loss is False
+    assert config("--rlhf_type", "ppo", "--kl_in_reward", "false").use_kl_loss is True
+    assert config("--rlhf_type", "grpo", "--kl_in_reward", "true", "--use_kl_loss", "false").use_kl_loss is False
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--rlhf_type", "ppo", "--dynamic_sampling"], "needs a group estimator"),
+    (["--rlhf_type", "grpo", "--overlong_buffer_len", "100", "--generate_max_len", "64"], "must be in (0, --generate_max_len 64]"),
+    (["--rlhf_type", "grpo", "--max_resample_times", "-1"], "--max_resample_times is -1"),
+    (["--rlhf_type", "grpo", "--kl_in_reward", "true", "--use_kl_loss", "true"], "contradict each other"),
+])
+def test_dapo_flag_combinations_are_refused(argv, message):
+    with pytest.raises(RlhfxError, match=message.replace("-", r"\-").replace("(", r"\(").replace("]", r"\]")):
+        config(*argv)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--enable_vllm_is_correction"], "use --engine vllm"),
+    (["--engine", "vllm", "--enable_vllm_is_correction", "--vllm_is_truncated_threshold", "2", "5"], "0 <= LOW <= 1 <= HIGH"),
+    (["--use_kl_loss", "false", "--kl_unbiased_gradient"], "add --use_kl_loss"),
+])
+def test_rollout_correction_and_kl_gradient_flags_are_checked(argv, message):
+    with pytest.raises(RlhfxError, match=message.replace("-", r"\-")):
+        config("--rlhf_type", "grpo", *argv)
+
+
+def test_rollout_correction_and_kl_gradient_spellings():
+    grpo = config("--rlhf_type", "grpo", "--engine", "vllm", "--enable_vllm_is_correction", "--vllm_is_correction_type",
+                  "icepop", "--vllm_is_truncated_threshold", "0.8", "1.25", "--algo.kl.unbiased_gradient")
+    assert (grpo.enable_vllm_is_correction, grpo.vllm_is_correction_type, grpo.vllm_is_truncated_threshold,
+            grpo.kl_unbiased_gradient) == (True, "icepop", [0.8, 1.25], True)

@@ -36,12 +36,12 @@ def test_rs_keeps_the_first_best_answer_per_distinct_input():
 def test_csft_writes_the_reward_into_input_and_last_user_turn():
     rows = [_row("a", "x", 0.25), {"input": "plain", "output": "y", "reward": -1.04}]
     out = conditional_sft(rows)
-    assert out.rows[0]["input"] == "<u>a</u> <rm_score>: 0.2 "
-    assert out.rows[0]["messages"] == [{"role": "user", "content": "a <rm_score>: 0.2 "},
+    assert out.rows[0]["input"] == "<u>a</u> <rm_score>: 0.25 "
+    assert out.rows[0]["messages"] == [{"role": "user", "content": "a <rm_score>: 0.25 "},
                                        {"role": "assistant", "content": "x"}]
-    assert out.rows[1]["messages"][0] == {"role": "user", "content": "plain <rm_score>: -1.0 "}
+    assert out.rows[1]["messages"][0] == {"role": "user", "content": "plain <rm_score>: -1.04 "}
     custom = conditional_sft(rows, "[{reward}] {input}")
-    assert custom.rows[0]["input"] == "[0.2] <u>a</u>"
+    assert custom.rows[0]["input"] == "[0.25] <u>a</u>"
     with pytest.raises(RlhfxError):
         conditional_sft(rows, "no placeholders")
     assert rows[0]["prompt"] == [{"role": "user", "content": "a"}]  # inputs are not modified

@@ -123,3 +123,27 @@ def test_lora_adapter_matches_the_merged_model(tmp_path):
         assert _ids(engine.generate(prompts, greedy)) == _ids(expected)
     finally:
         engine.close()
+
+
+def test_vllm_log_probs_are_the_trainers_at_the_sampling_temperature():
+    """--enable_vllm_is_correction reads vLLM's log-prob of each sampled token; they must be those of logits /
+    temperature, as the RL trainer computes them (measured on CPU: equal to 4 decimals)."""
+    import torch
+
+    from rlhfx.registry.tiny import tiny_model_path
+    from rlhfx.training.models import load_causal_lm, load_tokenizer
+
+    path = str(tiny_model_path())
+    tokenizer, model = load_tokenizer(path), load_causal_lm(path).eval()
+    engine = make_engine("vllm", model_path=path, tokenizer=tokenizer, stop_ids=stop_token_ids(tokenizer), logprobs=True)
+    prompt = tokenizer(QUESTIONS[0], add_special_tokens=False)["input_ids"]
+    try:
+        completions = engine.generate([prompt], Sampling(n=2, max_new_tokens=8, temperature=0.7))[0]
+    finally:
+        engine.close()
+    for completion in completions:
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt + completion.token_ids])).logits[0, len(prompt) - 1 : -1] / 0.7
+        ours = torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(completion.token_ids)[:, None]).squeeze(-1)
+        assert len(completion.logprobs) == len(completion.token_ids)
+        assert torch.allclose(torch.tensor(completion.logprobs), ours, atol=1e-3)

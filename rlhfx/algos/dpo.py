@@ -115,19 +115,33 @@ def beta_of(args) -> float:
     return DEFAULT_BETA if args.beta is None else args.beta
 
 
+DPO_LOSS_TYPES = ("sigmoid", "ipo")
+
+
 def loss_options(args) -> dict:
-    """Validated loss flags: --ipo is --loss_type ipo; cDPO smoothing must stay below one half."""
-    loss_type = "ipo" if args.ipo else args.loss_type
+    """Validated loss flags. OpenRLHF's --ipo is IPO on summed log-ratios (its formula, so its recipes optimise
+    the same objective); --loss_type ipo averages them per token (TRL, ms-swift). cDPO smoothing stays below 1/2."""
+    if args.loss_type not in (None, *DPO_LOSS_TYPES):
+        raise RlhfxError(f"--loss_type {args.loss_type} is an online RL loss; --rlhf_type {args.rlhf_type} takes "
+                         f"{' or '.join(DPO_LOSS_TYPES)}.", "use --loss_type sigmoid or ipo, or drop it.")
+    if args.ipo and args.loss_type not in (None, "ipo"):
+        raise RlhfxError(f"--ipo and --loss_type {args.loss_type} ask for two different losses.", "keep one of them.")
+    loss_type = "ipo_sum" if args.ipo else args.loss_type or "sigmoid"
     if not 0.0 <= args.label_smoothing < 0.5:
         raise RlhfxError(f"--label_smoothing must be in [0, 0.5), got {args.label_smoothing}.",
                          "it is the assumed share of flipped labels (cDPO); 0.1 is a common choice.")
-    if loss_type == "ipo" and args.label_smoothing:
+    if loss_type != "sigmoid" and args.label_smoothing:
         raise RlhfxError("--label_smoothing (cDPO) applies to the sigmoid loss, not to IPO.",
                          "drop --label_smoothing or use --loss_type sigmoid.")
     if args.rpo_alpha < 0:
         raise RlhfxError(f"--rpo_alpha must be >= 0, got {args.rpo_alpha}.")
     return {"beta": beta_of(args), "loss_type": loss_type, "label_smoothing": args.label_smoothing,
             "rpo_alpha": args.rpo_alpha}
+
+
+def check_args(args) -> None:
+    """Called by `rlhfx rlhf` before anything loads."""
+    loss_options(args)
 
 
 def build_trainer(ctx):

@@ -26,6 +26,7 @@ def dpo_loss(
       z = (logp(yw) - logp(yl)) - (logref(yw) - logref(yl)). e = 0 is plain DPO.
     - ipo: (z' - 1/(2 beta))^2, where z' uses log-ratios averaged over response tokens (the IPO
       authors' normalisation, as TRL does); it needs chosen_lengths and rejected_lengths.
+    - ipo_sum: (z - 1/(2 beta))^2 with the summed log-ratios z, as OpenRLHF's --ipo computes it.
     - rpo_alpha a > 0 adds a * NLL(yw), the mean token negative log-likelihood of the chosen response
       (-logp(yw) / |yw|); it needs chosen_lengths.
     """
@@ -37,6 +38,8 @@ def dpo_loss(
     elif loss_type == "ipo":
         z = chosen_logratios / chosen_lengths - rejected_logratios / rejected_lengths
         losses = (z - 1 / (2 * beta)) ** 2
+    elif loss_type == "ipo_sum":
+        losses = (chosen_logratios - rejected_logratios - 1 / (2 * beta)) ** 2
     else:
         raise ValueError(f"unknown DPO loss_type {loss_type!r}")
     if rpo_alpha:

@@ -43,7 +43,19 @@ class RLConfig:
     temperature: float
     top_p: float
     cliprange: float
+    cliprange_high: float | None
+    policy_loss: str
+    loss_agg_mode: str | None
     dual_clip: float | None
+    dynamic_sampling: bool
+    max_resample_times: int
+    overlong_buffer_len: int | None
+    overlong_penalty_factor: float
+    overlong_filter: bool
+    enable_vllm_is_correction: bool
+    vllm_is_correction_type: str
+    vllm_is_truncated_threshold: list
+    kl_unbiased_gradient: bool
     cliprange_value: float | None
     vf_coef: float
     gamma: float
@@ -65,13 +77,46 @@ def resolve_config(args, algo_name: str) -> RLConfig:
     for name, default in preset.items():
         if name not in args.explicit or values[name] is None:
             values[name] = default
+    if args.kl_in_reward is not None:  # ms-swift: the KL as a reward penalty (true) or as a loss term (false)
+        if "use_kl_loss" in args.explicit and args.use_kl_loss == args.kl_in_reward:
+            raise RlhfxError(f"--kl_in_reward {args.kl_in_reward} and --use_kl_loss {args.use_kl_loss} contradict "
+                             "each other.", "keep one of them.")
+        values["use_kl_loss"] = not args.kl_in_reward
     config = RLConfig(**values)
+    _resolve_loss(config, args)
     if config.advantage_estimator in GROUP_ESTIMATORS and config.n_samples_per_prompt < 2:
         raise RlhfxError(f"--advantage_estimator {config.advantage_estimator} compares the samples of a prompt, "
                          f"but --n_samples_per_prompt is {config.n_samples_per_prompt}.",
                          "sample at least 2 responses per prompt (e.g. --n_samples_per_prompt 4).")
+    if config.temperature <= 0:
+        why = ("every sample of a prompt would be the same, so each group's rewards are equal and every advantage is 0: "
+               "nothing is learned" if config.advantage_estimator in GROUP_ESTIMATORS else
+               "the update's log-probs are of logits / temperature, which greedy decoding does not sample from")
+        raise RlhfxError(f"--temperature {config.temperature} (greedy rollouts) with --advantage_estimator "
+                         f"{config.advantage_estimator}: {why}.", "sample the rollouts: --temperature 1.0 (the default).")
     if config.dual_clip is not None and config.dual_clip <= 1:
         raise RlhfxError(f"--dual_clip is {config.dual_clip}.", "use a constant above 1 (e.g. 3), or leave it off.")
+    if config.dynamic_sampling and config.advantage_estimator not in GROUP_ESTIMATORS:
+        raise RlhfxError(f"--dynamic_sampling keeps the prompts whose samples' rewards differ, which needs a group "
+                         f"estimator, not --advantage_estimator {config.advantage_estimator}.",
+                         "use --rlhf_type grpo or rloo (or a group --advantage_estimator), or drop --dynamic_sampling.")
+    if config.overlong_buffer_len is not None and not 0 < config.overlong_buffer_len <= config.generate_max_len:
+        raise RlhfxError(f"--overlong_buffer_len {config.overlong_buffer_len} must be in (0, --generate_max_len "
+                         f"{config.generate_max_len}]: the penalty falls over the last that many tokens.",
+                         "use e.g. a quarter of --generate_max_len.")
+    if config.enable_vllm_is_correction and args.engine != "vllm":
+        raise RlhfxError("--enable_vllm_is_correction corrects for vLLM's log-probs differing from the trainer's, "
+                         f"but the rollouts come from --engine {args.engine}, which samples with the policy itself.",
+                         "use --engine vllm, or drop --enable_vllm_is_correction.")
+    low_high = config.vllm_is_truncated_threshold
+    if len(low_high) != 2 or not 0 <= low_high[0] <= 1 <= low_high[1]:
+        raise RlhfxError(f"--vllm_is_truncated_threshold {' '.join(map(str, low_high))}: it takes LOW HIGH with "
+                         "0 <= LOW <= 1 <= HIGH.", "e.g. 0.5 5 (OpenRLHF's default).")
+    if config.kl_unbiased_gradient and not config.use_kl_loss:
+        raise RlhfxError("--kl_unbiased_gradient changes the gradient of the KL loss term, but the KL is a reward "
+                         "penalty in this run.", "add --use_kl_loss (grpo has it on), or drop --kl_unbiased_gradient.")
+    if config.max_resample_times < 0:
+        raise RlhfxError(f"--max_resample_times is {config.max_resample_times}.", "use 0 or more rounds.")
     for name in ("rollout_batch_size", "micro_rollout_batch_size", "num_ppo_epochs", "generate_max_len",
                  "n_samples_per_prompt"):
         if getattr(config, name) < 1:
@@ -80,6 +125,44 @@ def resolve_config(args, algo_name: str) -> RLConfig:
         raise RlhfxError(f"--advantage_estimator {config.advantage_estimator} trains no critic, so --critic_model "
                          "and --critic_learning_rate do not apply.", "drop them, or use --advantage_estimator gae.")
     return config
+
+
+# ms-swift's --loss_type for GRPO-style runs, as verl's --loss_agg_mode (ms-swift's dr_grpo also divides by the
+# constant max completion length, which only scales the gradient)
+SWIFT_LOSS_TYPES = {"grpo": "seq-mean-token-mean", "bnpo": "token-mean", "dapo": "token-mean",
+                    "dr_grpo": "seq-mean-token-sum"}
+
+
+def _resolve_loss(config: RLConfig, args) -> None:
+    """The policy-loss flags and their OpenRLHF / ms-swift spellings, made one value each (conflicts refused)."""
+    if args.importance_sampling_level:
+        level = {"token": "ppo", "sequence": "gspo"}[args.importance_sampling_level]
+        if "policy_loss" in args.explicit and config.policy_loss != level:
+            raise RlhfxError(f"--policy_loss {config.policy_loss} and --importance_sampling_level "
+                             f"{args.importance_sampling_level} ask for different losses.", "keep one of them.")
+        config.policy_loss = level
+    if args.loss_type:
+        if args.loss_type not in SWIFT_LOSS_TYPES:
+            raise RlhfxError(f"--loss_type {args.loss_type} is a DPO loss; online RL takes "
+                             f"{', '.join(SWIFT_LOSS_TYPES)} (ms-swift's names for --loss_agg_mode).",
+                             "use --loss_agg_mode token-mean | seq-mean-token-mean | seq-mean-token-sum, or drop it.")
+        mode = SWIFT_LOSS_TYPES[args.loss_type]
+        if config.loss_agg_mode not in (None, mode):
+            raise RlhfxError(f"--loss_type {args.loss_type} means --loss_agg_mode {mode}, not {config.loss_agg_mode}.",
+                             "keep one of them.")
+        config.loss_agg_mode = mode
+    if config.loss_agg_mode is None:
+        config.loss_agg_mode = "seq-mean-token-mean" if config.policy_loss == "gspo" else "token-mean"
+    if args.eps_clip_low_high is not None:
+        if len(args.eps_clip_low_high) != 2 or {"cliprange", "cliprange_high"} & args.explicit:
+            raise RlhfxError(f"--eps_clip_low_high {' '.join(map(str, args.eps_clip_low_high))}: it takes two values, "
+                             "LOW HIGH, and replaces --cliprange / --cliprange_high.", "give LOW HIGH, or those two flags.")
+        config.cliprange, config.cliprange_high = args.eps_clip_low_high
+    if config.cliprange_high is None:
+        config.cliprange_high = config.cliprange
+    if not (0 < config.cliprange < 1 and config.cliprange_high > 0):
+        raise RlhfxError(f"The ratio clip is [1 - {config.cliprange}, 1 + {config.cliprange_high}].",
+                         "use 0 < --cliprange < 1 and --cliprange_high > 0 (e.g. 0.2 and 0.28).")
 
 
 def check_args(args) -> None:

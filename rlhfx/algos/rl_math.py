@@ -10,6 +10,7 @@ import math
 import torch
 
 KL_CLAMP = 10.0
+LOG_RATIO_CLAMP = 20.0  # |log-ratio| bound before exp (OpenRLHF's): exp(88.7) overflows float32, and inf x 0 is NaN
 GROUP_ESTIMATORS = ("reinforce_baseline", "rloo", "group_norm", "dr_grpo")
 ESTIMATORS = ("gae", "reinforce") + GROUP_ESTIMATORS
 
@@ -28,15 +29,30 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: fl
     return (white if shift_mean else white + mean) * mask
 
 
-def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str, mask: torch.Tensor) -> torch.Tensor:
+KL_IS_WEIGHT_CLAMP = 10.0
+
+
+def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str, mask: torch.Tensor,
+                 old_logp: torch.Tensor | None = None) -> torch.Tensor:
     """KL estimate per response token from lr = logp - logref: k1 = lr, k2 = lr^2/2, k3 = exp(-lr) - 1 + lr,
-    clamped to [-10, 10]; 0 on padding."""
+    clamped to [-10, 10]; 0 on padding. k3 exponentiates lr clamped to [-20, 20] (where k3 is past 10 anyway):
+    exp(-lr) of lr < -88.7 is inf, and the outer clamp's zero gradient times inf would be a NaN gradient.
+
+    With old_logp (--kl_unbiased_gradient, the KL loss term) the value stays the estimator's but the gradient
+    is the unbiased one of KL(pi || ref) for samples drawn from pi_old: w lr grad(logp), w = pi / pi_old
+    (detached, at most 10); every estimator then has this same gradient."""
+    if old_logp is not None:
+        value = kl_per_token(logp, ref_logp, estimator, mask).detach()
+        weight = torch.exp((logp - old_logp).clamp(max=math.log(KL_IS_WEIGHT_CLAMP))).detach()
+        surrogate = weight * (logp - ref_logp) ** 2 / 2 * mask
+        return value + surrogate - surrogate.detach()
     lr = logp - ref_logp
     if estimator == "k1":
         kl = lr
     elif estimator == "k2":
         kl = lr ** 2 / 2
     elif estimator == "k3":
+        lr = lr.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
         kl = torch.exp(-lr) - 1 + lr
     else:
         raise ValueError(f"unknown KL estimator {estimator!r}")
@@ -105,24 +121,93 @@ def group_scores(scores: torch.Tensor, n: int, estimator: str) -> torch.Tensor:
     return out.reshape(-1)
 
 
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+
+
+def aggregate(loss: torch.Tensor, mask: torch.Tensor, mode: str, n_tokens: float | None = None,
+              n_sequences: float | None = None) -> torch.Tensor:
+    """A per-token loss made one number (verl's loss_agg_mode):
+    token-mean: sum over every token / the number of tokens (DAPO's token-level loss);
+    seq-mean-token-mean: each sequence's token mean, averaged over sequences (GRPO's, GSPO's);
+    seq-mean-token-sum: each sequence's token sum, averaged over sequences (Dr. GRPO's, without its constant
+    1 / max length). n_tokens, n_sequences: the totals of the whole optimizer batch when `loss` is one micro batch
+    of it (so accumulated micro batches add up to the batch's loss); default this batch's own. Sequences with no
+    token left in the mask (--overlong_filter) do not count."""
+    if mode == "token-mean":
+        return (loss * mask).sum() / (mask.sum().clamp(min=1) if n_tokens is None else n_tokens)
+    per_sequence = (loss * mask).sum(1)
+    if mode == "seq-mean-token-mean":
+        per_sequence = per_sequence / mask.sum(1).clamp(min=1)
+    elif mode != "seq-mean-token-sum":
+        raise ValueError(f"unknown loss_agg_mode {mode!r}")
+    if n_sequences is None:
+        n_sequences = (mask.sum(1) > 0).sum().clamp(min=1)
+    return per_sequence.sum() / n_sequences
+
+
+def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer: float, factor: float) -> torch.Tensor:
+    """DAPO's soft overlong punishment, added to each sequence reward: 0 up to max_len - buffer tokens, then falling
+    linearly to -factor at max_len: -factor min(length - (max_len - buffer), buffer) / buffer where positive."""
+    exceed = (lengths.float() - (max_len - buffer)).clamp(min=0, max=buffer)
+    return -factor * exceed / buffer
+
+
+def rollout_correction(old_logp: torch.Tensor, rollout_logp: torch.Tensor, mask: torch.Tensor, kind: str,
+                       low: float, high: float) -> tuple[torch.Tensor, dict]:
+    """Per-token weights on the policy loss for rollouts sampled by another engine (vLLM) than the one that computes
+    old_logp: r = pi_old / pi_rollout = exp(old_logp - rollout_logp). tis: r clamped to [low, high] (truncated
+    importance sampling); icepop: r where low <= r <= high, else 0 (the token is masked out). Also the statistics:
+    rollout_kl, the token mean of rollout_logp - old_logp, and is_masked, the share of tokens icepop drops."""
+    ratio = torch.exp((old_logp - rollout_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)) * mask
+    if kind == "tis":
+        weights = ratio.clamp(low, high)
+    elif kind == "icepop":
+        weights = ratio * ((ratio >= low) & (ratio <= high))
+    else:
+        raise ValueError(f"unknown rollout correction {kind!r}")
+    stats = {"rollout_kl": masked_mean(rollout_logp - old_logp, mask).item(),
+             "is_masked": masked_mean(((ratio < low) | (ratio > high)).float(), mask).item()}
+    return weights * mask, stats
+
+
+def varied_groups(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """[groups] whether the n rewards of each prompt differ (DAPO's dynamic sampling keeps only those: a group whose
+    rewards are all equal has every advantage 0 and only dilutes the batch)."""
+    groups = scores.view(-1, n)
+    return groups.max(dim=1).values > groups.min(dim=1).values
+
+
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                eps_low: float, eps_high: float, dual_clip: float | None = None) -> dict[str, torch.Tensor]:
-    """PPO clipped surrogate, token mean. rho = exp(logp - logp_old); objective min(rho A, clip(rho) A),
-    with dual clip c > 1: max(objective, c A) where A < 0; loss = -objective.
+                eps_low: float, eps_high: float, dual_clip: float | None = None, level: str = "token",
+                agg: str = "token-mean", n_tokens: float | None = None, n_sequences: float | None = None,
+                weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """PPO clipped surrogate. rho = exp(logp - logp_old) per token (level "token", PPO), or per sequence
+    exp(mean_t (logp - logp_old)) (level "sequence", GSPO), the log-ratio clamped to [-20, 20] first (an
+    overflowing rho times an advantage of exactly 0 would be NaN); objective min(rho A, clip(rho, 1 - eps_low,
+    1 + eps_high) A), with dual clip c > 1: max(objective, c A) where A < 0; loss = -objective, times the
+    detached per-token `weights` when given (the rollout correction, TIS / ICEPOP), aggregated by `agg`.
 
     clip_ratio: share of tokens where the clipped term is the smaller one (clipping changed the objective).
-    approx_kl: token mean of (rho - 1) - log rho, an unbiased estimate of KL(old || new)."""
-    log_ratio = logp - old_logp
+    approx_kl: token mean of (rho - 1) - log rho with the token rho, an unbiased estimate of KL(old || new)."""
+    token_log_ratio = (logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    if level == "token":
+        log_ratio = token_log_ratio
+    elif level == "sequence":
+        sequence = ((logp - old_logp) * mask).sum(1) / mask.sum(1).clamp(min=1)
+        log_ratio = sequence.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)[:, None].expand_as(logp)
+    else:
+        raise ValueError(f"unknown importance sampling level {level!r}")
     ratio = torch.exp(log_ratio)
     unclipped = ratio * advantages
     clipped = ratio.clamp(1 - eps_low, 1 + eps_high) * advantages
     objective = torch.min(unclipped, clipped)
     if dual_clip is not None:
         objective = torch.where(advantages < 0, torch.max(objective, dual_clip * advantages), objective)
+    loss = -objective if weights is None else -objective * weights.detach()
     with torch.no_grad():
         clip_ratio = masked_mean((clipped < unclipped).float(), mask)
-        approx_kl = masked_mean((ratio - 1) - log_ratio, mask)
-    return {"loss": masked_mean(-objective, mask), "clip_ratio": clip_ratio, "approx_kl": approx_kl}
+        approx_kl = masked_mean((token_log_ratio.exp() - 1) - token_log_ratio, mask)
+    return {"loss": aggregate(loss, mask, agg, n_tokens, n_sequences), "clip_ratio": clip_ratio, "approx_kl": approx_kl}
 
 
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
@@ -165,6 +250,12 @@ def advantages_and_returns(estimator: str, scores: torch.Tensor, kl: torch.Tenso
         advantages, returns = gae(rewards, values, mask, gamma, lam)
         return whiten(advantages, mask), returns
     raise ValueError(f"unknown advantage estimator {estimator!r}")
+
+
+def sequence_kl(kl: torch.Tensor) -> float:
+    """The rollout's KL as logged and as --target_kl reads it: per-token KL summed over each sequence, averaged over
+    sequences (Ziegler et al., TRL; OpenRLHF's --kl_target compares the per-token mean instead)."""
+    return kl.sum(1).mean().item()
 
 
 class AdaptiveKLController:

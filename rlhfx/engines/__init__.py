@@ -58,6 +58,7 @@ class Completion:
     text: str  # decoded without special tokens
     token_ids: list[int]  # generated ids, ending with the stop token when `finished`
     finished: bool  # stopped on a stop token (EOS / end of turn) rather than at max_new_tokens
+    logprobs: list[float] | None = None  # the engine's log-prob of each token in token_ids, when asked for
 
 
 class Engine:
@@ -109,9 +110,9 @@ def make_engine(name: str, *, model_path: str | None = None, model=None, tokeniz
                 batch_size: int = 16, dtype: str = "auto", adapter_path: str | None = None, seed: int = 42,
                 tp_size: int = 1, enable_prefix_caching: bool = False, max_num_seqs: int | None = None,
                 gpu_memory_utilization: float = 0.9, kv_cache_memory_gb: float | None = None,
-                max_model_len: int | None = None, max_lora_rank: int = 64) -> Engine:
+                max_model_len: int | None = None, max_lora_rank: int = 64, logprobs: bool = False) -> Engine:
     """Build engine `name`. pt takes a loaded `model`; vllm loads `model_path` itself (plus `adapter_path`
-    as a LoRA adapter when given)."""
+    as a LoRA adapter when given) and with `logprobs` returns each sampled token's log-prob."""
     if name == "pt":
         from rlhfx.engines.pt import PtEngine
 
@@ -122,7 +123,7 @@ def make_engine(name: str, *, model_path: str | None = None, model=None, tokeniz
         return VllmEngine(model_path, tokenizer, stop_ids=stop_ids, dtype=dtype, adapter_path=adapter_path, seed=seed,
                           tp_size=tp_size, enable_prefix_caching=enable_prefix_caching, max_num_seqs=max_num_seqs,
                           gpu_memory_utilization=gpu_memory_utilization, kv_cache_memory_gb=kv_cache_memory_gb,
-                          max_model_len=max_model_len, max_lora_rank=max_lora_rank)
+                          max_model_len=max_model_len, max_lora_rank=max_lora_rank, logprobs=logprobs)
     raise RlhfxError(f"Unknown engine {name!r}.", f"use --engine {' or '.join(ENGINES)}.")
 
 
@@ -136,10 +137,11 @@ def check_engine_available(name: str) -> None:
         import_vllm()
 
 
-def split_completion(tokenizer, ids: list[int], stop_ids: list[int]) -> Completion:
-    """A Completion from raw generated ids: cut after the first stop token, decode without specials."""
+def split_completion(tokenizer, ids: list[int], stop_ids: list[int], logprobs: list[float] | None = None) -> Completion:
+    """A Completion from raw generated ids (and their log-probs): cut after the first stop token, decode without
+    specials."""
     end = next((i for i, t in enumerate(ids) if t in stop_ids), None)
     kept = ids if end is None else ids[: end + 1]
     text_ids = kept if end is None else kept[:-1]
     return Completion(text=tokenizer.decode(text_ids, skip_special_tokens=True), token_ids=list(kept),
-                      finished=end is not None)
+                      finished=end is not None, logprobs=None if logprobs is None else logprobs[: len(kept)])

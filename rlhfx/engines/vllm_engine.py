@@ -63,11 +63,13 @@ class VllmEngine(Engine):
                  adapter_path: str | None = None, seed: int = 42, tp_size: int = 1,
                  enable_prefix_caching: bool = False, max_num_seqs: int | None = None,
                  gpu_memory_utilization: float = 0.9, kv_cache_memory_gb: float | None = None,
-                 max_model_len: int | None = None, max_lora_rank: int = 64):
+                 max_model_len: int | None = None, max_lora_rank: int = 64, logprobs: bool = False):
+        """logprobs: each completion carries the log-prob of every sampled token under the distribution it was
+        sampled from (vLLM's processed log-probs: after temperature), for RL's rollout correction."""
         from rlhfx.engines import stop_token_ids
 
         vllm = import_vllm()
-        self.tokenizer = tokenizer
+        self.tokenizer, self.logprobs = tokenizer, logprobs
         self.stop_ids = stop_ids or stop_token_ids(tokenizer)
         cpu = _on_cpu()
         kwargs = dict(model=model_path, skip_tokenizer_init=True, seed=seed, tensor_parallel_size=tp_size,
@@ -75,6 +77,8 @@ class VllmEngine(Engine):
                       dtype="float32" if dtype == "auto" and cpu else dtype)
         if tp_size == 1:
             kwargs["distributed_executor_backend"] = "uni"
+        if logprobs:
+            kwargs["logprobs_mode"] = "processed_logprobs"
         if max_num_seqs:
             kwargs["max_num_seqs"] = max_num_seqs
         if max_model_len:
@@ -109,7 +113,7 @@ class VllmEngine(Engine):
             n=1 if greedy else sampling.n, max_tokens=sampling.max_new_tokens, temperature=0.0 if greedy else sampling.temperature,
             top_p=1.0 if greedy else sampling.top_p, top_k=-1 if greedy or not sampling.top_k else sampling.top_k,
             repetition_penalty=sampling.repetition_penalty, seed=seed, stop_token_ids=self.stop_ids,
-            detokenize=False)
+            detokenize=False, logprobs=0 if self.logprobs else None)
 
     def generate(self, prompts: list[list[int]], sampling: Sampling) -> list[list[Completion]]:
         from vllm.inputs import TokensPrompt
@@ -121,9 +125,16 @@ class VllmEngine(Engine):
                   for i in range(len(prompts))]
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
                                     lora_request=self.lora_request, use_tqdm=False)
-        results = [[split_completion(self.tokenizer, list(c.token_ids), self.stop_ids) for c in out.outputs]
+        results = [[split_completion(self.tokenizer, list(c.token_ids), self.stop_ids, self._logprobs(c)) for c in out.outputs]
                    for out in outputs]
         return [r * sampling.n for r in results] if sampling.is_greedy else results  # vLLM's greedy needs n=1
+
+    def _logprobs(self, output) -> list[float] | None:
+        """The sampled tokens' log-probs out of vLLM's per-position {token id: Logprob} (with logprobs=0 it holds
+        the sampled token, and the rank-1 one when that differs)."""
+        if not self.logprobs:
+            return None
+        return [step[token].logprob for token, step in zip(output.token_ids, output.logprobs)]
 
     def update_weights(self, named_tensors: Iterable[tuple[str, object]]) -> None:
         """Load new weights in place (checkpoint names, as `model.named_parameters()` gives them), then drop

@@ -6,7 +6,7 @@ prompt (duplicate prompts in the data merge into one group). Ties go to the earl
 
   rs        per distinct input, the highest-reward output -> SFT rows `{"messages", "input", "output", "reward"}`
   csft      every row, conditioned on its reward: `input = reward_template` with `{input}` and `{reward}`
-            (one decimal) filled in; in `messages` the template is applied to the last user turn -> SFT rows
+            (two decimals, as OpenRLHF writes it) filled in; in `messages` the template is applied to the last user turn -> SFT rows
   iter_dpo  per distinct input, chosen = highest reward, rejected = lowest ->
             `{"prompt", "chosen", "chosen_reward", "rejected", "rejected_reward"}`; groups whose best and
             worst rewards are equal (also single-sample groups) are dropped and counted
@@ -80,7 +80,7 @@ def conditional_sft(rows: list[dict], reward_template: str = DEFAULT_REWARD_TEMP
                              f"write it like {DEFAULT_REWARD_TEMPLATE!r}.")
 
     def fill(text: str, reward: float) -> str:
-        return reward_template.replace("{reward}", f"{reward:.1f}").replace("{input}", text)
+        return reward_template.replace("{reward}", f"{reward:.2f}").replace("{input}", text)
 
     out = []
     for row in rows:

@@ -36,8 +36,8 @@ from rlhfx.algos import rl_math
 from rlhfx.engines import Sampling, stop_token_ids
 from rlhfx.errors import RlhfxError
 from rlhfx.rewards.sources import RewardSources, Sample
-from rlhfx.training.checkpoints import STAGING, TRAINER_STATE, publish, rotate
-from rlhfx.training.guards import StopOnSignal
+from rlhfx.training.checkpoints import STAGING, TRAINER_STATE, newest_checkpoint, publish, rotate
+from rlhfx.training.guards import StopOnSignal, check_finite_weights, non_finite_error
 from rlhfx.training.hf_args import gradient_accumulation, world_size
 from rlhfx.training.runner import say
 from rlhfx.training.tracking import LoopTrackers, trackers
@@ -66,6 +66,7 @@ class OnlineRLTrainer:
             self.args.reward_model or [], self.args.reward_func or [], self.args.remote_rm_url or [],
             self.args.reward_weights, self.args.torch_dtype, config.micro_rollout_batch_size,
             self.args.remote_rm_timeout, self.args.remote_rm_retries, self.device, self.args.use_chat_template)
+        self.rewards.sources = [FiniteRewards(source) for source in self.rewards.sources]
         stops = stop_token_ids(self.tokenizer, getattr(self.model, "generation_config", None), ctx.encoder.template)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else stops[0]
         self.engine = self._engine(stops)
@@ -117,7 +118,8 @@ class OnlineRLTrainer:
             base = _adapter_base(path)
             return make_engine("vllm", model_path=resolve_model_path(base, None) if base else path,
                                tokenizer=self.tokenizer, stop_ids=stops, dtype=self.args.torch_dtype, seed=self.args.seed,
-                               gpu_memory_utilization=self.args.vllm_gpu_memory_utilization)
+                               gpu_memory_utilization=self.args.vllm_gpu_memory_utilization,
+                               logprobs=self.config.enable_vllm_is_correction)
         from rlhfx.engines.pt import PtEngine
 
         prompts_per_call = max(1, self.config.micro_rollout_batch_size // self.config.n_samples_per_prompt)
@@ -172,19 +174,70 @@ class OnlineRLTrainer:
         return [self.train_rows[i] for i in order[index * size : (index + 1) * size].tolist()]
 
     def _generate(self, rows: list[dict], sampling: Sampling):
-        """(samples, response ids) for every prompt's n completions, prompts' samples consecutive."""
+        """(samples, prompt ids, response ids, finished, engine log-probs) for every prompt's n completions, prompts'
+        samples consecutive; finished is False for a completion cut at --generate_max_len; the log-probs are the
+        engine's own (vllm with --enable_vllm_is_correction; else zeros)."""
         if self.args.engine == "vllm":
             self.engine.update_weights(self._policy_weights())
         with self._mixed_precision():
             completions = self.engine.generate([row["prompt_ids"] for row in rows], sampling)
-        samples, prompt_ids, response_ids = [], [], []
+        samples, prompt_ids, response_ids, finished, logprobs = [], [], [], [], []
         for row, outs in zip(rows, completions):
             for completion in outs:
                 samples.append(Sample(json.loads(row["prompt_messages"]), row["prompt_text"], completion.text,
                                       row.get("label")))
                 prompt_ids.append(row["prompt_ids"])
                 response_ids.append(completion.token_ids or [self.engine.stop_ids[0]])
-        return samples, prompt_ids, response_ids
+                finished.append(completion.finished)
+                logprobs.append(completion.logprobs or [0.0] * len(response_ids[-1]))
+        return samples, prompt_ids, response_ids, finished, logprobs
+
+    def _score(self, rows: list[dict]) -> list[list[tuple]]:
+        """Generate and score: per prompt, its n (sample, prompt ids, response ids, finished, reward, overlong
+        penalty, engine log-probs), the reward being the sources' and the penalty --overlong_buffer_len's shaping
+        (else 0)."""
+        config = self.config
+        samples, prompt_ids, response_ids, finished, logprobs = self._generate(rows, self.sampling)
+        rewards = self.rewards(samples)
+        penalty = [0.0] * len(samples)
+        if config.overlong_buffer_len:
+            lengths = torch.tensor([len(ids) for ids in response_ids])
+            penalty = rl_math.overlong_penalty(lengths, config.generate_max_len, config.overlong_buffer_len,
+                                               config.overlong_penalty_factor).tolist()
+        flat = list(zip(samples, prompt_ids, response_ids, finished, rewards, penalty, logprobs))
+        n = config.n_samples_per_prompt
+        return [flat[i : i + n] for i in range(0, len(flat), n)]
+
+    def _rollout_groups(self, rows: list[dict]) -> tuple[list[list[tuple]], dict]:
+        """The step's scored groups, and the reward statistics of its prompts' first samples. With
+        --dynamic_sampling only groups whose (shaped) rewards differ are kept, topped up from further rounds of
+        other prompts (at most --max_resample_times) to --rollout_batch_size; if none differ the batch is kept."""
+        config = self.config
+        groups = self._score(rows)
+        raw = torch.tensor([sample[4] for group in groups for sample in group])
+        stats = {"reward": raw.mean().item(), "reward_std": raw.std().item() if len(raw) > 1 else 0.0}
+        if config.overlong_buffer_len:
+            stats["overlong_penalty"] = sum(sample[5] for group in groups for sample in group) / len(raw)
+        if not config.dynamic_sampling:
+            return groups, stats
+        kept, rounds = self._varied(groups), 0
+        stats["varied_groups"] = len(kept) / len(groups)
+        while len(kept) < len(rows) and rounds < config.max_resample_times:
+            rounds += 1
+            kept += self._varied(self._score(self._extra_rows(rounds)))
+        stats["sampling_rounds"] = rounds
+        return (kept[: len(rows)] if kept else groups), stats
+
+    def _varied(self, groups: list[list[tuple]]) -> list[list[tuple]]:
+        shaped = torch.tensor([sample[4] + sample[5] for group in groups for sample in group])
+        varied = rl_math.varied_groups(shaped, self.config.n_samples_per_prompt).tolist()
+        return [group for group, keep in zip(groups, varied) if keep]
+
+    def _extra_rows(self, round_: int) -> list[dict]:
+        """Dynamic sampling's further prompts: a draw fixed by (seed, step, round), so a resumed run draws the same."""
+        generator = torch.Generator().manual_seed(self.args.seed + 1_000_003 * (self.step + 1) + round_)
+        order = torch.randperm(len(self.train_rows), generator=generator)[: self.config.rollout_batch_size]
+        return [self.train_rows[i] for i in order.tolist()]
 
     def _layout(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> dict:
         width, length = max(map(len, prompt_ids)), max(map(len, response_ids))
@@ -201,7 +254,8 @@ class OnlineRLTrainer:
     @torch.no_grad()
     def rollout(self, rows: list[dict]) -> dict:
         config = self.config
-        samples, prompt_ids, response_ids = self._generate(rows, self.sampling)
+        groups, stats = self._rollout_groups(rows)
+        samples, prompt_ids, response_ids, finished, rewards, overlong, engine_logp = zip(*[s for group in groups for s in group])
         batch = self._layout(prompt_ids, response_ids)
         old_logp, ref_logp, values = [], [], []
         for part in _chunks(len(samples), config.micro_rollout_batch_size):
@@ -212,11 +266,10 @@ class OnlineRLTrainer:
                 values.append(self._values(micro))
         batch.update(old_logp=torch.cat(old_logp), ref_logp=torch.cat(ref_logp))
         mask = batch["mask"]
-        raw = torch.tensor(self.rewards(samples), dtype=torch.float32, device=self.device)
-        scores = raw
+        scores = torch.tensor(rewards, dtype=torch.float32, device=self.device) + torch.tensor(overlong, device=self.device)
         if config.normalize_reward:
-            self.reward_moments.update(raw.tolist())
-            scores = self.reward_moments.normalize(raw)
+            self.reward_moments.update(scores.tolist())
+            scores = self.reward_moments.normalize(scores)
         kl = rl_math.kl_per_token(batch["old_logp"], batch["ref_logp"], config.kl_estimator, mask)
         penalty = torch.zeros_like(kl) if config.use_kl_loss else kl
         batch["values"] = torch.cat(values) * mask if values else None
@@ -224,9 +277,20 @@ class OnlineRLTrainer:
             config.advantage_estimator, scores, penalty, self.kl.value, mask, config.n_samples_per_prompt,
             config.gamma, config.lam, config.reward_clip_range, batch["values"], config.whiten_rewards)
         batch.update(advantages=advantages, returns=returns)
-        sequence_kl = kl.sum(1).mean().item()
-        stats = {"reward": raw.mean().item(), "reward_std": raw.std().item() if len(raw) > 1 else 0.0,
-                 "kl": sequence_kl, "kl_coef": self.kl.value, "response_length": mask.sum(1).mean().item()}
+        sequence_kl = rl_math.sequence_kl(kl)
+        stats.update(kl=sequence_kl, kl_coef=self.kl.value, response_length=mask.sum(1).mean().item())
+        if config.enable_vllm_is_correction:
+            rollout_logp = torch.zeros_like(mask)
+            for i, logps in enumerate(engine_logp):
+                rollout_logp[i, : len(logps)] = torch.tensor(logps)
+            low, high = config.vllm_is_truncated_threshold
+            batch["is_weights"], correction = rl_math.rollout_correction(
+                batch["old_logp"], rollout_logp, mask, config.vllm_is_correction_type, low, high)
+            stats.update(correction)
+        if config.overlong_filter:  # truncated completions stay in their group's baseline but out of every loss
+            complete = torch.tensor(finished, dtype=mask.dtype, device=mask.device)
+            batch["mask"] = mask * complete[:, None]
+            stats["truncated"] = 1 - complete.mean().item()
         self.kl.update(sequence_kl, len(samples))
         return batch, stats
 
@@ -280,8 +344,10 @@ class OnlineRLTrainer:
             for start in range(0, n, self.train_batch):
                 indices = order[start : start + self.train_batch]
                 parts = [indices[i : i + self.micro_batch] for i in range(0, len(indices), self.micro_batch)]
+                mask = batch["mask"][indices]  # the optimizer batch's totals normalise every micro batch's loss
+                counts = {"n_tokens": mask.sum().clamp(min=1), "n_sequences": (mask.sum(1) > 0).sum().clamp(min=1)}
                 for part in parts:
-                    for key, value in self._micro_step(_select(batch, part), len(parts)).items():
+                    for key, value in self._micro_step(_select(batch, part), len(parts), counts).items():
                         totals.setdefault(key, []).append(value)
                 self._optimizer_step(self.model, self.optimizer, self.scheduler)
                 if self.critic is not None:
@@ -291,22 +357,29 @@ class OnlineRLTrainer:
                 model.eval()
         return {key: sum(values) / len(values) for key, values in totals.items()}
 
-    def _micro_step(self, micro: dict, accumulation: int) -> dict:
+    def _micro_step(self, micro: dict, accumulation: int, counts: dict) -> dict:
+        """One micro batch's backward. The policy loss (and the KL loss term) is its share of the optimizer batch's
+        loss under --loss_agg_mode (`counts`: that batch's tokens and sequences), so the accumulated gradient is the
+        batch's; the logged values are scaled back by `accumulation` so that their mean is the batch's loss."""
         config, mask = self.config, micro["mask"]
         logp, logits = self._logp(self.model, micro)
         out = rl_math.policy_loss(logp, micro["old_logp"], micro["advantages"], mask, config.cliprange,
-                                  config.cliprange, config.dual_clip)
+                                  config.cliprange_high, config.dual_clip,
+                                  "sequence" if config.policy_loss == "gspo" else "token", config.loss_agg_mode,
+                                  weights=micro.get("is_weights"), **counts)
         loss = out["loss"]
         entropy = rl_math.entropy(logits, mask)
         if config.entropy_coef:
-            loss = loss - config.entropy_coef * entropy
-        stats = {"policy_loss": out["loss"].item(), "clip_ratio": out["clip_ratio"].item(),
+            loss = loss - config.entropy_coef * entropy / accumulation
+        stats = {"policy_loss": out["loss"].item() * accumulation, "clip_ratio": out["clip_ratio"].item(),
                  "approx_kl": out["approx_kl"].item(), "entropy": entropy.item()}
         if config.use_kl_loss:
-            kl_loss = rl_math.masked_mean(rl_math.kl_per_token(logp, micro["ref_logp"], config.kl_estimator, mask), mask)
+            kl = rl_math.kl_per_token(logp, micro["ref_logp"], config.kl_estimator, mask,
+                                      micro["old_logp"] if config.kl_unbiased_gradient else None)
+            kl_loss = rl_math.aggregate(kl, mask, config.loss_agg_mode, **counts)
             loss = loss + self.kl.value * kl_loss
-            stats["kl_loss"] = kl_loss.item()
-        (loss / accumulation).backward()
+            stats["kl_loss"] = kl_loss.item() * accumulation
+        loss.backward()
         if self.critic is not None:
             values = self._values(micro)
             value_loss = rl_math.value_loss(values, micro["values"], micro["returns"], mask, config.cliprange_value)
@@ -315,7 +388,12 @@ class OnlineRLTrainer:
         return stats
 
     def _optimizer_step(self, model, optimizer, scheduler) -> None:
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], self.args.max_grad_norm)
+        """Clip and step; a NaN/inf gradient norm (NaN/inf anywhere in the loss or gradients) stops the run before
+        the weights change, as the offline trainers' NonFiniteGuard does."""
+        norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], self.args.max_grad_norm)
+        if not torch.isfinite(norm):
+            raise non_finite_error(self.step + 1, model, self.scheduler.get_last_lr()[0], newest_checkpoint(self.output_dir),
+                                   "The loss or its gradients became NaN/inf (the update was not applied)")
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -342,6 +420,7 @@ class OnlineRLTrainer:
                 batch, stats = self.rollout(self._batch_rows(self.step))
                 stats.update(self.update(batch))
                 self.step += 1
+                self._check_finite_weights()
                 n = batch["mask"].shape[0]
                 stats.update(samples_per_second=n / (time.time() - start), learning_rate=self.scheduler.get_last_lr()[0])
                 self.losses.append(stats["policy_loss"])
@@ -364,7 +443,7 @@ class OnlineRLTrainer:
         if not self.eval_rows:
             return {}
         greedy = Sampling(n=1, max_new_tokens=self.config.generate_max_len, greedy=True)
-        samples, _, response_ids = self._generate(self.eval_rows, greedy)
+        samples, _, response_ids, _, _ = self._generate(self.eval_rows, greedy)
         result = {"eval_reward": sum(self.rewards(samples)) / len(samples),
                   "eval_response_length": sum(map(len, response_ids)) / len(response_ids)}
         self._log(result)
@@ -375,6 +454,12 @@ class OnlineRLTrainer:
         with open(self.output_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         self.trackers.log(row)
+
+    def _check_finite_weights(self) -> None:
+        """After every update, so no rollout, checkpoint or final model is ever made from NaN/inf weights."""
+        for model in (self.model, self.critic):
+            if model is not None:
+                check_finite_weights(model, self.step, self.scheduler.get_last_lr()[0], newest_checkpoint(self.output_dir))
 
     def save_model(self, folder: str) -> None:
         """The final weights; the runner's last call, so the engine is shut down here too."""
@@ -430,6 +515,27 @@ class OnlineRLTrainer:
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         say(f"resumed from {folder} at step {self.step}")
+
+
+class FiniteRewards:
+    """A reward source whose every reward must be a finite number: one NaN/inf would make the advantages, then
+    the gradients, then every weight NaN. The run stops naming the source and the sample."""
+
+    def __init__(self, source):
+        self.source, self.name = source, type(source).__name__
+        for attribute, flag in (("path", "--reward_model"), ("spec", "--reward_func"), ("url", "--remote_rm_url")):
+            if hasattr(source, attribute):
+                self.name = f"{flag} {getattr(source, attribute)}"
+
+    def __call__(self, samples: list[Sample]) -> list[float]:
+        rewards = self.source(samples)
+        for i, (reward, sample) in enumerate(zip(rewards, samples)):
+            if not math.isfinite(reward):
+                raise RlhfxError(f"The reward source {self.name} returned {reward} for sample {i} of the batch "
+                                 f"(prompt {sample.prompt[-200:]!r}, response {sample.response[:200]!r}); no update was "
+                                 "made with it.", "fix the source so it returns a finite number for every sample, then "
+                                 "resume from the last checkpoint (--resume_from_checkpoint latest).")
+        return rewards
 
 
 def _prompt_rows(dataset, limit: int | None, split: str) -> list[dict]:
