@@ -9,5 +9,5 @@ bash scripts/setup.sh
 python -m pytest -m "not slow and not wip" -q "$@"
 if [ $# -eq 0 ] && [ "${RLHFX_WITH_VLLM:-0}" = "1" ]; then
   bash scripts/setup_vllm.sh
-  .venv-vllm/bin/python -m pytest -m vllm -q tests/test_vllm.py tests/test_vllm_rl.py
+  .venv-vllm/bin/python -m pytest -m vllm -q tests/test_vllm*.py
 fi
