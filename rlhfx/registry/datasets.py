@@ -53,6 +53,10 @@ _ENTRIES = [
         description="KTO mix of 14k prompt/completion/label rows built from UltraFeedback and others.",
     ),
     DatasetEntry(
+        "swift/self-cognition", "modelscope/self-cognition", "sft",
+        description="ms-swift's self-cognition questions; --model_name/--model_author fill its {{NAME}}/{{AUTHOR}}.",
+    ),
+    DatasetEntry(
         "alpaca", "tatsu-lab/alpaca", "sft",
         description="Stanford Alpaca instruction/input/output rows.",
     ),

@@ -55,6 +55,7 @@ def hf_training_kwargs(args, output_dir, learning_rate: float, has_eval: bool) -
         save_steps=args.save_steps,
         save_strategy="no" if args.save_steps == -1 else "steps",  # OpenRLHF's -1: no checkpoints, final weights only
         save_total_limit=args.save_total_limit,
+        save_only_model=args.save_only_model,
         logging_steps=args.logging_steps,
         logging_first_step=True,
         eval_strategy=eval_strategy,
@@ -62,7 +63,7 @@ def hf_training_kwargs(args, output_dir, learning_rate: float, has_eval: bool) -
         report_to=trackers(args.report_to),
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=True,
-        dataloader_num_workers=0,
+        dataloader_num_workers=args.dataloader_num_workers,
         ddp_find_unused_parameters=False,
         deepspeed=deepspeed_config(args.deepspeed),
     )

@@ -134,6 +134,8 @@ def model_load_kwargs(args, dtype) -> dict:
                              "autocast.", "drop --bf16 false (bf16 is the default on GPUs), or pass --torch_dtype "
                              "bfloat16, or drop --flash_attn.")
         kwargs["attn_implementation"] = "flash_attention_2"
+    elif args.attn_impl in ("sdpa", "eager"):
+        kwargs["attn_implementation"] = args.attn_impl
     bits = quant_bits(args)
     if bits:
         if args.train_type != "lora":
