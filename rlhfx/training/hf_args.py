@@ -28,7 +28,11 @@ def bf16_enabled(args) -> bool:
 
     if args.bf16 is not None:
         return args.bf16
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    # bfloat16 weights on the CPU: autocast too, so that float32 parts (a LoRA reward model's score head, which PEFT
+    # keeps in float32) meet bfloat16 activations in bfloat16 matmuls instead of failing with a dtype mismatch
+    return args.torch_dtype == "bfloat16"
 
 
 def hf_training_kwargs(args, output_dir, learning_rate: float, has_eval: bool) -> dict:
