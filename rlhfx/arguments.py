@@ -153,7 +153,7 @@ FLAGS: list[Flag] = [
     Flag("sleep_level", int, 0, "vllm rollouts on a GPU: between rollouts vLLM releases its KV cache (1) and also its weights (2), giving the memory to training (0: keep).", (), "online rl", RLHF, choices=(0, 1, 2), algos=RL),
     Flag("offload_model", bool, False, "vllm rollouts on a GPU: move the policy and reference to CPU memory while vLLM generates.", (), "online rl", RLHF, algos=RL),
     Flag("offload_optimizer", bool, False, "vllm rollouts on a GPU: move the optimizer states to CPU memory while vLLM generates.", (), "online rl", RLHF, algos=RL),
-    Flag("temperature", float, 1.0, "Sampling temperature of rollouts (gkd: of the student's completions and of both distributions).", (), "online rl", RLHF, algos=RL + ("gkd",)),
+    Flag("temperature", float, 1.0, "Sampling temperature of rollouts (gkd: of the student's on-policy completions).", (), "online rl", RLHF, algos=RL + ("gkd",)),
     Flag("top_p", float, 1.0, "Nucleus sampling of rollouts (1 = off).", (), "online rl", RLHF, algos=RL),
     Flag("top_k", int, 0, "Sample rollouts among the k most likely tokens (0 or -1 = off).", (), "online rl", RLHF, algos=RL),
     Flag("log_completions", bool, False, "Write every rollout's prompts, completions and rewards to <output_dir>/completions.jsonl.", (), "online rl", RLHF, algos=RL),
