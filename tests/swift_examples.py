@@ -241,7 +241,8 @@ rlhfx sft \
     --deepspeed zero2 \
     --max_steps 1
 ''',
-            'runs'),
+            'includes the output head lm_head',
+            why="TRL's trainers cannot train a LoRA adapter on lm_head (the script itself says to adjust lm_head to the model)"),
     Example('examples/train/rlhf/dpo/lora.sh',
             r'''# 24GiB
 # It is recommended to use padding_free. For more details, please refer to:

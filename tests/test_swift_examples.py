@@ -69,4 +69,5 @@ def test_ms_swift_example(example, workdir):
     else:
         assert code != 0, output[-4000:]
         assert example.expect in output, output[-4000:]
-        assert "Traceback" not in output, output[-4000:]
+        # an rlhfx error, not a crash: no frame of rlhfx's code (torchrun prints its own traceback when a rank fails)
+        assert str(ROOT / "rlhfx") not in output, output[-4000:]

@@ -117,3 +117,18 @@ def test_vllm_tensor_parallel_needs_that_many_gpus():
     args, _ = parsed("rlhf", "--rlhf_type", "grpo", "--use_vllm", "true", "--vllm_tensor_parallel_size", "2")
     with pytest.raises(RlhfxError, match="--vllm_tensor_parallel_size 2 needs a GPU for each"):
         check_vllm_flags(args)
+
+
+def test_all_linear_among_other_lora_targets():
+    """ms-swift's base_to_chat/lora2.sh: `--target_modules all-linear embed_tokens lm_head`."""
+    from transformers import AutoModelForCausalLM
+
+    from rlhfx.registry.models import lora_target_modules, resolve_model_type
+    from rlhfx.registry.tiny import tiny_model_path
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path())
+    model_type = resolve_model_type("tiny", None, None)
+    linear = lora_target_modules(model, "all-linear", model_type)
+    assert lora_target_modules(model, ["all-linear", "embed_tokens"], model_type) == linear + ["embed_tokens"]
+    with pytest.raises(RlhfxError, match="output head lm_head"):
+        lora_target_modules(model, ["all-linear", "embed_tokens", "lm_head"], model_type)

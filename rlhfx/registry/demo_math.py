@@ -1,10 +1,11 @@
 """The demo math task behind `demo-math` (GRPO prompts with solutions) and `demo-math-sft` (its warm-up data).
 
-Single-digit additions ("What is 3 + 4?", solution "7"), answered in the R1 format that ms-swift's built-in
+Additions of digits 0-4 ("What is 3 + 4?", solution "7"), answered in the R1 format that ms-swift's built-in
 rewards check: `<think>3 + 4</think><answer>7</answer>`. The warm-up SFT set always uses that format but
 gives the right sum only half of the time (the other half a random wrong one), so a tiny model learns the format
 and about half the sums; GRPO with `--reward_funcs accuracy format` then has a visible accuracy to raise.
-Validation prompts are the same 100 sums under other phrasings: the task is recall, not arithmetic.
+25 sums are few enough for a 0.4M-parameter model to tell apart in a minute of training; validation prompts are
+the same sums under other phrasings (the task is recall, not arithmetic).
 
 Regenerate the bundled files with `python -m rlhfx.registry.demo_math` (deterministic).
 """
@@ -15,6 +16,7 @@ import random
 from rlhfx.registry.demo_task import DATA_DIR
 
 QUESTIONS = ["What is {a} + {b}?", "Add {a} and {b}.", "Compute {a} + {b}.", "What is {a} plus {b}?"]
+DIGITS = range(5)
 SFT_ROWS = {"train": 2000, "val": 200}
 CORRECT_SHARE = 0.5
 
@@ -24,7 +26,7 @@ def completion(a: int, b: int, answer: int) -> str:
 
 
 def prompt_rows(split: str, rng: random.Random) -> list[dict]:
-    pairs = [(a, b) for a in range(10) for b in range(10)]
+    pairs = [(a, b) for a in DIGITS for b in DIGITS]
     if split == "train":
         return [{"prompt": q.format(a=a, b=b), "solution": str(a + b)} for q in QUESTIONS for a, b in pairs]
     return [{"prompt": rng.choice(QUESTIONS).format(a=a, b=b), "solution": str(a + b)} for a, b in pairs]
@@ -33,8 +35,8 @@ def prompt_rows(split: str, rng: random.Random) -> list[dict]:
 def sft_rows(n: int, rng: random.Random) -> list[dict]:
     rows = []
     for _ in range(n):
-        a, b = rng.randrange(10), rng.randrange(10)
-        answer = a + b if rng.random() < CORRECT_SHARE else rng.choice([x for x in range(19) if x != a + b])
+        a, b = rng.choice(DIGITS), rng.choice(DIGITS)
+        answer = a + b if rng.random() < CORRECT_SHARE else rng.choice([x for x in range(10) if x != a + b])
         rows.append({"messages": [{"role": "user", "content": rng.choice(QUESTIONS).format(a=a, b=b)},
                                   {"role": "assistant", "content": completion(a, b, answer)}]})
     return rows

@@ -182,6 +182,12 @@ def lora_target_modules(model, spec: str | list[str], model_type: ModelType) -> 
     if not names:
         raise RlhfxError("--lora_target_modules is empty.", "Give ALL, DEFAULT or module names such as q_proj,v_proj.")
     module_names = [n for n, _ in model.named_modules()]
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head_name = next((n for n, m in model.named_modules() if head is not None and m is head), None)
+    if head_name and head_name.rsplit(".", 1)[-1] in names:
+        raise RlhfxError(f"--lora_target_modules includes the output head {head_name}: TRL's trainers compute the "
+                         "log-probabilities from its weight directly, so an adapter there would never train.",
+                         f"drop {head_name.rsplit('.', 1)[-1]} (embed_tokens and the Linear layers can take adapters).")
     missing = [t for t in names if not any(n == t or n.endswith("." + t) for n in module_names)]
     if missing:
         raise RlhfxError(

@@ -261,7 +261,7 @@ class OnlineRLTrainer:
         with open(self.output_dir / "completions.jsonl", "a") as f:
             for sample, reward in zip(samples, rewards):
                 f.write(json.dumps({"step": self.step + 1, "prompt": sample.prompt, "completion": sample.response,
-                                    "reward": reward}) + "\n")
+                                    "solution": sample.label, "reward": reward}) + "\n")
 
     def _mixed_precision(self):
         """bf16 matrix products over float32 weights on a GPU, as the Trainer's --bf16 does."""
