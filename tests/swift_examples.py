@@ -10,6 +10,8 @@ plugins), with `bash -e`.
 
 expect: "runs" (exit 0, summary.json written), or words of the clear error it stops at; `why` says why.
 needs: flags that issue 17 adds (RL losses); until they exist the test skips the script.
+slow: grpo/internal/transformers.sh rolls out 64 completions of up to 1024 tokens in bfloat16, which the CPU
+emulates: more than 20 minutes on a loaded 2-core machine.
 examples/train/grpo/internal/full_lmdeploy.sh holds no command (LMDeploy rollouts were removed in ms-swift 3.5).
 """
 
@@ -23,6 +25,7 @@ class Example:
     expect: str
     why: str = ""
     needs: tuple[str, ...] = ()
+    slow: bool = False  # longer than a few minutes on 2 CPU cores: run with -m slow
 
 
 EXAMPLES = [
@@ -1138,7 +1141,9 @@ rlhfx rlhf \
     --log_completions true \
     --max_steps 1
 ''',
-            'runs'),
+            'runs',
+            why='slow on the CPU (bfloat16 rollouts of up to 1024 tokens): the test is marked slow',
+            slow=True),
     Example('examples/train/grpo/internal/vllm_72b_4gpu.sh',
             r'''# 4*80G GPU
 

@@ -53,7 +53,8 @@ def run_script(example, workdir: Path) -> tuple[Path, int, str]:
     return folder, result.returncode, " ".join((result.stdout + result.stderr).split())
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[e.path.removeprefix("examples/train/") for e in EXAMPLES])
+@pytest.mark.parametrize("example", [pytest.param(e, marks=[pytest.mark.slow] if e.slow else [],
+                                                 id=e.path.removeprefix("examples/train/")) for e in EXAMPLES])
 def test_ms_swift_example(example, workdir):
     missing = [flag for flag in example.needs if flag not in KNOWN_FLAGS]
     if missing:
