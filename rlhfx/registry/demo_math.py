@@ -4,7 +4,8 @@ Additions of digits 0-4 ("What is 3 + 4?", solution "7"), answered in the R1 for
 rewards check: `<think>3 + 4</think><answer>7</answer>`. The warm-up SFT set always uses that format but
 gives the right sum only half of the time (the other half a random wrong one), so a warmed-up model has the format
 but not all the sums, and GRPO with `--reward_funcs accuracy format` has an accuracy to raise. Measured on the tiny
-model: 250 warm-up steps (batch 16, lr 3e-3) give the format (format reward 0.97); 40 steps do not (0.0).
+model: 250 warm-up steps (batch 16, lr 3e-3, on a digits 0-9 version of this set) gave the format (format
+reward 0.97, accuracy 0.08); 40 steps (batch 32, lr 5e-3) on this set did not (format 0.0, accuracy ~0.1).
 25 sums are few enough for a 0.4M-parameter model to tell apart in a minute of training; validation prompts are
 the same sums under other phrasings (the task is recall, not arithmetic).
 
