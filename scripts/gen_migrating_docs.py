@@ -6,18 +6,23 @@ scripts; OpenRLHF's README, non-RL methods and XRIGHT's OpenRLHF-based scripts),
 a flag rlhfx does not take is listed with what to do instead (UNSUPPORTED).
 """
 
+import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's rlhfx
+sys.path.insert(0, str(ROOT / "tests"))  # the ms-swift example table that tests/test_swift_examples.py runs
 from rlhfx.arguments import FLAGS  # noqa: E402
+from swift_examples import EXAMPLES  # noqa: E402
 
 SWIFT_FLAGS = ["model_id_or_path", "model_type", "sft_type", "train_type", "rlhf_type", "dataset", "val_dataset",
                "num_train_epochs", "learning_rate", "batch_size", "gradient_accumulation_steps", "warmup_ratio",
                "gradient_checkpointing", "lora_target_modules", "lora_rank", "lora_alpha", "max_length", "output_dir",
                "save_total_limit", "beta", "rpo_alpha", "desirable_weight", "undesirable_weight", "simpo_gamma",
                "reward_model_type", "reward_model_id_or_path", "ckpt_dir", "merge_lora"]
+SWIFT_FLAGS += [n for n in dict.fromkeys(re.findall(r"--(\w+)", "".join(e.script for e in EXAMPLES)))
+                if n not in SWIFT_FLAGS]  # and every flag of ms-swift's example scripts
 OPENRLHF_FLAGS = ["pretrain", "ref_pretrain", "dataset", "dataset_probs", "max_samples", "input_key", "output_key",
                   "prompt_key", "chosen_key", "rejected_key", "label_key", "input_template", "apply_chat_template",
                   "tokenizer_chat_template", "max_len", "prompt_max_len", "train_batch_size", "micro_train_batch_size",
@@ -42,7 +47,36 @@ OPENRLHF_FLAGS = ["pretrain", "ref_pretrain", "dataset", "dataset_probs", "max_s
                   "rlhf_micro_train_batch_size", "sft_micro_train_batch_size", "lambd", "sft_opt", "dpo_opt",
                   "max_eval_steps", "target_module", "eval_split", "rlhf_eval_split", "ref_pareto_sft", "ref_pareto_dpo"]
 ONE_PROCESS = "Online RL runs on one process with every model on it; nothing to place or colocate."
+ISSUE_17 = "RL loss option: added by issue 17 (RL losses and trainer flags)."
+NOT_YET = "Not implemented in rlhfx; the script stops with an unknown-flag error naming it."
 UNSUPPORTED = {
+    **{f"chord_{n}": "CHORD (SFT mixed into GRPO) is not implemented." for n in (
+        "sft_per_device_train_batch_size", "sft_dataset", "enable_phi_function", "mu_warmup_steps", "mu_decay_steps",
+        "mu_peak", "mu_valley")},
+    **{n: ISSUE_17 for n in ("epsilon", "epsilon_high", "overlong_filter", "kl_in_reward", "dynamic_sample",
+                             "importance_sampling_level")},
+    **{f"fipo_{n}": "The FIPO loss is not implemented." for n in ("decay_rate", "clip_range", "clip_high_only",
+                                                                  "safety_threshold")},
+    "vllm_server_host": "The rollout server (`swift rollout`, --vllm_mode server) is not available yet: use "
+                        "--use_vllm true --vllm_mode colocate.",
+    "vllm_server_port": "The rollout server is not available yet: use --use_vllm true --vllm_mode colocate.",
+    "sequence_parallel_size": "Sequence parallelism is not supported.",
+    "delta": "Two-sided clipping (INTELLECT-2's delta) is not implemented; --dual_clip bounds negative advantages.",
+    "steps_per_generation": "One rollout is one step: --rollout_batch_size prompts x --num_generations, "
+                            "--num_iterations passes over them.",
+    "save_strategy": "Use --save_steps N (or -1: only the final weights).",
+    "eval_strategy": "Use --eval_steps N (or -1: only before and after training).",
+    "move_model_batches": NOT_YET,
+    "columns": "Use --prompt_key/--response_key/--label_key ...; `solution`, `answer` and `label` columns are read "
+               "as the reference answer without renaming.",
+    "enable_thinking": "Pick the template with --template, or render with the tokenizer's own (--use_chat_template).",
+    "vllm_enable_lora": "Colocated vLLM gets the merged LoRA weights pushed every step.",
+    "quant_method": "--quant_bits 4|8 quantises with bitsandbytes (QLoRA).",
+    "bnb_4bit_quant_type": "--quant_bits 4 uses nf4 with double quantisation.",
+    "scale_rewards": "--advantage_estimator picks the normalisation (group_norm: by the group's std; dr_grpo: none).",
+    "async_generate": "Asynchronous rollouts are not implemented: each step generates, then trains.",
+    "tau_pos": "The SAPO loss is not implemented.", "tau_neg": "The SAPO loss is not implemented.",
+    "multi_turn_scheduler": "Multi-turn GRPO is not implemented.", "max_turns": "Multi-turn GRPO is not implemented.",
     "reward_model_type": "Pass the reward model folder with --reward_model.",
     "reward_model_id_or_path": "Pass the reward model folder with --reward_model.",
     "prompt_data_probs": "Use --dataset_probs.",
@@ -62,6 +96,24 @@ UNSUPPORTED = {
                        "checkpoint-N folder.",
 }
 NOTES = {  # supported, but the meaning or default differs from the other tool
+    "tuner_type": "full or lora (ms-swift's other tuners are not supported).",
+    "beta": "DPO family: the preference strength; grpo/ppo: the KL coefficient (= --kl_coef); gkd: the JSD mixture.",
+    "load_from_cache_file": "Accepted with a note: rlhfx keeps no preprocessing cache, the data is the same either way.",
+    "model_name": "Fills {{NAME}} in self-cognition rows (zh rows take the first of two values).",
+    "model_author": "Fills {{AUTHOR}} in self-cognition rows (zh rows take the first of two values).",
+    "attn_impl": "flash_attn/flash_attention_2 = --flash_attn (CUDA only), sdpa, eager.",
+    "use_vllm": "With --vllm_mode colocate: vLLM in the training process (= --engine vllm).",
+    "vllm_mode": "colocate only; server (a separate rollout server) stops with a clear error for now.",
+    "sleep_level": "GPU only (vLLM's sleep mode); refused on the CPU with a clear error.",
+    "offload_model": "GPU only; refused on the CPU with a clear error.",
+    "offload_optimizer": "GPU only; refused on the CPU with a clear error.",
+    "reward_funcs": "Built in: accuracy, format, cosine, repetition, soft_overlong (ms-swift's definitions), demo; "
+                    "more with --external_plugins.",
+    "external_plugins": "A Python file registering rewards: `from rlhfx.rewards.builtin import ORM, orms; "
+                        "orms['name'] = MyReward`.",
+    "system": "A path ending in .txt is read, as in ms-swift.",
+    "advantage_estimator": "rlhfx names: group_norm (ms-swift's grpo), rloo, reinforce_baseline, reinforce, gae, dr_grpo.",
+    "report_to": "tensorboard and wandb (not swanlab).",
     "lora_rank": "--train_type (default lora) chooses LoRA or full; a --lora_rank > 0 alone switches nothing "
                  "(OpenRLHF's convention), and LoRA flags with --train_type full are refused.",
     "save_steps": "-1 (OpenRLHF): no checkpoints, only the final weights.",
@@ -137,7 +189,24 @@ def render(tool: str, names: list[str]) -> str:
     if tool in CONVENTIONS:
         lines += ["", "## Conventions that differ", "", f"| what | {tool} | rlhfx |", "| --- | --- | --- |"]
         lines += [f"| {what} | {theirs} | {ours} |" for what, theirs, ours in CONVENTIONS[tool]]
+    if tool == "ms-swift":
+        lines += examples_section()
     return "\n".join(lines) + "\n"
+
+
+def examples_section() -> list[str]:
+    """What each of ms-swift's example scripts does under rlhfx (tests/test_swift_examples.py runs each)."""
+    lines = ["", "## ms-swift's example scripts", "",
+             "Each script below, from ms-swift's examples/train/, with only `swift` -> `rlhfx`, the model and data "
+             "swapped for `tiny` and demo data and `--max_steps 1` added, is run by tests/test_swift_examples.py "
+             "(the texts are in tests/swift_examples.py).", "",
+             "| script | on rlhfx | why |", "| --- | --- | --- |"]
+    for example in EXAMPLES:
+        result = "runs" if example.expect == "runs" else f"stops: `{example.expect}`"
+        why = (example.why + "." if example.why else "") + (
+            f" Needs issue 17's {', '.join('--' + n for n in example.needs)}." if example.needs else "")
+        lines.append(f"| {example.path} | {result} | {why.strip()} |")
+    return lines
 
 
 PAGES = {"migrating-from-ms-swift.md": ("ms-swift", SWIFT_FLAGS), "migrating-from-openrlhf.md": ("OpenRLHF", OPENRLHF_FLAGS)}

@@ -194,6 +194,18 @@ CASES = [
     Case("rl-is-correction-pt", "models", "vLLM rollout correction without vLLM rollouts",
          ["rlhf", "--rlhf_type", "grpo", *TINY, "--dataset", "demo-prompts#8", "--reward_func", "demo",
           "--enable_vllm_is_correction", *OUT], ("--enable_vllm_is_correction", "--engine vllm")),
+    # --- ms-swift's flags (issue 20) ---
+    Case("vllm-mode-server", "models", "ms-swift's --vllm_mode server (a separate rollout server)",
+         ["rlhf", "--rlhf_type", "grpo", *TINY, "--dataset", "demo-prompts#8", "--reward_funcs", "demo", "--use_vllm", "true", "--vllm_mode", "server", *OUT],
+         ("--vllm_mode server", "not available", "--vllm_mode colocate")),
+    Case("vllm-mode-without-use-vllm", "models", "--vllm_mode without --use_vllm true",
+         ["rlhf", "--rlhf_type", "grpo", *TINY, "--dataset", "demo-prompts#8", "--reward_funcs", "demo", "--vllm_mode", "colocate", *OUT], ("without --use_vllm true",)),
+    Case("sleep-level-without-vllm", "models", "--sleep_level (a vLLM setting) with the pt rollout engine",
+         ["rlhf", "--rlhf_type", "grpo", *TINY, "--dataset", "demo-prompts#8", "--reward_funcs", "demo", "--sleep_level", "1", *OUT], ("--sleep_level configures vllm rollouts", "--use_vllm true")),
+    Case("system-file-missing", "models", "--system naming a .txt file that does not exist (ms-swift reads such a file)",
+         ["sft", *TINY, "--dataset", "demo-sft#8", "--system", "prompt.txt", *OUT], ("prompt.txt", "does not exist")),
+    Case("unknown-reward-func", "models", "A --reward_funcs name that is neither built in nor registered",
+         ["rlhf", "--rlhf_type", "grpo", *TINY, "--dataset", "demo-prompts#8", "--reward_funcs", "accuracyy", *OUT], ("accuracyy", "did you mean 'accuracy'")),
 ]
 
 

@@ -164,8 +164,8 @@ def fake_datasets(monkeypatch, rows):
         def to_list(self):
             return rows
 
-    def load_dataset(path, name=None, split=None):
-        calls.append((path, name, split))
+    def load_dataset(path, name=None, split=None, num_proc=None):
+        calls.append((path, name, split) if num_proc is None else (path, name, split, num_proc))
         return FakeDataset()
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
@@ -179,6 +179,13 @@ def test_hub_ids_go_to_load_dataset(monkeypatch):
     assert load_pairs("ultrafeedback-binarized")[0] == [CANONICAL_PAIR]
     assert calls == [("org/name", None, "train"), ("org/name", "subset", "train"),
                      ("HuggingFaceH4/ultrafeedback_binarized", None, "train_prefs")]
+
+
+def test_dataset_num_proc_reaches_load_dataset(monkeypatch):
+    """ms-swift's --dataset_num_proc is datasets' num_proc when a hub dataset is prepared."""
+    calls = fake_datasets(monkeypatch, [PAIR])
+    load_pairs("org/name", num_proc=4)
+    assert calls == [("org/name", None, "train", 4)]
 
 
 def test_registry_columns_are_renamed(monkeypatch):

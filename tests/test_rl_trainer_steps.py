@@ -100,7 +100,7 @@ class FakeEngine:
 def rollout_trainer(outcomes, **config):
     trainer, _, _ = micro_stepper(advantage_estimator="rloo", reward_clip_range=10.0, generate_max_len=8, **config)
     trainer.engine, trainer.sampling, trainer.device = FakeEngine(outcomes), None, torch.device("cpu")
-    trainer.args = SimpleNamespace(engine="pt", seed=1)
+    trainer.args = SimpleNamespace(engine="pt", seed=1, offload_model=False, offload_optimizer=False, log_completions=False)
     trainer.step, trainer.pad_id, trainer.critic = 0, 0, None
     trainer.train_rows = [{"prompt_ids": [1, 2], "prompt_messages": "[]", "prompt_text": f"p{i}"} for i in range(4)]
     trainer.rewards = lambda samples: [float(s.response == "right") for s in samples]
@@ -148,6 +148,12 @@ def test_vllm_log_probs_become_the_rollout_correction_weights():
             return [[Completion("right", [5, 5], True, [-0.5, -3.0]), Completion("wrong", [5, 5], True, [0.0, 0.0])]]
 
         def update_weights(self, weights):
+            pass
+
+        def sleep(self):
+            pass
+
+        def wake_up(self):
             pass
 
     trainer = rollout_trainer([], enable_vllm_is_correction=True, vllm_is_correction_type="icepop")

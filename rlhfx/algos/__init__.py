@@ -40,6 +40,7 @@ ALGOS = {e.name: e for e in [
     AlgoEntry("alright", "rlhfx.algos.alright", "ALRIGHT joint SFT + DPO: a DPO step with probability --lambd, else SFT"),
     AlgoEntry("maxright", "rlhfx.algos.maxright", "MAXRIGHT joint SFT + DPO: train the objective farthest from its optimum"),
     AlgoEntry("mix", "rlhfx.algos.mix", "weighted SFT + DPO sum every step (baseline for ALRIGHT/MAXRIGHT)"),
+    AlgoEntry("gkd", "rlhfx.algos.gkd", "generalised knowledge distillation: the student's own completions (--lmbda) scored by the teacher's distribution (JSD, --beta)"),
     AlgoEntry("kd", "rlhfx.algos.kd", "knowledge distillation from --teacher_model: (1 - kd_coef) NLL + kd_coef teacher cross-entropy"),
 ]}
 

@@ -58,7 +58,7 @@ def load_teacher(args, tokenizer, student):
     from rlhfx.training.models import load_causal_lm, load_tokenizer, resolve_model_path
 
     if not args.teacher_model:
-        raise RlhfxError("--rlhf_type kd needs a teacher.", "pass --teacher_model (a folder, hub id or `tiny`).")
+        raise RlhfxError(f"--rlhf_type {args.rlhf_type} needs a teacher.", "pass --teacher_model (a folder, hub id or `tiny`).")
     path = resolve_model_path(args.teacher_model, None)
     teacher_vocab, student_vocab = load_tokenizer(path).get_vocab(), tokenizer.get_vocab()
     if teacher_vocab != student_vocab:

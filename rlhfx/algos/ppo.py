@@ -167,14 +167,42 @@ def _resolve_loss(config: RLConfig, args) -> None:
 
 def check_args(args) -> None:
     """Called by `rlhfx rlhf` before anything loads: bad combinations fail in a second."""
+    from rlhfx.rewards.builtin import load_plugins
     from rlhfx.rewards.sources import check_reward_sources
 
     resolve_config(args, args.rlhf_type)
+    check_vllm_flags(args)
     if args.engine == "vllm":
         from rlhfx.engines import check_engine_available
 
         check_engine_available("vllm")
-    check_reward_sources(args.reward_model or [], args.reward_func or [], args.remote_rm_url or [], args.reward_weights)
+    load_plugins(args.external_plugins)
+    check_reward_sources(args.reward_model or [], args.reward_func or [], args.remote_rm_url or [], args.reward_weights,
+                         args)
+
+
+VLLM_ONLY = ("vllm_tensor_parallel_size", "vllm_max_model_len", "sleep_level", "offload_model", "offload_optimizer")
+GPU_ONLY = {"sleep_level": "vLLM's sleep mode releases GPU memory", "offload_model": "it frees GPU memory",
+            "offload_optimizer": "it frees GPU memory"}
+
+
+def check_vllm_flags(args) -> None:
+    """The vLLM rollout flags need --use_vllm (--engine vllm); the memory-sharing ones need a GPU to share."""
+    given = [name for name in VLLM_ONLY if name in args.explicit and args.values[name] not in (None, False, 0)]
+    if given and args.engine != "vllm":
+        raise RlhfxError(f"--{given[0]} configures vLLM rollouts, but this run generates with the policy itself "
+                         "(--engine pt).", "add --use_vllm true --vllm_mode colocate (or --engine vllm), or drop it.")
+    import torch
+
+    gpus = torch.cuda.device_count()
+    for name in given:
+        if name in GPU_ONLY and not gpus:
+            raise RlhfxError(f"--{name} needs a GPU: {GPU_ONLY[name]}, and no CUDA GPU is visible.",
+                             f"run on a GPU machine, or drop --{name} (on the CPU there is no GPU memory to free).")
+    tp = args.vllm_tensor_parallel_size
+    if tp > 1 and tp > gpus:
+        raise RlhfxError(f"--vllm_tensor_parallel_size {tp} needs a GPU for each of its {tp} shards; "
+                         f"{gpus} CUDA GPUs are visible.", "lower it to the GPUs you have (1 on the CPU).")
 
 
 def build_trainer(ctx):

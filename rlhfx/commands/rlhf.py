@@ -9,10 +9,14 @@ def main(argv: list[str]) -> None:
     if "--help" in argv or "-h" in argv:
         return print_help("rlhf", SUMMARY, _requested_type(argv))
     args = parse_args("rlhf", argv)
+    from rlhfx.training.swift_flags import apply_swift_flags, print_notes
+
+    notes = apply_swift_flags(args)
     from rlhfx.algos import get_algo
 
     algo = get_algo(args.rlhf_type)  # unknown or not-yet-implemented names fail before anything heavy loads
     check_flags_apply(args)
+    print_notes(notes)
     if hasattr(algo, "check_args"):
         algo.check_args(args)
     from rlhfx.training.runner import run

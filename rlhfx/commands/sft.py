@@ -9,6 +9,9 @@ def main(argv: list[str]) -> None:
     if "--help" in argv or "-h" in argv:
         return print_help("sft", SUMMARY)
     args = parse_args("sft", argv)
+    from rlhfx.training.swift_flags import apply_swift_flags, print_notes
+
+    print_notes(apply_swift_flags(args))
     from rlhfx.training.runner import run
 
     run(args, algo_name="sft")

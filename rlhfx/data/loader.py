@@ -1,5 +1,6 @@
 """Load every dataset of a run into canonical rows: read, normalise, sample, mix, split."""
 
+import json
 import math
 import random
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ class DataConfig:
     messages_key: str | None = None
     system: str | None = None
     input_template: str | None = None
+    num_proc: int | None = None  # --dataset_num_proc
+    model_name: list[str] | None = None  # self-cognition placeholders {{NAME}} / {{AUTHOR}}: [zh, en] or [both]
+    model_author: list[str] | None = None
 
     def renames(self) -> dict[str, str]:
         """The key flags as `{dataset_key: rlhfx_key}`."""
@@ -56,11 +60,12 @@ def load_data(cfg: DataConfig) -> tuple[list[dict], list[dict] | None, DropRepor
     """(train rows, validation rows or None, what was dropped and why)."""
     _check_config(cfg)
     report = DropReport()
-    raws = [read_dataset(spec) for spec in cfg.datasets]
+    raws = [read_dataset(spec, cfg.num_proc) for spec in cfg.datasets]
     train = _mix([_rows(raw, cfg, report) for raw in raws], cfg)
     val = None
     if cfg.val_datasets:
-        val = [row for spec in cfg.val_datasets for row in _rows(_as_validation(read_dataset(spec)), cfg, report)]
+        val = [row for spec in cfg.val_datasets
+               for row in _rows(_as_validation(read_dataset(spec, cfg.num_proc)), cfg, report)]
     elif cfg.split_dataset_ratio > 0:
         train, val = _split(train, cfg.split_dataset_ratio, cfg.seed)
     else:
@@ -79,6 +84,8 @@ def _as_validation(raw: RawDataset) -> RawDataset:
 
 def _rows(raw: RawDataset, cfg: DataConfig, report: DropReport) -> list[dict]:
     renames = {**(raw.columns or {}), **cfg.renames()}
+    if cfg.model_name or cfg.model_author:
+        fill_self_cognition(raw.rows, cfg.model_name, cfg.model_author)
     rows = normalise_rows(raw.rows, cfg.kind, raw.name, report, renames=renames,
                           system=cfg.system, input_template=cfg.input_template)
     if raw.take is None:
@@ -86,6 +93,34 @@ def _rows(raw: RawDataset, cfg: DataConfig, report: DropReport) -> list[dict]:
     rows = sample_rows(rows, raw.take, cfg.seed)
     report.sampled(raw.name, len(rows))
     return rows
+
+
+def fill_self_cognition(rows: list, names: list[str] | None, authors: list[str] | None) -> int:
+    """ms-swift's self-cognition rows: {{NAME}} and {{AUTHOR}} in every string of a row become --model_name and
+    --model_author (given as [Chinese, English]: rows tagged `zh` take the first). Returns the rows changed."""
+    changed = 0
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        pick = 0 if row.get("tag") == "zh" else -1
+        fills = {"{{NAME}}": names[pick] if names else None, "{{AUTHOR}}": authors[pick] if authors else None}
+        before = json.dumps(row, ensure_ascii=False)
+        row.update({key: _fill(value, fills) for key, value in row.items()})
+        changed += json.dumps(row, ensure_ascii=False) != before
+    return changed
+
+
+def _fill(value, fills: dict):
+    if isinstance(value, str):
+        for placeholder, text in fills.items():
+            if text is not None:
+                value = value.replace(placeholder, text)
+        return value
+    if isinstance(value, list):
+        return [_fill(v, fills) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill(v, fills) for k, v in value.items()}
+    return value
 
 
 def _mix(parts: list[list[dict]], cfg: DataConfig) -> list[dict]:

@@ -42,13 +42,14 @@ def split_take(spec: str) -> tuple[str, int | None]:
     return match.group(1), n
 
 
-def read_dataset(spec: str) -> RawDataset:
+def read_dataset(spec: str, num_proc: int | None = None) -> RawDataset:
+    """num_proc: processes `datasets` prepares a hub dataset with (ms-swift's --dataset_num_proc)."""
     spec = spec.strip()
     base, take = split_take(spec)
     entry = get_dataset_entry(base)
     if entry is not None:
-        return RawDataset(spec, read_source(entry.source, entry.split), take, entry.columns, entry.val_source)
-    return RawDataset(spec, read_source(base), take)
+        return RawDataset(spec, read_source(entry.source, entry.split, num_proc), take, entry.columns, entry.val_source)
+    return RawDataset(spec, read_source(base, num_proc=num_proc), take)
 
 
 def read_validation(raw: RawDataset) -> RawDataset | None:
@@ -59,7 +60,7 @@ def read_validation(raw: RawDataset) -> RawDataset | None:
     return RawDataset(f"{base} (val)", read_source(raw.val_source), None, raw.columns)
 
 
-def read_source(source: str, split: str = "train") -> list:
+def read_source(source: str, split: str = "train", num_proc: int | None = None) -> list:
     bundled = bundled_path(source)
     if bundled is not None:
         return read_file(bundled)
@@ -72,7 +73,7 @@ def read_source(source: str, split: str = "train") -> list:
     if path.exists() or path.suffix.lower() in FILE_EXTENSIONS:
         return read_file(path)
     if _HUB_ID.match(source):
-        return _read_hub(source, split)
+        return _read_hub(source, split, num_proc)
     raise _unknown_name(source)
 
 
@@ -188,7 +189,7 @@ def _read_json_dir(folder: Path) -> list:
     return [row for f in files for row in read_file(f)]
 
 
-def _read_hub(source: str, split: str) -> list:
+def _read_hub(source: str, split: str, num_proc: int | None = None) -> list:
     repo, _, subset = source.partition(":")
     try:
         import datasets
@@ -196,7 +197,7 @@ def _read_hub(source: str, split: str) -> list:
         raise RlhfxError(f"Loading hub dataset '{source}' needs the `datasets` package.",
                          "pip install datasets") from None
     try:
-        ds = datasets.load_dataset(repo, subset or None, split=split)
+        ds = datasets.load_dataset(repo, subset or None, split=split, num_proc=num_proc)
     except Exception as e:  # any failure of the hub or the loader script is the user's to fix
         raise RlhfxError(
             f"Could not load hub dataset '{source}' (split '{split}'): {e}",

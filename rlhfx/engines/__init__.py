@@ -110,7 +110,8 @@ def make_engine(name: str, *, model_path: str | None = None, model=None, tokeniz
                 batch_size: int = 16, dtype: str = "auto", adapter_path: str | None = None, seed: int = 42,
                 tp_size: int = 1, enable_prefix_caching: bool = False, max_num_seqs: int | None = None,
                 gpu_memory_utilization: float = 0.9, kv_cache_memory_gb: float | None = None,
-                max_model_len: int | None = None, max_lora_rank: int = 64, logprobs: bool = False) -> Engine:
+                max_model_len: int | None = None, max_lora_rank: int = 64, logprobs: bool = False,
+                sleep_level: int = 0) -> Engine:
     """Build engine `name`. pt takes a loaded `model`; vllm loads `model_path` itself (plus `adapter_path`
     as a LoRA adapter when given) and with `logprobs` returns each sampled token's log-prob."""
     if name == "pt":
@@ -123,7 +124,7 @@ def make_engine(name: str, *, model_path: str | None = None, model=None, tokeniz
         return VllmEngine(model_path, tokenizer, stop_ids=stop_ids, dtype=dtype, adapter_path=adapter_path, seed=seed,
                           tp_size=tp_size, enable_prefix_caching=enable_prefix_caching, max_num_seqs=max_num_seqs,
                           gpu_memory_utilization=gpu_memory_utilization, kv_cache_memory_gb=kv_cache_memory_gb,
-                          max_model_len=max_model_len, max_lora_rank=max_lora_rank, logprobs=logprobs)
+                          max_model_len=max_model_len, max_lora_rank=max_lora_rank, logprobs=logprobs, sleep_level=sleep_level)
     raise RlhfxError(f"Unknown engine {name!r}.", f"use --engine {' or '.join(ENGINES)}.")
 
 

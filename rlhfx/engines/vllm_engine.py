@@ -63,7 +63,8 @@ class VllmEngine(Engine):
                  adapter_path: str | None = None, seed: int = 42, tp_size: int = 1,
                  enable_prefix_caching: bool = False, max_num_seqs: int | None = None,
                  gpu_memory_utilization: float = 0.9, kv_cache_memory_gb: float | None = None,
-                 max_model_len: int | None = None, max_lora_rank: int = 64, logprobs: bool = False):
+                 max_model_len: int | None = None, max_lora_rank: int = 64, logprobs: bool = False,
+                 sleep_level: int = 0):
         """logprobs: each completion carries the log-prob of every sampled token under the distribution it was
         sampled from (vLLM's processed log-probs: after temperature), for RL's rollout correction."""
         from rlhfx.engines import stop_token_ids
@@ -83,6 +84,9 @@ class VllmEngine(Engine):
             kwargs["max_num_seqs"] = max_num_seqs
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
+        self.sleep_level = sleep_level
+        if sleep_level:
+            kwargs["enable_sleep_mode"] = True  # CUDA only; the RL trainer refuses --sleep_level without a GPU
         if cpu:
             # no chunked prefill: vLLM rewinds a seeded request's generator after a partial prefill, which CPU
             # generators cannot do ("CPU Generator does not use offset")
@@ -158,6 +162,15 @@ class VllmEngine(Engine):
 
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights()})
         self.llm.reset_prefix_cache()
+
+    def sleep(self) -> None:
+        """Give the GPU memory back between rollouts (--sleep_level 1: KV cache; 2: the weights as well)."""
+        if self.sleep_level:
+            self.llm.sleep(level=self.sleep_level)
+
+    def wake_up(self) -> None:
+        if self.sleep_level:
+            self.llm.wake_up()
 
     def close(self) -> None:
         engine = getattr(self.llm, "llm_engine", None)

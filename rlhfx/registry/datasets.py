@@ -38,6 +38,8 @@ _ENTRIES = [
     _demo("demo-pref", "demo_pref", "pairwise", "Tiny bundled prompt/chosen/rejected pairs for smoke tests."),
     _demo("demo-kto", "demo_kto", "unpaired", "Tiny bundled prompt/completion/label rows for smoke tests."),
     _demo("demo-prompts", "demo_prompts", "prompt", "Tiny bundled prompts with reference answers for smoke tests."),
+    _demo("demo-math", "demo_math", "prompt", "Additions of digits 0-4 with solutions, for GRPO with --reward_funcs accuracy format."),
+    _demo("demo-math-sft", "demo_math_sft", "sft", "demo-math's warm-up: answers in <think>/<answer> format, right half of the time."),
     _demo("demo-prm", "demo_prm", "process", "Tiny bundled reasoning steps with good/bad step labels (process reward models)."),
     DatasetEntry(
         "hh-rlhf", "Anthropic/hh-rlhf", "pairwise",
@@ -51,6 +53,10 @@ _ENTRIES = [
     DatasetEntry(
         "ultrafeedback-kto", "trl-lib/kto-mix-14k", "unpaired",
         description="KTO mix of 14k prompt/completion/label rows built from UltraFeedback and others.",
+    ),
+    DatasetEntry(
+        "swift/self-cognition", "modelscope/self-cognition", "sft",
+        description="ms-swift's self-cognition questions; --model_name/--model_author fill its {{NAME}}/{{AUTHOR}}.",
     ),
     DatasetEntry(
         "alpaca", "tatsu-lab/alpaca", "sft",

@@ -169,16 +169,25 @@ def lora_target_modules(model, spec: str | list[str], model_type: ModelType) -> 
 
     "ALL": every Linear layer but the output heads, by last name component (q_proj, ..., down_proj).
     "DEFAULT": the model type's attention projections (every Linear layer when it lists none).
-    Otherwise names, comma-separated or a list, each checked to exist in the model."""
+    Otherwise names, comma-separated or a list, each checked to exist in the model; ALL (ms-swift: all-linear)
+    among other names stands for the Linear layers plus those (`all-linear embed_tokens lm_head`)."""
     names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
     keyword = names[0].upper() if len(names) == 1 else None
     if keyword in ("ALL", "ALL-LINEAR") or (keyword == "DEFAULT" and not model_type.lora_targets):
         return _linear_names(model)
     if keyword == "DEFAULT":
         names = list(model_type.lora_targets)
+    if len(names) > 1 and {n.upper() for n in names} & {"ALL", "ALL-LINEAR"}:
+        names = list(dict.fromkeys(_linear_names(model) + [n for n in names if n.upper() not in ("ALL", "ALL-LINEAR")]))
     if not names:
         raise RlhfxError("--lora_target_modules is empty.", "Give ALL, DEFAULT or module names such as q_proj,v_proj.")
     module_names = [n for n, _ in model.named_modules()]
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head_name = next((n for n, m in model.named_modules() if head is not None and m is head), None)
+    if head_name and head_name.rsplit(".", 1)[-1] in names:
+        raise RlhfxError(f"--lora_target_modules includes the output head {head_name}: TRL's trainers compute the "
+                         "log-probabilities from its weight directly, so an adapter there would never train.",
+                         f"drop {head_name.rsplit('.', 1)[-1]} (embed_tokens and the Linear layers can take adapters).")
     missing = [t for t in names if not any(n == t or n.endswith("." + t) for n in module_names)]
     if missing:
         raise RlhfxError(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlhfx.errors import RlhfxError
+from rlhfx.rewards.builtin import NamedReward, is_named
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Sample:
     prompt: str  # the rendered prompt text
     response: str
     label: object = None
+    token_ids: list | None = None  # the response's tokens (length-based rewards: cosine, soft_overlong)
 
 
 class RewardModelScorer:
@@ -112,7 +114,7 @@ class RemoteReward:
                              "return a list of floats.") from None
 
 
-def check_reward_sources(reward_models, reward_funcs, urls, weights) -> list[float]:
+def check_reward_sources(reward_models, reward_funcs, urls, weights, args=None) -> list[float]:
     """Fail before any model loads: no source, a weight count that does not match, a missing folder or file,
     a bad URL. Returns the weights (default 1 each)."""
     from rlhfx.rewards.functions import load_reward_func
@@ -130,7 +132,7 @@ def check_reward_sources(reward_models, reward_funcs, urls, weights) -> list[flo
             raise RlhfxError(f"--reward_model folder {path} does not exist.",
                              "pass the output folder of `rlhfx rlhf --rlhf_type rm` or another one-label classifier.")
     for spec in reward_funcs:
-        load_reward_func(spec)
+        NamedReward(spec, args) if is_named(spec) else load_reward_func(spec)
     for url in urls:
         RemoteReward(url)
     return weights
@@ -141,9 +143,10 @@ class RewardSources:
 
     def __init__(self, reward_models=(), reward_funcs=(), urls=(), weights=None, dtype: str = "auto",
                  batch_size: int = 16, timeout: float = 30.0, retries: int = 3, device=None,
-                 use_chat_template: bool = False):
-        self.weights = check_reward_sources(reward_models, reward_funcs, urls, weights)
-        self.sources = ([FunctionReward(f) for f in reward_funcs] + [RemoteReward(u, timeout, retries) for u in urls])
+                 use_chat_template: bool = False, args=None):
+        self.weights = check_reward_sources(reward_models, reward_funcs, urls, weights, args)
+        self.sources = ([NamedReward(f, args) if is_named(f) else FunctionReward(f) for f in reward_funcs]
+                        + [RemoteReward(u, timeout, retries) for u in urls])
         self.sources = [RewardModelScorer(m, dtype, batch_size, device, use_chat_template)
                         for m in reward_models] + self.sources
 

@@ -28,7 +28,11 @@ def bf16_enabled(args) -> bool:
 
     if args.bf16 is not None:
         return args.bf16
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    # bfloat16 weights on the CPU: autocast too, so that float32 parts (a LoRA reward model's score head, which PEFT
+    # keeps in float32) meet bfloat16 activations in bfloat16 matmuls instead of failing with a dtype mismatch
+    return args.torch_dtype == "bfloat16"
 
 
 def hf_training_kwargs(args, output_dir, learning_rate: float, has_eval: bool) -> dict:
@@ -55,6 +59,7 @@ def hf_training_kwargs(args, output_dir, learning_rate: float, has_eval: bool) -
         save_steps=args.save_steps,
         save_strategy="no" if args.save_steps == -1 else "steps",  # OpenRLHF's -1: no checkpoints, final weights only
         save_total_limit=args.save_total_limit,
+        save_only_model=args.save_only_model,
         logging_steps=args.logging_steps,
         logging_first_step=True,
         eval_strategy=eval_strategy,
@@ -62,7 +67,7 @@ def hf_training_kwargs(args, output_dir, learning_rate: float, has_eval: bool) -
         report_to=trackers(args.report_to),
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=True,
-        dataloader_num_workers=0,
+        dataloader_num_workers=args.dataloader_num_workers,
         ddp_find_unused_parameters=False,
         deepspeed=deepspeed_config(args.deepspeed),
     )

@@ -26,6 +26,7 @@ import math
 import random
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -65,13 +66,14 @@ class OnlineRLTrainer:
         self.rewards = RewardSources(
             self.args.reward_model or [], self.args.reward_func or [], self.args.remote_rm_url or [],
             self.args.reward_weights, self.args.torch_dtype, config.micro_rollout_batch_size,
-            self.args.remote_rm_timeout, self.args.remote_rm_retries, self.device, self.args.use_chat_template)
+            self.args.remote_rm_timeout, self.args.remote_rm_retries, self.device, self.args.use_chat_template,
+            self.args)
         self.rewards.sources = [FiniteRewards(source) for source in self.rewards.sources]
         stops = stop_token_ids(self.tokenizer, getattr(self.model, "generation_config", None), ctx.encoder.template)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else stops[0]
         self.engine = self._engine(stops)
         self.sampling = Sampling(n=config.n_samples_per_prompt, max_new_tokens=config.generate_max_len,
-                                 temperature=config.temperature, top_p=config.top_p)
+                                 temperature=config.temperature, top_p=config.top_p, top_k=self.args.top_k)
         self.sampling.check()
 
         self.steps_per_epoch = len(self.train_rows) // config.rollout_batch_size
@@ -119,7 +121,8 @@ class OnlineRLTrainer:
             return make_engine("vllm", model_path=resolve_model_path(base, None) if base else path,
                                tokenizer=self.tokenizer, stop_ids=stops, dtype=self.args.torch_dtype, seed=self.args.seed,
                                gpu_memory_utilization=self.args.vllm_gpu_memory_utilization,
-                               logprobs=self.config.enable_vllm_is_correction)
+                               tp_size=self.args.vllm_tensor_parallel_size, max_model_len=self.args.vllm_max_model_len,
+                               sleep_level=self.args.sleep_level, logprobs=self.config.enable_vllm_is_correction)
         from rlhfx.engines.pt import PtEngine
 
         prompts_per_call = max(1, self.config.micro_rollout_batch_size // self.config.n_samples_per_prompt)
@@ -178,14 +181,17 @@ class OnlineRLTrainer:
         samples consecutive; finished is False for a completion cut at --generate_max_len; the log-probs are the
         engine's own (vllm with --enable_vllm_is_correction; else zeros)."""
         if self.args.engine == "vllm":
+            self.engine.wake_up()
             self.engine.update_weights(self._policy_weights())
-        with self._mixed_precision():
+        with self._offloaded(), self._mixed_precision():
             completions = self.engine.generate([row["prompt_ids"] for row in rows], sampling)
+        if self.args.engine == "vllm":
+            self.engine.sleep()
         samples, prompt_ids, response_ids, finished, logprobs = [], [], [], [], []
         for row, outs in zip(rows, completions):
             for completion in outs:
                 samples.append(Sample(json.loads(row["prompt_messages"]), row["prompt_text"], completion.text,
-                                      row.get("label")))
+                                      row.get("label"), completion.token_ids))
                 prompt_ids.append(row["prompt_ids"])
                 response_ids.append(completion.token_ids or [self.engine.stop_ids[0]])
                 finished.append(completion.finished)
@@ -266,6 +272,8 @@ class OnlineRLTrainer:
                 values.append(self._values(micro))
         batch.update(old_logp=torch.cat(old_logp), ref_logp=torch.cat(ref_logp))
         mask = batch["mask"]
+        if self.args.log_completions:
+            self._log_completions(samples, list(rewards))
         scores = torch.tensor(rewards, dtype=torch.float32, device=self.device) + torch.tensor(overlong, device=self.device)
         if config.normalize_reward:
             self.reward_moments.update(scores.tolist())
@@ -293,6 +301,30 @@ class OnlineRLTrainer:
             stats["truncated"] = 1 - complete.mean().item()
         self.kl.update(sequence_kl, len(samples))
         return batch, stats
+
+    @contextmanager
+    def _offloaded(self):
+        """--offload_model / --offload_optimizer: the policy and reference weights, or the optimizer states, wait
+        in CPU memory while vLLM generates, so its KV cache can use that GPU memory."""
+        models = [m for m in (self.model, self.ref_model) if m is not None] if self.args.offload_model else []
+        states = [s for s in self.optimizer.state.values()] if self.args.offload_optimizer else []
+        for model in models:
+            model.to("cpu")
+        _move_states(states, "cpu")
+        if models or states:
+            torch.cuda.empty_cache()
+        try:
+            yield
+        finally:
+            for model in models:
+                model.to(self.device)
+            _move_states(states, self.device)
+
+    def _log_completions(self, samples: list[Sample], rewards: list[float]) -> None:
+        with open(self.output_dir / "completions.jsonl", "a") as f:
+            for sample, reward in zip(samples, rewards):
+                f.write(json.dumps({"step": self.step + 1, "prompt": sample.prompt, "completion": sample.response,
+                                    "solution": sample.label, "reward": reward}) + "\n")
 
     def _mixed_precision(self):
         """bf16 matrix products over float32 weights on a GPU, as the Trainer's --bf16 does."""
@@ -485,6 +517,8 @@ class OnlineRLTrainer:
         if self.critic is not None:
             state.update(critic=_trainable(self.critic), critic_optimizer=self.critic_optimizer.state_dict(),
                          critic_scheduler=self.critic_scheduler.state_dict())
+        if self.args.save_only_model:  # the weights only, as transformers' save_only_model: not resumable
+            state = {key: value for key, value in state.items() if key in ("step", "policy", "critic")}
         torch.save(state, tmp / STATE)
         (tmp / TRAINER_STATE).write_text(json.dumps({"global_step": self.step}) + "\n")
         publish(tmp, final)
@@ -496,6 +530,11 @@ class OnlineRLTrainer:
             raise RlhfxError(f"{folder} has no {STATE}: it is not a checkpoint of an online RL run.",
                              "resume from a checkpoint-N folder written by this --rlhf_type.")
         state = torch.load(folder / STATE, map_location=self.device, weights_only=False)
+        if "optimizer" not in state:
+            raise RlhfxError(f"{folder} was saved with --save_only_model: it holds the weights but no optimizer, "
+                             "scheduler or RNG state, so the run cannot continue from it.",
+                             f"start a new run from its weights (--model {folder}), or resume from a checkpoint "
+                             "saved without --save_only_model.")
         self.model.load_state_dict(state["policy"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -555,6 +594,13 @@ def _train_without_dropout(model) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.eval()
+
+
+def _move_states(states: list[dict], device) -> None:
+    for state in states:
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                state[key] = value.to(device)
 
 
 def _chunks(n: int, size: int) -> list[list[int]]:

@@ -64,7 +64,8 @@ def data_config(args, kind: str, datasets: list[str] | None = None, flag: str = 
         max_samples=args.max_samples if primary else args.sft_max_samples,
         prompt_key=args.prompt_key, chosen_key=args.chosen_key, rejected_key=args.rejected_key,
         response_key=args.response_key, label_key=args.label_key, messages_key=args.messages_key,
-        system=args.system, input_template=args.input_template)
+        system=args.system, input_template=args.input_template, num_proc=args.dataset_num_proc,
+        model_name=args.model_name, model_author=args.model_author)
 
 
 POSITIVE_INTS = ("batch_size", "eval_batch_size", "train_batch_size", "gradient_accumulation_steps", "lora_rank",

@@ -114,14 +114,22 @@ def quant_bits(args) -> int | None:
     return 4 if args.load_in_4bit else args.quant_bits
 
 
+def check_flash_attn_device(args) -> None:
+    """Also called before a torchrun relaunch, so that every rank does not print the same error."""
+    import torch
+
+    if args.flash_attn and not torch.cuda.is_available():
+        flag = f"--attn_impl {args.attn_impl}" if args.attn_impl else "--flash_attn"
+        raise RlhfxError(f"{flag} needs a CUDA GPU; none is visible.", f"drop {flag} (CPU runs use sdpa).")
+
+
 def model_load_kwargs(args, dtype) -> dict:
     """from_pretrained keywords for --flash_attn, --quant_bits/--load_in_4bit and --device_map, with clear errors."""
     import torch
 
     kwargs = {}
     if args.flash_attn:
-        if not torch.cuda.is_available():
-            raise RlhfxError("--flash_attn needs a CUDA GPU; none is visible.", "drop --flash_attn (CPU runs use sdpa).")
+        check_flash_attn_device(args)
         try:
             import flash_attn  # noqa: F401
         except ImportError:
@@ -134,6 +142,8 @@ def model_load_kwargs(args, dtype) -> dict:
                              "autocast.", "drop --bf16 false (bf16 is the default on GPUs), or pass --torch_dtype "
                              "bfloat16, or drop --flash_attn.")
         kwargs["attn_implementation"] = "flash_attention_2"
+    elif args.attn_impl in ("sdpa", "eager"):
+        kwargs["attn_implementation"] = args.attn_impl
     bits = quant_bits(args)
     if bits:
         if args.train_type != "lora":

@@ -1,0 +1,134 @@
+"""ms-swift's flag names map onto the rlhfx settings that do the same (rlhfx.training.swift_flags and the flag table)."""
+
+import json
+
+import pytest
+
+from rlhfx.arguments import parse_args
+from rlhfx.data.loader import DataConfig, load_data
+from rlhfx.errors import RlhfxError
+from rlhfx.training.hf_args import hf_training_kwargs
+from rlhfx.training.swift_flags import apply_swift_flags
+
+
+def parsed(command, *argv):
+    args = parse_args(command, list(argv))
+    notes = apply_swift_flags(args)
+    return args, notes
+
+
+def test_tuner_type_is_train_type_and_the_old_names_stay():
+    for name in ("--tuner_type", "--train_type", "--sft_type"):
+        assert parsed("sft", name, "full")[0].train_type == "full"
+
+
+def test_rl_length_and_generation_names():
+    args, _ = parsed("rlhf", "--rlhf_type", "grpo", "--response_length", "77", "--num_generations", "8",
+                     "--num_iterations", "2", "--reward_funcs", "accuracy", "format")
+    assert (args.generate_max_len, args.n_samples_per_prompt, args.num_ppo_epochs) == (77, 8, 2)
+    assert args.reward_func == ["accuracy", "format"]
+
+
+def test_use_vllm_colocate_is_the_vllm_engine():
+    assert parsed("rlhf", "--rlhf_type", "grpo", "--use_vllm", "true", "--vllm_mode", "colocate")[0].engine == "vllm"
+    assert parsed("rlhf", "--rlhf_type", "grpo", "--use_vllm", "true")[0].engine == "vllm"
+    assert parsed("rlhf", "--rlhf_type", "grpo", "--use_vllm", "false")[0].engine == "pt"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--use_vllm", "true", "--vllm_mode", "server"], "not available in rlhfx yet"),
+    (["--vllm_mode", "colocate"], "without --use_vllm true"),
+    (["--use_vllm", "true", "--engine", "pt"], "disagree"),
+    (["--beta", "0.1", "--kl_coef", "0.2"], "both set the KL coefficient"),
+])
+def test_contradictions_are_clear_errors(argv, words):
+    with pytest.raises(RlhfxError, match=words):
+        parsed("rlhf", "--rlhf_type", "grpo", *argv)
+
+
+def test_grpo_beta_is_the_kl_coefficient():
+    from rlhfx.algos.ppo import resolve_config
+
+    args, _ = parsed("rlhf", "--rlhf_type", "grpo", "--beta", "0.001")
+    assert resolve_config(args, "grpo").kl_coef == 0.001
+    dpo, _ = parsed("rlhf", "--rlhf_type", "dpo", "--beta", "0.3")
+    assert dpo.beta == 0.3 and "kl_coef" not in dpo.explicit
+
+
+def test_attn_impl_picks_the_kernels():
+    from rlhfx.training.scale import model_load_kwargs
+
+    assert parsed("sft", "--attn_impl", "flash_attn")[0].flash_attn is True
+    assert parsed("sft", "--attn_impl", "flash_attention_2")[0].flash_attn is True
+    eager, _ = parsed("sft", "--attn_impl", "eager")
+    assert model_load_kwargs(eager, None)["attn_implementation"] == "eager"
+    assert "attn_implementation" not in model_load_kwargs(parsed("sft")[0], None)
+
+
+def test_system_txt_file_is_read(tmp_path):
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Think first.\nThen answer.")
+    assert parsed("sft", "--system", str(prompt))[0].system == "Think first.\nThen answer."
+    assert parsed("sft", "--system", "You are a helpful assistant.")[0].system == "You are a helpful assistant."
+
+
+def test_trainer_flags_reach_training_arguments(tmp_path):
+    args, _ = parsed("sft", "--dataloader_num_workers", "3", "--save_only_model", "true")
+    kwargs = hf_training_kwargs(args, tmp_path, 1e-4, False)
+    assert (kwargs["dataloader_num_workers"], kwargs["save_only_model"]) == (3, True)
+    default = hf_training_kwargs(parsed("sft")[0], tmp_path, 1e-4, False)
+    assert (default["dataloader_num_workers"], default["save_only_model"]) == (0, False)
+
+
+def test_load_from_cache_file_is_noted_not_ignored():
+    _, notes = parsed("sft", "--load_from_cache_file", "true")
+    assert notes and "no preprocessing cache" in notes[0]
+    assert parsed("sft")[1] == []
+
+
+def test_model_name_and_author_fill_self_cognition_rows(tmp_path):
+    rows = [{"query": "你是谁?", "response": "我是{{NAME}}, 由{{AUTHOR}}训练。", "tag": "zh"},
+            {"query": "Who are you?", "response": "I am {{NAME}}, trained by {{AUTHOR}}.", "tag": "en"}]
+    data = tmp_path / "self.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    train, _, _ = load_data(DataConfig([str(data)], "sft", model_name=["小黄", "Xiao Huang"], model_author=["魔搭", "ModelScope"]))
+    answers = [row["messages"][-1]["content"] for row in train]
+    assert answers == ["我是小黄, 由魔搭训练。", "I am Xiao Huang, trained by ModelScope."]
+    one, _, _ = load_data(DataConfig([str(data)], "sft", model_name=["swift-robot"]))
+    assert [row["messages"][-1]["content"] for row in one] == ["我是swift-robot, 由{{AUTHOR}}训练。",
+                                                                 "I am swift-robot, trained by {{AUTHOR}}."]
+
+
+@pytest.mark.parametrize("flag, value", [("sleep_level", "1"), ("offload_model", "true"), ("offload_optimizer", "true")])
+def test_gpu_memory_flags_need_a_gpu(flag, value):
+    from rlhfx.algos.ppo import check_vllm_flags
+
+    args, _ = parsed("rlhf", "--rlhf_type", "grpo", "--use_vllm", "true", f"--{flag}", value)
+    with pytest.raises(RlhfxError, match=f"--{flag} needs a GPU"):
+        check_vllm_flags(args)
+    pt, _ = parsed("rlhf", "--rlhf_type", "grpo", f"--{flag}", value)
+    with pytest.raises(RlhfxError, match="configures vLLM rollouts"):
+        check_vllm_flags(pt)
+
+
+def test_vllm_tensor_parallel_needs_that_many_gpus():
+    from rlhfx.algos.ppo import check_vllm_flags
+
+    args, _ = parsed("rlhf", "--rlhf_type", "grpo", "--use_vllm", "true", "--vllm_tensor_parallel_size", "2")
+    with pytest.raises(RlhfxError, match="--vllm_tensor_parallel_size 2 needs a GPU for each"):
+        check_vllm_flags(args)
+
+
+def test_all_linear_among_other_lora_targets():
+    """ms-swift's base_to_chat/lora2.sh: `--target_modules all-linear embed_tokens lm_head`."""
+    from transformers import AutoModelForCausalLM
+
+    from rlhfx.registry.models import lora_target_modules, resolve_model_type
+    from rlhfx.registry.tiny import tiny_model_path
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path())
+    model_type = resolve_model_type("tiny", None, None)
+    linear = lora_target_modules(model, "all-linear", model_type)
+    assert lora_target_modules(model, ["all-linear", "embed_tokens"], model_type) == linear + ["embed_tokens"]
+    with pytest.raises(RlhfxError, match="output head lm_head"):
+        lora_target_modules(model, ["all-linear", "embed_tokens", "lm_head"], model_type)
