@@ -126,7 +126,7 @@ def quiet_libraries() -> None:
 def run(args, algo_name: str) -> Path:
     from transformers import PrinterCallback, set_seed
 
-    from rlhfx.training.callbacks import MetricsWriter, RichProgress
+    from rlhfx.training.callbacks import FirstEvaluation, MetricsWriter, RichProgress
     from rlhfx.training.checkpoints import (checkpoint_step, load_extra_state, newest_checkpoint, rewind_metrics,
                                             stage_checkpoints)
     from rlhfx.training.guards import NonFiniteGuard, StopOnSignal
@@ -199,24 +199,30 @@ def run(args, algo_name: str) -> Path:
     trainer = algo.build_trainer(ctx)
     guard.watch(trainer)
     trainer.remove_callback(PrinterCallback)  # the rich bar and metrics.jsonl replace its raw dict prints
-    if not getattr(algo, "OWN_TRAINING_LOOP", False):
+    own_loop = getattr(algo, "OWN_TRAINING_LOOP", False)
+    if not own_loop:
         stage_checkpoints(trainer)
 
+    first_eval = FirstEvaluation()
     if checkpoint:
         load_extra_state(trainer, checkpoint)
-    elif eval_dataset is not None and args.deepspeed:  # transformers cannot evaluate before it builds the engine
-        say("  eval before training skipped: transformers cannot evaluate under DeepSpeed before training starts")
-    elif eval_dataset is not None:
+    elif eval_dataset is not None and own_loop:
         before = trainer.evaluate()
+    elif eval_dataset is not None:
+        # evaluated inside train(), once the model is wrapped (DDP, DeepSpeed): a Trainer evaluated before train()
+        # marks the bare model as prepared, so accelerate never wraps it in DDP and every rank trains on its own
+        trainer.args.eval_on_start = True
+        trainer.add_callback(first_eval)
     start, cpu_start = time.time(), time.process_time()
     try:
         with stop:
             result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     finally:
         progress.stop()
-    seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
+    seconds, cpu_seconds = time.time() - start - first_eval.seconds, time.process_time() - cpu_start - first_eval.cpu_seconds
     if stop.signum is not None:
         raise interrupted(stop.signum, trainer.state.global_step, newest_checkpoint(output_dir), output_dir)
+    before = before or first_eval.metrics
     after = trainer.evaluate() if eval_dataset is not None else {}
     rank_checksums = check_ranks_agree(trainer.model)
     trainer.save_model(str(output_dir))
