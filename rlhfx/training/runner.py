@@ -127,8 +127,9 @@ def run(args, algo_name: str) -> Path:
     from transformers import PrinterCallback, set_seed
 
     from rlhfx.training.callbacks import FirstEvaluation, MetricsWriter, RichProgress
-    from rlhfx.training.checkpoints import (checkpoint_step, load_extra_state, newest_checkpoint, rewind_metrics,
-                                            stage_checkpoints)
+    from rlhfx.training.checkpoints import (StopIfTrained, TrainingComplete, checkpoint_step, load_extra_state,
+                                            logged_train_loss, newest_checkpoint, rewind_metrics, stage_checkpoints,
+                                            training_done)
     from rlhfx.training.guards import NonFiniteGuard, StopOnSignal
     from rlhfx.training.encode import encode_rows, make_encoder
     from rlhfx.training.hf_args import hf_training_kwargs
@@ -179,7 +180,10 @@ def run(args, algo_name: str) -> Path:
         if checkpoint:
             say(f"resuming from {checkpoint}")
             note_changed_flags(output_dir / "args.json", record)
-            before = rewind_metrics(metrics_path, checkpoint_step(checkpoint))
+            before = rewind_metrics(metrics_path, checkpoint_step(checkpoint), training_done(checkpoint))
+        elif metrics_path.exists():  # a killed run that saved no checkpoint: its rows are not this run's
+            say(f"starting over in {output_dir}: the unfinished run there saved no checkpoint")
+            metrics_path.unlink()
         write_json_atomic(output_dir / "args.json", record)
         write_json_atomic(output_dir / "data_report.json", report.to_dict())
     say(f"[bold]rlhfx {algo_name}[/bold]  model {policy.path} ({policy.model_type.name})  "
@@ -206,6 +210,8 @@ def run(args, algo_name: str) -> Path:
     first_eval = FirstEvaluation()
     if checkpoint:
         load_extra_state(trainer, checkpoint)
+        if not own_loop:
+            trainer.add_callback(StopIfTrained())
     elif eval_dataset is not None and own_loop:
         before = trainer.evaluate()
     elif eval_dataset is not None:
@@ -217,6 +223,10 @@ def run(args, algo_name: str) -> Path:
     try:
         with stop:
             result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except TrainingComplete:  # resumed from the last step's checkpoint: only the final outputs were missing
+        from transformers.trainer_utils import TrainOutput
+
+        result = TrainOutput(trainer.state.global_step, logged_train_loss(metrics_path), {})
     finally:
         progress.stop()
     seconds, cpu_seconds = time.time() - start - first_eval.seconds, time.process_time() - cpu_start - first_eval.cpu_seconds
