@@ -86,8 +86,9 @@ def test_two_processes_match_one_with_the_same_global_batch(single, tmp_path, na
     checksums = summary(out)["rank_weight_checksums"]
     assert len(checksums) == 2 and checksums[0] == checksums[1]
     mine, theirs = saved_weights(out), saved_weights(reference)
-    assert mine.keys() == theirs.keys() and (("lora" in name) == any("lora_B" in key for key in mine))
-    assert max((mine[k] - theirs[k]).abs().max().item() for k in mine) <= 1e-5
+    # (a ZeRO save also writes the tied lm_head.weight that the one-process save leaves to embed_tokens)
+    assert theirs.keys() <= mine.keys() and (("lora" in name) == any("lora_B" in key for key in mine))
+    assert max((mine[k] - theirs[k]).abs().max().item() for k in theirs) <= 1e-5
     if extra:
         assert json.loads((out / "args.json").read_text())["deepspeed"] == extra[1]
 
