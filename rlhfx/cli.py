@@ -52,7 +52,10 @@ def main() -> None:
     except RlhfxError as error:
         if debug:
             raise
-        print_error(error)
+        from rlhfx.launch import hand_error_to_launcher
+
+        if not hand_error_to_launcher(error):  # a rank of `NPROC_PER_NODE=N rlhfx ...`: the launcher prints it once
+            print_error(error)
         sys.exit(getattr(error, "exit_code", 2))  # 2; a run stopped by a signal: 128 + its number
     except typer.Exit as done:
         sys.exit(done.exit_code)

@@ -1,5 +1,6 @@
 """Flag parsing (both seed dialects, --config, did-you-mean), the fast CLI, and the torchrun relaunch command."""
 
+import json
 import subprocess
 import sys
 
@@ -7,7 +8,7 @@ import pytest
 
 from rlhfx.arguments import parse_args
 from rlhfx.errors import RlhfxError
-from rlhfx.launch import torchrun_command
+from rlhfx.launch import rank_error, torchrun_command
 
 
 def test_aliases_of_both_dialects_land_on_one_name():
@@ -92,6 +93,21 @@ def test_torchrun_command_carries_env_and_argv():
                                          "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"})
     assert multi[3:13] == ["--nproc_per_node", "8", "--nnodes", "2", "--node_rank", "1", "--master_addr", "10.0.0.1",
                            "--master_port", "29500"]
+
+
+def test_the_launcher_reports_the_first_failed_rank_once(tmp_path):
+    """`NPROC_PER_NODE=N rlhfx ...`: ranks leave their errors in a folder; the launcher raises one of them."""
+    assert rank_error(tmp_path) is None  # every rank succeeded
+    for rank, what in ((0, "rank zero's"), (1, "rank one's")):
+        (tmp_path / f"rank-{rank}.json").write_text(json.dumps({"what": what, "fix": "f", "exit_code": 143}))
+    (tmp_path / "failed_rank.json").write_text(json.dumps({"rank": 1, "exitcode": 2}))
+    error = rank_error(tmp_path)
+    assert (error.what, error.exit_code) == ("rank one's", 143)  # torchrun's first failure, with its own exit code
+    for file in tmp_path.glob("rank-*.json"):
+        file.unlink()
+    (tmp_path / "failed_rank.json").write_text(json.dumps({"rank": 1, "exitcode": -9}))  # killed without a word
+    error = rank_error(tmp_path)
+    assert "Rank 1 was killed by SIGKILL" in error.what and "out-of-memory" in error.fix and error.exit_code == 137
 
 
 def test_flag_of_another_algorithm_is_refused():

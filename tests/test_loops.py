@@ -2,9 +2,11 @@
 reward, keep every stage's files per iteration, and a killed run resumes at the stage it was in."""
 
 import json
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -135,3 +137,55 @@ def test_pipeline_help_lists_the_loops_and_imports_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out and "--training_iters" in out and "--ref_mode" in out
     assert all(f"  {loop} " in out for loop in ("rs", "iterative_dpo", "csft"))
+
+
+def train_rows(run) -> list[tuple]:
+    """(step, loss) of every training row a stage's run logged."""
+    return [(row["step"], row["loss"]) for row in read_jsonl(run / "metrics.jsonl") if "loss" in row]
+
+
+def kill_when_saved(argv, checkpoint: Path, signum: int) -> str:
+    """Run `rlhfx ARGV` in a new process and send it `signum` once `checkpoint` exists; returns its stderr."""
+    process = subprocess.Popen([*RLHFX, *map(str, argv)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while not checkpoint.exists():
+            assert process.poll() is None, f"the loop ended before {checkpoint} was saved"
+            time.sleep(0.02)
+        process.send_signal(signum)
+        error = process.communicate(timeout=300)[1]
+    finally:
+        process.kill()
+    assert process.returncode == (128 + signal.SIGTERM if signum == signal.SIGTERM else -signal.SIGKILL), error
+    return " ".join(error.split())
+
+
+def test_loop_killed_in_training_continues_the_stage_from_its_checkpoint(tmp_path, run_cli):
+    """A cluster's SIGTERM (the stage saves and stops), then a SIGKILL (the newest periodic checkpoint survives)
+    during the training stage: the same command again resumes the stage each time and ends exactly where an
+    uninterrupted loop ends."""
+    from safetensors.torch import load_file
+
+    argv = ["pipeline", "rs", "--model", "tiny", "--dataset", "demo-prompts", "--rollout_batch_size", "8",
+            "--reward_func", "demo", "--best_of_n", "2", "--max_new_tokens", "8", "--seed", "3", "--train_type", "full",
+            "--batch_size", "2", "--max_steps", "16", "--save_steps", "2", "--logging_steps", "1"]
+    assert run_cli(*argv, "--output_dir", tmp_path / "whole")[0] == 0
+    out = tmp_path / "killed"
+    model = out / "iter_0" / "model"
+    error = kill_when_saved([*argv, "--output_dir", out], model / "checkpoint-4", signal.SIGTERM)
+    assert "re-run the same `rlhfx pipeline rs` command" in error
+    stopped_at = max(int(p.name.split("-")[1]) for p in model.glob("checkpoint-*"))
+    assert state_of(out)["stage"] == "train" and not (model / "summary.json").exists() and stopped_at < 16
+
+    next_save = stopped_at - stopped_at % 2 + 4  # a periodic checkpoint (--save_steps 2) a few steps on
+    kill_when_saved([*argv, "--output_dir", out], model / f"checkpoint-{next_save}", signal.SIGKILL)
+    assert state_of(out)["stage"] == "train" and not (model / "summary.json").exists()
+    killed_at = max(int(p.name.split("-")[1]) for p in model.glob("checkpoint-*"))
+    assert stopped_at < killed_at < 16  # the first rerun resumed the stage and trained on, not from scratch
+
+    code, output = run_cli(*argv, "--output_dir", out)
+    assert code == 0 and "resuming from" in output and f"checkpoint-{killed_at}" in output, output
+    whole = tmp_path / "whole" / "iter_0" / "model"
+    assert train_rows(model) == train_rows(whole) and len(train_rows(whole)) == 16  # step for step, exactly
+    resumed, uninterrupted = load_file(model / "model.safetensors"), load_file(whole / "model.safetensors")
+    assert all(resumed[k].equal(uninterrupted[k]) for k in uninterrupted)
+    assert summary_of(out)["final"] == summary_of(tmp_path / "whole")["final"]

@@ -202,7 +202,7 @@ def test_checkpoints_appear_only_when_complete_and_rotate_by_step(tmp_path):
     trainer._save_checkpoint(trainer.model, None)
     trainer.state.global_step = 6
     trainer._save_checkpoint(trainer.model, None)
-    assert sorted(p.name for p in out.iterdir()) == [".staging", "checkpoint-4", "checkpoint-6"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-4", "checkpoint-6"]  # no empty .staging/ left
 
     trainer.fail = True  # killed while writing checkpoint-8
     trainer.state.global_step = 8
@@ -222,6 +222,60 @@ def test_checkpoints_appear_only_when_complete_and_rotate_by_step(tmp_path):
     with pytest.raises(RlhfxError, match="NaN/inf after the update") as error:
         trainer._save_checkpoint(trainer.model, None)
     assert "checkpoint-6, is kept" in str(error.value) and not (out / "checkpoint-10").exists()
+
+
+def test_a_half_written_last_metrics_row_is_dropped_on_resume(tmp_path):
+    """A kill while metrics.jsonl was being appended to leaves half a row; the resume rewinds past it."""
+    from rlhfx.training.checkpoints import rewind_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": 0, "eval_loss": 2.0}, {"step": 1, "loss": 1.5}, {"step": 2, "loss": 1.25}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows) + '{"step": 3, "lo')
+    assert rewind_metrics(path, 2) == {"eval_loss": 2.0}
+    assert [json.loads(line) for line in path.read_text().splitlines()] == rows
+
+
+FINAL_OUTPUTS = ("summary.json", "model.safetensors", "curves.png")
+
+
+def test_final_save_killed_then_resumed_trains_no_step_past_max_steps(run_cli, tmp_path):
+    """Killed while writing the final outputs (checkpoint-6 of 6 is complete, model.safetensors half-written): the
+    resume trains nothing more and ends with the uninterrupted run's weights and metrics. With a constant learning
+    rate one extra step (the Trainer checks for the end only after a step; 6 steps end mid-epoch, 12 steps
+    an epoch) would change the weights."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    flags = ["sft", "--model", "tiny", "--dataset", "demo-sft#48", "--val_dataset", "demo-sft#8", "--train_type",
+             "full", "--batch_size", 4, "--learning_rate", "1e-3", "--lr_scheduler_type", "constant", "--max_steps", 6,
+             "--save_steps", 2, "--logging_steps", 1]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    assert run_cli(*flags, "--output_dir", full)[0] == 0
+    assert not (full / ".staging").exists()  # a finished run keeps no empty staging folder
+    shutil.copytree(full, killed)
+    for name in FINAL_OUTPUTS:
+        (killed / name).unlink()
+    (killed / "model.safetensors").write_bytes((full / "model.safetensors").read_bytes()[:1000])
+
+    code, out = run_cli(*flags, "--output_dir", killed, "--resume_from_checkpoint", "latest")
+    assert code == 0, out
+    result = json.loads((killed / "summary.json").read_text())
+    assert result["global_step"] == 6 and result["resumed_from"] == str(killed / "checkpoint-6")
+    weights, expected = load_file(killed / "model.safetensors"), load_file(full / "model.safetensors")
+    assert all(weights[k].equal(expected[k]) for k in expected)
+    assert result["train_loss"] == json.loads((full / "summary.json").read_text())["train_loss"]
+    # timings differ, and TRL counts num_tokens from 0 again in every process (any resume, not only this one)
+    timeless = [{k: v for k, v in row.items() if not any(t in k for t in ("runtime", "per_second", "time", "num_tokens"))}
+                for d in (killed, full) for row in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]
+    assert timeless[:len(timeless) // 2] == timeless[len(timeless) // 2:]  # the same rows: no step 7, one eval after
+
+    # killed before its first checkpoint: the rerun starts over, and its metrics.jsonl holds its own rows only
+    for leftover in [*killed.glob("checkpoint-*"), *(killed / name for name in FINAL_OUTPUTS)]:
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    code, out = run_cli(*flags, "--output_dir", killed)
+    assert code == 0 and "starting over" in out, out
+    assert step_values(killed) == step_values(full)  # one row per step, not the old run's rows and then these
 
 
 def test_latest_without_output_dir_picks_the_newest_unfinished_default_run(tmp_path):

@@ -62,6 +62,7 @@ def policy_of(args, out: Path, iteration: int) -> str:
 
 def run_loop(spec, args) -> Path:
     from rlhfx.loops.report import write_report
+    from rlhfx.training.guards import Interrupted
     from rlhfx.training.runner import quiet_libraries
 
     check(spec, args)
@@ -74,8 +75,12 @@ def run_loop(spec, args) -> Path:
     if resumed:
         console.print(f"rlhfx pipeline {spec.name}: resuming {out} at iteration {state.iteration}, stage {state.stage}")
     out.mkdir(parents=True, exist_ok=True)
-    while state.iteration < total:
-        run_iteration(spec, args, out, state, total)
+    try:
+        while state.iteration < total:
+            run_iteration(spec, args, out, state, total)
+    except Interrupted as stopped:  # a training stage saved a checkpoint and stopped: the loop's rerun goes on there
+        stopped.fix = f"re-run the same `rlhfx pipeline {spec.name}` command: it continues this stage from there."
+        raise
     if state.stage == "evaluate":
         timed(state, out, "final/evaluate", lambda: evaluate(spec, args, out, state))
         state.stage = "report"

@@ -93,10 +93,14 @@ def post_process(args, scored: Path, output: Path, post_processor: str) -> None:
 
 
 def train(args, spec, policy: str, data: Path, output: Path, ref_model: str | None) -> None:
-    """The loop's training command on this iteration's data, from `policy`, into `output`."""
+    """The loop's training command on this iteration's data, from `policy`, into `output`; a stage that a kill or
+    SIGTERM interrupted goes on from its newest complete checkpoint."""
     from importlib import import_module
+
+    from rlhfx.training.checkpoints import newest_checkpoint
 
     argv = [*spec.train[1:], "--model", policy, "--dataset", str(data), "--output_dir", str(output)]
     argv += ["--ref_model", ref_model] if ref_model else []
+    argv += ["--resume_from_checkpoint", "latest"] if newest_checkpoint(output) else []
     import_module(f"rlhfx.commands.{spec.train[0]}").main(argv + forwarded(args, train_flags(spec)))
     free_memory()

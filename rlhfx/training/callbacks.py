@@ -1,4 +1,5 @@
-"""Trainer callbacks: metrics.jsonl (one JSON object per log event) and a rich progress bar."""
+"""Trainer callbacks: metrics.jsonl (one JSON object per log event), a rich progress bar, the held-out metrics
+before training."""
 
 import json
 import time
@@ -21,6 +22,24 @@ class MetricsWriter(TrainerCallback):
         if state.is_world_process_zero and logs:
             with open(self.path, "a") as f:
                 f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3), **logs}) + "\n")
+
+
+class FirstEvaluation(TrainerCallback):
+    """Keeps the metrics of the evaluation at step 0 (TrainingArguments.eval_on_start), the "before" of
+    summary.json, and its wall and CPU seconds, which the run's train time leaves out."""
+
+    def __init__(self):
+        self.metrics = {}
+        self.seconds = self.cpu_seconds = 0.0
+        self._clocks = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._clocks = (time.time(), time.process_time())  # eval_on_start runs right after this
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if state.global_step == 0 and not self.metrics and self._clocks:
+            self.metrics = dict(metrics or {})
+            self.seconds, self.cpu_seconds = time.time() - self._clocks[0], time.process_time() - self._clocks[1]
 
 
 class RichProgress(TrainerCallback):

@@ -16,6 +16,8 @@ import re
 import shutil
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 from rlhfx.errors import RlhfxError
 from rlhfx.training.guards import check_finite_weights
 
@@ -41,6 +43,12 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
 
 def checkpoint_step(checkpoint: Path) -> int:
     return json.loads((checkpoint / TRAINER_STATE).read_text())["global_step"]
+
+
+def training_done(checkpoint: Path) -> bool:
+    """Whether `checkpoint` is its run's last step (a Trainer's; the RL loop records no max_steps)."""
+    state = json.loads((checkpoint / TRAINER_STATE).read_text())
+    return state["global_step"] >= state.get("max_steps", float("inf"))
 
 
 def _newest_unfinished_run(root: Path) -> Path | None:
@@ -106,6 +114,8 @@ def stage_checkpoints(trainer) -> None:
         if trainer.is_world_process_zero():
             publish(staging / name, run_dir / name)
             rotate(run_dir, trainer.args.save_total_limit)
+            if not any(staging.iterdir()):
+                staging.rmdir()  # a finished run keeps no empty .staging/
         trainer.accelerator.wait_for_everyone()
 
     trainer._save_checkpoint = atomic_save
@@ -129,6 +139,29 @@ def rotate(run_dir: Path, limit: int | None) -> None:
             shutil.rmtree(old)
 
 
+class TrainingComplete(Exception):
+    """Raised out of trainer.train() by StopIfTrained: the resumed checkpoint is the last step's."""
+
+
+class StopIfTrained(TrainerCallback):
+    """A resume from the last step's checkpoint (a run killed while writing its final outputs) has nothing left
+    to train, but the Trainer checks for the end only after a step, so it would train one past max_steps. Stop
+    once the checkpoint is loaded (on_train_begin, after the weights, before any step); the runner then writes
+    the final outputs."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            raise TrainingComplete()
+
+
+def logged_train_loss(metrics_path: Path) -> float:
+    """The mean training loss of the end-of-training row of metrics.jsonl (NaN if none, or not on this machine)."""
+    from rlhfx.training.plot import read_metrics
+
+    return next((row["train_loss"] for row in reversed(read_metrics(metrics_path)) if "train_loss" in row),
+                float("nan"))
+
+
 def load_extra_state(trainer, checkpoint: Path) -> None:
     """Hand a trainer its own saved state (see the module docstring) before training resumes."""
     file = checkpoint / EXTRA_STATE
@@ -141,14 +174,21 @@ def load_extra_state(trainer, checkpoint: Path) -> None:
         trainer.load_checkpoint_state(torch.load(file, weights_only=True))
 
 
-def rewind_metrics(metrics_path: Path, step: int) -> dict:
+def rewind_metrics(metrics_path: Path, step: int, trained: bool = False) -> dict:
     """Drop metrics.jsonl rows logged after `step` (the killed run went on past its checkpoint) and return the
-    evaluation before training (the step-0 eval row), so the resumed run's files match an uninterrupted run's."""
+    evaluation before training (the step-0 eval row), so the resumed run's files match an uninterrupted run's.
+    `trained`: the checkpoint is the last step's (the run was killed while writing its final outputs), so its
+    end-of-training row stands, and only the rows after it (the evaluation after training) go."""
+    from rlhfx.training.plot import read_metrics
+
     if not metrics_path.exists():
         return {}
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    # rows after the checkpoint, and the end-of-training row an interrupted run logs, are not in an uninterrupted run
-    kept = [row for row in rows if row["step"] <= step and "train_runtime" not in row]
+    rows = read_metrics(metrics_path)
+    end = next((i for i, row in enumerate(rows) if "train_runtime" in row), None)
+    if trained and end is not None:
+        kept = rows[:end + 1]
+    else:  # rows after the checkpoint, and the end-of-training row an interrupted run logs, are not in an uninterrupted run
+        kept = [row for row in rows if row["step"] <= step and "train_runtime" not in row]
     tmp = metrics_path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
     tmp.replace(metrics_path)

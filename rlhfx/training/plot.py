@@ -10,9 +10,15 @@ PANELS = [("loss", ["loss", "eval_loss"]), ("rewards", ["rewards/chosen", "rewar
 
 
 def read_metrics(path: Path) -> list[dict]:
+    """The rows of metrics.jsonl; a last line that a killed run left half-written is dropped."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    try:
+        last = [json.loads(lines[-1])] if lines else []
+    except json.JSONDecodeError:
+        last = []
+    return [json.loads(line) for line in lines[:-1]] + last
 
 
 def plot_curves(metrics_path: Path, out_path: Path, title: str) -> Path | None:

@@ -127,9 +127,10 @@ def quiet_libraries() -> None:
 def run(args, algo_name: str) -> Path:
     from transformers import PrinterCallback, set_seed
 
-    from rlhfx.training.callbacks import MetricsWriter, RichProgress
-    from rlhfx.training.checkpoints import (checkpoint_step, load_extra_state, newest_checkpoint, rewind_metrics,
-                                            stage_checkpoints)
+    from rlhfx.training.callbacks import FirstEvaluation, MetricsWriter, RichProgress
+    from rlhfx.training.checkpoints import (StopIfTrained, TrainingComplete, checkpoint_step, load_extra_state,
+                                            logged_train_loss, newest_checkpoint, rewind_metrics, stage_checkpoints,
+                                            training_done)
     from rlhfx.training.guards import NonFiniteGuard, StopOnSignal
     from rlhfx.training.encode import encode_rows, make_encoder
     from rlhfx.training.hf_args import hf_training_kwargs
@@ -180,7 +181,10 @@ def run(args, algo_name: str) -> Path:
         if checkpoint:
             say(f"resuming from {checkpoint}")
             note_changed_flags(output_dir / "args.json", record)
-            before = rewind_metrics(metrics_path, checkpoint_step(checkpoint))
+            before = rewind_metrics(metrics_path, checkpoint_step(checkpoint), training_done(checkpoint))
+        elif metrics_path.exists():  # a killed run that saved no checkpoint: its rows are not this run's
+            say(f"starting over in {output_dir}: the unfinished run there saved no checkpoint")
+            metrics_path.unlink()
         write_json_atomic(output_dir / "args.json", record)
         write_json_atomic(output_dir / "data_report.json", report.to_dict())
     say(f"[bold]rlhfx {algo_name}[/bold]  model {policy.path} ({policy.model_type.name})  "
@@ -200,24 +204,36 @@ def run(args, algo_name: str) -> Path:
     trainer = algo.build_trainer(ctx)
     guard.watch(trainer)
     trainer.remove_callback(PrinterCallback)  # the rich bar and metrics.jsonl replace its raw dict prints
-    if not getattr(algo, "OWN_TRAINING_LOOP", False):
+    own_loop = getattr(algo, "OWN_TRAINING_LOOP", False)
+    if not own_loop:
         stage_checkpoints(trainer)
 
+    first_eval = FirstEvaluation()
     if checkpoint:
         load_extra_state(trainer, checkpoint)
-    elif eval_dataset is not None and args.deepspeed:  # transformers cannot evaluate before it builds the engine
-        say("  eval before training skipped: transformers cannot evaluate under DeepSpeed before training starts")
-    elif eval_dataset is not None:
+        if not own_loop:
+            trainer.add_callback(StopIfTrained())
+    elif eval_dataset is not None and own_loop:
         before = trainer.evaluate()
+    elif eval_dataset is not None:
+        # evaluated inside train(), once the model is wrapped (DDP, DeepSpeed): a Trainer evaluated before train()
+        # marks the bare model as prepared, so accelerate never wraps it in DDP and every rank trains on its own
+        trainer.args.eval_on_start = True
+        trainer.add_callback(first_eval)
     start, cpu_start = time.time(), time.process_time()
     try:
         with stop:
             result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except TrainingComplete:  # resumed from the last step's checkpoint: only the final outputs were missing
+        from transformers.trainer_utils import TrainOutput
+
+        result = TrainOutput(trainer.state.global_step, logged_train_loss(metrics_path), {})
     finally:
         progress.stop()
-    seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
+    seconds, cpu_seconds = time.time() - start - first_eval.seconds, time.process_time() - cpu_start - first_eval.cpu_seconds
     if stop.signum is not None:
         raise interrupted(stop.signum, trainer.state.global_step, newest_checkpoint(output_dir), output_dir)
+    before = before or first_eval.metrics
     after = trainer.evaluate() if eval_dataset is not None else {}
     rank_checksums = check_ranks_agree(trainer.model)
     trainer.save_model(str(output_dir))
