@@ -154,16 +154,20 @@ def previous_run_model_type(path: str) -> str | None:
     return json.loads(file.read_text()).get("model_type") if file.is_file() else None
 
 
+def policy_model_type(args, path: str) -> ModelType:
+    """--model's model type from the flags, an earlier run's args.json or the folder's config (nothing loads)."""
+    if args.model == "tiny":
+        return resolve_model_type("tiny", args.model_type, None)
+    if args.model_type is None and previous_run_model_type(path):
+        return resolve_model_type(path, previous_run_model_type(path), None)
+    config = _local_config(path) or _local_config(_adapter_base(path) or "")
+    return resolve_model_type(path, args.model_type, config.get("architectures"))
+
+
 def load_policy(args, model_class: str = "causal_lm") -> LoadedModel:
     path = resolve_model_path(args.model, args.model_type)
     check_model_source(path)
-    if args.model == "tiny":
-        model_type = resolve_model_type("tiny", args.model_type, None)
-    elif args.model_type is None and previous_run_model_type(path):
-        model_type = resolve_model_type(path, previous_run_model_type(path), None)
-    else:
-        config = _local_config(path) or _local_config(_adapter_base(path) or "")
-        model_type = resolve_model_type(path, args.model_type, config.get("architectures"))
+    model_type = policy_model_type(args, path)
     tokenizer = load_tokenizer(path)
     model = load_causal_lm(path, trained_weights_dtype(args), model_class, args)
     if model.config.pad_token_id is None:
