@@ -69,7 +69,7 @@ FLAGS: list[Flag] = [
     Flag("learning_rate", float, None, "Peak learning rate (default: 1e-4 for LoRA, 1e-5 for full; rlhf DPO 5e-6 full).", ("lr", "actor_learning_rate")),
     Flag("num_train_epochs", float, 1.0, "Epochs over the training data.", ("max_epochs",)),
     Flag("max_steps", int, -1, "Stop after this many optimizer steps (overrides epochs).", ()),
-    Flag("batch_size", int, 1, "Per-device micro batch size (infer and sample: prompts per generation batch, default 16).", ("per_device_train_batch_size", "micro_train_batch_size", "rlhf_micro_train_batch_size")),
+    Flag("batch_size", int, 1, "Per-device micro batch size (kto: default 2; infer and sample: prompts per generation batch, default 16).", ("per_device_train_batch_size", "micro_train_batch_size", "rlhf_micro_train_batch_size")),
     Flag("eval_batch_size", int, None, "Per-device eval batch size (default: --batch_size).", ("per_device_eval_batch_size", "micro_eval_batch_size")),
     Flag("train_batch_size", int, None, "Global batch size; sets gradient accumulation = train_batch_size / (batch_size x world size).", ()),
     Flag("gradient_accumulation_steps", int, None, "Micro batches per optimizer step.", ()),
@@ -94,6 +94,7 @@ FLAGS: list[Flag] = [
     Flag("aux_loss_coef", float, None, "Weight of the MoE router load-balancing loss (default: the model config's router_aux_loss_coef).", ("router_aux_loss_coef",), "scale", algos=("dpo",)),
     # outputs
     Flag("output_dir", str, None, "Output folder (default: output/<model_type>/v<N>-<timestamp>).", ("save_path",), "output"),
+    Flag("overwrite_output_dir", bool, False, "Write into an --output_dir that is a model folder the run reads or holds files that are not an rlhfx run (refused by default: weights and README.md would be overwritten).", (), "output"),
     Flag("save_steps", int, 500, "Checkpoint every N steps.", (), "output"),
     Flag("save_total_limit", int, 2, "Checkpoints kept.", (), "output"),
     Flag("logging_steps", int, 5, "Log every N steps.", (), "output"),
@@ -158,7 +159,8 @@ FLAGS: list[Flag] = [
     Flag("critic_learning_rate", float, None, "Critic learning rate (default: the policy's).", (), "online rl", RLHF, algos=RL),
     Flag("reward_model", str, None, "Reward model folders (one-label sequence classifiers such as rlhfx rm runs); several are summed with --reward_weights.", ("reward_pretrain",), "online rl", RLHF, is_list=True, algos=RL),
     Flag("reward_func", str, None, "Rule-based reward: `demo` or .py files defining reward_func(queries, prompts, labels) -> list[float].", (), "online rl", RLHF, is_list=True, algos=RL),
-    Flag("remote_rm_url", str, None, "HTTP reward endpoints (POST {query, prompts, labels} -> {rewards}).", (), "online rl", RLHF, is_list=True, algos=RL),
+    Flag("reward_func_timeout", float, 300.0, "Seconds a --reward_func call may take before the run stops with an error.", (), "online rl", ("rlhf", "sample"), algos=RL),
+    Flag("remote_rm_url", str, None, "HTTP reward endpoints (POST {query, prompts, labels} -> {rewards}); a key for them goes in the environment variable RLHFX_REMOTE_RM_API_KEY (sent as `Authorization: Bearer KEY`), not in the URL.", (), "online rl", RLHF, is_list=True, algos=RL),
     Flag("remote_rm_timeout", float, 30.0, "Seconds per HTTP reward request.", (), "online rl", RLHF, algos=RL),
     Flag("remote_rm_retries", int, 3, "Tries per HTTP reward request before the run stops with an error.", (), "online rl", RLHF, algos=RL),
     Flag("reward_weights", float, None, "Weights of the reward sources in order: reward models, reward functions, URLs (default: 1 each).", (), "online rl", RLHF, is_list=True, algos=RL),
@@ -354,7 +356,15 @@ def _coerce(flag: Flag, value):
     if flag.is_list:
         return _split_list(flag, value if isinstance(value, list) else [value])
     if flag.type is bool:
-        return value if isinstance(value, bool) else _to_bool(value)
+        try:
+            return value if isinstance(value, bool) else _to_bool(value)
+        except argparse.ArgumentTypeError as error:
+            raise RlhfxError(f"--{flag.name}: {error}.", "write true or false.") from None
+    # a YAML value of another type: 2.5 or true for an int flag would be cut to 2 or 1 without a word
+    if isinstance(value, bool) and flag.type is not str or (
+            flag.type is int and isinstance(value, float) and not value.is_integer()):
+        raise RlhfxError(f"--{flag.name} expects {'an int' if flag.type is int else 'a ' + flag.type.__name__}, "
+                         f"got {value!r}.", f"write a whole number for --{flag.name}." if flag.type is int else None)
     try:
         value = flag.type(value)
     except (TypeError, ValueError):

@@ -54,7 +54,9 @@ def relaunch_under_torchrun(command: str, argv: list[str]) -> None:
     check_spreadable(command, argv)
     check_gpus_per_node(int(os.environ.get("NPROC_PER_NODE", "1")))
     cmd = torchrun_command(command, argv, dict(os.environ))
-    print("rlhfx: launching", " ".join(cmd), flush=True)
+    from rlhfx.redact import redact_argv
+
+    print("rlhfx: launching", " ".join(redact_argv(cmd)), flush=True)
     child = subprocess.Popen(cmd)
     # Ctrl-C reaches torchrun and its workers from the terminal; a SIGTERM sent to this process is passed on, so the
     # workers save a checkpoint (rlhfx/training/guards.py) instead of being orphaned or killed mid-save

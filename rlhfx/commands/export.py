@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from rlhfx.errors import RlhfxError
+from rlhfx.redact import redact
 
 SUMMARY = "Merge a LoRA run into its base weights: a from_pretrained folder (--adapters RUN --merge_lora)."
 # adapter_config.json task_type -> (transformers auto class, extra from_pretrained arguments)
@@ -109,6 +110,7 @@ def write_atomic(output: Path, model, tokenizer, note: dict) -> None:
     try:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
+        note = redact(note)
         (tmp / "args.json").write_text(json.dumps(note, indent=2) + "\n")
         (tmp / "README.md").write_text(
             f"# Merged rlhfx model\n\nLoRA adapter `{note['merged_from']}` merged into `{note['model_path']}` by "

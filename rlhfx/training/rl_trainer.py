@@ -65,7 +65,8 @@ class OnlineRLTrainer:
         self.rewards = RewardSources(
             self.args.reward_model or [], self.args.reward_func or [], self.args.remote_rm_url or [],
             self.args.reward_weights, self.args.torch_dtype, config.micro_rollout_batch_size,
-            self.args.remote_rm_timeout, self.args.remote_rm_retries, self.device, self.args.use_chat_template)
+            self.args.remote_rm_timeout, self.args.remote_rm_retries, self.device, self.args.use_chat_template,
+            self.args.reward_func_timeout)
         stops = stop_token_ids(self.tokenizer, getattr(self.model, "generation_config", None), ctx.encoder.template)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else stops[0]
         self.engine = self._engine(stops)
