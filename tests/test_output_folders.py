@@ -125,3 +125,26 @@ def test_ctrl_c_removes_the_lock_file(tmp_path):
     holder.send_signal(signal.SIGINT)
     holder.wait()
     assert not out.exists()  # the lock file went, and the folder it had created empty with it
+
+
+def test_a_full_disk_during_a_checkpoint_says_so_and_keeps_the_previous_one(run_cli, tmp_path, monkeypatch):
+    import errno
+
+    import torch
+
+    save = torch.save
+
+    def full_disk_at_step_2(obj, f, *args, **kwargs):
+        if "checkpoint-2" in str(f):
+            raise OSError(errno.ENOSPC, "No space left on device", str(f))
+        return save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk_at_step_2)
+    out = tmp_path / "out"
+    code, text = run_cli("rlhf", "--rlhf_type", "dpo", "--model", "tiny", "--dataset", "demo-pref#8", "--max_steps", "3",
+                         "--save_steps", "1", "--output_dir", out)
+    assert code == 2 and "Traceback" not in text, text
+    assert "No space left on the device while saving checkpoint-2" in text and "checkpoint-1, is kept" in text
+    assert (out / "checkpoint-1" / "trainer_state.json").is_file()
+    assert not (out / "checkpoint-2").exists() and not (out / ".staging" / "checkpoint-2").exists()
+    assert not (out / "summary.json").exists()

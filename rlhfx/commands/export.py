@@ -54,6 +54,9 @@ def check_flags(args) -> tuple[Path, Path]:
     adapter = Path(args.adapters)
     if not adapter.is_dir():
         raise RlhfxError(f"--adapters folder {adapter} does not exist.", "pass the output folder of an rlhfx LoRA run.")
+    from rlhfx.training.models import check_finished_run
+
+    check_finished_run(str(adapter), "--adapters")
     if not (adapter / "adapter_config.json").is_file():
         what = "full weights, which already load with from_pretrained" if (adapter / "config.json").is_file() else \
             "no adapter_config.json"
@@ -90,10 +93,12 @@ def merged_model(base: str, adapter: Path, dtype: str):
 
     from rlhfx.training.models import _dtype, load_tokenizer, merge_adapter
 
+    from safetensors import SafetensorError
+
     class_name, kwargs = MODEL_CLASSES[adapter_task(adapter)]
     try:
         model = getattr(transformers, class_name).from_pretrained(base, dtype=_dtype(dtype), **kwargs)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, SafetensorError) as error:
         raise RlhfxError(f"Could not load the base model {base!r} of {adapter} as {class_name}: {error}",
                          "pass the base with --model (a local folder or hub id).") from None
     tokenizer = load_tokenizer(str(adapter))

@@ -157,8 +157,8 @@ def train(args, algo, algo_name: str, output_dir: Path, checkpoint: Path | None)
     from transformers import PrinterCallback, set_seed
 
     from rlhfx.training.callbacks import MetricsWriter, RichProgress
-    from rlhfx.training.checkpoints import (checkpoint_step, load_extra_state, newest_checkpoint, rewind_metrics,
-                                            stage_checkpoints)
+    from rlhfx.training.checkpoints import (checkpoint_step, disk_full_error, is_disk_full, load_extra_state,
+                                            newest_checkpoint, rewind_metrics, stage_checkpoints)
     from rlhfx.training.guards import NonFiniteGuard, StopOnSignal
     from rlhfx.training.encode import encode_rows, make_encoder
     from rlhfx.training.hf_args import hf_training_kwargs
@@ -187,7 +187,9 @@ def train(args, algo, algo_name: str, output_dir: Path, checkpoint: Path | None)
     metrics_path = output_dir / "metrics.jsonl"
     before = {}  # held-out metrics before training; on resume, the first run's, read back from metrics.jsonl
     if is_main_process():
-        record = redact({**args.to_dict(), "rlhf_type": algo_name, "model_path": policy.path,
+        # a local base is recorded as an absolute path: an adapter is loaded from anywhere, and a moved base is named
+        model_path = str(Path(policy.path).resolve()) if Path(policy.path).is_dir() else policy.path
+        record = redact({**args.to_dict(), "rlhf_type": algo_name, "model_path": model_path,
                          "model_type": policy.model_type.name,
                          "template": None if args.use_chat_template else (args.template or policy.model_type.template),
                          "learning_rate": learning_rate})
@@ -234,7 +236,12 @@ def train(args, algo, algo_name: str, output_dir: Path, checkpoint: Path | None)
         raise interrupted(stop.signum, trainer.state.global_step, newest_checkpoint(output_dir), output_dir)
     after = trainer.evaluate() if eval_dataset is not None else {}
     rank_checksums = check_ranks_agree(trainer.model)
-    trainer.save_model(str(output_dir))
+    try:
+        trainer.save_model(str(output_dir))
+    except Exception as error:
+        if not is_disk_full(error):
+            raise
+        raise disk_full_error("the final weights", output_dir, newest_checkpoint(output_dir)) from None
     if is_main_process():
         policy.tokenizer.save_pretrained(str(output_dir))
         if hasattr(algo, "write_outputs"):
