@@ -1,7 +1,8 @@
 """Keep secrets out of what rlhfx writes and prints: flag values that are keys, and credentials inside URLs.
 
 `redact(value)` walks dicts, lists and strings: a secret flag's value (`--use_wandb KEY`) becomes REDACTED, and in
-any string the password of `scheme://user:password@host` and the value of a query parameter named like a secret
+any string the password of `scheme://user:password@host` (or the token of `scheme://token@host`) and the value of a
+query parameter named like a secret
 (`?api_key=...`, `token=`, `secret=`, `password=`, `sig=` ...) do too. Every JSON file a run or loop writes goes
 through it (rlhfx.training.outputs.write_json_atomic), and so do messages that show a URL.
 """
@@ -13,6 +14,7 @@ REDACTED = "REDACTED"
 SECRET_FLAGS = {"use_wandb"}
 _BOOLEAN_WORDS = {"true", "false", "1", "0", "yes", "no"}
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^/\s@]+(?=@)")
+_URL_TOKEN_USER = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s:@]+(?=@)")  # https://TOKEN@host
 _SECRET_QUERY = re.compile(
     r"(?P<head>[?&;](?:[a-z0-9_.-]*(?:key|token|secret|password|passwd|pwd|auth|credential|signature)[a-z0-9_.-]*"
     r"|sig|code)=)[^&;#\s]+", re.IGNORECASE)
@@ -20,7 +22,8 @@ _SECRET_QUERY = re.compile(
 
 def redact_text(text: str) -> str:
     """`text` with URL passwords and secret query values replaced."""
-    return _SECRET_QUERY.sub(rf"\g<head>{REDACTED}", _URL_PASSWORD.sub(rf"\g<head>{REDACTED}", text))
+    text = _URL_TOKEN_USER.sub(rf"\g<head>{REDACTED}", _URL_PASSWORD.sub(rf"\g<head>{REDACTED}", text))
+    return _SECRET_QUERY.sub(rf"\g<head>{REDACTED}", text)
 
 
 def redact(value, key: str | None = None):

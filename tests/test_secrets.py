@@ -17,11 +17,13 @@ URL_SECRET, HEADER_SECRET, WANDB_SECRET = "urlsecret123", "headersecret456", "01
 def test_redact_flags_and_url_credentials():
     record = {"use_wandb": WANDB_SECRET, "prompt_key": "question", "learning_rate": 1e-4, "dataset": ["demo-pref"],
               "remote_rm_url": [f"https://bob:{URL_SECRET}@rm.example.com/score?api_key={URL_SECRET}&batch=8",
-                                f"http://h/x?access_token={URL_SECRET}#frag", f"http://h/x?X-Amz-Signature={URL_SECRET}"]}
+                                f"http://h/x?access_token={URL_SECRET}#frag", f"http://h/x?X-Amz-Signature={URL_SECRET}",
+                                f"https://{URL_SECRET}@rm.example.com/score"]}
     out = redact(record)
     assert URL_SECRET not in json.dumps(out) and WANDB_SECRET not in json.dumps(out)
     assert out["remote_rm_url"][0] == f"https://bob:{REDACTED}@rm.example.com/score?api_key={REDACTED}&batch=8"
     assert out["remote_rm_url"][1] == f"http://h/x?access_token={REDACTED}#frag"
+    assert out["remote_rm_url"][3] == f"https://{REDACTED}@rm.example.com/score"
     assert out["use_wandb"] == REDACTED and out["prompt_key"] == "question" and out["learning_rate"] == 1e-4
     assert redact({"use_wandb": "True"}) == {"use_wandb": "True"}  # not a key: the one `wandb login` saved
     assert redact_argv(["--use_wandb", WANDB_SECRET, "--use_wandb=" + WANDB_SECRET, "--lr", "1e-4"]) == [

@@ -179,9 +179,11 @@ def check_model_source(path: str) -> None:
 
 
 def check_finished_run(path: str, flag: str) -> None:
-    """An rlhfx run folder without summary.json never got its final weights: say so instead of failing to load it."""
+    """An rlhfx run folder without summary.json or final weights (killed before its end): say so instead of failing
+    to load it."""
     folder = Path(path).expanduser()
-    if (folder / "args.json").is_file() and not (folder / "summary.json").exists() and folder.is_dir():
+    weights = (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
+    if not weights and not (folder / "summary.json").exists() and "rlhf_type" in read_json_file(folder / "args.json"):
         steps = [int(p.name[len("checkpoint-"):]) for p in folder.glob("checkpoint-*") if p.name[len("checkpoint-"):].isdigit()]
         hint = f"pass its last checkpoint ({folder / f'checkpoint-{max(steps)}'}) to {flag}, or " if steps else ""
         raise RlhfxError(f"{flag} {path} is an unfinished rlhfx run (no summary.json): its final weights were never "
