@@ -68,7 +68,7 @@ FLAGS: list[Flag] = [
     # optimisation
     Flag("learning_rate", float, None, "Peak learning rate (default: 1e-4 for LoRA, 1e-5 for full; rlhf DPO 5e-6 full).", ("lr", "actor_learning_rate")),
     Flag("num_train_epochs", float, 1.0, "Epochs over the training data.", ("max_epochs",)),
-    Flag("max_steps", int, -1, "Stop after this many optimizer steps (overrides epochs).", ()),
+    Flag("max_steps", int, -1, "Stop after this many optimizer steps (overrides epochs; -1: no cap).", ()),
     Flag("batch_size", int, 1, "Per-device micro batch size (kto: default 2; infer and sample: prompts per generation batch, default 16).", ("per_device_train_batch_size", "micro_train_batch_size", "rlhf_micro_train_batch_size")),
     Flag("eval_batch_size", int, None, "Per-device eval batch size (default: --batch_size).", ("per_device_eval_batch_size", "micro_eval_batch_size")),
     Flag("train_batch_size", int, None, "Global batch size; sets gradient accumulation = train_batch_size / (batch_size x world size).", ()),
