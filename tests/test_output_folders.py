@@ -148,3 +148,27 @@ def test_a_full_disk_during_a_checkpoint_says_so_and_keeps_the_previous_one(run_
     assert (out / "checkpoint-1" / "trainer_state.json").is_file()
     assert not (out / "checkpoint-2").exists() and not (out / ".staging" / "checkpoint-2").exists()
     assert not (out / "summary.json").exists()
+
+
+def test_a_full_disk_during_an_online_rl_checkpoint_keeps_the_previous_one(tmp_path):
+    """rlhfx's own RL loop saves its checkpoints itself: the same message, the staged half removed."""
+    import errno
+    from types import SimpleNamespace
+
+    from rlhfx.errors import RlhfxError
+    from rlhfx.training.rl_trainer import OnlineRLTrainer
+
+    (tmp_path / "checkpoint-1").mkdir()
+    (tmp_path / "checkpoint-1" / "trainer_state.json").write_text('{"global_step": 1}')
+
+    def full_disk(folder):
+        Path(folder).mkdir(parents=True)
+        (Path(folder) / "adapter_model.safetensors").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    trainer = SimpleNamespace(output_dir=tmp_path, step=2, model=SimpleNamespace(save_pretrained=full_disk))
+    trainer._write_checkpoint = lambda tmp: OnlineRLTrainer._write_checkpoint(trainer, tmp)
+    with pytest.raises(RlhfxError, match="No space left on the device while saving checkpoint-2") as error:
+        OnlineRLTrainer.save_checkpoint(trainer)
+    assert "checkpoint-1, is kept" in str(error.value)
+    assert not (tmp_path / "checkpoint-2").exists() and not (tmp_path / ".staging" / "checkpoint-2").exists()

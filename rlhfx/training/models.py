@@ -184,7 +184,7 @@ def check_finished_run(path: str, flag: str) -> None:
     folder = Path(path).expanduser()
     weights = (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
     if not weights and not (folder / "summary.json").exists() and "rlhf_type" in read_json_file(folder / "args.json"):
-        steps = [int(p.name[len("checkpoint-"):]) for p in folder.glob("checkpoint-*") if p.name[len("checkpoint-"):].isdigit()]
+        steps = [int(p.name.split("-")[1]) for p in folder.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
         hint = f"pass its last checkpoint ({folder / f'checkpoint-{max(steps)}'}) to {flag}, or " if steps else ""
         raise RlhfxError(f"{flag} {path} is an unfinished rlhfx run (no summary.json): its final weights were never "
                          "written.", f"{hint}finish it by rerunning its command with --resume_from_checkpoint latest.")

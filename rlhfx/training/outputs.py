@@ -73,7 +73,8 @@ def check_output_folder(output_dir: Path, models: list[str | None], overwrite: b
     for model in models:
         if model and Path(model).is_dir():
             base = Path(model).resolve()
-            where = "is" if out == base else "lies inside" if base in out.parents else "holds" if out in base.parents else None
+            where = ("is" if out == base else "lies inside" if base in out.parents
+                     else "holds" if out in base.parents else None)
             if where:
                 raise RlhfxError(f"--output_dir {output_dir} {where} the model folder {model}: saving the run there "
                                  "would overwrite the model's weights and README.md.",

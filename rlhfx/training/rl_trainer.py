@@ -36,7 +36,8 @@ from rlhfx.algos import rl_math
 from rlhfx.engines import Sampling, stop_token_ids
 from rlhfx.errors import RlhfxError
 from rlhfx.rewards.sources import RewardSources, Sample
-from rlhfx.training.checkpoints import STAGING, TRAINER_STATE, publish, rotate
+from rlhfx.training.checkpoints import (STAGING, TRAINER_STATE, disk_full_error, is_disk_full, newest_checkpoint,
+                                        publish, rotate)
 from rlhfx.training.guards import StopOnSignal
 from rlhfx.training.hf_args import gradient_accumulation, world_size
 from rlhfx.training.runner import say
@@ -391,6 +392,18 @@ class OnlineRLTrainer:
         final = self.output_dir / f"checkpoint-{self.step}"
         tmp = self.output_dir / STAGING / final.name
         shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            self._write_checkpoint(tmp)
+        except Exception as error:
+            if not is_disk_full(error):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise disk_full_error(final.name, self.output_dir, newest_checkpoint(self.output_dir)) from None
+        publish(tmp, final)
+        rotate(self.output_dir, self.args.save_total_limit)
+        return final
+
+    def _write_checkpoint(self, tmp: Path) -> None:
         self.model.save_pretrained(str(tmp))
         self.tokenizer.save_pretrained(str(tmp))
         state = {"step": self.step, "kl_coef": self.kl.value, "reward_moments": vars(self.reward_moments),
@@ -403,9 +416,6 @@ class OnlineRLTrainer:
                          critic_scheduler=self.critic_scheduler.state_dict())
         torch.save(state, tmp / STATE)
         (tmp / TRAINER_STATE).write_text(json.dumps({"global_step": self.step}) + "\n")
-        publish(tmp, final)
-        rotate(self.output_dir, self.args.save_total_limit)
-        return final
 
     def _resume(self, folder: Path) -> None:
         if not (folder / STATE).is_file():
