@@ -1,0 +1,80 @@
+"""Imports run one way (shared/docs/ARCHITECTURE.md, Layers): a package may import its own tier or a lower one only.
+
+The back-edges that exist today are listed in KNOWN_BACK_EDGES, each to be removed by the redesign (issue 14):
+the test fails on any new back-edge, and also when a listed one is gone, so the list only ever shrinks.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "rlhfx"
+
+# Lower number = higher layer. Packages of one tier may import each other, as long as no cycle forms.
+TIERS = {
+    "__main__": 0, "cli": 0,
+    "commands": 1, "launch": 1,
+    "loops": 2,
+    "algos": 3,
+    "training": 4,
+    "models": 5, "data": 5, "templates": 5, "engines": 5, "rewards": 5, "sampling": 5,
+    "arguments": 6, "registry": 6, "configs": 6,
+    "errors": 7,
+}
+
+KNOWN_BACK_EDGES = {
+    ("engines", "training"),  # engines/loading.py uses training/models.py's resolution: one rlhfx/models/ package
+    ("rewards", "training"),  # rewards/sources.py loads reward models through training/models.py: same fix
+    ("training", "algos"),  # runner looks the algorithm up; rl_trainer.py uses rl_math and rm: RL moves to algos/
+    ("loops", "commands"),  # loops/stages.py calls sample.main(argv): a sampling library call instead
+}
+
+
+def _package_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "rlhfx"
+
+
+def package_edges() -> dict[tuple[str, str], list[str]]:
+    """(importing package, imported package) -> the files and lines where it happens, top-level or inside functions."""
+    edges: dict[tuple[str, str], list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE.parent)
+        source = _package_of(".".join(relative.with_suffix("").parts))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets = [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            for target in targets:
+                if target.split(".")[0] == "rlhfx" and _package_of(target) not in ("rlhfx", source):
+                    edges.setdefault((source, _package_of(target)), []).append(f"{relative}:{node.lineno}")
+    return edges
+
+
+def test_every_package_has_a_tier():
+    packages = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()
+                if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").exists()}
+    assert packages <= set(TIERS), f"give these packages a tier in TIERS: {sorted(packages - set(TIERS))}"
+
+
+def test_no_new_back_edge():
+    back = {edge: where for edge, where in package_edges().items() if TIERS[edge[0]] > TIERS[edge[1]]}
+    new = {edge: where for edge, where in back.items() if edge not in KNOWN_BACK_EDGES}
+    assert not new, f"imports that run upward (move the code down, or pass it in from above): {new}"
+    gone = KNOWN_BACK_EDGES - set(back)
+    assert not gone, f"these back-edges are gone: remove them from KNOWN_BACK_EDGES: {sorted(gone)}"
+
+
+def test_no_cycle_between_packages_of_one_tier():
+    edges = {edge for edge in package_edges() if TIERS[edge[0]] == TIERS[edge[1]]}
+    cycles = sorted((a, b) for a, b in edges if (b, a) in edges and a < b)
+    assert not cycles, f"packages importing each other: {cycles}"
+
+
+@pytest.mark.parametrize("edge", sorted(KNOWN_BACK_EDGES))
+def test_known_back_edges_are_real_back_edges(edge):
+    assert TIERS[edge[0]] > TIERS[edge[1]], f"{edge} runs downward: it does not belong in KNOWN_BACK_EDGES"
