@@ -72,8 +72,8 @@ FLAGS: list[Flag] = [
     # optimisation
     Flag("learning_rate", float, None, "Peak learning rate (default: 1e-4 for LoRA, 1e-5 for full; rlhf DPO 5e-6 full).", ("lr", "actor_learning_rate")),
     Flag("num_train_epochs", float, 1.0, "Epochs over the training data.", ("max_epochs",)),
-    Flag("max_steps", int, -1, "Stop after this many optimizer steps (overrides epochs).", ()),
-    Flag("batch_size", int, 1, "Per-device micro batch size (infer and sample: prompts per generation batch, default 16).", ("per_device_train_batch_size", "micro_train_batch_size", "rlhf_micro_train_batch_size")),
+    Flag("max_steps", int, -1, "Stop after this many optimizer steps (overrides epochs; -1: no cap).", ()),
+    Flag("batch_size", int, 1, "Per-device micro batch size (kto: default 2; infer and sample: prompts per generation batch, default 16).", ("per_device_train_batch_size", "micro_train_batch_size", "rlhf_micro_train_batch_size")),
     Flag("eval_batch_size", int, None, "Per-device eval batch size (default: --batch_size).", ("per_device_eval_batch_size", "micro_eval_batch_size")),
     Flag("train_batch_size", int, None, "Global batch size; sets gradient accumulation = train_batch_size / (batch_size x world size).", ()),
     Flag("gradient_accumulation_steps", int, None, "Micro batches per optimizer step.", ()),
@@ -100,6 +100,7 @@ FLAGS: list[Flag] = [
     Flag("aux_loss_coef", float, None, "Weight of the MoE router load-balancing loss (default: the model config's router_aux_loss_coef).", ("router_aux_loss_coef",), "scale", algos=("dpo",)),
     # outputs
     Flag("output_dir", str, None, "Output folder (default: output/<model_type>/v<N>-<timestamp>).", ("save_path",), "output"),
+    Flag("overwrite_output_dir", bool, False, "Write into an --output_dir that is a model folder the run reads or holds files that are not an rlhfx run (refused by default: weights and README.md would be overwritten).", (), "output"),
     Flag("save_steps", int, 500, "Checkpoint every N steps.", (), "output"),
     Flag("save_total_limit", int, 2, "Checkpoints kept.", (), "output"),
     Flag("save_only_model", bool, False, "Checkpoints hold the weights only, no optimizer/scheduler/RNG state (smaller; such a checkpoint cannot be resumed).", (), "output"),
@@ -201,7 +202,8 @@ FLAGS: list[Flag] = [
     Flag("repetition_max_penalty", float, -1.0, "repetition reward: the penalty of a completion that is all repeats.", (), "online rl", RLHF, algos=RL),
     Flag("soft_max_length", int, None, "soft_overlong reward: L_max (default: --max_completion_length).", (), "online rl", RLHF, algos=RL),
     Flag("soft_cache_length", int, None, "soft_overlong reward: L_cache; completions longer than L_max - L_cache lose up to 1 linearly.", (), "online rl", RLHF, algos=RL),
-    Flag("remote_rm_url", str, None, "HTTP reward endpoints (POST {query, prompts, labels} -> {rewards}).", (), "online rl", RLHF, is_list=True, algos=RL),
+    Flag("reward_func_timeout", float, 300.0, "Seconds a --reward_func call may take before the run stops with an error.", (), "online rl", ("rlhf", "sample"), algos=RL),
+    Flag("remote_rm_url", str, None, "HTTP reward endpoints (POST {query, prompts, labels} -> {rewards}); a key for them goes in the environment variable RLHFX_REMOTE_RM_API_KEY (sent as `Authorization: Bearer KEY`), not in the URL.", (), "online rl", RLHF, is_list=True, algos=RL),
     Flag("remote_rm_timeout", float, 30.0, "Seconds per HTTP reward request.", (), "online rl", RLHF, algos=RL),
     Flag("remote_rm_retries", int, 3, "Tries per HTTP reward request before the run stops with an error.", (), "online rl", RLHF, algos=RL),
     Flag("reward_weights", float, None, "Weights of the reward sources in order: reward models, reward functions, URLs (default: 1 each).", (), "online rl", RLHF, is_list=True, algos=RL),
@@ -398,7 +400,15 @@ def _coerce(flag: Flag, value):
     if flag.is_list:
         return _split_list(flag, value if isinstance(value, list) else [value])
     if flag.type is bool:
-        return value if isinstance(value, bool) else _to_bool(value)
+        try:
+            return value if isinstance(value, bool) else _to_bool(value)
+        except argparse.ArgumentTypeError as error:
+            raise RlhfxError(f"--{flag.name}: {error}.", "write true or false.") from None
+    # a YAML value of another type: 2.5 or true for an int flag would be cut to 2 or 1 without a word
+    if isinstance(value, bool) and flag.type is not str or (
+            flag.type is int and isinstance(value, float) and not value.is_integer()):
+        raise RlhfxError(f"--{flag.name} expects {'an int' if flag.type is int else 'a ' + flag.type.__name__}, "
+                         f"got {value!r}.", f"write a whole number for --{flag.name}." if flag.type is int else None)
     try:
         value = flag.type(value)
     except (TypeError, ValueError):

@@ -72,7 +72,9 @@ def relaunch_under_torchrun(command: str, argv: list[str]) -> None:
     check_spreadable(command, argv)
     check_gpus_per_node(int(os.environ.get("NPROC_PER_NODE", "1")))
     cmd = torchrun_command(command, argv, dict(os.environ))
-    print("rlhfx: launching", " ".join(cmd), flush=True)
+    from rlhfx.redact import redact_argv
+
+    print("rlhfx: launching", " ".join(redact_argv(cmd)), flush=True)
     errors = Path(tempfile.mkdtemp(prefix="rlhfx-ranks-"))
     try:
         child = subprocess.Popen([sys.executable, "-m", "rlhfx.launch", *cmd[3:]],

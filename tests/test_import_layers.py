@@ -20,7 +20,7 @@ TIERS = {
     "training": 4,
     "models": 5, "data": 5, "templates": 5, "engines": 5, "rewards": 5, "sampling": 5,
     "arguments": 6, "registry": 6, "configs": 6,
-    "errors": 7,
+    "errors": 7, "redact": 7,
 }
 
 KNOWN_BACK_EDGES = {

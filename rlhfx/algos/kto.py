@@ -24,6 +24,7 @@ KIND = "unpaired"
 NEEDS_REFERENCE = True
 DEFAULT_LR = {"full": 1e-6, "lora": 5e-5}
 DEFAULT_BETA = 0.1
+DEFAULT_BATCH_SIZE = 2  # the fewest rows that give z0 a mismatched pair (the eval batch follows it)
 
 
 class KLPairCollator:
@@ -107,6 +108,13 @@ def loss_options(args) -> dict:
             raise RlhfxError(f"--{flag} must be > 0, got {getattr(args, flag)}.",
                              "weights are usually between 1 and 2.")
     return {"beta": beta, "desirable_weight": args.desirable_weight, "undesirable_weight": args.undesirable_weight}
+
+
+def check_args(args) -> None:
+    """KTO's own default micro batch of 2 (flags given explicitly win), then the batch sizes are checked."""
+    if "batch_size" not in args.explicit:
+        args.values["batch_size"] = DEFAULT_BATCH_SIZE
+    check_batch_sizes(args)
 
 
 def check_batch_sizes(args) -> None:

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from rlhfx.errors import RlhfxError
+from rlhfx.redact import redact
 
 SUMMARY = "Merge a LoRA run into its base weights: a from_pretrained folder (--adapters RUN --merge_lora)."
 # adapter_config.json task_type -> (transformers auto class, extra from_pretrained arguments)
@@ -53,6 +54,9 @@ def check_flags(args) -> tuple[Path, Path]:
     adapter = Path(args.adapters)
     if not adapter.is_dir():
         raise RlhfxError(f"--adapters folder {adapter} does not exist.", "pass the output folder of an rlhfx LoRA run.")
+    from rlhfx.training.models import check_finished_run
+
+    check_finished_run(str(adapter), "--adapters")
     if not (adapter / "adapter_config.json").is_file():
         what = "full weights, which already load with from_pretrained" if (adapter / "config.json").is_file() else \
             "no adapter_config.json"
@@ -89,10 +93,12 @@ def merged_model(base: str, adapter: Path, dtype: str):
 
     from rlhfx.training.models import _dtype, load_tokenizer, merge_adapter
 
+    from safetensors import SafetensorError
+
     class_name, kwargs = MODEL_CLASSES[adapter_task(adapter)]
     try:
         model = getattr(transformers, class_name).from_pretrained(base, dtype=_dtype(dtype), **kwargs)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, SafetensorError) as error:
         raise RlhfxError(f"Could not load the base model {base!r} of {adapter} as {class_name}: {error}",
                          "pass the base with --model (a local folder or hub id).") from None
     tokenizer = load_tokenizer(str(adapter))
@@ -109,6 +115,7 @@ def write_atomic(output: Path, model, tokenizer, note: dict) -> None:
     try:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
+        note = redact(note)
         (tmp / "args.json").write_text(json.dumps(note, indent=2) + "\n")
         (tmp / "README.md").write_text(
             f"# Merged rlhfx model\n\nLoRA adapter `{note['merged_from']}` merged into `{note['model_path']}` by "

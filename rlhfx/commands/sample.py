@@ -166,7 +166,7 @@ def score(args, rows: list[dict], batch_size: int) -> None:
 
         func = load_reward_func(args.reward_func)
         rewards = call_reward_func(func, [r["input"] + r["output"] for r in rows], [r["input"] for r in rows],
-                                   [r.get("label") for r in rows], args.reward_func)
+                                   [r.get("label") for r in rows], args.reward_func, args.reward_func_timeout)
         source = f"reward function {args.reward_func}"
     else:
         path = args.reward_model or args.model

@@ -34,6 +34,7 @@ A row that cannot be used is dropped and counted in the DropReport with one of t
 """
 
 import json
+import math
 import re
 from dataclasses import dataclass
 
@@ -385,10 +386,10 @@ class _RowConverter:
         value = self._require(row, "label")
         if isinstance(value, bool):
             return value
-        if isinstance(value, int) and value in (0, 1):
+        if isinstance(value, (int, float)) and value in (0, 1):  # 1.0/0.0: what pandas and parquet write
             return bool(value)
-        if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
-            return value.strip().lower() in ("true", "1")
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "1.0", "0.0"):
+            return value.strip().lower() in ("true", "1", "1.0")
         raise Drop("wrong type", f"'{self._name('label')}' is {_short(value)}, expected true/false or 1/0")
 
     def _reference_label(self, row: dict) -> str | None:
@@ -431,6 +432,8 @@ class _RowConverter:
     def _margin(self, value) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise Drop("wrong type", f"'{self._name('margin')}' is {_short(value)}, expected a number")
+        if not math.isfinite(value):
+            raise Drop("not finite", f"'{self._name('margin')}' is {value}, expected a finite number")
         return float(value)
 
 

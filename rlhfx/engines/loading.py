@@ -42,7 +42,9 @@ def run_args(folder: str | None) -> dict:
     file = Path(folder) / "args.json"
     if not file.is_file() and Path(folder).name.startswith("checkpoint-"):
         file = Path(folder).parent / "args.json"
-    return json.loads(file.read_text()) if file.is_file() else {}
+    from rlhfx.training.models import read_json_file
+
+    return read_json_file(file)
 
 
 def _is_adapter(folder: str) -> bool:
@@ -51,13 +53,15 @@ def _is_adapter(folder: str) -> bool:
 
 def resolve_model_spec(args) -> ModelSpec:
     from rlhfx.registry.models import resolve_model_type
-    from rlhfx.training.models import (_adapter_base, _local_config, check_model_source, previous_run_model_type,
-                                       resolve_model_path)
+    from rlhfx.training.models import (_adapter_base, _local_config, check_finished_run, check_model_source,
+                                       previous_run_model_type, resolve_model_path)
 
     adapters = args.adapters
     if adapters is not None and not Path(adapters).is_dir():
         raise RlhfxError(f"--adapters folder {adapters} does not exist.",
                          "pass the output folder of an rlhfx run (it holds adapter_config.json or config.json).")
+    if adapters is not None:
+        check_finished_run(adapters, "--adapters")
     if adapters is None and args.model is None and args.model_type is None:
         raise RlhfxError("No model given.", "pass --model (a hub id, a local folder, or `tiny`) or --adapters RUN_FOLDER.")
     run = run_args(adapters) or run_args(args.model if args.model and Path(args.model).is_dir() else None)

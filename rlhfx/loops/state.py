@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rlhfx.errors import RlhfxError
+from rlhfx.redact import redact
 from rlhfx.training.outputs import write_json_atomic
 
 STATE_FILE = "state.json"
@@ -31,7 +32,7 @@ class LoopState:
 
 def loop_flags(args) -> dict:
     """The flags that define the experiment: everything set explicitly except those that may change on a re-run."""
-    return json.loads(json.dumps({name: args.values[name] for name in sorted(args.explicit - EXTENDABLE)}))
+    return redact(json.loads(json.dumps({name: args.values[name] for name in sorted(args.explicit - EXTENDABLE)})))
 
 
 def load_or_start(folder: Path, loop: str, args) -> tuple[LoopState, bool]:

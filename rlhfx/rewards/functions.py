@@ -10,6 +10,8 @@ response is `queries[i][len(prompts[i]):]`) and `labels[i]` the dataset's refere
 
 import importlib.util
 import math
+import threading
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,9 +54,40 @@ def load_reward_func(spec: str) -> RewardFunc:
     return func
 
 
-def call_reward_func(func: RewardFunc, queries: list[str], prompts: list[str], labels: list, name: str) -> list[float]:
-    """Call `func` and check it returned one finite number per query."""
-    scores = func(queries, prompts, labels)
+def guarded_call(func: RewardFunc, call_args: tuple, name: str, timeout: float | None):
+    """`func(*call_args)` with its exceptions and a hang turned into clear errors. It runs in a daemon thread so a
+    hang can be given up on: the run then stops with the error, and the thread ends with the process."""
+    result = {}
+
+    def target():
+        try:
+            result["value"] = func(*call_args)
+        except BaseException as error:  # noqa: BLE001 (handed to the caller's thread)
+            result["error"] = error
+
+    thread = threading.Thread(target=target, name=f"reward_func {name}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    where = f"{getattr(func, '__name__', 'reward_func')} in {name}"
+    if thread.is_alive():
+        raise RlhfxError(f"Reward function {where} did not return within {timeout:g} seconds "
+                         f"(--reward_func_timeout) for {len(call_args[0])} queries.",
+                         "find what hangs in it (a network call, a subprocess, a lock), or raise --reward_func_timeout.")
+    error = result.get("error")
+    if isinstance(error, RlhfxError):
+        raise error
+    if error is not None:
+        frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename != __file__]
+        line = f" (line {frames[-1].lineno} of {frames[-1].filename})" if frames else ""
+        raise RlhfxError(f"Reward function {where} raised {type(error).__name__}: {error}{line}.",
+                         "fix the function (call it by hand on a few queries to see the full traceback).") from None
+    return result["value"]
+
+
+def call_reward_func(func: RewardFunc, queries: list[str], prompts: list[str], labels: list, name: str,
+                     timeout: float | None = None) -> list[float]:
+    """Call `func` (stopping after `timeout` seconds) and check it returned one finite number per query."""
+    scores = guarded_call(func, (queries, prompts, labels), name, timeout)
     try:
         scores = [float(s) for s in scores]
     except (TypeError, ValueError):

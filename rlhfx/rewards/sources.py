@@ -7,7 +7,9 @@ endpoint gets OpenRLHF's request `{"query": [prompt + response], "prompts": [...
 and answers `{"rewards": [...]}`; a failed request is retried, then the run stops with a clear error.
 """
 
+import http.client
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +18,9 @@ from pathlib import Path
 
 from rlhfx.errors import RlhfxError
 from rlhfx.rewards.builtin import NamedReward, is_named
+from rlhfx.redact import redact_text
+
+API_KEY_ENV = "RLHFX_REMOTE_RM_API_KEY"
 
 
 @dataclass
@@ -66,51 +71,69 @@ class RewardModelScorer:
 
 
 class FunctionReward:
-    def __init__(self, spec: str):
+    def __init__(self, spec: str, timeout: float | None = None):
         from rlhfx.rewards.functions import load_reward_func
 
-        self.spec, self.func = spec, load_reward_func(spec)
+        self.spec, self.func, self.timeout = spec, load_reward_func(spec), timeout
 
     def __call__(self, samples: list[Sample]) -> list[float]:
         from rlhfx.rewards.functions import call_reward_func
 
         return call_reward_func(self.func, [s.prompt + s.response for s in samples], [s.prompt for s in samples],
-                                [s.label for s in samples], self.spec)
+                                [s.label for s in samples], self.spec, self.timeout)
 
 
 class RemoteReward:
-    """OpenRLHF's remote reward protocol over HTTP POST, with a timeout and retries."""
+    """OpenRLHF's remote reward protocol over HTTP POST, with a timeout and retries.
+
+    A server that wants a key gets it from the environment, never from the command line or the files a run writes:
+    with RLHFX_REMOTE_RM_API_KEY set, every request carries `Authorization: Bearer <key>` (what OpenAI-compatible
+    servers such as `vllm serve --api-key` check). A key in the URL still works, but is redacted in args.json and
+    in messages.
+    """
 
     def __init__(self, url: str, timeout: float = 30.0, retries: int = 3, backoff: float = 0.5):
+        self.url, self.name = url, redact_text(url)
         if not url.startswith(("http://", "https://")):
-            raise RlhfxError(f"--remote_rm_url {url!r} is not an http(s) URL.", "pass e.g. http://localhost:5000/get_reward.")
-        self.url, self.timeout, self.retries, self.backoff = url, timeout, max(1, retries), backoff
+            raise RlhfxError(f"--remote_rm_url {self.name!r} is not an http(s) URL.",
+                             "pass e.g. http://localhost:5000/get_reward.")
+        self.timeout, self.retries, self.backoff = timeout, max(1, retries), backoff
+
+    def headers(self) -> dict:
+        key = os.environ.get(API_KEY_ENV)
+        return {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
 
     def __call__(self, samples: list[Sample]) -> list[float]:
         body = json.dumps({"query": [s.prompt + s.response for s in samples], "prompts": [s.prompt for s in samples],
                            "labels": [s.label for s in samples]}).encode()
         error = None
         for attempt in range(self.retries):
-            request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(self.url, data=body, headers=self.headers())
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     return self._rewards(json.loads(response.read()), len(samples))
-            except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as caught:
+            except (OSError, http.client.HTTPException, json.JSONDecodeError, UnicodeDecodeError) as caught:
+                # OSError: URLError, HTTPError, timeouts, refused or reset connections; HTTPException: a reply that is
+                # not HTTP (BadStatusLine) or a body cut short (IncompleteRead)
                 error = caught
                 time.sleep(self.backoff * (attempt + 1))
-        raise RlhfxError(f"The remote reward model {self.url} failed {self.retries} times; last error: {error}.",
-                         "check that the server is up and answers POST {query, prompts, labels} with {rewards}, "
-                         "or raise --remote_rm_timeout / --remote_rm_retries.")
+        fix = ("check that the server is up and answers POST {query, prompts, labels} with {rewards}, "
+               "or raise --remote_rm_timeout / --remote_rm_retries.")
+        if isinstance(error, urllib.error.HTTPError) and error.code in (401, 403):
+            fix = f"set {API_KEY_ENV} to the key the server expects (sent as `Authorization: Bearer <key>`)."
+        described = redact_text(f"{type(error).__name__}: {error}")
+        raise RlhfxError(f"The remote reward model {self.name} failed {self.retries} times; last error: {described}.",
+                         fix)
 
     def _rewards(self, answer, n: int) -> list[float]:
         rewards = answer.get("rewards") if isinstance(answer, dict) else None
         if not isinstance(rewards, list) or len(rewards) != n:
-            raise RlhfxError(f"The remote reward model {self.url} answered {str(answer)[:200]!r}, "
+            raise RlhfxError(f"The remote reward model {self.name} answered {str(answer)[:200]!r}, "
                              f"not {{\"rewards\": [{n} numbers]}}.", "fix the server's response format.")
         try:
             return [float(r) for r in rewards]
         except (TypeError, ValueError):
-            raise RlhfxError(f"The remote reward model {self.url} returned rewards that are not numbers.",
+            raise RlhfxError(f"The remote reward model {self.name} returned rewards that are not numbers.",
                              "return a list of floats.") from None
 
 
@@ -126,7 +149,7 @@ def check_reward_sources(reward_models, reward_funcs, urls, weights, args=None) 
     weights = list(weights) if weights else [1.0] * len(names)
     if len(weights) != len(names):
         raise RlhfxError(f"--reward_weights has {len(weights)} weights for {len(names)} reward sources "
-                         f"({', '.join(map(str, names))}).", "give one weight per source: models, functions, URLs in order.")
+                         f"({', '.join(redact_text(str(n)) for n in names)}).", "give one weight per source: models, functions, URLs in order.")
     for path in reward_models:
         if not Path(path).is_dir():
             raise RlhfxError(f"--reward_model folder {path} does not exist.",
@@ -143,9 +166,9 @@ class RewardSources:
 
     def __init__(self, reward_models=(), reward_funcs=(), urls=(), weights=None, dtype: str = "auto",
                  batch_size: int = 16, timeout: float = 30.0, retries: int = 3, device=None,
-                 use_chat_template: bool = False, args=None):
+                 use_chat_template: bool = False, args=None, func_timeout: float | None = None):
         self.weights = check_reward_sources(reward_models, reward_funcs, urls, weights, args)
-        self.sources = ([NamedReward(f, args) if is_named(f) else FunctionReward(f) for f in reward_funcs]
+        self.sources = ([NamedReward(f, args) if is_named(f) else FunctionReward(f, func_timeout) for f in reward_funcs]
                         + [RemoteReward(u, timeout, retries) for u in urls])
         self.sources = [RewardModelScorer(m, dtype, batch_size, device, use_chat_template)
                         for m in reward_models] + self.sources

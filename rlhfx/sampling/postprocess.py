@@ -14,6 +14,7 @@ prompt (duplicate prompts in the data merge into one group). Ties go to the earl
 The SFT rows load with `rlhfx sft --dataset FILE` and the pairs with `rlhfx rlhf --rlhf_type dpo --dataset FILE`.
 """
 
+import math
 import statistics
 from dataclasses import dataclass, field
 
@@ -110,6 +111,11 @@ def post_process(name: str, rows: list[dict], reward_template: str = DEFAULT_REW
         raise RlhfxError(f"Row {missing} has no {sorted({'input', 'output', 'reward'} - set(rows[missing]))[0]!r}; "
                          f"--post_processor {name} needs scored rows with input, output and reward.",
                          "score the samples first (--reward_model or --reward_func).")
+    bad = next((i for i, r in enumerate(rows) if isinstance(r["reward"], bool)
+                or not isinstance(r["reward"], (int, float)) or not math.isfinite(r["reward"])), None)
+    if bad is not None:
+        raise RlhfxError(f"Row {bad} has reward {rows[bad]['reward']!r}, not a finite number: --post_processor {name} "
+                         "cannot rank it.", "score the samples again, or remove the rows without a usable reward.")
     if name == "rs":
         return rejection_sampling(rows)
     if name == "csft":

@@ -10,6 +10,7 @@ Trainers with state of their own beyond the model, optimizer, scheduler, data po
 -> dict (tensors, numbers, lists) and `load_checkpoint_state(dict)`; it lands in rlhfx_state.pt.
 """
 
+import errno
 import json
 import os
 import re
@@ -104,6 +105,11 @@ def stage_checkpoints(trainer) -> None:
         trainer._get_output_dir = lambda trial=None: str(staging)  # where _save_checkpoint puts checkpoint-N
         try:
             save(model, trial)
+        except Exception as error:
+            if not is_disk_full(error):
+                raise
+            shutil.rmtree(staging / name, ignore_errors=True)  # give back what the half-written one took
+            raise disk_full_error(name, run_dir, newest_checkpoint(run_dir)) from None
         finally:
             del trainer._get_output_dir
         if hasattr(trainer, "checkpoint_state") and trainer.is_world_process_zero():
@@ -119,6 +125,19 @@ def stage_checkpoints(trainer) -> None:
         trainer.accelerator.wait_for_everyone()
 
     trainer._save_checkpoint = atomic_save
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """ENOSPC, whether raised as an OSError or wrapped by torch.save / safetensors into another exception."""
+    return getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error)
+
+
+def disk_full_error(what: str, run_dir: Path, kept: Path | None) -> RlhfxError:
+    saved = f"the previous checkpoint, {kept}, is kept" if kept else "no earlier checkpoint was saved"
+    return RlhfxError(f"No space left on the device while saving {what} in {run_dir}; {saved} and the run is not "
+                      "finished (no summary.json).",
+                      "free disk space (or keep fewer checkpoints with --save_total_limit), then rerun the same command "
+                      "with --resume_from_checkpoint latest.")
 
 
 def publish(staged: Path, final: Path) -> None:

@@ -1,5 +1,7 @@
 """Canonical rows -> token columns the TRL trainers consume, dropping (and counting) rows that are too long."""
 
+import json
+
 from rlhfx.errors import RlhfxError
 from rlhfx.templates.encoder import ChatEncoder
 from rlhfx.templates.templates import get_template
@@ -55,6 +57,60 @@ ENCODERS = {"sft": _encode_sft, "pairwise": _encode_pairwise, "unpaired": _encod
             "process": _encode_process, "prompt": _encode_prompt}
 
 
+def _chars(value) -> int:
+    """Characters of the text a row's field renders: strings, and the string content of messages."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return _chars(value.get("content"))
+    if isinstance(value, list):
+        return sum(_chars(item) for item in value)
+    return 0
+
+
+# characters of each kind's text whose tokens count against --max_length (mirrors the lengths the encoders return)
+TEXT_CHARS = {
+    "sft": lambda row: _chars(row["messages"]),
+    "pairwise": lambda row: _chars(row["prompt"]) + max(_chars(row["chosen"]), _chars(row["rejected"])),
+    "unpaired": lambda row: _chars(row["prompt"]) + _chars(row["completion"]),
+    "process": lambda row: _chars(row["prompt"]) + _chars(row["steps"]),
+    "prompt": lambda row: _chars(row["prompt"]),
+}
+# parts of a tokenizer that never delete text (an NFC normalizer may fuse at most 4 code points into one)
+_KEEPS_TEXT = {"NFC", "NFD", "NFKC", "NFKD", "Prepend", "Lowercase", "Sequence", "Replace", "ByteLevel", "Metaspace",
+               "Digits", "Split", "Punctuation", "UnicodeScripts"}
+NORMALIZATION_FACTOR = 4
+
+
+def max_chars_per_token(tokenizer) -> int | None:
+    """The most characters of text one token can stand for (its longest vocabulary entry, times the Unicode
+    normalization margin), so a text of more than this x max_length characters cannot fit, tokenized or not.
+    None when the tokenizer may delete text (a whitespace-dropping pre-tokenizer, a normalizer that strips, unknown
+    runs fused into one token): then only tokenizing tells."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    spec = json.loads(backend.to_str())
+    parts = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            parts.append(node)
+            for key in ("normalizers", "pretokenizers"):
+                for child in node.get(key) or []:
+                    walk(child)
+
+    walk(spec.get("normalizer"))
+    walk(spec.get("pre_tokenizer"))
+    model = spec.get("model") or {}
+    fuses_unknown = model.get("fuse_unk") and not model.get("byte_fallback") or model.get("type") == "WordPiece"
+    strips = any(token.get("lstrip") or token.get("rstrip") for token in spec.get("added_tokens") or [])
+    if fuses_unknown or strips or any(p.get("type") not in _KEEPS_TEXT or p.get("behavior") == "Removed"
+                            or p.get("type") == "Replace" and not p.get("content") for p in parts):
+        return None
+    return max(len(token) for token in tokenizer.get_vocab()) * NORMALIZATION_FACTOR
+
+
 def encode_rows(kind: str, rows: list[dict], encoder: ChatEncoder, max_length: int, report, split: str):
     """A datasets.Dataset of token columns; rows longer than max_length are dropped and counted."""
     from datasets import Dataset
@@ -62,7 +118,13 @@ def encode_rows(kind: str, rows: list[dict], encoder: ChatEncoder, max_length: i
     encode = ENCODERS[kind]
     kept = []
     name = f"{split} (tokenized)"
+    per_token = max_chars_per_token(encoder.tokenizer)
+    most_chars = per_token * max_length if per_token else None
     for index, row in enumerate(rows):
+        chars = TEXT_CHARS[kind](row) if most_chars else 0
+        if most_chars and chars > most_chars:  # a huge row would take minutes and gigabytes to tokenize
+            report.add("too long", name, index, f"{chars} characters, more than {max_length} tokens can hold")
+            continue
         encoded, length = encode(row, encoder)
         if length > max_length:
             report.add("too long", name, index, f"{length} tokens > --max_length {max_length}")

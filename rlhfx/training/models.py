@@ -49,14 +49,45 @@ def hub_id_for(model_type: str) -> str:
     return matches[0]
 
 
+def read_json_file(file: Path) -> dict:
+    """A model folder's JSON file, {} when absent; a damaged one (a half-written copy) is a clear error."""
+    if not file.is_file():
+        return {}
+    try:
+        data = json.loads(file.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RlhfxError(f"{file} is damaged: not valid JSON ({error}).",
+                         "copy or download the model folder again (or finish the run that writes it).") from None
+    if not isinstance(data, dict):
+        raise RlhfxError(f"{file} is damaged: it holds a JSON {type(data).__name__}, not an object.",
+                         "copy or download the model folder again.")
+    return data
+
+
 def _local_config(path: str) -> dict:
-    file = Path(path) / "config.json"
-    return json.loads(file.read_text()) if file.is_file() else {}
+    return read_json_file(Path(path) / "config.json")
 
 
 def _adapter_base(path: str) -> str | None:
-    file = Path(path) / "adapter_config.json"
-    return json.loads(file.read_text()).get("base_model_name_or_path") if file.is_file() else None
+    """An adapter folder's base model: adapter_config.json's when it is found from here, else the absolute path its
+    rlhfx run recorded in args.json; a clear error when the recorded folder is gone (moved or deleted)."""
+    if not (Path(path) / "adapter_config.json").is_file():
+        return None
+    base = read_json_file(Path(path) / "adapter_config.json").get("base_model_name_or_path")
+    recorded = read_json_file(Path(path) / "args.json").get("model_path")
+    if base and (Path(base).expanduser().is_dir() or not recorded and not _looks_local(base)):
+        return base
+    if recorded and (Path(recorded).is_dir() or not Path(recorded).is_absolute()):
+        return recorded
+    if recorded or base:
+        raise RlhfxError(f"The base model of adapter {path} is missing: {recorded or base} (recorded when the adapter "
+                         "was trained) does not exist any more.",
+                         "pass the base model with --model (a folder or hub id), or move it back.")
+    return None
+
+
+def _looks_local(path: str) -> bool:
+    return path.startswith(("/", ".", "~")) or path.count("/") > 1
 
 
 def _dtype(name: str):
@@ -91,6 +122,8 @@ def load_causal_lm(path: str, dtype_name: str = "auto", model_class: str = "caus
     model_class "sequence_classification" gives a scalar head (num_labels=1) for reward models.
     `args` adds the attention kernel, quantisation and device map flags (rlhfx.training.scale).
     """
+    from safetensors import SafetensorError
+
     from rlhfx.training.scale import model_load_kwargs
 
     auto = _auto_class(model_class)
@@ -107,6 +140,10 @@ def load_causal_lm(path: str, dtype_name: str = "auto", model_class: str = "caus
     except OSError as error:
         raise RlhfxError(f"Could not load model {path!r}: {error}",
                          "pass a local folder with config.json and weights, a hub id, or `tiny`.") from None
+    except SafetensorError as error:
+        raise RlhfxError(f"The weights of model {path!r}{f' or its base {base!r}' if base else ''} are damaged: "
+                         f"{error} (a .safetensors file cut short, e.g. by a copy or a save that did not finish).",
+                         "copy or download the model again, or finish the run that writes it.") from None
 
 
 def merge_adapter(model, adapter: str):
@@ -123,15 +160,34 @@ def merge_adapter(model, adapter: str):
         size = len(AutoTokenizer.from_pretrained(adapter))
         if size > model.get_input_embeddings().weight.shape[0]:
             model.resize_token_embeddings(size)
-    return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    from safetensors import SafetensorError
+
+    try:
+        return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    except SafetensorError as error:
+        raise RlhfxError(f"The adapter weights in {adapter} are damaged: {error} (a .safetensors file cut short, e.g. "
+                         "by a copy or a save that did not finish).",
+                         "copy the adapter folder again, or use one of its run's checkpoint-* folders.") from None
 
 
 def check_model_source(path: str) -> None:
     """A path-like --model that is not a folder is a typo, not a hub id: say so before any download is tried."""
-    looks_local = path.startswith(("/", ".", "~")) or path.count("/") > 1
-    if looks_local and not Path(path).expanduser().is_dir():
+    if _looks_local(path) and not Path(path).expanduser().is_dir():
         raise RlhfxError(f"Model folder {path} does not exist.",
                          "pass an existing folder with config.json, a hub id like Qwen/Qwen2.5-0.5B-Instruct, or `tiny`.")
+    check_finished_run(path, "--model")
+
+
+def check_finished_run(path: str, flag: str) -> None:
+    """An rlhfx run folder without summary.json or final weights (killed before its end): say so instead of failing
+    to load it."""
+    folder = Path(path).expanduser()
+    weights = (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
+    if not weights and not (folder / "summary.json").exists() and "rlhf_type" in read_json_file(folder / "args.json"):
+        steps = [int(p.name.split("-")[1]) for p in folder.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
+        hint = f"pass its last checkpoint ({folder / f'checkpoint-{max(steps)}'}) to {flag}, or " if steps else ""
+        raise RlhfxError(f"{flag} {path} is an unfinished rlhfx run (no summary.json): its final weights were never "
+                         "written.", f"{hint}finish it by rerunning its command with --resume_from_checkpoint latest.")
 
 
 def load_tokenizer(path: str):
@@ -150,20 +206,23 @@ def load_tokenizer(path: str):
 
 def previous_run_model_type(path: str) -> str | None:
     """The model type recorded in args.json when `path` is the output folder of an earlier rlhfx run."""
-    file = Path(path) / "args.json"
-    return json.loads(file.read_text()).get("model_type") if file.is_file() else None
+    return read_json_file(Path(path) / "args.json").get("model_type")
+
+
+def policy_model_type(args, path: str) -> ModelType:
+    """--model's model type from the flags, an earlier run's args.json or the folder's config (nothing loads)."""
+    if args.model == "tiny":
+        return resolve_model_type("tiny", args.model_type, None)
+    if args.model_type is None and previous_run_model_type(path):
+        return resolve_model_type(path, previous_run_model_type(path), None)
+    config = _local_config(path) or _local_config(_adapter_base(path) or "")
+    return resolve_model_type(path, args.model_type, config.get("architectures"))
 
 
 def load_policy(args, model_class: str = "causal_lm") -> LoadedModel:
     path = resolve_model_path(args.model, args.model_type)
     check_model_source(path)
-    if args.model == "tiny":
-        model_type = resolve_model_type("tiny", args.model_type, None)
-    elif args.model_type is None and previous_run_model_type(path):
-        model_type = resolve_model_type(path, previous_run_model_type(path), None)
-    else:
-        config = _local_config(path) or _local_config(_adapter_base(path) or "")
-        model_type = resolve_model_type(path, args.model_type, config.get("architectures"))
+    model_type = policy_model_type(args, path)
     tokenizer = load_tokenizer(path)
     model = load_causal_lm(path, trained_weights_dtype(args), model_class, args)
     if model.config.pad_token_id is None:

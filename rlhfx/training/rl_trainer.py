@@ -37,7 +37,8 @@ from rlhfx.algos import rl_math
 from rlhfx.engines import Sampling, stop_token_ids
 from rlhfx.errors import RlhfxError
 from rlhfx.rewards.sources import RewardSources, Sample
-from rlhfx.training.checkpoints import STAGING, TRAINER_STATE, newest_checkpoint, publish, rotate
+from rlhfx.training.checkpoints import (STAGING, TRAINER_STATE, disk_full_error, is_disk_full, newest_checkpoint,
+                                        publish, rotate)
 from rlhfx.training.guards import StopOnSignal, check_finite_weights, non_finite_error
 from rlhfx.training.hf_args import gradient_accumulation, world_size
 from rlhfx.training.runner import say
@@ -67,7 +68,7 @@ class OnlineRLTrainer:
             self.args.reward_model or [], self.args.reward_func or [], self.args.remote_rm_url or [],
             self.args.reward_weights, self.args.torch_dtype, config.micro_rollout_batch_size,
             self.args.remote_rm_timeout, self.args.remote_rm_retries, self.device, self.args.use_chat_template,
-            self.args)
+            self.args, self.args.reward_func_timeout)
         self.rewards.sources = [FiniteRewards(source) for source in self.rewards.sources]
         stops = stop_token_ids(self.tokenizer, getattr(self.model, "generation_config", None), ctx.encoder.template)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else stops[0]
@@ -507,6 +508,18 @@ class OnlineRLTrainer:
         final = self.output_dir / f"checkpoint-{self.step}"
         tmp = self.output_dir / STAGING / final.name
         shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            self._write_checkpoint(tmp)
+        except Exception as error:
+            if not is_disk_full(error):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise disk_full_error(final.name, self.output_dir, newest_checkpoint(self.output_dir)) from None
+        publish(tmp, final)
+        rotate(self.output_dir, self.args.save_total_limit)
+        return final
+
+    def _write_checkpoint(self, tmp: Path) -> None:
         self.model.save_pretrained(str(tmp))
         self.tokenizer.save_pretrained(str(tmp))
         state = {"step": self.step, "kl_coef": self.kl.value, "reward_moments": vars(self.reward_moments),
@@ -521,9 +534,6 @@ class OnlineRLTrainer:
             state = {key: value for key, value in state.items() if key in ("step", "policy", "critic")}
         torch.save(state, tmp / STATE)
         (tmp / TRAINER_STATE).write_text(json.dumps({"global_step": self.step}) + "\n")
-        publish(tmp, final)
-        rotate(self.output_dir, self.args.save_total_limit)
-        return final
 
     def _resume(self, folder: Path) -> None:
         if not (folder / STATE).is_file():

@@ -5,6 +5,7 @@ algorithm's trainer -> eval before, train, eval after -> weights/adapter, args.j
 curves.png, summary.json (written last: a folder without it is not a finished run).
 """
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from rich.table import Table
 from rlhfx.algos import get_algo
 from rlhfx.data.loader import DataConfig, load_data
 from rlhfx.errors import RlhfxError
-from rlhfx.training.outputs import default_root, resolve_output_dir, write_json_atomic
+from rlhfx.redact import redact
+from rlhfx.training.outputs import check_output_folder, default_root, resolve_output_dir, write_json_atomic
 
 console = Console()
 SUMMARY_KEYS = ["eval_loss", "eval_nll", "eval_sft_loss", "eval_rewards/accuracies", "eval_rewards/margins",
@@ -80,6 +82,15 @@ def check_flags(args) -> None:
     for name in ("save_steps", "eval_steps"):
         if getattr(args, name) is not None and getattr(args, name) < 1 and getattr(args, name) != -1:
             raise RlhfxError(f"--{name} is {getattr(args, name)}.", "use a positive number, or -1 for only at the end.")
+    if args.max_steps < 1 and args.max_steps != -1:
+        raise RlhfxError(f"--max_steps is {args.max_steps}.",
+                         "use a positive number of steps, or -1 (the default) to let --num_train_epochs decide.")
+    beta = getattr(args, "beta", None)  # rlhf only
+    if beta is not None and (beta < 0 or beta == 0 and args.rlhf_type != "orpo"):
+        floor = "0 or more" if args.rlhf_type == "orpo" else "above 0"
+        raise RlhfxError(f"--beta is {beta}; for --rlhf_type {args.rlhf_type} it must be {floor}: it scales the "
+                         "preference term, which a negative beta turns towards the rejected answers.",
+                         "leave it out for the default, or pass a positive value such as 0.1.")
     for name in ("learning_rate", "num_train_epochs"):
         if getattr(args, name) is not None and not getattr(args, name) > 0:
             raise RlhfxError(f"--{name} is {getattr(args, name)}.", "use a positive number.")
@@ -125,19 +136,9 @@ def quiet_libraries() -> None:
 
 
 def run(args, algo_name: str) -> Path:
-    from transformers import PrinterCallback, set_seed
-
-    from rlhfx.training.callbacks import FirstEvaluation, MetricsWriter, RichProgress
-    from rlhfx.training.checkpoints import (StopIfTrained, TrainingComplete, checkpoint_step, load_extra_state,
-                                            logged_train_loss, newest_checkpoint, rewind_metrics, stage_checkpoints,
-                                            training_done)
-    from rlhfx.training.guards import NonFiniteGuard, StopOnSignal
-    from rlhfx.training.encode import encode_rows, make_encoder
-    from rlhfx.training.hf_args import hf_training_kwargs
-    from rlhfx.training.models import load_policy, load_reference, lora_config
-    from rlhfx.training.ranks import check_ranks_agree, end_ranks
+    from rlhfx.training.lock import RunLock
     from rlhfx.training.scale import apply_openrlhf_zero_flags, check_launch, deepspeed_config
-    from rlhfx.training.tracking import apply_openrlhf_tracker_flags, prepare_tracking, trackers
+    from rlhfx.training.tracking import apply_openrlhf_tracker_flags
 
     algo = get_algo(algo_name)
     apply_openrlhf_zero_flags(args)
@@ -147,6 +148,26 @@ def run(args, algo_name: str) -> Path:
         raise RlhfxError(f"--deepspeed does not apply to --rlhf_type {algo_name}: its own training loop runs without "
                          "DeepSpeed.", "drop --deepspeed.")
     check_launch(args, deepspeed_config(args.deepspeed))
+    output_dir, checkpoint = run_folder(args)
+    with RunLock(output_dir) if is_main_process() else contextlib.nullcontext():
+        return train(args, algo, algo_name, output_dir, checkpoint)
+
+
+def train(args, algo, algo_name: str, output_dir: Path, checkpoint: Path | None) -> Path:
+    """The run proper, in its (locked) output folder."""
+    from transformers import PrinterCallback, set_seed
+
+    from rlhfx.training.callbacks import FirstEvaluation, MetricsWriter, RichProgress
+    from rlhfx.training.checkpoints import (StopIfTrained, TrainingComplete, checkpoint_step, disk_full_error,
+                                            is_disk_full, load_extra_state, logged_train_loss, newest_checkpoint,
+                                            rewind_metrics, stage_checkpoints, training_done)
+    from rlhfx.training.guards import NonFiniteGuard, StopOnSignal
+    from rlhfx.training.encode import encode_rows, make_encoder
+    from rlhfx.training.hf_args import hf_training_kwargs
+    from rlhfx.training.models import load_policy, load_reference, lora_config
+    from rlhfx.training.ranks import check_ranks_agree, end_ranks
+    from rlhfx.training.tracking import prepare_tracking, trackers
+
     quiet_libraries()
     set_seed(args.seed)
     train_rows, val_rows, report = load_data(data_config(args, algo.KIND))
@@ -164,20 +185,16 @@ def run(args, algo_name: str) -> Path:
         sft_train = encode_rows("sft", sft_rows, encoder, sft_max_length, report, "sft train")
         sft_eval = encode_rows("sft", sft_val_rows, encoder, sft_max_length, report, "sft val") if sft_val_rows else None
 
-    output_dir, checkpoint = run_folder(args, policy.model_type.name)
     learning_rate = args.learning_rate or algo.DEFAULT_LR[args.train_type]
     metrics_path = output_dir / "metrics.jsonl"
     before = {}  # held-out metrics before training; on resume, the first run's, read back from metrics.jsonl
     if is_main_process():
-        try:
-            output_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise RlhfxError(f"Cannot create output folder {output_dir}: {error.strerror}.",
-                             "pass a writable --output_dir.") from None
-        record = {**args.to_dict(), "rlhf_type": algo_name, "model_path": policy.path,
-                  "model_type": policy.model_type.name,
-                  "template": None if args.use_chat_template else (args.template or policy.model_type.template),
-                  "learning_rate": learning_rate}
+        # a local base is recorded as an absolute path: an adapter is loaded from anywhere, and a moved base is named
+        model_path = str(Path(policy.path).resolve()) if Path(policy.path).is_dir() else policy.path
+        record = redact({**args.to_dict(), "rlhf_type": algo_name, "model_path": model_path,
+                         "model_type": policy.model_type.name,
+                         "template": None if args.use_chat_template else (args.template or policy.model_type.template),
+                         "learning_rate": learning_rate})
         if checkpoint:
             say(f"resuming from {checkpoint}")
             note_changed_flags(output_dir / "args.json", record)
@@ -236,7 +253,12 @@ def run(args, algo_name: str) -> Path:
     before = before or first_eval.metrics
     after = trainer.evaluate() if eval_dataset is not None else {}
     rank_checksums = check_ranks_agree(trainer.model)
-    trainer.save_model(str(output_dir))
+    try:
+        trainer.save_model(str(output_dir))
+    except Exception as error:
+        if not is_disk_full(error):
+            raise
+        raise disk_full_error("the final weights", output_dir, newest_checkpoint(output_dir)) from None
     if is_main_process():
         policy.tokenizer.save_pretrained(str(output_dir))
         if hasattr(algo, "write_outputs"):
@@ -246,11 +268,16 @@ def run(args, algo_name: str) -> Path:
     return output_dir
 
 
-def run_folder(args, model_type: str) -> tuple[Path, Path | None]:
-    """(output folder, checkpoint to resume from or None). A folder with checkpoints of an unfinished run is
-    only continued when asked to, never overwritten by a fresh start."""
+def run_folder(args) -> tuple[Path, Path | None]:
+    """(output folder, checkpoint to resume from or None), before anything loads. A folder with checkpoints of an
+    unfinished run is only continued when asked to, never overwritten by a fresh start; a model folder or a folder
+    of the user's that is not an rlhfx run is not written into (rlhfx.training.outputs.check_output_folder)."""
     from rlhfx.training.checkpoints import complete_checkpoints, resume_target
+    from rlhfx.training.models import check_model_source, policy_model_type, resolve_model_path
 
+    model = resolve_model_path(args.model, args.model_type)
+    check_model_source(model)
+    model_type = policy_model_type(args, model).name
     if args.resume_from_checkpoint:
         output_dir, checkpoint = resume_target(args.resume_from_checkpoint, args.output_dir, default_root(model_type))
     else:
@@ -260,6 +287,9 @@ def run_folder(args, model_type: str) -> tuple[Path, Path | None]:
     if checkpoint is None and complete_checkpoints(output_dir):
         raise RlhfxError(f"{output_dir} holds checkpoints of an unfinished run.",
                          "continue it with --resume_from_checkpoint latest, or pick another --output_dir.")
+    others = [getattr(args, name, None) for name in ("ref_model", "teacher_model", "critic_model")]
+    check_output_folder(output_dir, [model, *others, *(getattr(args, "reward_model", None) or [])],
+                        args.overwrite_output_dir)
     return output_dir, checkpoint
 
 
