@@ -189,3 +189,18 @@ def test_loop_killed_in_training_continues_the_stage_from_its_checkpoint(tmp_pat
     resumed, uninterrupted = load_file(model / "model.safetensors"), load_file(whole / "model.safetensors")
     assert all(resumed[k].equal(uninterrupted[k]) for k in uninterrupted)
     assert summary_of(out)["final"] == summary_of(tmp_path / "whole")["final"]
+
+
+def test_the_score_stage_gets_the_reward_function_timeout(monkeypatch, tmp_path):
+    """--reward_func_timeout given to the pipeline reaches `rlhfx sample --task rm`, which calls the function."""
+    from rlhfx.arguments import parse_args
+    from rlhfx.commands import sample
+    from rlhfx.loops import stages
+
+    seen = []
+    monkeypatch.setattr(sample, "main", seen.append)
+    args = parse_args("pipeline", ["--model", "tiny", "--dataset", "demo-prompts", "--reward_func", "demo",
+                                   "--reward_func_timeout", "7"])
+    stages.score(args, tmp_path / "generated.jsonl", tmp_path / "scored.jsonl")
+    argv = seen[0]
+    assert argv[argv.index("--reward_func_timeout") + 1] == "7.0"

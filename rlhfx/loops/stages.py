@@ -14,7 +14,7 @@ from pathlib import Path
 from rlhfx.arguments import flags_for
 
 LOOP_SETS = {"model", "dataset", "output_dir", "rollout_batch_size"}
-SCORING = {"reward_model", "reward_func"}
+SCORING = {"reward_model", "reward_func", "reward_func_timeout"}
 POST_PROCESSING = {"normalize_reward", "reward_template"}
 PROMPT_READING = {"prompt_key", "label_key", "messages_key", "max_samples", "system", "input_template"}
 TRAINING_ONLY = {"batch_size"}
