@@ -10,11 +10,9 @@ from pathlib import Path
 import pytest
 from swift_examples import EXAMPLES
 
-from rlhfx.arguments import FLAGS
 from rlhfx.registry.datasets import DEMO_DATA_DIR
 
 ROOT = Path(__file__).parent.parent
-KNOWN_FLAGS = {n for f in FLAGS for n in (f.name, *f.aliases)}
 DATA = {"sft": "demo_sft", "pref": "demo_pref", "kto": "demo_kto", "prompts": "demo_prompts", "math": "demo_math"}
 SYSTEM = ("The assistant first thinks about the reasoning process and then answers: "
           "<think> reasoning </think><answer> answer </answer>")
@@ -56,13 +54,8 @@ def run_script(example, workdir: Path) -> tuple[Path, int, str]:
 @pytest.mark.parametrize("example", [pytest.param(e, marks=[pytest.mark.slow] if e.slow else [],
                                                  id=e.path.removeprefix("examples/train/")) for e in EXAMPLES])
 def test_ms_swift_example(example, workdir):
-    missing = [flag for flag in example.needs if flag not in KNOWN_FLAGS]
-    if missing:
-        pytest.skip(f"uses issue 17's flags {', '.join('--' + f for f in missing)}, not merged here")
     folder, code, output = run_script(example, workdir)
     if example.expect == "runs":
-        if "KTO estimates its KL" in output:
-            pytest.skip("ms-swift's per-device batch of 1 for KTO waits for issue 15 (KTO's batch defaults)")
         assert code == 0, output[-4000:]
         finished = list((folder / "output").rglob("summary.json"))  # without --output_dir: output/tiny/v0-<time>
         assert len(finished) == 1, output[-4000:]
