@@ -203,9 +203,8 @@ def examples_section() -> list[str]:
              "| script | on rlhfx | why |", "| --- | --- | --- |"]
     for example in EXAMPLES:
         result = "runs" if example.expect == "runs" else f"stops: `{example.expect}`"
-        why = (example.why + "." if example.why else "") + (
-            f" Needs issue 17's {', '.join('--' + n for n in example.needs)}." if example.needs else "")
-        lines.append(f"| {example.path} | {result} | {why.strip()} |")
+        why = example.why + "." if example.why else ""
+        lines.append(f"| {example.path} | {result} | {why} |")
     return lines
 
 
