@@ -2,9 +2,11 @@
 
 The tokenizer's own chat template, TRL's trainer with default data handling; same model, rows, batch, steps,
 learning rate and seed as the rlhfx command it is compared with, and the same tokens in every batch. SFT rows are
-conversational. DPO prompts are rendered by the chat template and the answers are plain text, which TRL ends with
-the EOS (end-of-turn) token as rlhfx does: conversational DPO rows would also train the newline the template puts
-after the end-of-turn token, one token more per answer than rlhfx.
+conversational, the loss on the assistant turns by the template's {% generation %} markers; a template without
+them (a real model's) gets TRL's prompt-completion rows instead: the loss on the last answer, the same forward.
+DPO prompts are rendered by the chat template and the answers are plain text, which TRL ends with the EOS
+(end-of-turn) token as rlhfx does: conversational DPO rows would also train the newline the template puts after
+the end-of-turn token, one token more per answer than rlhfx.
 Writes {"train_seconds", "global_step"} (the wall time of trainer.train()) to --out.
 """
 
@@ -19,6 +21,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 def rows(path: str, algo: str, tokenizer) -> Dataset:
     data = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    if algo == "sft" and "{% generation %}" not in tokenizer.chat_template:  # no assistant mask: TRL's prompt-completion
+        data = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in data]
     if algo == "dpo":  # the prompt rendered by the chat template; TRL ends each answer with the EOS (end-of-turn) token
         data = [{"prompt": tokenizer.apply_chat_template([{"role": "user", "content": r["prompt"]}], tokenize=False,
                                                          add_generation_prompt=True),
@@ -46,7 +50,8 @@ def main() -> None:
     if opts.algo == "sft":
         from trl import SFTConfig, SFTTrainer
 
-        trainer = SFTTrainer(model=model, args=SFTConfig(**common, assistant_only_loss=True),
+        masks = "{% generation %}" in tokenizer.chat_template
+        trainer = SFTTrainer(model=model, args=SFTConfig(**common, assistant_only_loss=masks),
                              train_dataset=rows(opts.data, "sft", tokenizer), processing_class=tokenizer)
     else:
         from trl import DPOConfig, DPOTrainer

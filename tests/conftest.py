@@ -82,7 +82,9 @@ def sft_model(tmp_path_factory):
 # Test files whose features were committed at the end of a session without an uncontended run of the whole
 # suite from a fresh clone. They get the `wip` marker, which scripts/test.sh (and so CI) leaves out until the
 # next session runs them (`python -m pytest -m wip`), fixes what fails and removes the file from this list.
-PENDING_VERIFICATION: set[str] = set()
+PENDING_VERIFICATION: set[str] = {
+    "test_real_model.py",  # slow; its conversion and dpo tests passed, sft/grpo/export did not finish here (issue 18)
+}
 
 
 def pytest_collection_modifyitems(config, items):

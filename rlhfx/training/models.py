@@ -1,7 +1,7 @@
 """Load the policy, its tokenizer, the reference model and the LoRA config for a run.
 
-`--model` is `tiny` (built locally), a local folder (full weights, or a PEFT adapter folder whose
-base is loaded and merged), or a hub id.
+`--model` is `tiny` (built locally), `smollm2-135m-instruct` (converted once from a pip package), a local
+folder (full weights, or a PEFT adapter folder whose base is loaded and merged), or a hub id.
 """
 
 import copy
@@ -33,6 +33,10 @@ def resolve_model_path(model: str | None, model_type: str | None) -> str:
         from rlhfx.registry.tiny import tiny_model_path
 
         return str(tiny_model_path())
+    if model == "smollm2-135m-instruct":
+        from rlhfx.registry.smollm2 import smollm2_model_path
+
+        return str(smollm2_model_path())
     return model
 
 
