@@ -96,14 +96,12 @@ def row_lengths(args, kind: str, rows: list[dict]) -> tuple[list[int], str]:
         return [len(_text(row)) for row in rows], "characters"
     from rlhfx.engines.loading import resolve_model_spec
     from rlhfx.templates.encoder import ChatEncoder
-    from rlhfx.templates.templates import get_template
     from rlhfx.training.encode import ENCODERS
-    from rlhfx.training.models import load_tokenizer
     from rlhfx.training.runner import quiet_libraries
 
     quiet_libraries()
     spec = resolve_model_spec(type(args)(command=args.command, values={**args.values, "adapters": None}))
-    encoder = ChatEncoder(load_tokenizer(spec.tokenizer_path), get_template(spec.template) if spec.template else None)
+    encoder = ChatEncoder(spec.tokenizer, spec.choice.template)
     if kind == "prompt":
         return [len(encoder.encode_prompt(row["prompt"])) for row in rows], "tokens"
     return [ENCODERS[kind](row, encoder)[1] for row in rows], "tokens"

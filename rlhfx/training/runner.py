@@ -153,7 +153,9 @@ def run(args, algo_name: str) -> Path:
         sft_rows, sft_val_rows, sft_report = load_data(data_config(args, "sft", getattr(args, sft_flag) or [], sft_flag))
         report.merge(sft_report)
     policy = load_policy(args, getattr(algo, "MODEL_CLASS", "causal_lm"))
-    encoder = make_encoder(args, policy.tokenizer, policy.model_type)
+    from rlhfx.engines.loading import run_args
+
+    encoder, template = make_encoder(args, policy.tokenizer, policy.model_type, run_args(policy.path))
     train_dataset = encode_rows(algo.KIND, train_rows, encoder, args.max_length, report, "train")
     eval_dataset = encode_rows(algo.KIND, val_rows, encoder, args.max_length, report, "val") if val_rows else None
     sft_train, sft_eval = None, None
@@ -174,7 +176,7 @@ def run(args, algo_name: str) -> Path:
                              "pass a writable --output_dir.") from None
         record = {**args.to_dict(), "rlhf_type": algo_name, "model_path": policy.path,
                   "model_type": policy.model_type.name,
-                  "template": None if args.use_chat_template else (args.template or policy.model_type.template),
+                  "template": template.name, "template_reason": template.reason,
                   "learning_rate": learning_rate}
         if checkpoint:
             say(f"resuming from {checkpoint}")
@@ -184,6 +186,7 @@ def run(args, algo_name: str) -> Path:
         write_json_atomic(output_dir / "data_report.json", report.to_dict())
     say(f"[bold]rlhfx {algo_name}[/bold]  model {policy.path} ({policy.model_type.name})  "
         f"train {len(train_dataset)} rows, val {len(eval_dataset) if eval_dataset else 0} rows  -> {output_dir}")
+    say(f"  template: {template.describe()}")
     for line in report.summary_lines():
         say(f"  data: {line}")
 
