@@ -93,3 +93,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in PENDING_VERIFICATION:
             item.add_marker(pytest.mark.wip)
+
+
+@pytest.fixture(scope="session")
+def chat_model(tmp_path_factory):
+    """The tiny model under a name the registry does not know, its tokenizer given SmolLM2's chat template (no
+    {% generation %} markers, a default system prompt of its own): what most local fine-tunes look like."""
+    from transformers import AutoTokenizer
+
+    from published_templates import SMOLLM2
+    from rlhfx.registry.tiny import tiny_model_path
+
+    folder = tmp_path_factory.mktemp("models") / "my-chat-model"
+    shutil.copytree(tiny_model_path(), folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = SMOLLM2
+    tokenizer.save_pretrained(folder)
+    return folder

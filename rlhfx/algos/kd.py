@@ -17,7 +17,6 @@ from rlhfx.algos.losses import kd_loss
 from rlhfx.errors import RlhfxError
 
 KIND = "sft"
-DEFAULT_LR = {"full": 1e-4, "lora": 2e-4}
 
 
 class KDTrainer(SFTTrainer):

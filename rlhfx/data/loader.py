@@ -25,6 +25,7 @@ class DataConfig:
         response_key).
     system: a system prompt for rows that have none.
     input_template: OpenRLHF --input_template, e.g. "User: {}\\nAssistant: " (see formats.py).
+    desirable_threshold: unpaired rows with a numeric label (a score) are desirable when it is at least this.
     """
 
     datasets: list[str]
@@ -42,6 +43,7 @@ class DataConfig:
     messages_key: str | None = None
     system: str | None = None
     input_template: str | None = None
+    desirable_threshold: float | None = None
 
     def renames(self) -> dict[str, str]:
         """The key flags as `{dataset_key: rlhfx_key}`."""
@@ -80,7 +82,8 @@ def _as_validation(raw: RawDataset) -> RawDataset:
 def _rows(raw: RawDataset, cfg: DataConfig, report: DropReport) -> list[dict]:
     renames = {**(raw.columns or {}), **cfg.renames()}
     rows = normalise_rows(raw.rows, cfg.kind, raw.name, report, renames=renames,
-                          system=cfg.system, input_template=cfg.input_template)
+                          system=cfg.system, input_template=cfg.input_template,
+                          desirable_threshold=cfg.desirable_threshold)
     if raw.take is None:
         return rows
     rows = sample_rows(rows, raw.take, cfg.seed)

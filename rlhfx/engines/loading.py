@@ -51,6 +51,17 @@ def run_args(folder: str | None) -> dict:
     return json.loads(file.read_text()) if file.is_file() else {}
 
 
+def apply_run_system(args) -> None:
+    """Without --system, the system prompt recorded by the run being loaded (--adapters, else a --model run or
+    export folder), so a model trained with --system answers with it without the flag being repeated."""
+    if "system" in args.explicit:
+        return
+    folder = args.adapters or (args.model if args.model and Path(args.model).is_dir() else None)
+    recorded = run_args(folder).get("system")
+    if recorded:
+        args.values["system"] = recorded
+
+
 def _is_adapter(folder: str) -> bool:
     return (Path(folder) / "adapter_config.json").is_file()
 

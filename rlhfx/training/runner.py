@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from rlhfx.algos import get_algo
+from rlhfx.algos import ALGOS, get_algo
 from rlhfx.data.loader import DataConfig, load_data
 from rlhfx.errors import RlhfxError
 from rlhfx.training.outputs import default_root, resolve_output_dir, write_json_atomic
@@ -64,7 +64,8 @@ def data_config(args, kind: str, datasets: list[str] | None = None, flag: str = 
         max_samples=args.max_samples if primary else args.sft_max_samples,
         prompt_key=args.prompt_key, chosen_key=args.chosen_key, rejected_key=args.rejected_key,
         response_key=args.response_key, label_key=args.label_key, messages_key=args.messages_key,
-        system=args.system, input_template=args.input_template)
+        system=args.system, input_template=args.input_template,
+        desirable_threshold=args.values.get("desirable_threshold"))
 
 
 POSITIVE_INTS = ("batch_size", "eval_batch_size", "train_batch_size", "gradient_accumulation_steps", "lora_rank",
@@ -165,7 +166,7 @@ def run(args, algo_name: str) -> Path:
         sft_eval = encode_rows("sft", sft_val_rows, encoder, sft_max_length, report, "sft val") if sft_val_rows else None
 
     output_dir, checkpoint = run_folder(args, policy.model_type.name)
-    learning_rate = args.learning_rate or algo.DEFAULT_LR[args.train_type]
+    learning_rate = args.learning_rate or ALGOS[algo_name].default_lr[args.train_type]
     metrics_path = output_dir / "metrics.jsonl"
     before = {}  # held-out metrics before training; on resume, the first run's, read back from metrics.jsonl
     if is_main_process():
