@@ -68,7 +68,7 @@ class RichProgress(TrainerCallback):
                 self.drawn = time.monotonic()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.plain and logs and state.is_world_process_zero:
+        if self.plain and state.is_world_process_zero and any(k in PLAIN_KEYS for k in logs or {}):
             print(plain_line(state.global_step, state.max_steps, state.epoch, logs, time.monotonic() - self.started),
                   flush=True)
         if self.progress and logs:
