@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rlhfx.algos import ALGOS, learning_rate_help, rate
 from rlhfx.errors import RlhfxError
+from rlhfx.templates.templates import TEMPLATES
 
 TRAIN = ("sft", "rlhf")
 RLHF = ("rlhf",)
@@ -40,7 +41,7 @@ FLAGS: list[Flag] = [
     # model
     Flag("model", str, None, "Hub id, local folder, or `tiny` (the embedded model).", ("pretrain", "model_id_or_path"), "model"),
     Flag("model_type", str, None, "Model family from the registry (llama3, qwen2, ..., ms-swift names like llama3-8b-instruct work); detected from --model when omitted.", (), "model"),
-    Flag("template", str, None, "Chat template name overriding the model type's (chatml, llama3, qwen2, mistral, gemma, phi3, deepseek, llama2, default).", (), "model"),
+    Flag("template", str, None, f"Chat template name overriding the model type's ({', '.join(TEMPLATES)}).", (), "model"),
     Flag("use_chat_template", bool, False, "Render with the tokenizer's own chat_template (the default for models the registry does not know); the loss mask comes from its {% generation %} markers, else from rendering the conversation prefix by prefix.", ("apply_chat_template",), "model"),
     Flag("ref_model", str, None, "Reference model for DPO and KTO (default: frozen copy of --model, or the adapter-disabled base under LoRA).", ("ref_pretrain",), "model", RLHF, algos=("dpo", "kto", "alright", "maxright", "mix") + RL),
     Flag("torch_dtype", str, "auto", "Weights dtype: auto (float32 on CPU; bfloat16 on GPUs that support it, except weights fully trained without DeepSpeed: float32, with --bf16 autocasting their matmuls), float32, bfloat16, float16.", ("dtype",), "model", choices=("auto", "float32", "bfloat16", "float16")),
