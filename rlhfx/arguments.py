@@ -11,9 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlhfx.algos import ALGOS, learning_rate_help, rate
 from rlhfx.errors import RlhfxError
-from rlhfx.templates.templates import TEMPLATES
 
 TRAIN = ("sft", "rlhf")
 RLHF = ("rlhf",)
@@ -34,6 +32,31 @@ class Flag:
 
 
 PAIRWISE_REF = ("dpo", "alright", "maxright", "mix")
+
+# --rlhf_type (and sft) -> peak learning rate without --learning_rate, by --train_type. The runner reads it from
+# here, and --learning_rate's help and docs/cli.md state it.
+DEFAULT_LR = {
+    "sft": {"full": 1e-4, "lora": 2e-4}, "dpo": {"full": 5e-6, "lora": 5e-5}, "kto": {"full": 1e-6, "lora": 5e-5},
+    "cpo": {"full": 5e-6, "lora": 5e-5}, "orpo": {"full": 5e-6, "lora": 5e-5}, "simpo": {"full": 1e-6, "lora": 5e-5},
+    "rm": {"full": 1e-5, "lora": 1e-4}, "prm": {"full": 1e-5, "lora": 1e-4}, "ppo": {"full": 1e-6, "lora": 2e-5},
+    "grpo": {"full": 1e-6, "lora": 2e-5}, "rloo": {"full": 1e-6, "lora": 2e-5},
+    "reinforce_pp": {"full": 1e-6, "lora": 2e-5}, "alright": {"full": 5e-6, "lora": 5e-5},
+    "maxright": {"full": 5e-6, "lora": 5e-5}, "mix": {"full": 5e-6, "lora": 5e-5}, "kd": {"full": 1e-4, "lora": 2e-4},
+}
+
+
+def rate(value: float) -> str:
+    """A learning rate as people write it: 2e-4."""
+    return f"{value:.0e}".replace("e-0", "e-")
+
+
+def learning_rate_help() -> str:
+    """--learning_rate's help: each algorithm's defaults, algorithms with the same ones together."""
+    groups: dict[tuple[float, float], list[str]] = {}
+    for name, lr in DEFAULT_LR.items():
+        groups.setdefault((lr["lora"], lr["full"]), []).append(name)
+    listed = "; ".join(f"{rate(lora)} / {rate(full)} for {', '.join(names)}" for (lora, full), names in groups.items())
+    return f"Peak learning rate (default by algorithm, LoRA / full: {listed})."
 RL = ("ppo", "grpo", "rloo", "reinforce_pp")  # the online RL trainer and its presets
 
 
@@ -41,7 +64,7 @@ FLAGS: list[Flag] = [
     # model
     Flag("model", str, None, "Hub id, local folder, or `tiny` (the embedded model).", ("pretrain", "model_id_or_path"), "model"),
     Flag("model_type", str, None, "Model family from the registry (llama3, qwen2, ..., ms-swift names like llama3-8b-instruct work); detected from --model when omitted.", (), "model"),
-    Flag("template", str, None, f"Chat template name overriding the model type's ({', '.join(TEMPLATES)}).", (), "model"),
+    Flag("template", str, None, "Chat template name overriding the model type's (chatml, qwen2, qwen2.5, llama2, llama3, llama3.1, llama3.2, mistral, gemma, phi3, deepseek, default).", (), "model"),
     Flag("use_chat_template", bool, False, "Render with the tokenizer's own chat_template (the default for models the registry does not know); the loss mask comes from its {% generation %} markers, else from rendering the conversation prefix by prefix.", ("apply_chat_template",), "model"),
     Flag("ref_model", str, None, "Reference model for DPO and KTO (default: frozen copy of --model, or the adapter-disabled base under LoRA).", ("ref_pretrain",), "model", RLHF, algos=("dpo", "kto", "alright", "maxright", "mix") + RL),
     Flag("torch_dtype", str, "auto", "Weights dtype: auto (float32 on CPU; bfloat16 on GPUs that support it, except weights fully trained without DeepSpeed: float32, with --bf16 autocasting their matmuls), float32, bfloat16, float16.", ("dtype",), "model", choices=("auto", "float32", "bfloat16", "float16")),
@@ -426,7 +449,7 @@ def print_help(command: str, summary: str, algo: str | None = None) -> None:
             default = "" if flag.default is None else f" [default: {flag.default}]"
             text = flag.help
             if flag.name == "learning_rate" and (algo or command == "sft"):
-                lr = ALGOS[algo or "sft"].default_lr
+                lr = DEFAULT_LR[algo or "sft"]
                 text = f"Peak learning rate (default for {algo or 'sft'}: {rate(lr['lora'])} LoRA, {rate(lr['full'])} full)."
             table.add_row(names, text + default)
         console.print(table)

@@ -8,7 +8,7 @@ models), `SFT_DATA_FLAG = "sft_dataset"` (a second, SFT data set trained jointly
 `write_outputs(output_dir, args)` (extra files such as plots, written on the main process before summary.json),
 `check_args(args)` (flag checks run by `rlhfx rlhf` before any model loads), `OWN_TRAINING_LOOP = True` (the
 trainer is not a Hugging Face Trainer and writes its checkpoints itself; the runner does not wrap its saving).
-Its default learning rates live in its entry below (light to import, so `--help` states them).
+Its default learning rates live in rlhfx.arguments.DEFAULT_LR, next to the flag, so `--help` states them.
 """
 
 import difflib
@@ -22,27 +22,26 @@ from rlhfx.errors import RlhfxError
 class AlgoEntry:
     name: str
     module: str
-    default_lr: dict  # {"full": .., "lora": ..}: the peak learning rate without --learning_rate
     summary: str
 
 
 ALGOS = {e.name: e for e in [
-    AlgoEntry("sft", "rlhfx.algos.sft", {"full": 1e-4, "lora": 2e-4}, "supervised fine-tuning"),
-    AlgoEntry("dpo", "rlhfx.algos.dpo", {"full": 5e-6, "lora": 5e-5}, "DPO (sigmoid), cDPO (--label_smoothing), IPO (--loss_type ipo), RPO (--rpo_alpha)"),
-    AlgoEntry("kto", "rlhfx.algos.kto", {"full": 1e-6, "lora": 5e-5}, "KTO on unpaired data"),
-    AlgoEntry("cpo", "rlhfx.algos.cpo", {"full": 5e-6, "lora": 5e-5}, "CPO, reference-free"),
-    AlgoEntry("orpo", "rlhfx.algos.orpo", {"full": 5e-6, "lora": 5e-5}, "ORPO, odds-ratio preference"),
-    AlgoEntry("simpo", "rlhfx.algos.simpo", {"full": 1e-6, "lora": 5e-5}, "SimPO, length-normalised reference-free"),
-    AlgoEntry("rm", "rlhfx.algos.rm", {"full": 1e-5, "lora": 1e-4}, "Bradley-Terry reward model (scalar head, optional margin)"),
-    AlgoEntry("prm", "rlhfx.algos.prm", {"full": 1e-5, "lora": 1e-4}, "process reward model: per-step labels at placeholder tokens"),
-    AlgoEntry("ppo", "rlhfx.algos.ppo", {"full": 1e-6, "lora": 2e-5}, "PPO with a critic (gae), or any --advantage_estimator of the RL trainer"),
-    AlgoEntry("grpo", "rlhfx.algos.ppo", {"full": 1e-6, "lora": 2e-5}, "GRPO: group_norm advantages, KL as a k3 loss term (preset of ppo)"),
-    AlgoEntry("rloo", "rlhfx.algos.ppo", {"full": 1e-6, "lora": 2e-5}, "RLOO: leave-one-out baseline (preset of ppo)"),
-    AlgoEntry("reinforce_pp", "rlhfx.algos.ppo", {"full": 1e-6, "lora": 2e-5}, "REINFORCE++: whitened discounted returns, no critic (preset of ppo)"),
-    AlgoEntry("alright", "rlhfx.algos.alright", {"full": 5e-6, "lora": 5e-5}, "ALRIGHT joint SFT + DPO: a DPO step with probability --lambd, else SFT"),
-    AlgoEntry("maxright", "rlhfx.algos.maxright", {"full": 5e-6, "lora": 5e-5}, "MAXRIGHT joint SFT + DPO: train the objective farthest from its optimum"),
-    AlgoEntry("mix", "rlhfx.algos.mix", {"full": 5e-6, "lora": 5e-5}, "weighted SFT + DPO sum every step (baseline for ALRIGHT/MAXRIGHT)"),
-    AlgoEntry("kd", "rlhfx.algos.kd", {"full": 1e-4, "lora": 2e-4}, "knowledge distillation from --teacher_model: (1 - kd_coef) NLL + kd_coef teacher cross-entropy"),
+    AlgoEntry("sft", "rlhfx.algos.sft", "supervised fine-tuning"),
+    AlgoEntry("dpo", "rlhfx.algos.dpo", "DPO (sigmoid), cDPO (--label_smoothing), IPO (--loss_type ipo), RPO (--rpo_alpha)"),
+    AlgoEntry("kto", "rlhfx.algos.kto", "KTO on unpaired data"),
+    AlgoEntry("cpo", "rlhfx.algos.cpo", "CPO, reference-free"),
+    AlgoEntry("orpo", "rlhfx.algos.orpo", "ORPO, odds-ratio preference"),
+    AlgoEntry("simpo", "rlhfx.algos.simpo", "SimPO, length-normalised reference-free"),
+    AlgoEntry("rm", "rlhfx.algos.rm", "Bradley-Terry reward model (scalar head, optional margin)"),
+    AlgoEntry("prm", "rlhfx.algos.prm", "process reward model: per-step labels at placeholder tokens"),
+    AlgoEntry("ppo", "rlhfx.algos.ppo", "PPO with a critic (gae), or any --advantage_estimator of the RL trainer"),
+    AlgoEntry("grpo", "rlhfx.algos.ppo", "GRPO: group_norm advantages, KL as a k3 loss term (preset of ppo)"),
+    AlgoEntry("rloo", "rlhfx.algos.ppo", "RLOO: leave-one-out baseline (preset of ppo)"),
+    AlgoEntry("reinforce_pp", "rlhfx.algos.ppo", "REINFORCE++: whitened discounted returns, no critic (preset of ppo)"),
+    AlgoEntry("alright", "rlhfx.algos.alright", "ALRIGHT joint SFT + DPO: a DPO step with probability --lambd, else SFT"),
+    AlgoEntry("maxright", "rlhfx.algos.maxright", "MAXRIGHT joint SFT + DPO: train the objective farthest from its optimum"),
+    AlgoEntry("mix", "rlhfx.algos.mix", "weighted SFT + DPO sum every step (baseline for ALRIGHT/MAXRIGHT)"),
+    AlgoEntry("kd", "rlhfx.algos.kd", "knowledge distillation from --teacher_model: (1 - kd_coef) NLL + kd_coef teacher cross-entropy"),
 ]}
 
 
@@ -54,17 +53,3 @@ def get_algo(name: str):
         hint = f"did you mean {close[0]}?" if close else f"choose one of {', '.join(ALGOS)}."
         raise RlhfxError(f"Unknown --rlhf_type {name!r}.", hint)
     return importlib.import_module(entry.module)
-
-
-def learning_rate_help() -> str:
-    """--learning_rate's help: each algorithm's defaults, algorithms with the same ones together."""
-    groups: dict[tuple[float, float], list[str]] = {}
-    for entry in ALGOS.values():
-        groups.setdefault((entry.default_lr["lora"], entry.default_lr["full"]), []).append(entry.name)
-    listed = "; ".join(f"{rate(lora)} / {rate(full)} for {', '.join(names)}" for (lora, full), names in groups.items())
-    return f"Peak learning rate (default by algorithm, LoRA / full: {listed})."
-
-
-def rate(value: float) -> str:
-    """A learning rate as people write it: 2e-4."""
-    return f"{value:.0e}".replace("e-0", "e-")

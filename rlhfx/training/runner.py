@@ -13,7 +13,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from rlhfx.algos import ALGOS, get_algo
+from rlhfx.algos import get_algo
+from rlhfx.arguments import DEFAULT_LR
 from rlhfx.data.loader import DataConfig, load_data
 from rlhfx.errors import RlhfxError
 from rlhfx.training.outputs import default_root, resolve_output_dir, write_json_atomic
@@ -166,7 +167,7 @@ def run(args, algo_name: str) -> Path:
         sft_eval = encode_rows("sft", sft_val_rows, encoder, sft_max_length, report, "sft val") if sft_val_rows else None
 
     output_dir, checkpoint = run_folder(args, policy.model_type.name)
-    learning_rate = args.learning_rate or ALGOS[algo_name].default_lr[args.train_type]
+    learning_rate = args.learning_rate or DEFAULT_LR[algo_name][args.train_type]
     metrics_path = output_dir / "metrics.jsonl"
     before = {}  # held-out metrics before training; on resume, the first run's, read back from metrics.jsonl
     if is_main_process():
