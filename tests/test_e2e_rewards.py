@@ -155,6 +155,8 @@ def test_lora_rm_on_a_tokenizer_padding_with_eos_loads_in_plain_transformers(tmp
 
     base = tmp_path / "base"
     shutil.copytree(tiny_model_path(), base)
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # no <|pad|> token: adding one would grow the vocab
+        (base / name).write_text((base / name).read_text().replace("<|pad|>", "<|unused_0|>"))
     tokenizer = AutoTokenizer.from_pretrained(base)
     tokenizer.pad_token, tokenizer.unk_token = tokenizer.eos_token, "<|endoftext|>"
     tokenizer.save_pretrained(base)
