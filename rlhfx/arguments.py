@@ -32,6 +32,34 @@ class Flag:
 
 
 PAIRWISE_REF = ("dpo", "alright", "maxright", "mix")
+
+# --rlhf_type (and sft) -> peak learning rate without --learning_rate, by --train_type. The runner reads it from
+# here, and --learning_rate's help and docs/cli.md state it.
+DEFAULT_LR = {
+    "sft": {"full": 1e-4, "lora": 2e-4}, "dpo": {"full": 5e-6, "lora": 5e-5}, "kto": {"full": 1e-6, "lora": 5e-5},
+    "cpo": {"full": 5e-6, "lora": 5e-5}, "orpo": {"full": 5e-6, "lora": 5e-5}, "simpo": {"full": 1e-6, "lora": 5e-5},
+    "rm": {"full": 1e-5, "lora": 1e-4}, "prm": {"full": 1e-5, "lora": 1e-4}, "ppo": {"full": 1e-6, "lora": 2e-5},
+    "grpo": {"full": 1e-6, "lora": 2e-5}, "rloo": {"full": 1e-6, "lora": 2e-5},
+    "reinforce_pp": {"full": 1e-6, "lora": 2e-5}, "alright": {"full": 5e-6, "lora": 5e-5},
+    "maxright": {"full": 5e-6, "lora": 5e-5}, "mix": {"full": 5e-6, "lora": 5e-5}, "kd": {"full": 1e-4, "lora": 2e-4},
+    "gkd": {"full": 1e-5, "lora": 1e-4},
+}
+
+
+def rate(value: float) -> str:
+    """A learning rate as people write it: 2e-4."""
+    return f"{value:.0e}".replace("e-0", "e-")
+
+
+def learning_rate_help() -> str:
+    """--learning_rate's help: each algorithm's defaults, algorithms with the same ones together."""
+    groups: dict[tuple[float, float], list[str]] = {}
+    for name, lr in DEFAULT_LR.items():
+        groups.setdefault((lr["lora"], lr["full"]), []).append(name)
+    listed = "; ".join(f"{rate(lora)} / {rate(full)} for {', '.join(names)}" for (lora, full), names in groups.items())
+    return f"Peak learning rate (default by algorithm, LoRA / full: {listed})."
+
+
 RL = ("ppo", "grpo", "rloo", "reinforce_pp")  # the online RL trainer and its presets
 
 
@@ -39,8 +67,8 @@ FLAGS: list[Flag] = [
     # model
     Flag("model", str, None, "Hub id, local folder, or `tiny` (the embedded model).", ("pretrain", "model_id_or_path"), "model"),
     Flag("model_type", str, None, "Model family from the registry (llama3, qwen2, ..., ms-swift names like llama3-8b-instruct work); detected from --model when omitted.", (), "model"),
-    Flag("template", str, None, "Chat template name overriding the model type's (chatml, llama3, qwen2, mistral, gemma, phi3, deepseek, llama2, default).", (), "model"),
-    Flag("use_chat_template", bool, False, "Render with the tokenizer's own chat_template (needs {% generation %} markers for SFT masks).", ("apply_chat_template",), "model"),
+    Flag("template", str, None, "Chat template name overriding the model type's (chatml, qwen2, qwen2.5, llama2, llama3, llama3.1, llama3.2, mistral, gemma, phi3, deepseek, default).", (), "model"),
+    Flag("use_chat_template", bool, False, "Render with the tokenizer's own chat_template (the default for models the registry does not know); the loss mask comes from its {% generation %} markers, else from rendering the conversation prefix by prefix.", ("apply_chat_template",), "model"),
     Flag("ref_model", str, None, "Reference model for DPO and KTO (default: frozen copy of --model, or the adapter-disabled base under LoRA).", ("ref_pretrain",), "model", RLHF, algos=("dpo", "kto", "alright", "maxright", "mix") + RL),
     Flag("torch_dtype", str, "auto", "Weights dtype: auto (float32 on CPU; bfloat16 on GPUs that support it, except weights fully trained without DeepSpeed: float32, with --bf16 autocasting their matmuls), float32, bfloat16, float16.", ("dtype",), "model", choices=("auto", "float32", "bfloat16", "float16")),
     # adapters
@@ -70,7 +98,7 @@ FLAGS: list[Flag] = [
     Flag("model_author", str, None, "Self-cognition data: replaces {{AUTHOR}} in the rows; two values = Chinese and English author (rows tagged zh take the first).", (), "data", is_list=True),
     Flag("train_on", str, "all", "Which assistant turns SFT learns: all or last.", (), "data", choices=("all", "last")),
     # optimisation
-    Flag("learning_rate", float, None, "Peak learning rate (default: 1e-4 for LoRA, 1e-5 for full; rlhf DPO 5e-6 full).", ("lr", "actor_learning_rate")),
+    Flag("learning_rate", float, None, learning_rate_help(), ("lr", "actor_learning_rate")),
     Flag("num_train_epochs", float, 1.0, "Epochs over the training data.", ("max_epochs",)),
     Flag("max_steps", int, -1, "Stop after this many optimizer steps (overrides epochs; -1: no cap).", ()),
     Flag("batch_size", int, 1, "Per-device micro batch size (kto: default 2; infer and sample: prompts per generation batch, default 16).", ("per_device_train_batch_size", "micro_train_batch_size", "rlhf_micro_train_batch_size")),
@@ -120,6 +148,7 @@ FLAGS: list[Flag] = [
     Flag("rpo_alpha", float, 0.0, "Weight of the NLL term on chosen responses (RPO; OpenRLHF --nll_loss_coef).", ("nll_loss_coef",), "algorithm", RLHF, algos=("dpo",)),
     Flag("desirable_weight", float, 1.0, "KTO weight of desirable examples.", (), "algorithm", RLHF, algos=("kto",)),
     Flag("undesirable_weight", float, 1.0, "KTO weight of undesirable examples.", (), "algorithm", RLHF, algos=("kto",)),
+    Flag("desirable_threshold", float, None, "KTO data whose --label_key column is a score (e.g. a 1-10 rating): rows scoring at least this are desirable, the others undesirable.", (), "data", ("rlhf", "data"), algos=("kto",)),
     Flag("cpo_alpha", float, None, "Weight of the NLL term on chosen responses (default: cpo 1.0, simpo 0).", (), "algorithm", RLHF, algos=("cpo", "simpo")),
     Flag("simpo_gamma", float, 1.0, "SimPO target reward margin gamma.", (), "algorithm", RLHF, algos=("simpo",)),
     Flag("placeholder_token", str, "<|step|>", "PRM: the token that marks the end of each reasoning step.", (), "algorithm", RLHF, algos=("prm",)),
@@ -231,7 +260,7 @@ _SHARED_WITH_TOOLS = {
     "output_dir": ("export",), "adapters": ("export",), "dataset": ("data",), "max_length": ("data",),
     "max_samples": ("data",), "seed": ("data",), "prompt_key": ("data",), "chosen_key": ("data",),
     "rejected_key": ("data",), "response_key": ("data",), "label_key": ("data",), "messages_key": ("data",),
-    "system": ("data",), "input_template": ("data",), "rlhf_type": ("data",),
+    "system": ("data",), "input_template": ("data",), "rlhf_type": ("data",), "train_on": ("data",),
     "dataset_num_proc": ("data",), "model_name": ("data",), "model_author": ("data",),
 }
 
@@ -475,6 +504,10 @@ def print_help(command: str, summary: str, algo: str | None = None) -> None:
         for flag in flags:
             names = ", ".join(f"--{n}" for n in (flag.name, *flag.aliases))
             default = "" if flag.default is None else f" [default: {flag.default}]"
-            table.add_row(names, flag.help + default)
+            text = flag.help
+            if flag.name == "learning_rate" and (algo or command == "sft"):
+                lr = DEFAULT_LR[algo or "sft"]
+                text = f"Peak learning rate (default for {algo or 'sft'}: {rate(lr['lora'])} LoRA, {rate(lr['full'])} full)."
+            table.add_row(names, text + default)
         console.print(table)
     sys.stdout.flush()

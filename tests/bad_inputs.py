@@ -181,7 +181,7 @@ CASES = [
          ["data", "chek", "--dataset", "demo-pref"], ("unknown subcommand `rlhfx data chek`",)),
     Case("data-check-kto-labels", "data check", "`data check` on KTO rows with bad labels",
          ["data", "check", "--kind", "unpaired", "--dataset", "kto.jsonl"], ("every row", "'wrong type'"),
-         {"kto.jsonl": jsonl({**KTO_ROW, "label": 3})}),
+         {"kto.jsonl": jsonl({**KTO_ROW, "label": "maybe"})}),
     Case("data-check-too-long", "data check", "`data check` where every row is too long",
          ["data", "check", "--kind", "pairwise", *TINY, "--dataset", "demo-pref#8", "--max_length", "4"],
          ("every row is longer than --max_length 4",)),
@@ -249,6 +249,12 @@ CASES = [
           "--output_file", "out"], ("did not return within 1 seconds", "--reward_func_timeout"),
          {"gen.jsonl": jsonl({"input": "Hi", "output": "Hello"}),
           "slow.py": "import time\ndef reward_func(queries, prompts, labels):\n    time.sleep(30)\n"}),
+    Case("kto-scores-without-threshold", "data check", "KTO on rows scored 1-10 (UltraFeedback style) without a threshold",
+         ["data", "check", "--rlhf_type", "kto", "--dataset", "uf.jsonl", "--response_key", "response", "--label_key",
+          "score"], ("'score' holds scores", "--desirable_threshold"),
+         {"uf.jsonl": jsonl({"instruction": "Q", "response": "A", "score": 8})}),
+    Case("gkd-no-teacher", "flags", "Distillation (kd, gkd) without --teacher_model",
+         ["rlhf", "--rlhf_type", "gkd", *TINY, "--dataset", "demo-sft", *OUT], ("--rlhf_type gkd needs a teacher", "--teacher_model")),
 ]
 
 

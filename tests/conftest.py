@@ -35,18 +35,18 @@ CHATML_TEMPLATE = (
 )
 
 
-@pytest.fixture(scope="session")
-def chatml_tokenizer():
-    """A byte-level BPE tokenizer (vocab 300) trained on a few sentences, with ChatML special tokens."""
+def make_tokenizer(special_tokens, chat_template, eos_token, bos_token=None, pad_token=None, vocab_size=300):
+    """A byte-level BPE tokenizer trained on a few sentences, with the given special tokens and chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
+    specials = list(dict.fromkeys([*special_tokens, *(t for t in (eos_token, bos_token, pad_token) if t)]))
     trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<|im_start|>", "<|im_end|>", "<|pad|>"],
+        vocab_size=vocab_size + len(specials),
+        special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -58,14 +58,18 @@ def chatml_tokenizer():
         "user assistant system",
     ]
     tokenizer.train_from_iterator(sentences, trainer)
-    wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        eos_token="<|im_end|>",
-        pad_token="<|pad|>",
-        additional_special_tokens=["<|im_start|>"],
-    )
-    wrapped.chat_template = CHATML_TEMPLATE
+    others = [t for t in specials if t not in (eos_token, bos_token, pad_token)]
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=eos_token, bos_token=bos_token,
+                                      pad_token=pad_token, additional_special_tokens=others)
+    wrapped.chat_template = chat_template
     return wrapped
+
+
+@pytest.fixture(scope="session")
+def chatml_tokenizer():
+    """A byte-level BPE tokenizer (vocab 300) trained on a few sentences, with ChatML special tokens."""
+    return make_tokenizer(["<|im_start|>", "<|im_end|>", "<|pad|>"], CHATML_TEMPLATE, "<|im_end|>",
+                          pad_token="<|pad|>", vocab_size=297)
 
 
 @pytest.fixture(scope="session")
@@ -91,3 +95,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in PENDING_VERIFICATION:
             item.add_marker(pytest.mark.wip)
+
+
+@pytest.fixture(scope="session")
+def chat_model(tmp_path_factory):
+    """The tiny model under a name the registry does not know, its tokenizer given SmolLM2's chat template (no
+    {% generation %} markers, a default system prompt of its own): what most local fine-tunes look like."""
+    from transformers import AutoTokenizer
+
+    from published_templates import SMOLLM2
+    from rlhfx.registry.tiny import tiny_model_path
+
+    folder = tmp_path_factory.mktemp("models") / "my-chat-model"
+    shutil.copytree(tiny_model_path(), folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = SMOLLM2
+    tokenizer.save_pretrained(folder)
+    return folder

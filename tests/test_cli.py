@@ -1,6 +1,7 @@
 """Flag parsing (both seed dialects, --config, did-you-mean), the fast CLI, and the torchrun relaunch command."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -123,3 +124,22 @@ def test_openrlhf_minus_one_steps_mean_only_at_the_end():
     assert kwargs["save_strategy"] == "no" and kwargs["eval_strategy"] == "no"
     kwargs = hf_training_kwargs(parse_args("sft", ["--eval_steps", "5"]), "out", 1e-4, True)
     assert kwargs["save_strategy"] == "steps" and (kwargs["eval_strategy"], kwargs["eval_steps"]) == ("steps", 5)
+
+
+@pytest.mark.parametrize("algo", ["sft", "dpo", "kto", "rm", "grpo", "alright"])
+def test_learning_rate_help_states_the_defaults_the_run_uses(algo, capsys):
+    """The help reads each algorithm's default learning rates from the table the runner takes them from."""
+    from rlhfx.algos import ALGOS
+    from rlhfx.arguments import DEFAULT_LR, FLAGS, print_help
+
+    assert set(DEFAULT_LR) == set(ALGOS)
+    lora, full = DEFAULT_LR[algo]["lora"], DEFAULT_LR[algo]["full"]
+    if algo == "sft":
+        assert (lora, full) == (2e-4, 1e-4)
+    print_help("sft" if algo == "sft" else "rlhf", "summary", algo=None if algo == "sft" else algo)
+    text = " ".join(capsys.readouterr().out.split())
+    lora, full = (f"{x:.0e}".replace("e-0", "e-") for x in (lora, full))
+    wanted = f"{lora} LoRA, {full} full"
+    assert wanted in text, text[text.find("--learning_rate"):][:300]
+    general = next(f for f in FLAGS if f.name == "learning_rate").help  # --help without an algorithm, docs/cli.md
+    assert re.search(rf"{lora} / {full} for [a-z_, ]*\b{algo}\b", general), general

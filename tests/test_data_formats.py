@@ -110,6 +110,20 @@ def test_hh_rlhf_transcripts_to_pairwise(tmp_path):
     assert train == [{"prompt": prompt, "chosen": "Knock knock.", "rejected": "No."}]
 
 
+def test_hh_rlhf_prompt_column_is_parsed_into_turns(tmp_path):
+    """Dahoas/rm-static style: the prompt is the transcript up to "\n\nAssistant:", the answers follow its colon."""
+    rows = [{"prompt": "\n\nHuman: Hi\n\nAssistant: Hello\n\nHuman: Joke?\n\nAssistant:",
+             "chosen": " Knock knock.", "rejected": " No."},
+            {"prompt": "Plain question\n\nAssistant: is not a transcript", "chosen": " a", "rejected": "b"}]
+    train, _ = load(tmp_path, rows, "pairwise")
+    assert train[0] == {"prompt": [user("Hi"), assistant("Hello"), user("Joke?")], "chosen": "Knock knock.",
+                        "rejected": "No."}
+    assert train[1] == {"prompt": [user("Plain question\n\nAssistant: is not a transcript")], "chosen": " a",
+                        "rejected": "b"}
+    sft, _ = load(tmp_path, [{"prompt": "\n\nHuman: Hi\n\nAssistant:", "response": " Hello"}], "sft")
+    assert sft == [{"messages": [user("Hi"), assistant("Hello")]}]
+
+
 def test_kto_label_variants(tmp_path):
     rows = [
         {"prompt": "Q", "completion": "a", "label": True},
@@ -117,7 +131,7 @@ def test_kto_label_variants(tmp_path):
         {"prompt": "Q", "completion": "c", "label": "true"},
         {"prompt": "Q", "completion": "d", "label": "False"},
         {"prompt": "Q", "completion": "e", "label": "yes"},
-        {"prompt": "Q", "completion": "f", "label": 2},
+        {"prompt": "Q", "completion": "f", "label": [1]},
     ]
     train, report = load(tmp_path, rows, "unpaired")
     assert train == [
@@ -127,6 +141,23 @@ def test_kto_label_variants(tmp_path):
         {"prompt": [user("Q")], "completion": "d", "label": False},
     ]
     assert report.counts() == {"wrong type": 2}
+
+
+def test_ultrafeedback_style_scores_for_kto(tmp_path):
+    """instruction/response/score rows: with --response_key response --label_key score they load as unpaired rows;
+    a numeric score needs --desirable_threshold (score >= threshold is desirable), else a clear error."""
+    rows = [{"instruction": "Q1", "response": "A1", "score": 8}, {"instruction": "Q2", "response": "A2", "score": 2.5},
+            {"instruction": "Q3", "response": "A3", "score": 7}]
+    keys = dict(response_key="response", label_key="score")
+    with pytest.raises(RlhfxError, match="desirable_threshold") as error:
+        load(tmp_path, rows, "unpaired", **keys)
+    assert "'score'" in str(error.value) and "8" in str(error.value)
+    train, report = load(tmp_path, rows, "unpaired", desirable_threshold=7, **keys)
+    assert train == [{"prompt": [user("Q1")], "completion": "A1", "label": True},
+                     {"prompt": [user("Q2")], "completion": "A2", "label": False},
+                     {"prompt": [user("Q3")], "completion": "A3", "label": True}]
+    assert report.counts() == {}
+    assert load(tmp_path, rows, "sft", response_key="response")[0][0] == {"messages": [user("Q1"), assistant("A1")]}
 
 
 def test_kto_message_lists_and_swift_messages_label(tmp_path):

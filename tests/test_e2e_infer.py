@@ -106,3 +106,44 @@ def test_adapters_folder_gives_base_and_template(tmp_path, run_cli):
     ids = ChatEncoder(tokenizer, get_template("default")).encode_prompt([{"role": "user", "content": "Hi"}])
     expected = PtEngine(merged, tokenizer).generate([ids], Sampling(max_new_tokens=8, greedy=True))[0][0].text
     assert json.loads(out.read_text())["response"] == expected
+
+
+def test_a_runs_system_prompt_and_relative_model_follow_it_to_infer_and_export(tmp_path, run_cli, monkeypatch):
+    """A LoRA run on `--model ./base --system S`: the folder records the base as an absolute path (so `infer
+    --adapters RUN` works from another directory) and S, which infer re-applies and export writes into the merged
+    folder's args.json and its tokenizer's chat template."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from rlhfx.registry.tiny import tiny_model_path
+
+    system = "You are terse."
+    work, other = tmp_path / "work", tmp_path / "other"
+    other.mkdir()
+    shutil.copytree(tiny_model_path(), work / "base")
+    monkeypatch.chdir(work)
+    code, output = run_cli("sft", "--model", "./base", "--dataset", "demo-sft#8", "--train_type", "lora",
+                           "--max_steps", "1", "--batch_size", "2", "--system", system, "--output_dir", "run")
+    assert code == 0, output
+    args = json.loads((work / "run" / "args.json").read_text())
+    assert args["model_path"] == str(work / "base") and args["system"] == system
+    assert json.loads((work / "run" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(work / "base")
+
+    monkeypatch.chdir(other)
+    (other / "p.txt").write_text("Hi\n")
+    code, output = run_cli("infer", "--adapters", "../work/run", "--input_file", "p.txt", "--max_new_tokens", "2",
+                           "--output_file", "a.jsonl")
+    assert code == 0, output
+    assert json.loads((other / "a.jsonl").read_text())["prompt"][0] == {"role": "system", "content": system}
+
+    code, output = run_cli("export", "--adapters", "../work/run", "--merge_lora", "--output_dir", "merged")
+    assert code == 0, output
+    assert json.loads((other / "merged" / "args.json").read_text())["system"] == system
+    text = AutoTokenizer.from_pretrained(other / "merged").apply_chat_template(
+        [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    assert text == f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    code, output = run_cli("infer", "--model", "merged", "--input_file", "p.txt", "--max_new_tokens", "2",
+                           "--output_file", "b.jsonl")
+    assert code == 0, output
+    assert json.loads((other / "b.jsonl").read_text())["prompt"][0] == {"role": "system", "content": system}

@@ -141,3 +141,35 @@ def test_prm_binary_head_under_lora_learns_and_its_adapter_reproduces_it(sft_mod
     model = AutoPeftModelForTokenClassification.from_pretrained(out, num_labels=1).eval()
     accuracy = step_accuracy_of(model, AutoTokenizer.from_pretrained(out), None)
     assert accuracy == pytest.approx(result["after"]["eval_step_accuracy"], abs=2 / 400)
+
+
+def test_lora_rm_on_a_tokenizer_padding_with_eos_loads_in_plain_transformers(tmp_path):
+    """SmolLM2-like base (pad = eos in its tokenizer and config, an unk token): rlhfx pads with unk instead of adding
+    a token and resizing the embeddings, so `AutoModelForSequenceClassification.from_pretrained(run, ...)` loads the
+    LoRA folder (transformers applies the adapter to the base) and gives the run's own scores."""
+    import shutil
+
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from rlhfx.registry.tiny import tiny_model_path
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_path(), base)
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # no <|pad|> token: adding one would grow the vocab
+        (base / name).write_text((base / name).read_text().replace("<|pad|>", "<|unused_0|>"))
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer.pad_token, tokenizer.unk_token = tokenizer.eos_token, "<|endoftext|>"
+    tokenizer.save_pretrained(base)
+    config = AutoConfig.from_pretrained(base)
+    config.pad_token_id = tokenizer.eos_token_id
+    config.save_pretrained(base)
+    out = tmp_path / "rm-lora"
+    result = rlhfx("rlhf", "--rlhf_type", "rm", "--model", base, "--template", "chatml", "--dataset", "demo-pref#64",
+                   "--train_type", "lora", "--max_steps", "4", "--batch_size", "16", "--learning_rate", "2e-3",
+                   "--output_dir", out)
+    assert "pads with its unk token '<|endoftext|>'" in " ".join(result.stdout.split())
+    saved = AutoTokenizer.from_pretrained(out)
+    assert len(saved) == len(tokenizer) and saved.pad_token == "<|endoftext|>" != saved.eos_token
+    # as docs/algorithms/rm.md says: the base's config has its own pad id, so pass the run tokenizer's
+    model = AutoModelForSequenceClassification.from_pretrained(out, num_labels=1, pad_token_id=saved.pad_token_id)
+    check_reported_scores(out, model, saved)

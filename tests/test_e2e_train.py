@@ -57,3 +57,17 @@ def test_lora_sft_adapter_loads_on_its_base(tmp_path):
     assert sorted(model.peft_config["default"].target_modules) == ["k_proj", "o_proj", "q_proj", "v_proj"]
     losses = [m["loss"] for m in metrics(out) if "loss" in m]
     assert losses[-1] < losses[0]
+
+
+def test_output_to_a_pipe_gets_a_plain_line_per_logging_step(tmp_path):
+    """A cluster log (stdout a file or pipe, not a terminal): one plain line per --logging_steps with the loss."""
+    import re
+
+    out = tmp_path / "run"
+    result = rlhfx("sft", "--model", "tiny", "--dataset", "demo-sft#16", "--max_steps", "4", "--logging_steps", "2",
+                   "--batch_size", "2", "--output_dir", out)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("step ") and "  loss " in line]
+    logged = [(m["step"], m["loss"]) for m in metrics(out) if "loss" in m]  # steps 1 (first step), 2 and 4
+    assert len(lines) == len(logged) >= 2, result.stdout
+    for line, (step, loss) in zip(lines, logged):
+        assert re.match(rf"step {step}/4  epoch [\d.]+  loss {loss:.4g}  ", line), line

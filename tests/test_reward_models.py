@@ -112,7 +112,7 @@ def test_rm_trainer_loss_equals_formula_on_independent_rewards(tmp_path, tokeniz
         [v for i in range(n) for v in (rewards[i], rewards[n + i])], abs=1e-4)
 
 
-def test_pad_token_equal_to_eos_gets_a_dedicated_one(tokenizer, monkeypatch):
+def test_pad_token_equal_to_eos_is_replaced_by_an_existing_token_else_a_new_one(tokenizer, monkeypatch):
     import copy
 
     from transformers import AutoModelForSequenceClassification
@@ -120,16 +120,35 @@ def test_pad_token_equal_to_eos_gets_a_dedicated_one(tokenizer, monkeypatch):
     from rlhfx.algos import rm
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_path(), num_labels=1)
-    tok = copy.deepcopy(tokenizer)
-    tok.pad_token = tok.eos_token
-    monkeypatch.setattr(rm, "PAD_TOKEN", "<|rm_pad|>")
     vocab = model.get_input_embeddings().weight.shape[0]
     notes = []
-    assert rm.ensure_pad_token(model, tok, notes.append)
-    assert tok.pad_token == "<|rm_pad|>" and tok.pad_token_id != tok.eos_token_id
-    assert model.get_input_embeddings().weight.shape[0] == vocab + 1 == len(tok)
-    assert model.config.pad_token_id == tok.pad_token_id and "added" in notes[0]
-    assert not rm.ensure_pad_token(model, tok, notes.append)  # already distinct: nothing to do
+    # the config's pad id, then the unk token, then a special token named for padding: no resize
+    configured = copy.deepcopy(tokenizer)
+    configured.pad_token, configured.unk_token = configured.eos_token, "<|endoftext|>"
+    model.config.pad_token_id = configured.convert_tokens_to_ids("<|im_start|>")
+    assert rm.ensure_pad_token(model, configured, notes.append) and configured.pad_token == "<|im_start|>"
+    with_unk = copy.deepcopy(tokenizer)
+    with_unk.pad_token, with_unk.unk_token = with_unk.eos_token, "<|endoftext|>"
+    model.config.pad_token_id = with_unk.eos_token_id
+    assert rm.ensure_pad_token(model, with_unk, notes.append) and with_unk.pad_token == "<|endoftext|>"
+    named = copy.deepcopy(tokenizer)
+    named.pad_token = named.eos_token
+    model.config.pad_token_id = None
+    assert rm.ensure_pad_token(model, named, notes.append) and named.pad_token == "<|pad|>"
+    assert model.get_input_embeddings().weight.shape[0] == vocab and "resized" not in " ".join(notes)
+    # neither: a new token, and the embeddings grow when the tokenizer outgrows them
+    bare = copy.deepcopy(tokenizer)
+    bare.pad_token = bare.eos_token
+    monkeypatch.setattr(type(bare), "get_added_vocab", lambda self: {})
+    monkeypatch.setattr(type(bare), "all_special_tokens", property(lambda self: [self.eos_token]))
+    monkeypatch.setattr(rm, "PAD_TOKEN", "<|rm_pad|>")
+    model.resize_token_embeddings(len(bare))
+    model.config.pad_token_id = None
+    assert rm.ensure_pad_token(model, bare, notes.append)
+    assert bare.pad_token == "<|rm_pad|>" and bare.pad_token_id != bare.eos_token_id
+    assert model.get_input_embeddings().weight.shape[0] == len(bare) and "resized" in notes[-1]
+    assert model.config.pad_token_id == bare.pad_token_id
+    assert not rm.ensure_pad_token(model, bare, notes.append)  # already distinct: nothing to do
 
 
 def encode_process(rows, encoder):

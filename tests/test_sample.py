@@ -29,8 +29,18 @@ def test_rs_keeps_the_first_best_answer_per_distinct_input():
     out = rejection_sampling(TABLE)
     assert [r["output"] for r in out.rows] == ["a2", "b2", "c1"]  # a2 beats the tied a3 by coming first
     assert out.rows[0] == {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "a2"}],
-                           "input": "<u>a</u>", "output": "a2", "reward": 1.0}
-    assert out.stats == {"rows_in": 9, "prompts": 3, "rows_out": 3}
+                           "input": "<u>a</u>", "output": "a2", "reward": 1.0, "finished": True}
+    assert out.stats == {"rows_in": 9, "prompts": 3, "rows_out": 3, "unfinished_skipped": 0,
+                         "prompts_without_finished": 0}
+
+
+def test_rs_skips_answers_cut_off_at_max_new_tokens_and_keeps_the_flag():
+    rows = [{**_row("a", "a1", 2.0), "finished": False}, {**_row("a", "a2", 1.0), "finished": True},
+            {**_row("b", "b1", 3.0), "finished": False}, _row("c", "c1", 0.5)]  # c: no flag (OpenRLHF data)
+    out = rejection_sampling(rows)
+    assert [(r["output"], r["finished"]) for r in out.rows] == [("a2", True), ("c1", True)]
+    assert out.stats == {"rows_in": 4, "prompts": 3, "rows_out": 2, "unfinished_skipped": 2,
+                         "prompts_without_finished": 1}
 
 
 def test_csft_writes_the_reward_into_input_and_last_user_turn():

@@ -1,5 +1,6 @@
 """Chat templates against hand-written official renders, and the encoder's ids and loss masks."""
 
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -19,6 +20,7 @@ L31_SYSTEM = (
     "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
     "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
 )
+L32_SYSTEM = L31_SYSTEM.replace("26 Jul 2024", time.strftime("%d %b %Y"))
 
 # name -> (full conversation, its trainable segments, one user turn "Hi" with the generation prompt)
 EXPECTED = {
@@ -68,6 +70,16 @@ EXPECTED = {
         "<|start_header_id|>assistant<|end_header_id|>\n\n4<|eot_id|>",
         ["Hello!<|eot_id|>", "4<|eot_id|>"],
         L31_SYSTEM + "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    ),
+    "llama3.2": (
+        L32_SYSTEM + "You are a bot.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nWhat is 2+2?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n4<|eot_id|>",
+        ["Hello!<|eot_id|>", "4<|eot_id|>"],
+        L32_SYSTEM + "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\n",
     ),
     "mistral": (
@@ -210,11 +222,9 @@ def test_tokenizer_chat_template_matches_chatml(chatml_tokenizer, train_on):
     assert ours == theirs
 
 
-def test_tokenizer_without_usable_chat_template():
+def test_tokenizer_without_chat_template():
     with pytest.raises(RlhfxError, match="no chat_template"):
         ChatEncoder(SimpleNamespace(chat_template=None), None)
-    with pytest.raises(RlhfxError, match="generation"):
-        ChatEncoder(SimpleNamespace(chat_template="{{ messages }}"), None)
 
 
 @pytest.mark.parametrize("template", [TEMPLATES["chatml"], None])
@@ -246,3 +256,95 @@ def test_raw_prompt_from_input_template_bypasses_the_chat_template(chatml_tokeni
     sft = encoder.encode_sft([*prompt, {"role": "assistant", "content": "Hello!"}])
     assert sft["input_ids"] == encoder.encode_prompt(prompt) + completion
     assert sft["assistant_masks"] == [0] * len(encoder.encode_prompt(prompt)) + [1] * len(completion)
+
+
+# --- published chat templates: rlhfx's tokens are apply_chat_template's ---------------------------
+
+SINGLE = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+SYSTEM = [{"role": "system", "content": "You are a bot."}]
+CONVERSATIONS = {"single": SINGLE, "multi": CONVERSATION[1:], "single+system": SYSTEM + SINGLE,
+                 "multi+system": CONVERSATION}
+
+
+@pytest.fixture(scope="module")
+def family_tokenizers():
+    from conftest import make_tokenizer
+    from published_templates import FAMILIES
+
+    return {name: make_tokenizer(f.special_tokens, f.chat_template, f.eos, f.bos) for name, f in FAMILIES.items()}
+
+
+def _runs(tokenizer, ids, mask):
+    """The decoded text of each contiguous run of trained tokens."""
+    runs, current = [], []
+    for token, m in zip([*ids, None], [*mask, 0]):
+        if m:
+            current.append(token)
+        elif current:
+            runs, current = runs + [tokenizer.decode(current)], []
+    return runs
+
+
+def _official(tokenizer, messages, **kwargs):
+    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)["input_ids"])
+
+
+def test_every_published_template_is_a_registry_template():
+    from published_templates import FAMILIES
+
+    assert set(FAMILIES) <= set(TEMPLATES)
+    assert set(TEMPLATES) - set(FAMILIES) == {"default"}  # rlhfx's own format for base models
+
+
+@pytest.mark.parametrize("conversation", CONVERSATIONS)
+@pytest.mark.parametrize("name", sorted(__import__("published_templates").FAMILIES))
+def test_registry_template_trains_on_the_published_templates_tokens(family_tokenizers, name, conversation):
+    from published_templates import FAMILIES
+
+    tokenizer, messages = family_tokenizers[name], CONVERSATIONS[conversation]
+    if "system" in conversation and not FAMILIES[name].system:
+        pytest.skip(f"{name}'s template refuses a system message (rlhfx merges it into the first user turn)")
+    out = ChatEncoder(tokenizer, TEMPLATES[name]).encode_sft(messages)
+    assert out["input_ids"] == _official(tokenizer, messages)
+    # the mask: one run per assistant turn, its answer and the end-of-turn token(s) the family closes it with
+    answers = [m["content"] for m in messages if m["role"] == "assistant"]
+    runs = _runs(tokenizer, out["input_ids"], out["assistant_masks"])
+    eot = {"llama2": " </s>", "mistral": "</s>", "deepseek": "<｜end▁of▁sentence｜>"}.get(name)
+    ends = {"chatml": "<|im_end|>", "qwen2": "<|im_end|>", "qwen2.5": "<|im_end|>", "gemma": "<end_of_turn>",
+            "phi3": "<|end|>"}.get(name, eot or "<|eot_id|>")
+    lead = " " if name in ("llama2", "mistral", "deepseek") else ""
+    assert runs == [lead + answer + ends for answer in answers]
+    # the tokenizer's own template, masked by prefix rendering, gives the same ids and mask
+    assert ChatEncoder(tokenizer, None).encode_sft(messages) == out
+    prompt = messages[:-1]
+    assert ChatEncoder(tokenizer, TEMPLATES[name]).encode_prompt(prompt) == _official(
+        tokenizer, prompt, add_generation_prompt=True)
+
+
+def test_prefix_rendering_mask_without_generation_markers(family_tokenizers):
+    """SmolLM2's template (no markers, its own default system prompt): ids as apply_chat_template, the mask on the
+    answers and <|im_end|>, the default system prompt in the prompt."""
+    from conftest import make_tokenizer
+    from published_templates import SMOLLM2
+
+    tokenizer = make_tokenizer(["<|im_start|>", "<|im_end|>"], SMOLLM2, "<|im_end|>")
+    encoder = ChatEncoder(tokenizer, None)
+    out = encoder.encode_sft(CONVERSATION[1:])
+    assert out["input_ids"] == _official(tokenizer, CONVERSATION[1:])
+    assert _runs(tokenizer, out["input_ids"], out["assistant_masks"]) == ["Hello!<|im_end|>", "4<|im_end|>"]
+    assert encoder.prompt_text(SINGLE[:1]).startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+    completion = encoder.encode_completion(SINGLE[:1], "Hello!")
+    assert tokenizer.decode(completion) == "Hello!<|im_end|>"
+    last = ChatEncoder(tokenizer, None, train_on="last").encode_sft(CONVERSATION[1:])
+    assert _runs(tokenizer, last["input_ids"], last["assistant_masks"]) == ["4<|im_end|>"]
+
+
+def test_template_that_rewrites_earlier_turns_is_refused():
+    from conftest import make_tokenizer
+
+    # renders every turn differently when it is the last one, as some reasoning templates do
+    template = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] }}{% if loop.last %}!{% endif %}"
+                "{{ '\n' }}{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}")
+    tokenizer = make_tokenizer(["<|end|>"], template, "<|end|>")
+    with pytest.raises(RlhfxError, match="differently once more messages follow"):
+        ChatEncoder(tokenizer, None).encode_sft(SINGLE)

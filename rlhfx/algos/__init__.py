@@ -1,13 +1,14 @@
 """Algorithm registry: `--rlhf_type NAME` (and `rlhfx sft`) -> the module that builds its trainer.
 
 Each implemented algorithm is one module exposing `KIND` (the data kind it trains on: sft,
-pairwise, unpaired, prompt or process), `DEFAULT_LR` ({"full": .., "lora": ..}) and `build_trainer(ctx)`
+pairwise, unpaired, prompt or process) and `build_trainer(ctx)`
 (ctx: rlhfx.training.runner.RunContext). Optional: `NEEDS_REFERENCE = True` (the runner builds the
 reference model), `MODEL_CLASS = "sequence_classification"` (scalar-head models such as reward
 models), `SFT_DATA_FLAG = "sft_dataset"` (a second, SFT data set trained jointly),
 `write_outputs(output_dir, args)` (extra files such as plots, written on the main process before summary.json),
 `check_args(args)` (flag checks run by `rlhfx rlhf` before any model loads), `OWN_TRAINING_LOOP = True` (the
 trainer is not a Hugging Face Trainer and writes its checkpoints itself; the runner does not wrap its saving).
+Its default learning rates live in rlhfx.arguments.DEFAULT_LR, next to the flag, so `--help` states them.
 """
 
 import difflib

@@ -4,9 +4,9 @@ The trainer is shared with the other joint SFT + DPO modes; see rlhfx/algos/xrig
 """
 
 from rlhfx.algos import xright
-from rlhfx.algos.xright import DEFAULT_LR, KIND, NEEDS_REFERENCE, SFT_DATA_FLAG
+from rlhfx.algos.xright import KIND, NEEDS_REFERENCE, SFT_DATA_FLAG
 
-__all__ = ["DEFAULT_LR", "KIND", "NEEDS_REFERENCE", "SFT_DATA_FLAG", "build_trainer", "write_outputs"]
+__all__ = ["KIND", "NEEDS_REFERENCE", "SFT_DATA_FLAG", "build_trainer", "write_outputs"]
 MODE = "alright"
 
 

@@ -18,7 +18,6 @@ from rlhfx.algos.losses import cpo_loss
 from rlhfx.errors import RlhfxError
 
 KIND = "pairwise"
-DEFAULT_LR = {"full": 5e-6, "lora": 5e-5}
 DEFAULT_BETA = 0.1
 DEFAULT_CPO_ALPHA = 1.0
 

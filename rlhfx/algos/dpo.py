@@ -17,7 +17,6 @@ from rlhfx.training.scale import aux_loss_coef
 
 KIND = "pairwise"
 NEEDS_REFERENCE = True
-DEFAULT_LR = {"full": 5e-6, "lora": 5e-5}
 DEFAULT_BETA = 0.1
 
 

@@ -15,11 +15,10 @@ The teacher is loaded and checked as for `kd` (same vocabulary).
 import torch
 import torch.nn.functional as F
 
-from rlhfx.algos.kd import load_teacher
+from rlhfx.algos.kd import check_args, load_teacher  # noqa: F401 (check_args: rlhfx rlhf calls it)
 from rlhfx.errors import RlhfxError
 
 KIND = "sft"
-DEFAULT_LR = {"full": 1e-5, "lora": 1e-4}
 
 
 def last_answer_start(mask: list[int]) -> int:

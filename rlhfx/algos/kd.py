@@ -17,7 +17,6 @@ from rlhfx.algos.losses import kd_loss
 from rlhfx.errors import RlhfxError
 
 KIND = "sft"
-DEFAULT_LR = {"full": 1e-4, "lora": 2e-4}
 
 
 class KDTrainer(SFTTrainer):
@@ -53,12 +52,16 @@ class KDTrainer(SFTTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
+def check_args(args) -> None:
+    """Before any model or data loads: distillation without a teacher cannot start."""
+    if not args.teacher_model:
+        raise RlhfxError(f"--rlhf_type {args.rlhf_type} needs a teacher.", "pass --teacher_model (a folder, hub id or `tiny`).")
+
+
 def load_teacher(args, tokenizer, student):
     """The frozen teacher, after checking it reads the student's tokens the same way."""
     from rlhfx.training.models import load_causal_lm, load_tokenizer, resolve_model_path
 
-    if not args.teacher_model:
-        raise RlhfxError(f"--rlhf_type {args.rlhf_type} needs a teacher.", "pass --teacher_model (a folder, hub id or `tiny`).")
     path = resolve_model_path(args.teacher_model, None)
     teacher_vocab, student_vocab = load_tokenizer(path).get_vocab(), tokenizer.get_vocab()
     if teacher_vocab != student_vocab:

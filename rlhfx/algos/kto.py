@@ -22,7 +22,6 @@ from rlhfx.errors import RlhfxError
 
 KIND = "unpaired"
 NEEDS_REFERENCE = True
-DEFAULT_LR = {"full": 1e-6, "lora": 5e-5}
 DEFAULT_BETA = 0.1
 DEFAULT_BATCH_SIZE = 2  # the fewest rows that give z0 a mismatched pair (the eval batch follows it)
 

@@ -11,7 +11,6 @@ from rlhfx.algos.losses import orpo_loss
 from rlhfx.errors import RlhfxError
 
 KIND = "pairwise"
-DEFAULT_LR = {"full": 5e-6, "lora": 5e-5}
 DEFAULT_BETA = 0.1
 
 

@@ -13,7 +13,6 @@ from rlhfx.errors import RlhfxError
 KIND = "prompt"
 NEEDS_REFERENCE = True
 OWN_TRAINING_LOOP = True  # not a Hugging Face Trainer: it writes its own complete-or-absent checkpoints
-DEFAULT_LR = {"full": 1e-6, "lora": 2e-5}
 
 DEFAULTS = dict(advantage_estimator="gae", n_samples_per_prompt=1, kl_coef=0.01, kl_estimator="k1", use_kl_loss=False)
 PRESETS = {

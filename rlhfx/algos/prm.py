@@ -32,7 +32,6 @@ from rlhfx.errors import RlhfxError
 from rlhfx.rewards.score import step_logits
 
 KIND = "process"
-DEFAULT_LR = {"full": 1e-5, "lora": 1e-4}
 IGNORE = -100.0
 
 

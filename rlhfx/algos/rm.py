@@ -7,8 +7,8 @@ optional `margin` column, else 0 (`rm_loss`). TRL keeps the collator, training l
 and distributed plumbing.
 
 Scores are only right when the pad token differs from EOS (otherwise the head is read before the
-final EOS, or on the wrong token): a tokenizer without its own pad token gets one here, and the
-embeddings are resized. Under LoRA the score head is trained and saved in full (`modules_to_save`),
+final EOS, or on the wrong token): a tokenizer without its own pad token pads with an existing token
+(unk, or one named for padding) where it has one, else gets a new one and resized embeddings. Under LoRA the score head is trained and saved in full (`modules_to_save`),
 so the adapter folder alone reproduces the scores on its base.
 
 Held-out metrics are computed over the whole validation set at once (not averaged per batch), and
@@ -27,7 +27,6 @@ from rlhfx.training.packing import packed_sequence_rewards, row_capacity
 
 KIND = "pairwise"
 MODEL_CLASS = "sequence_classification"
-DEFAULT_LR = {"full": 1e-5, "lora": 1e-4}
 PAD_TOKEN = "<|pad|>"
 
 
@@ -104,23 +103,42 @@ def pair_metrics(pairs: torch.Tensor) -> dict[str, float]:
 
 
 def ensure_pad_token(model, tokenizer, say=print) -> bool:
-    """Give the tokenizer a pad token distinct from EOS (adding one and resizing the embeddings when needed).
+    """Give the tokenizer a pad token distinct from EOS; returns True when it changed.
 
     A reward model reads its head at the last token that is not the pad token; with pad == EOS that
-    is the token before the final EOS, and sequences that differ only there score the same.
-    Returns True when a token was added.
+    is the token before the final EOS, and sequences that differ only there score the same. An existing
+    token is used where there is one (the model config's pad id, the tokenizer's unk token, or a special token
+    named for padding such as Llama 3.1's <|finetune_right_pad_id|>), so the embeddings keep their size and a LoRA run folder
+    loads on its base in plain transformers; only a tokenizer with neither gets a new token and resized
+    embeddings.
     """
-    added = False
-    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        old = tokenizer.pad_token
+    eos = tokenizer.eos_token_id
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != eos:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        return False
+    old = tokenizer.pad_token
+    configured = model.config.pad_token_id  # the base's own pad id: plain transformers loading a LoRA run reads it
+    named_pad = [t for t in tokenizer.all_special_tokens + list(tokenizer.get_added_vocab())
+                 if "pad" in t.lower() and tokenizer.convert_tokens_to_ids(t) != eos]
+    if configured is not None and configured != eos and configured < len(tokenizer):
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(configured)
+        how = f"pads with the pad token of the model's config, {tokenizer.pad_token!r}"
+    elif tokenizer.unk_token is not None and tokenizer.unk_token_id != eos:
+        tokenizer.pad_token = tokenizer.unk_token
+        how = f"pads with its unk token {tokenizer.unk_token!r}"
+    elif named_pad:
+        tokenizer.pad_token = named_pad[0]
+        how = f"pads with its token {named_pad[0]!r}"
+    else:
         tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
             model.resize_token_embeddings(len(tokenizer))
-        say(f"note: the tokenizer's pad token {old!r} is its EOS token (or missing); rlhfx rm added {PAD_TOKEN!r} "
-            f"(id {tokenizer.pad_token_id}) so that rewards are read at the right token, and resized the embeddings.")
-        added = True
+        how = (f"added {PAD_TOKEN!r} (id {tokenizer.pad_token_id}) and resized the embeddings (a LoRA run then loads "
+               "with peft's AutoPeftModelForSequenceClassification or after `rlhfx export --merge_lora`)")
+    say(f"note: the tokenizer's pad token {old!r} is its EOS token (or missing); rlhfx rm {how}, so that rewards "
+        "are read at the right token.")
     model.config.pad_token_id = tokenizer.pad_token_id
-    return added
+    return True
 
 
 def zero_new_head(model, say=print) -> bool:

@@ -14,7 +14,6 @@ from rlhfx.training.packing import PackedRowsCollator, row_capacity
 from rlhfx.training.scale import aux_loss_coef
 
 KIND = "sft"
-DEFAULT_LR = {"full": 1e-4, "lora": 2e-4}
 
 
 class PackedRowsSFTTrainer(SFTTrainer):

@@ -10,7 +10,6 @@ from rlhfx.algos.losses import simpo_loss
 from rlhfx.errors import RlhfxError
 
 KIND = "pairwise"
-DEFAULT_LR = {"full": 1e-6, "lora": 5e-5}
 DEFAULT_BETA = 2.0
 DEFAULT_CPO_ALPHA = 0.0
 

@@ -58,7 +58,6 @@ from rlhfx.errors import RlhfxError
 KIND = "pairwise"
 NEEDS_REFERENCE = True
 SFT_DATA_FLAG = "sft_dataset"
-DEFAULT_LR = {"full": 5e-6, "lora": 5e-5}
 MODES = ("alright", "maxright", "mix")
 OBJECTIVE_KEY = "xright_objective"  # marks a training batch built by XrightTrainer
 OBJECTIVE_CODE = {"sft": 0, "dpo": 1}

@@ -46,7 +46,12 @@ def main(argv: list[str]) -> None:
     if kind == "unpaired":
         good = sum(1 for row in rows if row["label"])
         print(f"label balance: {good} desirable, {len(rows) - good} undesirable ({good / len(rows):.0%} desirable)")
-    lengths, unit = row_lengths(args, kind, rows)
+    encoder, choice = model_encoder(args) if args.model else (None, None)
+    lengths, unit = row_lengths(kind, rows, encoder)
+    if encoder is not None:
+        print(f"template: {choice.describe()}")
+        print(f"first row as the model sees it, trained tokens between {MARK[0]} and {MARK[1]}:")
+        print(marked_row(kind, rows[0], encoder))
     print_histogram(lengths, unit)
     if unit == "tokens":
         too_long = sum(1 for n in lengths if n > args.max_length)
@@ -90,23 +95,48 @@ def layout_lines(args) -> list[str]:
     return lines
 
 
-def row_lengths(args, kind: str, rows: list[dict]) -> tuple[list[int], str]:
-    """Token lengths as training counts them when --model is given, else character lengths."""
-    if not args.model:
-        return [len(_text(row)) for row in rows], "characters"
+def model_encoder(args):
+    """(ChatEncoder, TemplateChoice) of --model, as a run on it would encode the data."""
     from rlhfx.engines.loading import resolve_model_spec
     from rlhfx.templates.encoder import ChatEncoder
-    from rlhfx.templates.templates import get_template
-    from rlhfx.training.encode import ENCODERS
-    from rlhfx.training.models import load_tokenizer
     from rlhfx.training.runner import quiet_libraries
 
     quiet_libraries()
     spec = resolve_model_spec(type(args)(command=args.command, values={**args.values, "adapters": None}))
-    encoder = ChatEncoder(load_tokenizer(spec.tokenizer_path), get_template(spec.template) if spec.template else None)
+    return ChatEncoder(spec.tokenizer, spec.choice.template, train_on=args.train_on), spec.choice
+
+
+def row_lengths(kind: str, rows: list[dict], encoder) -> tuple[list[int], str]:
+    """Token lengths as training counts them with a model's encoder, else character lengths."""
+    from rlhfx.training.encode import ENCODERS
+
+    if encoder is None:
+        return [len(_text(row)) for row in rows], "characters"
     if kind == "prompt":
         return [len(encoder.encode_prompt(row["prompt"])) for row in rows], "tokens"
     return [ENCODERS[kind](row, encoder)[1] for row in rows], "tokens"
+
+
+MARK = ("[[", "]]")
+
+
+def marked_row(kind: str, row: dict, encoder) -> str:
+    """The row's tokens decoded as training sees them, runs of trained tokens between MARK's brackets."""
+    if kind == "sft":
+        encoded = encoder.encode_sft(row["messages"])
+        ids, mask = encoded["input_ids"], encoded["assistant_masks"]
+    else:
+        ids = encoder.encode_prompt(row["prompt"])
+        answer = {"pairwise": "chosen", "unpaired": "completion"}.get(kind)
+        completion = encoder.encode_completion(row["prompt"], row[answer]) if answer else []
+        ids, mask = ids + completion, [0] * len(ids) + [1] * len(completion)
+    text, start = "", 0
+    for end in range(1, len(ids) + 1):
+        if end == len(ids) or mask[end] != mask[start]:
+            piece = encoder.tokenizer.decode(ids[start:end])
+            text += f"{MARK[0]}{piece}{MARK[1]}" if mask[start] else piece
+            start = end
+    return text
 
 
 def _text(value) -> str:

@@ -5,7 +5,9 @@ args.json and adapter_config.json). The model class follows the adapter's task t
 keeps its score head (SEQ_CLS) and a binary PRM its token head (TOKEN_CLS); tokens the run added (pad,
 step placeholder) come with the run's tokenizer, and the base embeddings are resized to it before merging.
 The folder is written under a temporary name and renamed when complete; its args.json records where it
-came from, so `rlhfx infer --model OUT` and further training pick the same template.
+came from, so `rlhfx infer --model OUT` and further training pick the same template and system prompt; a
+run's --system also becomes the default system message of the exported tokenizer's chat template, so plain
+`tokenizer.apply_chat_template` renders what the run trained on.
 """
 
 import json
@@ -41,7 +43,9 @@ def main(argv: list[str]) -> None:
     run = run_args(str(adapter))
     note = {"command": "export", "merged_from": str(adapter), "model_path": spec.path,
             "model_type": spec.model_type.name, "template": spec.template, "rlhf_type": run.get("rlhf_type"),
-            "model_class": type(model).__name__}
+            "system": run.get("system"), "model_class": type(model).__name__}
+    if run.get("system") and tokenizer.chat_template:
+        tokenizer.chat_template = with_default_system(tokenizer.chat_template, run["system"])
     write_atomic(output, model, tokenizer, note)
     print(f"rlhfx export: merged {adapter} into {spec.path} ({type(model).__name__}) -> {output}")
 
@@ -106,6 +110,14 @@ def merged_model(base: str, adapter: Path, dtype: str):
     if tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id  # a reward head is read at the last non-pad token
     return model, tokenizer
+
+
+def with_default_system(chat_template: str, system: str) -> str:
+    """The chat template with the run's --system as the system message of conversations that have none, so
+    `tokenizer.apply_chat_template` in plain transformers renders what the run trained on."""
+    return ("{%- if not messages or messages[0]['role'] != 'system' %}"
+            f"{{%- set messages = [{{'role': 'system', 'content': {json.dumps(system)}}}] + messages %}}"
+            "{%- endif %}" + chat_template)
 
 
 def write_atomic(output: Path, model, tokenizer, note: dict) -> None:

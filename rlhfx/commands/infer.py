@@ -22,8 +22,9 @@ def main(argv: list[str]) -> None:
     if "--help" in argv or "-h" in argv:
         return print_help("infer", SUMMARY)
     args = parse_args("infer", argv)
-    from rlhfx.engines.loading import sampling_from_args
+    from rlhfx.engines.loading import apply_run_system, sampling_from_args
 
+    apply_run_system(args)
     sampling = sampling_from_args(args)
     batch = bool(args.input_file or args.dataset or args.val_dataset)
     prompts = load_prompts(args) if batch else None  # bad input files fail before a model loads

@@ -32,6 +32,10 @@ def main(argv: list[str]) -> None:
     if args.task == "generate_vllm":
         args.values.update(task="generate", engine="vllm")
     check_flags(args)
+    if args.task == "generate":
+        from rlhfx.engines.loading import apply_run_system
+
+        apply_run_system(args)
     from rlhfx.training.runner import quiet_libraries
 
     quiet_libraries()
@@ -231,10 +235,16 @@ def write(args, rows: list[dict], output: Path) -> None:
     what = {"rs": "best answer per prompt (SFT rows)", "csft": "reward-conditioned SFT rows",
             "iter_dpo": "chosen/rejected pairs"}[args.post_processor]
     line = f"rlhfx sample: {args.post_processor}: {len(processed.rows)} {what} from {stats['rows_in']} samples"
+    if args.post_processor == "rs":
+        line += (f" of {stats['prompts']} prompts; skipped {stats['unfinished_skipped']} answers cut off at "
+                 f"--max_new_tokens ({stats['prompts_without_finished']} prompts had no finished answer)")
     if args.post_processor == "iter_dpo":
         line += (f" of {stats['prompts']} prompts; dropped {stats['ties_dropped']} prompts whose best and worst "
                  "rewards tie")
     console.print(f"{line} -> {output} (scored samples: {samples})", highlight=False)
+    if not processed.rows and args.post_processor == "rs":
+        raise RlhfxError("--post_processor rs produced no rows: every answer was cut off at --max_new_tokens.",
+                         "generate again with a higher --max_new_tokens.")
     if not processed.rows:
         raise RlhfxError(f"--post_processor {args.post_processor} produced no rows (every prompt's answers tie).",
                          "sample more answers per prompt (--best_of_n) or at a higher --temperature.")

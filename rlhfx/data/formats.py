@@ -11,16 +11,18 @@ Canonical kinds, which the rest of rlhfx consumes:
             1.0 good, 0.0 bad, in between for soft labels (process reward models)
 
 Source layouts, detected from the first row's keys (after renames) in this order:
-  preference  prompt? / chosen / rejected: strings or message lists (TRL); without a prompt, chosen and
+  preference  prompt? / chosen / rejected: strings or message lists (TRL), a prompt string may be an hh-rlhf
+              transcript ending "\\n\\nAssistant:" (split into turns); without a prompt, chosen and
               rejected are whole conversations (OpenRLHF) or "Human:/Assistant:" transcripts (hh-rlhf)
               and the prompt is their shared beginning
   messages    OpenAI messages (+ optional rejected_response / label, ms-swift style)
   sharegpt    conversations with from/value (human/gpt/system, also user/assistant)
-  alpaca      instruction / input / output (+ system, history)
+  alpaca      instruction / input / output or response (+ system, history)
   swift       query / response / history / system (+ rejected_response)
   process     prompt + steps (or TRL's stepwise `completions`) + labels (or label): one label per step,
               0/1, true/false, "+"/"-" or a float in [0, 1]
   prompt      prompt (string or messages) + optional response, or completion + label (KTO)
+A KTO label is true/false or 1/0, or with desirable_threshold a score (desirable when >= the threshold).
 A reference label for `prompt` rows comes from `label`, `answer` or `solution`.
 
 input_template (OpenRLHF --input_template, e.g. "User: {}\\nAssistant: "): the prompt must be one user
@@ -85,8 +87,8 @@ def provided_kinds(fmt: str | None, keys: set[str]) -> set[str]:
     if fmt == "process":
         return {"process", "prompt"}
     kinds = {"prompt"}
-    answer_key = {"alpaca": "output", "swift": "response", "prompt": "response"}.get(fmt)
-    if answer_key is None or answer_key in keys:
+    answer_keys = {"alpaca": {"output", "response"}, "swift": {"response"}, "prompt": {"response"}}.get(fmt)
+    if answer_keys is None or answer_keys & keys:
         kinds.add("sft")
     if fmt == "preference" or ("sft" in kinds and "rejected_response" in keys):
         kinds |= {"pairwise", "unpaired"}
@@ -116,6 +118,7 @@ def normalise_rows(
     renames: dict[str, str] | None = None,
     system: str | None = None,
     input_template: str | None = None,
+    desirable_threshold: float | None = None,
 ) -> list[dict]:
     """Canonical `kind` rows from `rows`; drops are counted in `report` (row index = position in `rows`).
 
@@ -137,7 +140,7 @@ def normalise_rows(
                 "Name your columns with --prompt_key/--chosen_key/--rejected_key/--response_key/--label_key/"
                 "--messages_key, or use a dataset of the right kind.",
             )
-        converter = _RowConverter(fmt, keys, kind, renames, system, input_template)
+        converter = _RowConverter(fmt, keys, kind, renames, system, input_template, desirable_threshold)
     out, kept = [], 0
     for i, row in enumerate(rows):
         try:
@@ -169,8 +172,9 @@ class _RowConverter:
     """Turns one renamed row of a known layout into canonical rows, or raises Drop."""
 
     def __init__(self, fmt: str, keys: set[str], kind: str, renames: dict[str, str],
-                 system: str | None, input_template: str | None):
+                 system: str | None, input_template: str | None, desirable_threshold: float | None = None):
         self.fmt, self.kind = fmt, kind
+        self.desirable_threshold = desirable_threshold
         self.system, self.input_template = system, input_template
         self._source_name = {dst: src for src, dst in renames.items()}
         self.paired = kind in ("pairwise", "unpaired") and (fmt == "preference" or "rejected_response" in keys)
@@ -209,8 +213,8 @@ class _RowConverter:
         rejected = self._require(row, "rejected") if self.paired else None
         if row.get("prompt") is not None:
             prompt = self._with_row_system(self._prompt_value(row["prompt"]), row)
-            rejected_text = self._reply(rejected, "rejected") if self.paired else None
-            return _Parsed(prompt, self._reply(chosen, "chosen"), rejected_text)
+            rejected_text = self._reply(rejected, "rejected", row) if self.paired else None
+            return _Parsed(prompt, self._reply(chosen, "chosen", row), rejected_text)
         chosen_turns = self._conversation(chosen, "chosen")
         parsed = _Parsed(self._with_row_system(chosen_turns[:-1], row), chosen_turns[-1]["content"])
         if self.paired:
@@ -240,7 +244,8 @@ class _RowConverter:
         if extra and extra.strip():
             user += "\n" + extra
         prompt = self._with_row_system(self._history(row) + [{"role": "user", "content": user}], row)
-        return _Parsed(prompt, self._answer_text(row, "output"), self._rejected_response(row))
+        answer_key = "output" if "output" in row or "response" not in row else "response"  # --response_key renames
+        return _Parsed(prompt, self._answer_text(row, answer_key), self._rejected_response(row))
 
     def _parse_swift(self, row: dict) -> _Parsed:
         query = self._text(row, "query")
@@ -253,7 +258,7 @@ class _RowConverter:
     def _parse_prompt(self, row: dict) -> _Parsed:
         prompt = self._with_row_system(self._prompt_value(self._require(row, "prompt")), row)
         key = self.completion_key
-        answer = self._reply(self._require(row, key), key) if self.needs_answer else None
+        answer = self._reply(self._require(row, key), key, row) if self.needs_answer else None
         return _Parsed(prompt, answer, self._rejected_response(row))
 
     # --- pieces --------------------------------------------------------------------------------
@@ -300,17 +305,19 @@ class _RowConverter:
         return turns
 
     def _prompt_value(self, value) -> list[dict]:
-        """A prompt given as a string (one user turn) or as messages."""
+        """A prompt given as a string (one user turn, or an hh-rlhf transcript's turns) or as messages."""
         if isinstance(value, str):
-            return [{"role": "user", "content": value}]
+            return _transcript_prompt(value) or [{"role": "user", "content": value}]
         if not isinstance(value, (list, dict)):
             raise Drop("wrong type", f"'{self._name('prompt')}' is {_type(value)}, expected a string or messages")
         return self._messages(value, "prompt")
 
-    def _reply(self, value, key: str) -> str:
-        """An answer given as a string or as messages whose last one is the assistant's answer."""
+    def _reply(self, value, key: str, row: dict | None = None) -> str:
+        """An answer given as a string or as messages whose last one is the assistant's answer. After an hh-rlhf
+        transcript prompt ("...\n\nAssistant:") the answer's leading space belongs to the transcript."""
         if isinstance(value, str):
-            return value
+            after_transcript = row is not None and isinstance(row.get("prompt"), str) and _transcript_prompt(row["prompt"])
+            return value[1:] if after_transcript and value.startswith(" ") else value
         if not isinstance(value, (list, dict)):
             raise Drop("wrong type", f"'{self._name(key)}' is {_type(value)}, expected a string or messages")
         turns = self._messages(value, key)
@@ -383,10 +390,21 @@ class _RowConverter:
         return value
 
     def _bool_label(self, row: dict) -> bool:
+        """true/false, 1/0, or with a desirable_threshold a score: desirable when it is at least the threshold."""
         value = self._require(row, "label")
         if isinstance(value, bool):
             return value
-        if isinstance(value, (int, float)) and value in (0, 1):  # 1.0/0.0: what pandas and parquet write
+        if isinstance(value, float) and not math.isfinite(value):
+            raise Drop("not finite", f"'{self._name('label')}' is {value}")
+        if isinstance(value, (int, float)) and self.desirable_threshold is not None:
+            return value >= self.desirable_threshold
+        if isinstance(value, (int, float)) and value not in (0, 1):
+            raise RlhfxError(
+                f"'{self._name('label')}' holds scores (e.g. {value}), but KTO needs each row labelled desirable or "
+                "undesirable.",
+                f"pass --desirable_threshold T: rows whose '{self._name('label')}' is at least T are desirable, the "
+                "others undesirable (e.g. 7 for 1-10 ratings such as UltraFeedback's).")
+        if isinstance(value, (int, float)):  # 1/0, or 1.0/0.0 as pandas and parquet write them
             return bool(value)
         if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "1.0", "0.0"):
             return value.strip().lower() in ("true", "1", "1.0")
@@ -443,6 +461,15 @@ def _transcript(text: str) -> list[dict] | None:
         return None
     return [{"role": "user" if who == "Human" else "assistant", "content": content}
             for who, content in zip(parts[1::2], parts[2::2])]
+
+
+def _transcript_prompt(text: str) -> list[dict] | None:
+    """The turns of an hh-rlhf prompt: a transcript ending with "\n\nAssistant:", waiting for the answer."""
+    head = text.rstrip()
+    if not head.endswith("\n\nAssistant:"):
+        return None
+    turns = _transcript(head[: -len("\n\nAssistant:")])
+    return turns if turns and turns[-1]["role"] == "user" else None
 
 
 def _type(value) -> str:

@@ -26,6 +26,7 @@ class DataConfig:
         response_key).
     system: a system prompt for rows that have none.
     input_template: OpenRLHF --input_template, e.g. "User: {}\\nAssistant: " (see formats.py).
+    desirable_threshold: unpaired rows with a numeric label (a score) are desirable when it is at least this.
     """
 
     datasets: list[str]
@@ -46,6 +47,7 @@ class DataConfig:
     num_proc: int | None = None  # --dataset_num_proc
     model_name: list[str] | None = None  # self-cognition placeholders {{NAME}} / {{AUTHOR}}: [zh, en] or [both]
     model_author: list[str] | None = None
+    desirable_threshold: float | None = None
 
     def renames(self) -> dict[str, str]:
         """The key flags as `{dataset_key: rlhfx_key}`."""
@@ -87,7 +89,8 @@ def _rows(raw: RawDataset, cfg: DataConfig, report: DropReport) -> list[dict]:
     if cfg.model_name or cfg.model_author:
         fill_self_cognition(raw.rows, cfg.model_name, cfg.model_author)
     rows = normalise_rows(raw.rows, cfg.kind, raw.name, report, renames=renames,
-                          system=cfg.system, input_template=cfg.input_template)
+                          system=cfg.system, input_template=cfg.input_template,
+                          desirable_threshold=cfg.desirable_threshold)
     if raw.take is None:
         return rows
     rows = sample_rows(rows, raw.take, cfg.seed)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from rlhfx.engines import Engine, check_engine_available, make_engine, stop_token_ids
 from rlhfx.errors import RlhfxError
+from rlhfx.templates.choice import TemplateChoice, choose_template
 from rlhfx.templates.encoder import ChatEncoder
-from rlhfx.templates.templates import get_template
 
 
 @dataclass
@@ -23,8 +23,14 @@ class ModelSpec:
     adapter: str | None  # a LoRA adapter folder applied on `path`
     tokenizer_path: str
     model_type: object  # rlhfx.registry.models.ModelType
-    template: str | None  # None: the tokenizer's own chat_template
+    tokenizer: object
+    choice: TemplateChoice  # the chat template and why
     display: str  # how to name the model to the user
+
+    @property
+    def template(self) -> str | None:
+        """The template's name; None: the tokenizer's own chat_template."""
+        return self.choice.name
 
 
 @dataclass
@@ -47,6 +53,17 @@ def run_args(folder: str | None) -> dict:
     return read_json_file(file)
 
 
+def apply_run_system(args) -> None:
+    """Without --system, the system prompt recorded by the run being loaded (--adapters, else a --model run or
+    export folder), so a model trained with --system answers with it without the flag being repeated."""
+    if "system" in args.explicit:
+        return
+    folder = args.adapters or (args.model if args.model and Path(args.model).is_dir() else None)
+    recorded = run_args(folder).get("system")
+    if recorded:
+        args.values["system"] = recorded
+
+
 def _is_adapter(folder: str) -> bool:
     return (Path(folder) / "adapter_config.json").is_file()
 
@@ -54,7 +71,7 @@ def _is_adapter(folder: str) -> bool:
 def resolve_model_spec(args) -> ModelSpec:
     from rlhfx.registry.models import resolve_model_type
     from rlhfx.training.models import (_adapter_base, _local_config, check_finished_run, check_model_source,
-                                       previous_run_model_type, resolve_model_path)
+                                       load_tokenizer, previous_run_model_type, resolve_model_path)
 
     adapters = args.adapters
     if adapters is not None and not Path(adapters).is_dir():
@@ -86,12 +103,13 @@ def resolve_model_spec(args) -> ModelSpec:
         model_type = resolve_model_type(path, recorded, None)
     else:
         model_type = resolve_model_type(path, args.model_type, _local_config(path).get("architectures"))
-    use_chat_template = args.use_chat_template or (run.get("template", "") is None and not args.template)
-    template = None if use_chat_template else (args.template or run.get("template") or model_type.template)
     tokenizer_path = adapter if adapter and (Path(adapter) / "tokenizer_config.json").exists() else path
+    tokenizer = load_tokenizer(tokenizer_path)
+    choice = choose_template(tokenizer, model_type, template=args.template, use_chat_template=args.use_chat_template,
+                             explicit_type=args.model_type is not None, run=run or run_args(path))
     display = adapters or args.model or path
     return ModelSpec(path=path, adapter=adapter, tokenizer_path=tokenizer_path, model_type=model_type,
-                     template=template, display=str(display))
+                     tokenizer=tokenizer, choice=choice, display=str(display))
 
 
 def _tiny_path() -> Path:
@@ -102,12 +120,11 @@ def _tiny_path() -> Path:
 
 def load_generator(args, batch_size: int) -> Generator:
     """The engine named by --engine on the model named by --model/--adapters, its tokenizer and encoder."""
-    from rlhfx.training.models import load_causal_lm, load_tokenizer, merge_adapter
+    from rlhfx.training.models import load_causal_lm, merge_adapter
 
     check_engine_available(args.engine)
     spec = resolve_model_spec(args)
-    tokenizer = load_tokenizer(spec.tokenizer_path)
-    template = get_template(spec.template) if spec.template else None
+    tokenizer, template = spec.tokenizer, spec.choice.template
     encoder = ChatEncoder(tokenizer, template)
     if args.engine == "pt":
         model = load_causal_lm(spec.path, args.torch_dtype)

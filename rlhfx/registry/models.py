@@ -46,7 +46,7 @@ MODEL_TYPES: dict[str, ModelType] = {
         ),
         ModelType(
             "llama3.2",
-            "llama3.1",
+            "llama3.2",
             _ATTENTION,
             "LlamaForCausalLM",
             ("meta-llama/Llama-3.2-1B-Instruct", "meta-llama/Llama-3.2-3B-Instruct"),

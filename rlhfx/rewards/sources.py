@@ -41,13 +41,12 @@ class RewardModelScorer:
 
         from rlhfx.engines.loading import resolve_model_spec
         from rlhfx.templates.encoder import ChatEncoder
-        from rlhfx.templates.templates import get_template
-        from rlhfx.training.models import load_causal_lm, load_tokenizer
+        from rlhfx.training.models import load_causal_lm
 
         spec = resolve_model_spec(SimpleNamespace(model=path, adapters=None, model_type=None, template=None,
                                                   use_chat_template=use_chat_template))
         self.path, self.batch_size = path, batch_size
-        self.tokenizer = load_tokenizer(spec.tokenizer_path)
+        self.tokenizer = spec.tokenizer
         self.model = load_causal_lm(spec.adapter or spec.path, dtype, "sequence_classification").eval()
         if device is not None:
             self.model.to(device)
@@ -55,7 +54,7 @@ class RewardModelScorer:
         self.pad_eos_note = pad_id is None or pad_id == self.tokenizer.eos_token_id
         self.pad_id = self.tokenizer.eos_token_id if pad_id is None else pad_id
         self.model.config.pad_token_id = self.pad_id  # the head is read at the last token that is not this one
-        self.encoder = ChatEncoder(self.tokenizer, get_template(spec.template) if spec.template else None)
+        self.encoder = ChatEncoder(self.tokenizer, spec.choice.template)
 
     def sequence(self, messages, text: str, response: str) -> list[int]:
         """Prompt + response ids as the reward model was trained on them; raw text + EOS without messages."""

@@ -7,6 +7,7 @@ exactly with the assistant answers and the end-of-turn tokens the model must lea
 """
 
 import difflib
+import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -77,14 +78,24 @@ TEMPLATES: dict[str, Template] = {
         # meta-llama/Meta-Llama-3-*-Instruct.
         Template(name="llama3", **_LLAMA3),
         # meta-llama/Llama-3.1-*-Instruct without tools: a system turn always, dated with the template's
-        # default date_string. Llama 3.2 uses the same template but with today's date when the renderer
-        # provides strftime_now; we keep the fixed date so that renders are reproducible.
+        # default date_string.
         Template(
             name="llama3.1",
             **{
                 **_LLAMA3,
                 "system": "<|start_header_id|>system<|end_header_id|>\n\n"
                 "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n{content}<|eot_id|>",
+            },
+            default_system="",
+        ),
+        # meta-llama/Llama-3.2-*-Instruct without tools: Llama 3.1's format dated today, as its template does
+        # under transformers (strftime_now), so training sees what inference with apply_chat_template sends.
+        Template(
+            name="llama3.2",
+            **{
+                **_LLAMA3,
+                "system": "<|start_header_id|>system<|end_header_id|>\n\n"
+                "Cutting Knowledge Date: December 2023\nToday Date: {today}\n\n{content}<|eot_id|>",
             },
             default_system="",
         ),
@@ -201,7 +212,8 @@ def render(
         system = template.default_system
     segments = [Segment(template.bos, False)]
     if system is not None and template.system is not None:
-        segments.append(Segment(template.system.format(content=clean(system)), False))
+        today = time.strftime("%d %b %Y")  # the date Llama 3.2's template writes in (as transformers' strftime_now)
+        segments.append(Segment(template.system.format(content=clean(system), today=today), False))
     for i, message in enumerate(turns):
         content = clean(message["content"])
         if message["role"] == "user":

@@ -3,14 +3,16 @@
 import json
 
 from rlhfx.errors import RlhfxError
+from rlhfx.templates.choice import TemplateChoice, choose_template
 from rlhfx.templates.encoder import ChatEncoder
-from rlhfx.templates.templates import get_template
 
 
-def make_encoder(args, tokenizer, model_type) -> ChatEncoder:
-    """--use_chat_template: the tokenizer's own template; else --template or the model type's."""
-    template = None if args.use_chat_template else get_template(args.template or model_type.template)
-    return ChatEncoder(tokenizer, template, train_on=args.train_on)
+def make_encoder(args, tokenizer, model_type, run: dict | None = None) -> tuple[ChatEncoder, TemplateChoice]:
+    """The run's encoder and its template choice (rlhfx.templates.choice); `run` is the args.json of the run
+    the model folder comes from, if any."""
+    choice = choose_template(tokenizer, model_type, template=args.template, use_chat_template=args.use_chat_template,
+                             explicit_type=args.model_type is not None, run=run)
+    return ChatEncoder(tokenizer, choice.template, train_on=args.train_on), choice
 
 
 def _encode_sft(row, encoder):

@@ -37,7 +37,8 @@ def resolve_model_path(model: str | None, model_type: str | None) -> str:
         from rlhfx.registry.smollm2 import smollm2_model_path
 
         return str(smollm2_model_path())
-    return model
+    local = Path(model).expanduser()
+    return str(local.resolve()) if local.is_dir() else model  # absolute: run folders work from any directory
 
 
 def hub_id_for(model_type: str) -> str:

@@ -25,6 +25,7 @@ import json
 import math
 import random
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,7 @@ from rlhfx.algos import rl_math
 from rlhfx.engines import Sampling, stop_token_ids
 from rlhfx.errors import RlhfxError
 from rlhfx.rewards.sources import RewardSources, Sample
+from rlhfx.training.callbacks import plain_line
 from rlhfx.training.checkpoints import (STAGING, TRAINER_STATE, disk_full_error, is_disk_full, newest_checkpoint,
                                         publish, rotate)
 from rlhfx.training.guards import StopOnSignal, check_finite_weights, non_finite_error
@@ -92,6 +94,7 @@ class OnlineRLTrainer:
         self.kl = rl_math.AdaptiveKLController(config.kl_coef, self.args.target_kl, self.args.kl_horizon)
         self.reward_moments = rl_math.RunningMoments()
         self.step = 0
+        self.started = time.time()
         self.losses: list[float] = []
         self.stop = next((c for c in ctx.callbacks if isinstance(c, StopOnSignal)), None)
         self.trackers = LoopTrackers(trackers(self.args.report_to))
@@ -487,6 +490,8 @@ class OnlineRLTrainer:
         with open(self.output_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         self.trackers.log(row)
+        if not sys.stdout.isatty():  # a log file or pipe: the progress bar shows nothing there until the end
+            print(plain_line(self.step, self.max_steps, row["epoch"], stats, time.time() - self.started), flush=True)
 
     def _check_finite_weights(self) -> None:
         """After every update, so no rollout, checkpoint or final model is ever made from NaN/inf weights."""

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rlhfx.algos import get_algo
+from rlhfx.arguments import DEFAULT_LR
 from rlhfx.data.loader import DataConfig, load_data
 from rlhfx.errors import RlhfxError
 from rlhfx.redact import redact
@@ -67,7 +68,8 @@ def data_config(args, kind: str, datasets: list[str] | None = None, flag: str = 
         prompt_key=args.prompt_key, chosen_key=args.chosen_key, rejected_key=args.rejected_key,
         response_key=args.response_key, label_key=args.label_key, messages_key=args.messages_key,
         system=args.system, input_template=args.input_template, num_proc=args.dataset_num_proc,
-        model_name=args.model_name, model_author=args.model_author)
+        model_name=args.model_name, model_author=args.model_author,
+        desirable_threshold=args.values.get("desirable_threshold"))
 
 
 POSITIVE_INTS = ("batch_size", "eval_batch_size", "train_batch_size", "gradient_accumulation_steps", "lora_rank",
@@ -176,7 +178,9 @@ def train(args, algo, algo_name: str, output_dir: Path, checkpoint: Path | None)
         sft_rows, sft_val_rows, sft_report = load_data(data_config(args, "sft", getattr(args, sft_flag) or [], sft_flag))
         report.merge(sft_report)
     policy = load_policy(args, getattr(algo, "MODEL_CLASS", "causal_lm"))
-    encoder = make_encoder(args, policy.tokenizer, policy.model_type)
+    from rlhfx.engines.loading import run_args
+
+    encoder, template = make_encoder(args, policy.tokenizer, policy.model_type, run_args(policy.path))
     train_dataset = encode_rows(algo.KIND, train_rows, encoder, args.max_length, report, "train")
     eval_dataset = encode_rows(algo.KIND, val_rows, encoder, args.max_length, report, "val") if val_rows else None
     sft_train, sft_eval = None, None
@@ -185,15 +189,13 @@ def train(args, algo, algo_name: str, output_dir: Path, checkpoint: Path | None)
         sft_train = encode_rows("sft", sft_rows, encoder, sft_max_length, report, "sft train")
         sft_eval = encode_rows("sft", sft_val_rows, encoder, sft_max_length, report, "sft val") if sft_val_rows else None
 
-    learning_rate = args.learning_rate or algo.DEFAULT_LR[args.train_type]
+    learning_rate = args.learning_rate or DEFAULT_LR[algo_name][args.train_type]
     metrics_path = output_dir / "metrics.jsonl"
     before = {}  # held-out metrics before training; on resume, the first run's, read back from metrics.jsonl
     if is_main_process():
-        # a local base is recorded as an absolute path: an adapter is loaded from anywhere, and a moved base is named
-        model_path = str(Path(policy.path).resolve()) if Path(policy.path).is_dir() else policy.path
-        record = redact({**args.to_dict(), "rlhf_type": algo_name, "model_path": model_path,
+        record = redact({**args.to_dict(), "rlhf_type": algo_name, "model_path": policy.path,
                          "model_type": policy.model_type.name,
-                         "template": None if args.use_chat_template else (args.template or policy.model_type.template),
+                         "template": template.name, "template_reason": template.reason,
                          "learning_rate": learning_rate})
         if checkpoint:
             say(f"resuming from {checkpoint}")
@@ -206,6 +208,7 @@ def train(args, algo, algo_name: str, output_dir: Path, checkpoint: Path | None)
         write_json_atomic(output_dir / "data_report.json", report.to_dict())
     say(f"[bold]rlhfx {algo_name}[/bold]  model {policy.path} ({policy.model_type.name})  "
         f"train {len(train_dataset)} rows, val {len(eval_dataset) if eval_dataset else 0} rows  -> {output_dir}")
+    say(f"  template: {template.describe()}")
     for line in report.summary_lines():
         say(f"  data: {line}")
 
