@@ -209,7 +209,7 @@ CASES = [
     # --- issue 15: protected folders, limits, broken folders, reward functions ---
     Case("output-is-model", "outputs", "--output_dir is the --model folder",
          ["rlhf", "--model", "base", "--dataset", "demo-pref", "--output_dir", "base"],
-         ("--output_dir base is the model folder base", "overwrite the model's weights", "--overwrite_output_dir"),
+         ("--output_dir base is the model folder ./base", "overwrite the model's weights", "--overwrite_output_dir"),
          {"base/config.json": json.dumps({"architectures": ["LlamaForCausalLM"]})}),
     Case("output-not-a-run", "outputs", "--output_dir holds files that are not an rlhfx run",
          ["sft", *TINY, "--dataset", "demo-sft", *OUT],
@@ -234,7 +234,7 @@ CASES = [
          {"m/config.json": '{"architectures": ['}),
     Case("model-unfinished-run", "data", "An unfinished run folder as --model",
          ["sft", "--model", "run", "--dataset", "demo-sft", *OUT],
-         ("--model run is an unfinished rlhfx run (no summary.json)", "run/checkpoint-2"),
+         ("--model ./run is an unfinished rlhfx run (no summary.json)", "run/checkpoint-2"),
          {"run/args.json": json.dumps({"rlhf_type": "sft", "model_type": "tiny"}), "run/checkpoint-2/": None}),
     Case("export-unfinished-run", "export", "An unfinished run folder as --adapters",
          ["export", "--adapters", "run", "--merge_lora"], ("--adapters run is an unfinished rlhfx run",),

@@ -159,14 +159,15 @@ def kill_when_saved(argv, checkpoint: Path, signum: int) -> str:
     return " ".join(error.split())
 
 
-def test_loop_killed_in_training_continues_the_stage_from_its_checkpoint(tmp_path, run_cli):
+def test_loop_killed_in_training_continues_the_stage_from_its_checkpoint(sft_model, tmp_path, run_cli):
     """A cluster's SIGTERM (the stage saves and stops), then a SIGKILL (the newest periodic checkpoint survives)
     during the training stage: the same command again resumes the stage each time and ends exactly where an
     uninterrupted loop ends."""
     from safetensors.torch import load_file
 
-    argv = ["pipeline", "rs", "--model", "tiny", "--dataset", "demo-prompts", "--rollout_batch_size", "8",
-            "--reward_func", "demo", "--best_of_n", "2", "--max_new_tokens", "8", "--seed", "3", "--train_type", "full",
+    # the SFT'd model, whose answers end before --max_new_tokens (rs keeps finished answers only)
+    argv = ["pipeline", "rs", "--model", sft_model, "--dataset", "demo-prompts", "--rollout_batch_size", "8",
+            "--reward_func", "demo", "--best_of_n", "2", "--max_new_tokens", "32", "--seed", "3", "--train_type", "full",
             "--batch_size", "2", "--max_steps", "16", "--save_steps", "2", "--logging_steps", "1"]
     assert run_cli(*argv, "--output_dir", tmp_path / "whole")[0] == 0
     out = tmp_path / "killed"
