@@ -87,7 +87,6 @@ def sft_model(tmp_path_factory):
 # suite from a fresh clone. They get the `wip` marker, which scripts/test.sh (and so CI) leaves out until the
 # next session runs them (`python -m pytest -m wip`), fixes what fails and removes the file from this list.
 PENDING_VERIFICATION: set[str] = {
-    "test_real_model.py",  # slow; its conversion and dpo tests passed, sft/grpo/export did not finish here (issue 18)
 }
 
 
