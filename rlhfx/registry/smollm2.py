@@ -9,12 +9,10 @@ ordinary float32 transformers folder. The weights are the Q4_1 values: near, not
 """
 
 import importlib.util
-import shutil
-import tempfile
 from pathlib import Path
 
 from rlhfx.errors import RlhfxError
-from rlhfx.registry.tiny import cache_root
+from rlhfx.registry.tiny import cache_root, save_cached_model
 
 NAME = "smollm2-135m-instruct"
 VERSION = "v1"
@@ -57,12 +55,4 @@ def build_smollm2(folder: Path, path: Path) -> None:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if not path.exists():
-            tmp.rename(path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    save_cached_model(model, tokenizer, path)

@@ -90,6 +90,12 @@ def build_tiny_model(path: Path) -> None:
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    save_cached_model(model, tokenizer, path)
+
+
+def save_cached_model(model, tokenizer, path: Path) -> None:
+    """Write a model folder into the cache atomically: another process building the same folder at the same time
+    never sees it half written, and the first complete one wins."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
     try:
