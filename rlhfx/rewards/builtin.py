@@ -24,12 +24,12 @@ messages) and `response_token_ids`. The built-ins follow ms-swift's swift/reward
 """
 
 import difflib
-import importlib.util
 import math
 import re
 from pathlib import Path
 
 from rlhfx.errors import RlhfxError
+from rlhfx.rewards.functions import import_user_file
 
 
 class ORM:
@@ -184,13 +184,7 @@ def load_plugins(paths) -> None:
         path = Path(spec)
         if not path.is_file():
             raise RlhfxError(f"--external_plugins file {spec} does not exist.", "check the path.")
-        module_spec = importlib.util.spec_from_file_location(f"rlhfx_plugin_{path.stem}", path)
-        module = importlib.util.module_from_spec(module_spec)
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception as error:
-            raise RlhfxError(f"Importing --external_plugins file {spec} failed: {type(error).__name__}: {error}",
-                             "fix the file (run it with python to see the traceback).") from None
+        import_user_file(path, f"--external_plugins file {spec}")
 
 
 def is_named(spec: str) -> bool:

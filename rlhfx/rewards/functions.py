@@ -40,13 +40,7 @@ def load_reward_func(spec: str) -> RewardFunc:
                          "pass `demo` or a Python file that defines reward_func(queries, prompts, labels).")
     if not path.is_file():
         raise RlhfxError(f"Reward function file {spec} does not exist.", "check the path passed to --reward_func.")
-    module_spec = importlib.util.spec_from_file_location(f"rlhfx_reward_{path.stem}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as error:
-        raise RlhfxError(f"Importing reward function file {spec} failed: {type(error).__name__}: {error}",
-                         "fix the file (run it with python to see the traceback).") from None
+    module = import_user_file(path, f"reward function file {spec}")
     func = getattr(module, "reward_func", None)
     if not callable(func):
         raise RlhfxError(f"{spec} defines no function `reward_func`.",
@@ -100,3 +94,15 @@ def call_reward_func(func: RewardFunc, queries: list[str], prompts: list[str], l
     if bad is not None:
         raise RlhfxError(f"Reward function {name} returned {scores[bad]} for query {bad}.", "return finite numbers.")
     return scores
+
+
+def import_user_file(path: Path, what: str):
+    """Run a user's Python file as a module; an error while importing it is one clear message naming the file."""
+    module_spec = importlib.util.spec_from_file_location(f"rlhfx_user_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as error:
+        raise RlhfxError(f"Importing {what} failed: {type(error).__name__}: {error}",
+                         "fix the file (run it with python to see the traceback).") from None
+    return module
