@@ -34,7 +34,7 @@ def build_model(size: str, folder: Path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from rlhfx.registry.tiny import tiny_model_path
-    from rlhfx.training.models import load_causal_lm, load_tokenizer
+    from rlhfx.models import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model_path()))
     if SIZES[size] is None:

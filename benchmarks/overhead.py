@@ -59,7 +59,7 @@ def main() -> None:
     opts = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from rlhfx.registry.demo_task import DATA_DIR
-    from rlhfx.training.models import resolve_model_path
+    from rlhfx.models import resolve_model_path
 
     model = resolve_model_path(opts.model, None)  # built (tiny) or converted (smollm2) once, outside the timings
     suffix = "" if opts.model == "tiny" else "_smollm2"

@@ -47,7 +47,7 @@ def trl_grpo(model: str, args, out: Path) -> dict:
     from rlhfx.registry.demo_task import reward
     from rlhfx.templates.encoder import ChatEncoder
     from rlhfx.templates.templates import get_template
-    from rlhfx.training.models import load_causal_lm, load_tokenizer, resolve_model_path
+    from rlhfx.models import load_causal_lm, load_tokenizer, resolve_model_path
 
     torch.set_num_threads(args.threads)
     path = resolve_model_path(model, None)

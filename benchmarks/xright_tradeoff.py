@@ -66,7 +66,7 @@ class Evaluator:
         from rlhfx.data.loader import DataConfig, load_data
         from rlhfx.registry.models import resolve_model_type
         from rlhfx.training.encode import encode_rows
-        from rlhfx.training.models import load_causal_lm, load_tokenizer
+        from rlhfx.models import load_causal_lm, load_tokenizer
         from rlhfx.templates.encoder import ChatEncoder
         from rlhfx.templates.templates import get_template
 

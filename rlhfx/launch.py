@@ -52,7 +52,7 @@ def check_spreadable(command: str, argv: list[str]) -> None:
     FlashAttention without a GPU."""
     from rlhfx.arguments import RL, parse_args
     from rlhfx.errors import RlhfxError
-    from rlhfx.training.scale import check_flash_attn_device
+    from rlhfx.models import check_flash_attn_device
     from rlhfx.training.swift_flags import apply_swift_flags
 
     args = parse_args(command, argv)

@@ -83,7 +83,7 @@ def test_adapters_folder_gives_base_and_template(tmp_path, run_cli):
     from rlhfx.registry.tiny import tiny_model_path
     from rlhfx.templates.encoder import ChatEncoder
     from rlhfx.templates.templates import get_template
-    from rlhfx.training.models import load_causal_lm, load_tokenizer
+    from rlhfx.models import load_causal_lm, load_tokenizer
 
     base = str(tiny_model_path())
     run = tmp_path / "lora-run"

@@ -12,7 +12,7 @@ def _engine(path):
     from rlhfx.engines.pt import PtEngine
     from rlhfx.templates.encoder import ChatEncoder
     from rlhfx.templates.templates import get_template
-    from rlhfx.training.models import load_causal_lm, load_tokenizer
+    from rlhfx.models import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(str(path))
     model = load_causal_lm(str(path))

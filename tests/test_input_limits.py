@@ -47,7 +47,7 @@ def tiny_encoder():
     from rlhfx.registry.tiny import tiny_model_path
     from rlhfx.templates.encoder import ChatEncoder
     from rlhfx.templates.templates import get_template
-    from rlhfx.training.models import load_tokenizer
+    from rlhfx.models import load_tokenizer
 
     return ChatEncoder(load_tokenizer(str(tiny_model_path())), get_template("chatml"))
 

@@ -3,7 +3,7 @@
 import pytest
 
 from rlhfx.errors import RlhfxError
-from rlhfx.training.models import check_model_source, hub_id_for, resolve_model_path
+from rlhfx.models import check_model_source, hub_id_for, resolve_model_path
 
 
 @pytest.mark.parametrize("model_type, hub_id", [
@@ -40,7 +40,7 @@ def test_path_like_model_that_does_not_exist(tmp_path):
 def test_fully_trained_weights_stay_float32_unless_asked(torch_dtype, train_type, deepspeed, expected):
     from types import SimpleNamespace
 
-    from rlhfx.training.models import trained_weights_dtype
+    from rlhfx.models import trained_weights_dtype
 
     args = SimpleNamespace(torch_dtype=torch_dtype, train_type=train_type, deepspeed=deepspeed)
     assert trained_weights_dtype(args) == expected

@@ -37,7 +37,7 @@ def write_jsonl(path, rows):
 
 @pytest.fixture(scope="module")
 def model_path():
-    from rlhfx.training.models import resolve_model_path
+    from rlhfx.models import resolve_model_path
 
     return resolve_model_path(MODEL, None)
 

@@ -114,7 +114,7 @@ def test_flash_attention_over_float32_weights_needs_bf16_autocast(monkeypatch, b
     import torch
 
     from rlhfx.errors import RlhfxError
-    from rlhfx.training.scale import model_load_kwargs
+    from rlhfx.models import model_load_kwargs
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)

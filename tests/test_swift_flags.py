@@ -56,7 +56,7 @@ def test_grpo_beta_is_the_kl_coefficient():
 
 
 def test_attn_impl_picks_the_kernels():
-    from rlhfx.training.scale import model_load_kwargs
+    from rlhfx.models import model_load_kwargs
 
     assert parsed("sft", "--attn_impl", "flash_attn")[0].flash_attn is True
     assert parsed("sft", "--attn_impl", "flash_attention_2")[0].flash_attn is True

@@ -23,7 +23,7 @@ def pushed(sft_model):
     from rlhfx.registry.tiny import tiny_model_path
     from rlhfx.templates.encoder import ChatEncoder
     from rlhfx.templates.templates import get_template
-    from rlhfx.training.models import load_causal_lm, load_tokenizer
+    from rlhfx.models import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(str(sft_model))
     model = load_causal_lm(str(sft_model))
@@ -99,7 +99,7 @@ def test_lora_adapter_matches_the_merged_model(tmp_path):
     from rlhfx.registry.tiny import tiny_model_path
     from rlhfx.templates.encoder import ChatEncoder
     from rlhfx.templates.templates import get_template
-    from rlhfx.training.models import load_causal_lm, load_tokenizer
+    from rlhfx.models import load_causal_lm, load_tokenizer
 
     base = str(tiny_model_path())
     tokenizer = load_tokenizer(base)
@@ -131,7 +131,7 @@ def test_vllm_log_probs_are_the_trainers_at_the_sampling_temperature():
     import torch
 
     from rlhfx.registry.tiny import tiny_model_path
-    from rlhfx.training.models import load_causal_lm, load_tokenizer
+    from rlhfx.models import load_causal_lm, load_tokenizer
 
     path = str(tiny_model_path())
     tokenizer, model = load_tokenizer(path), load_causal_lm(path).eval()

@@ -60,7 +60,7 @@ def check_args(args) -> None:
 
 def load_teacher(args, tokenizer, student):
     """The frozen teacher, after checking it reads the student's tokens the same way."""
-    from rlhfx.training.models import load_causal_lm, load_tokenizer, resolve_model_path
+    from rlhfx.models import load_causal_lm, load_tokenizer, resolve_model_path
 
     path = resolve_model_path(args.teacher_model, None)
     teacher_vocab, student_vocab = load_tokenizer(path).get_vocab(), tokenizer.get_vocab()

@@ -97,12 +97,12 @@ def layout_lines(args) -> list[str]:
 
 def model_encoder(args):
     """(ChatEncoder, TemplateChoice) of --model, as a run on it would encode the data."""
-    from rlhfx.engines.loading import resolve_model_spec
+    from rlhfx.models import resolve_model_spec
     from rlhfx.templates.encoder import ChatEncoder
     from rlhfx.training.runner import quiet_libraries
 
     quiet_libraries()
-    spec = resolve_model_spec(type(args)(command=args.command, values={**args.values, "adapters": None}))
+    spec = resolve_model_spec(args.model, args.model_type, None, args.template, args.use_chat_template)
     return ChatEncoder(spec.tokenizer, spec.choice.template, train_on=args.train_on), spec.choice
 
 

@@ -34,10 +34,10 @@ def main(argv: list[str]) -> None:
         return print_help("export", SUMMARY)
     args = parse_args("export", argv)
     adapter, output = check_flags(args)
-    from rlhfx.engines.loading import resolve_model_spec, run_args
+    from rlhfx.models import model_spec_from_args, run_args
     from rlhfx.training.runner import quiet_libraries
 
-    spec = resolve_model_spec(args)
+    spec = model_spec_from_args(args)
     quiet_libraries()
     model, tokenizer = merged_model(spec.path, adapter, args.torch_dtype)
     run = run_args(str(adapter))
@@ -58,7 +58,7 @@ def check_flags(args) -> tuple[Path, Path]:
     adapter = Path(args.adapters)
     if not adapter.is_dir():
         raise RlhfxError(f"--adapters folder {adapter} does not exist.", "pass the output folder of an rlhfx LoRA run.")
-    from rlhfx.training.models import check_finished_run
+    from rlhfx.models import check_finished_run
 
     check_finished_run(str(adapter), "--adapters")
     if not (adapter / "adapter_config.json").is_file():
@@ -95,13 +95,13 @@ def merged_model(base: str, adapter: Path, dtype: str):
     """The base loaded as the adapter's model class, embeddings resized to the run's tokenizer, adapter merged."""
     import transformers
 
-    from rlhfx.training.models import _dtype, load_tokenizer, merge_adapter
+    from rlhfx.models import load_tokenizer, merge_adapter, torch_dtype
 
     from safetensors import SafetensorError
 
     class_name, kwargs = MODEL_CLASSES[adapter_task(adapter)]
     try:
-        model = getattr(transformers, class_name).from_pretrained(base, dtype=_dtype(dtype), **kwargs)
+        model = getattr(transformers, class_name).from_pretrained(base, dtype=torch_dtype(dtype), **kwargs)
     except (OSError, ValueError, SafetensorError) as error:
         raise RlhfxError(f"Could not load the base model {base!r} of {adapter} as {class_name}: {error}",
                          "pass the base with --model (a local folder or hub id).") from None

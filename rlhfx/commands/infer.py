@@ -22,7 +22,8 @@ def main(argv: list[str]) -> None:
     if "--help" in argv or "-h" in argv:
         return print_help("infer", SUMMARY)
     args = parse_args("infer", argv)
-    from rlhfx.engines.loading import apply_run_system, sampling_from_args
+    from rlhfx.engines.loading import sampling_from_args
+    from rlhfx.models import apply_run_system
 
     apply_run_system(args)
     sampling = sampling_from_args(args)

@@ -33,7 +33,7 @@ def main(argv: list[str]) -> None:
         args.values.update(task="generate", engine="vllm")
     check_flags(args)
     if args.task == "generate":
-        from rlhfx.engines.loading import apply_run_system
+        from rlhfx.models import apply_run_system
 
         apply_run_system(args)
     from rlhfx.training.runner import quiet_libraries

@@ -174,11 +174,11 @@ def lora_target_modules(model, spec: str | list[str], model_type: ModelType) -> 
     names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
     keyword = names[0].upper() if len(names) == 1 else None
     if keyword in ("ALL", "ALL-LINEAR") or (keyword == "DEFAULT" and not model_type.lora_targets):
-        return _linear_names(model)
+        return linear_layer_names(model)
     if keyword == "DEFAULT":
         names = list(model_type.lora_targets)
     if len(names) > 1 and {n.upper() for n in names} & {"ALL", "ALL-LINEAR"}:
-        names = list(dict.fromkeys(_linear_names(model) + [n for n in names if n.upper() not in ("ALL", "ALL-LINEAR")]))
+        names = list(dict.fromkeys(linear_layer_names(model) + [n for n in names if n.upper() not in ("ALL", "ALL-LINEAR")]))
     if not names:
         raise RlhfxError("--lora_target_modules is empty.", "Give ALL, DEFAULT or module names such as q_proj,v_proj.")
     module_names = [n for n, _ in model.named_modules()]
@@ -192,12 +192,13 @@ def lora_target_modules(model, spec: str | list[str], model_type: ModelType) -> 
     if missing:
         raise RlhfxError(
             f"--lora_target_modules names modules the model does not have: {', '.join(missing)}.",
-            f"Use ALL, DEFAULT or some of this model's Linear layers: {', '.join(_linear_names(model))}.",
+            f"Use ALL, DEFAULT or some of this model's Linear layers: {', '.join(linear_layer_names(model))}.",
         )
     return names
 
 
-def _linear_names(model) -> list[str]:
+def linear_layer_names(model) -> list[str]:
+    """Every Linear layer but the output heads, by last name component: LoRA's "ALL" (the PPO critic's too)."""
     import torch
 
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None

@@ -37,14 +37,10 @@ class RewardModelScorer:
 
     def __init__(self, path: str, dtype: str = "auto", batch_size: int = 16, device=None,
                  use_chat_template: bool = False):
-        from types import SimpleNamespace
-
-        from rlhfx.engines.loading import resolve_model_spec
+        from rlhfx.models import load_causal_lm, resolve_model_spec
         from rlhfx.templates.encoder import ChatEncoder
-        from rlhfx.training.models import load_causal_lm
 
-        spec = resolve_model_spec(SimpleNamespace(model=path, adapters=None, model_type=None, template=None,
-                                                  use_chat_template=use_chat_template))
+        spec = resolve_model_spec(path, use_chat_template=use_chat_template)
         self.path, self.batch_size = path, batch_size
         self.tokenizer = spec.tokenizer
         self.model = load_causal_lm(spec.adapter or spec.path, dtype, "sequence_classification").eval()

@@ -6,6 +6,7 @@ TRL's defaults are GPU-minded; on a machine without CUDA rlhfx trains in float32
 
 import os
 
+from rlhfx.models import bf16_enabled
 from rlhfx.training.scale import deepspeed_config
 from rlhfx.training.tracking import trackers
 
@@ -21,18 +22,6 @@ def gradient_accumulation(args) -> int:
         per_step = args.batch_size * world_size()
         return max(1, args.train_batch_size // per_step)
     return 1
-
-
-def bf16_enabled(args) -> bool:
-    import torch
-
-    if args.bf16 is not None:
-        return args.bf16
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    # bfloat16 weights on the CPU: autocast too, so that float32 parts (a LoRA reward model's score head, which PEFT
-    # keeps in float32) meet bfloat16 activations in bfloat16 matmuls instead of failing with a dtype mismatch
-    return args.torch_dtype == "bfloat16"
 
 
 def hf_training_kwargs(args, output_dir, learning_rate: float, has_eval: bool) -> dict:

@@ -118,7 +118,7 @@ class OnlineRLTrainer:
         and gets the policy's weights pushed before every generation."""
         if self.args.engine == "vllm":
             from rlhfx.engines import make_engine
-            from rlhfx.training.models import _adapter_base, resolve_model_path
+            from rlhfx.models import adapter_base as _adapter_base, resolve_model_path
 
             path = resolve_model_path(self.args.model, self.args.model_type)
             base = _adapter_base(path)
@@ -145,7 +145,8 @@ class OnlineRLTrainer:
 
     def _critic(self):
         from rlhfx.algos.rm import zero_new_head
-        from rlhfx.training.models import load_causal_lm, resolve_model_path, trained_weights_dtype
+        from rlhfx.models import load_causal_lm, resolve_model_path, trained_weights_dtype
+        from rlhfx.registry.models import linear_layer_names
 
         source = self.args.critic_model or (self.args.reward_model or [None])[0] or self.args.model
         critic = load_causal_lm(resolve_model_path(source, None), trained_weights_dtype(self.args), "sequence_classification")
@@ -153,7 +154,7 @@ class OnlineRLTrainer:
         if self.args.train_type == "lora":
             from peft import LoraConfig, get_peft_model
 
-            targets = [n for n, m in critic.named_modules() if isinstance(m, torch.nn.Linear) and n.split(".")[-1] != "score"]
+            targets = linear_layer_names(critic)
             critic = get_peft_model(critic, LoraConfig(
                 r=self.args.lora_rank, lora_alpha=self.args.lora_alpha, lora_dropout=0.0, task_type="SEQ_CLS",
                 target_modules=sorted({n.split(".")[-1] for n in targets}), modules_to_save=["score"]))

@@ -166,7 +166,7 @@ def train(args, algo, algo_name: str, output_dir: Path, checkpoint: Path | None)
     from rlhfx.training.guards import NonFiniteGuard, StopOnSignal
     from rlhfx.training.encode import encode_rows, make_encoder
     from rlhfx.training.hf_args import hf_training_kwargs
-    from rlhfx.training.models import load_policy, load_reference, lora_config
+    from rlhfx.models import load_policy, load_reference, lora_config
     from rlhfx.training.ranks import check_ranks_agree, end_ranks
     from rlhfx.training.tracking import prepare_tracking, trackers
 
@@ -178,7 +178,7 @@ def train(args, algo, algo_name: str, output_dir: Path, checkpoint: Path | None)
         sft_rows, sft_val_rows, sft_report = load_data(data_config(args, "sft", getattr(args, sft_flag) or [], sft_flag))
         report.merge(sft_report)
     policy = load_policy(args, getattr(algo, "MODEL_CLASS", "causal_lm"))
-    from rlhfx.engines.loading import run_args
+    from rlhfx.models import run_args
 
     encoder, template = make_encoder(args, policy.tokenizer, policy.model_type, run_args(policy.path))
     train_dataset = encode_rows(algo.KIND, train_rows, encoder, args.max_length, report, "train")
@@ -276,7 +276,7 @@ def run_folder(args) -> tuple[Path, Path | None]:
     unfinished run is only continued when asked to, never overwritten by a fresh start; a model folder or a folder
     of the user's that is not an rlhfx run is not written into (rlhfx.training.outputs.check_output_folder)."""
     from rlhfx.training.checkpoints import complete_checkpoints, resume_target
-    from rlhfx.training.models import check_model_source, policy_model_type, resolve_model_path
+    from rlhfx.models import check_model_source, policy_model_type, resolve_model_path
 
     model = resolve_model_path(args.model, args.model_type)
     check_model_source(model)

@@ -1,4 +1,5 @@
-"""Flags that change where and how big the model runs: DeepSpeed presets, model parallel, attention kernels, QLoRA.
+"""Flags that change where and how big the model runs: DeepSpeed presets and model parallel (the attention kernel and
+QLoRA keywords of from_pretrained are in rlhfx.models.load).
 
 Each check runs before any weights load, so a launch that cannot work fails in a second with a fix,
 not after minutes of loading. The ZeRO presets ship inside the package (rlhfx/configs/deepspeed) so they
@@ -106,66 +107,6 @@ def single_process_env() -> None:
         port = sock.getsockname()[1]
     os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(port)})
-
-
-def quant_bits(args) -> int | None:
-    if args.load_in_4bit and args.quant_bits not in (None, 4):
-        raise RlhfxError(f"--load_in_4bit and --quant_bits {args.quant_bits} disagree.", "give one of them.")
-    return 4 if args.load_in_4bit else args.quant_bits
-
-
-def check_flash_attn_device(args) -> None:
-    """Also called before a torchrun relaunch, so that every rank does not print the same error."""
-    import torch
-
-    if args.flash_attn and not torch.cuda.is_available():
-        flag = f"--attn_impl {args.attn_impl}" if args.attn_impl else "--flash_attn"
-        raise RlhfxError(f"{flag} needs a CUDA GPU; none is visible.", f"drop {flag} (CPU runs use sdpa).")
-
-
-def model_load_kwargs(args, dtype) -> dict:
-    """from_pretrained keywords for --flash_attn, --quant_bits/--load_in_4bit and --device_map, with clear errors."""
-    import torch
-
-    kwargs = {}
-    if args.flash_attn:
-        check_flash_attn_device(args)
-        try:
-            import flash_attn  # noqa: F401
-        except ImportError:
-            raise RlhfxError("--flash_attn needs the flash_attn package, which is not installed.",
-                             "pip install flash-attn --no-build-isolation, or drop --flash_attn.") from None
-        from rlhfx.training.hf_args import bf16_enabled  # imports this module
-
-        if dtype == torch.float32 and not bf16_enabled(args):
-            raise RlhfxError("--flash_attn computes in bf16 or fp16, but these float32 weights run without --bf16 "
-                             "autocast.", "drop --bf16 false (bf16 is the default on GPUs), or pass --torch_dtype "
-                             "bfloat16, or drop --flash_attn.")
-        kwargs["attn_implementation"] = "flash_attention_2"
-    elif args.attn_impl in ("sdpa", "eager"):
-        kwargs["attn_implementation"] = args.attn_impl
-    bits = quant_bits(args)
-    if bits:
-        if args.train_type != "lora":
-            raise RlhfxError(f"--quant_bits {bits} freezes the base weights in {bits} bits; only adapters can train.",
-                             "add --train_type lora (QLoRA).")
-        if not torch.cuda.is_available():
-            raise RlhfxError(f"--quant_bits {bits} (QLoRA) uses bitsandbytes CUDA kernels; no CUDA GPU is visible.",
-                             "run on a GPU machine, or drop --quant_bits/--load_in_4bit.")
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise RlhfxError(f"--quant_bits {bits} needs the bitsandbytes package, which is not installed.",
-                             "pip install 'rlhfx[quant]'.") from None
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                            bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
-                                         if bits == 4 else BitsAndBytesConfig(load_in_8bit=True))
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    if args.device_map:
-        kwargs["device_map"] = args.device_map
-    return kwargs
 
 
 def aux_loss_coef(args, model) -> float | None:
