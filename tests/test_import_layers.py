@@ -25,13 +25,22 @@ TIERS = {
 
 KNOWN_BACK_EDGES = {
     ("training", "algos"),  # runner looks the algorithm up; rl_trainer.py uses rl_math and rm: RL moves to algos/
-    ("loops", "commands"),  # loops/stages.py calls sample.main(argv): a sampling library call instead
+    ("loops", "commands"),  # loops/stages.py's training stage calls `rlhfx sft|rlhf` main(argv): a runner call once
+    # the commands' checks (swift flags, algorithm options) are a function below commands
 }
 
 
 def _package_of(module: str) -> str:
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else "rlhfx"
+
+
+def _literal_prefix(node) -> str:
+    """The module an import_module call names, as far as it is written out: "rlhfx.commands." of
+    f"rlhfx.commands.{name}" (a dynamic import is an edge too)."""
+    if isinstance(node, ast.JoinedStr):
+        node = node.values[0] if node.values else None
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else ""
 
 
 def package_edges() -> dict[tuple[str, str], list[str]]:
@@ -43,6 +52,9 @@ def package_edges() -> dict[tuple[str, str], list[str]]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 targets = [node.module]
+            elif isinstance(node, ast.Call) and "import_module" in (getattr(node.func, "id", None),
+                                                                    getattr(node.func, "attr", None)):
+                targets = [_literal_prefix(node.args[0])] if node.args else []
             elif isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             else:

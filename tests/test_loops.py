@@ -118,6 +118,8 @@ def test_bad_loop_inputs_exit_2(tmp_path, run_cli):
     cases = [
         (["pipeline", "raft", *base], "Unknown loop 'raft'"),
         (["pipeline", "rs", "--model", "tiny", "--dataset", "demo-prompts"], "needs a reward source"),
+        (["pipeline", "rs", "--model", "tiny", "--dataset", "demo-prompts", "--reward_model", tmp_path / "gone"],
+         "--reward_model folder"),  # before any generation, not at the scoring stage
         (["pipeline", "rs", *base, "--beta", "0.1"], "--beta does not apply to `rlhfx pipeline rs`"),
         (["pipeline", "rs", *base, "--ref_mode", "previous"], "--ref_mode does not apply"),
         (["pipeline", "rs", *base, "--dataset", "a.jsonl", "b.jsonl", "--training_iters", "3"], "2 prompt sets"),
@@ -193,15 +195,16 @@ def test_loop_killed_in_training_continues_the_stage_from_its_checkpoint(sft_mod
 
 
 def test_the_score_stage_gets_the_reward_function_timeout(monkeypatch, tmp_path):
-    """--reward_func_timeout given to the pipeline reaches `rlhfx sample --task rm`, which calls the function."""
+    """--reward_func_timeout given to the pipeline reaches the sampling library's scoring, which calls the function."""
     from rlhfx.arguments import parse_args
-    from rlhfx.commands import sample
     from rlhfx.loops import stages
+    from rlhfx.sampling import batch
+    from rlhfx.sampling.jsonl import write_jsonl_atomic
 
     seen = []
-    monkeypatch.setattr(sample, "main", seen.append)
+    monkeypatch.setattr(batch, "score", lambda rows, rewards: seen.append(rewards))
+    write_jsonl_atomic(tmp_path / "generated.jsonl", [{"input": "q", "output": "a"}])
     args = parse_args("pipeline", ["--model", "tiny", "--dataset", "demo-prompts", "--reward_func", "demo",
                                    "--reward_func_timeout", "7"])
     stages.score(args, tmp_path / "generated.jsonl", tmp_path / "scored.jsonl")
-    argv = seen[0]
-    assert argv[argv.index("--reward_func_timeout") + 1] == "7.0"
+    assert seen[0].reward_func == "demo" and seen[0].reward_func_timeout == 7.0

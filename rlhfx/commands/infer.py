@@ -37,10 +37,13 @@ def main(argv: list[str]) -> None:
     from rlhfx.training.runner import quiet_libraries
 
     quiet_libraries()
-    from rlhfx.engines.loading import load_generator
+    from rlhfx.engines import check_engine_available
+    from rlhfx.engines.loading import EngineOptions, load_generator
+    from rlhfx.models import model_spec_from_args
 
     batch_size = args.batch_size if "batch_size" in args.explicit else DEFAULT_BATCH_SIZE
-    generator = load_generator(args, batch_size)
+    check_engine_available(args.engine)
+    generator = load_generator(model_spec_from_args(args), EngineOptions.from_args(args), batch_size)
     try:
         if batch:
             run_batch(args, generator, prompts, sampling, batch_size, output)

@@ -1,16 +1,34 @@
 """From `--model` / `--adapters` flags to a ready engine, tokenizer and chat encoder (shared by infer and sample).
 
-The model, adapter and template are resolved by rlhfx.models (model_spec_from_args). The pt engine merges the
+The model, adapter and template are resolved by rlhfx.models (ModelSpec). The pt engine merges the
 adapter into the weights; vLLM serves it as a LoRA adapter.
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from rlhfx.engines import Engine, check_engine_available, make_engine, stop_token_ids
-from rlhfx.models import ModelSpec, load_causal_lm, merge_adapter, model_spec_from_args
+from rlhfx.models import ModelSpec, load_causal_lm, merge_adapter
 from rlhfx.templates.encoder import ChatEncoder
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """--engine and what it runs with: the generation flags that are not about sampling."""
+
+    engine: str
+    torch_dtype: str
+    seed: int
+    tp_size: int
+    enable_prefix_caching: bool
+    max_num_seqs: int | None
+    gpu_memory_utilization: float
+    kv_cache_memory_gb: float | None
+
+    @classmethod
+    def from_args(cls, args) -> "EngineOptions":
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
 
 @dataclass
@@ -21,14 +39,13 @@ class Generator:
     spec: ModelSpec
 
 
-def load_generator(args, batch_size: int) -> Generator:
-    """The engine named by --engine on the model named by --model/--adapters, its tokenizer and encoder."""
-    check_engine_available(args.engine)
-    spec = model_spec_from_args(args)
+def load_generator(spec: ModelSpec, options: EngineOptions, batch_size: int) -> Generator:
+    """The engine `options.engine` on the model `spec` (rlhfx.models.model_spec_from_args), its tokenizer and encoder."""
+    check_engine_available(options.engine)
     tokenizer, template = spec.tokenizer, spec.choice.template
     encoder = ChatEncoder(tokenizer, template)
-    if args.engine == "pt":
-        model = load_causal_lm(spec.path, args.torch_dtype)
+    if options.engine == "pt":
+        model = load_causal_lm(spec.path, options.torch_dtype)
         if spec.adapter:
             model = merge_adapter(model, spec.adapter)
         if model.config.pad_token_id is None:
@@ -40,10 +57,10 @@ def load_generator(args, batch_size: int) -> Generator:
     else:
         stops = stop_token_ids(tokenizer, _generation_config(spec.path), template)
         engine = make_engine(
-            "vllm", model_path=spec.path, tokenizer=tokenizer, stop_ids=stops, dtype=args.torch_dtype,
-            adapter_path=spec.adapter, seed=args.seed, tp_size=args.tp_size,
-            enable_prefix_caching=args.enable_prefix_caching, max_num_seqs=args.max_num_seqs,
-            gpu_memory_utilization=args.gpu_memory_utilization, kv_cache_memory_gb=args.kv_cache_memory_gb,
+            "vllm", model_path=spec.path, tokenizer=tokenizer, stop_ids=stops, dtype=options.torch_dtype,
+            adapter_path=spec.adapter, seed=options.seed, tp_size=options.tp_size,
+            enable_prefix_caching=options.enable_prefix_caching, max_num_seqs=options.max_num_seqs,
+            gpu_memory_utilization=options.gpu_memory_utilization, kv_cache_memory_gb=options.kv_cache_memory_gb,
             max_lora_rank=_adapter_rank(spec.adapter))
     return Generator(engine=engine, tokenizer=tokenizer, encoder=encoder, spec=spec)
 

@@ -22,6 +22,7 @@ def check(spec, args) -> None:
     if not (args.reward_model or args.reward_func):
         raise RlhfxError(f"`rlhfx pipeline {spec.name}` needs a reward source.",
                          "pass --reward_model FOLDER or --reward_func demo|file.py.")
+    stages.rewards(args).check()  # a missing reward model or a broken reward file fails before generation
     if args.training_iters < 1:
         raise RlhfxError(f"--training_iters is {args.training_iters}.", "use 1 or more iterations.")
     if spec.single_pass and "training_iters" in args.explicit and args.training_iters != 1:

@@ -1,17 +1,19 @@
-"""The stages of a loop: the real `rlhfx sample`, `rlhfx sft` and `rlhfx rlhf` commands, called in-process with
-the loop's own flags plus those of the user's flags that each command takes.
+"""The stages of a loop: the sampling library (rlhfx.sampling.batch) that `rlhfx sample` runs, called with the
+loop's own inputs and those of the user's flags that each stage takes, and the `rlhfx sft` / `rlhfx rlhf` command.
 
-Which user flags go where: every explicit flag that the stage's command takes, except the ones the loop sets
-itself (model, data, output) and those that mean something else for one of the stages: --batch_size is the
-training micro batch (generation keeps `rlhfx sample`'s default), the prompt-reading flags (--prompt_key,
---max_samples, --system, ...) belong to generation, the reward flags to scoring, --normalize_reward and
---reward_template to post-processing.
+Which user flags go where: every explicit flag that the stage takes, except the ones the loop sets itself (model,
+data, output) and those that mean something else for one of the stages: --batch_size is the training micro batch
+(generation keeps `rlhfx sample`'s default), the prompt-reading flags (--prompt_key, --max_samples, --system, ...)
+belong to generation, the reward flags to scoring, --normalize_reward and --reward_template to post-processing.
+A flag the user did not give has the same default in every stage (one flag table), so generation and scoring read
+the loop's own parsed flags; only training still gets an argv (see `train`).
 """
 
 import gc
 from pathlib import Path
 
 from rlhfx.arguments import flags_for
+from rlhfx.sampling import batch
 
 LOOP_SETS = {"model", "dataset", "output_dir", "rollout_batch_size"}
 SCORING = {"reward_model", "reward_func", "reward_func_timeout"}
@@ -22,6 +24,10 @@ TRAINING_ONLY = {"batch_size"}
 
 def command_flags(command: str) -> set[str]:
     return {flag.name for flag in flags_for(command)}
+
+
+def default(name: str):
+    return next(flag.default for flag in flags_for("pipeline") if flag.name == name)
 
 
 def forwarded(args, names: set[str]) -> list[str]:
@@ -51,6 +57,13 @@ def stage_flags(spec) -> set[str]:
     return generate_flags() | SCORING | POST_PROCESSING | train_flags(spec) | LOOP_SETS | own
 
 
+def rewards(args) -> batch.Rewards:
+    """The scoring stage's reward source: the reward flags and --torch_dtype; the rest as `rlhfx sample` has them."""
+    return batch.Rewards(reward_model=args.reward_model, reward_func=args.reward_func,
+                         reward_func_timeout=args.reward_func_timeout, torch_dtype=args.torch_dtype,
+                         use_chat_template=default("use_chat_template"), batch_size=batch.DEFAULT_BATCH_SIZE)
+
+
 def free_memory() -> None:
     """Let go of the last stage's models before the next one loads its own (GPU memory above all)."""
     gc.collect()
@@ -60,41 +73,56 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def prompt_data(args, policy: str, prompts: list[str], loop_file: bool):
+    """How the prompts are read: the user's prompt-reading flags, except for a prompt file the loop wrote itself
+    (`loop_file`), which is read as it is. Without --system, the system prompt `policy`'s run recorded."""
+    from rlhfx.data.loader import DataConfig
+    from rlhfx.models import run_args
+
+    reading = {name: default(name) if loop_file else args.values[name] for name in PROMPT_READING}
+    if loop_file or "system" not in args.explicit:
+        reading["system"] = run_args(policy if Path(policy).is_dir() else None).get("system") or reading["system"]
+    return DataConfig(datasets=prompts, kind="prompt", seed=args.seed, **reading)
+
+
 def generate(args, policy: str, prompts: list[str], iteration: int | None, output: Path,
              loop_file: bool = False) -> None:
-    """`rlhfx sample --task generate`: --best_of_n answers of `policy` to the prompts (slice `iteration`, if given).
-    A prompt file the loop wrote itself (`loop_file`) is read as it is, without the user's prompt-reading flags."""
-    from rlhfx.commands import sample
+    """`rlhfx sample --task generate`: --best_of_n answers of `policy` to the prompts (slice `iteration`, if given)."""
+    from rlhfx.engines.loading import EngineOptions, sampling_from_args
+    from rlhfx.models import resolve_model_spec
 
-    argv = ["--task", "generate", "--model", policy, "--dataset", *prompts, "--output_file", str(output)]
-    if iteration is not None:
-        argv += ["--iter", str(iteration)]
-        if args.rollout_batch_size:
-            argv += ["--rollout_batch_size", str(args.rollout_batch_size)]
-    sample.main(argv + forwarded(args, generate_flags() - (PROMPT_READING if loop_file else set())))
+    size = args.rollout_batch_size if iteration is not None else None
+    rows, first = batch.load_prompt_slice(prompt_data(args, policy, prompts, loop_file), iteration or 0, size)
+    spec = resolve_model_spec(policy, args.model_type, None, args.template, args.use_chat_template)
+    rows = batch.generate(spec, EngineOptions.from_args(args), sampling_from_args(args), rows, first,
+                          batch.DEFAULT_BATCH_SIZE)
+    batch.write(rows, output, None, args.reward_template)
     free_memory()
 
 
 def score(args, generated: Path, output: Path) -> None:
     """`rlhfx sample --task rm`: the raw reward of every sample (what the loop's report reads)."""
-    from rlhfx.commands import sample
-
-    sample.main(["--task", "rm", "--dataset", str(generated), "--output_file", str(output)]
-                + forwarded(args, SCORING | {"torch_dtype"}))
+    rows = batch.read_generated([str(generated)])
+    batch.score(rows, rewards(args))
+    batch.write(rows, output, None, args.reward_template)
     free_memory()
 
 
 def post_process(args, scored: Path, output: Path, post_processor: str) -> None:
     """`rlhfx sample --task rm --post_processor P` on scored samples: (normalised) rewards -> training data."""
-    from rlhfx.commands import sample
-
-    sample.main(["--task", "rm", "--dataset", str(scored), "--post_processor", post_processor, "--output_file",
-                 str(output)] + forwarded(args, POST_PROCESSING))
+    rows = batch.read_generated([str(scored)])
+    if args.normalize_reward:
+        batch.normalize_rewards(rows)
+    batch.write(rows, output, post_processor, args.reward_template)
 
 
 def train(args, spec, policy: str, data: Path, output: Path, ref_model: str | None) -> None:
     """The loop's training command on this iteration's data, from `policy`, into `output`; a stage that a kill or
-    SIGTERM interrupted goes on from its newest complete checkpoint."""
+    SIGTERM interrupted goes on from its newest complete checkpoint.
+
+    Still the command with an argv: `rlhfx sft`/`rlhfx rlhf` check the swift flags, the algorithm and its options
+    before the runner starts, and that step is being rebuilt (typed per-algorithm options); once it is a function
+    below commands, the loop calls it with its parsed flags as it calls the sampling library."""
     from importlib import import_module
 
     from rlhfx.training.checkpoints import newest_checkpoint

@@ -65,7 +65,8 @@ def resolve_model(model: str | None, model_type: str | None = None, adapters: st
     elif model_type is None and recorded:
         resolved_type = resolve_model_type(path, recorded, None)
     else:
-        resolved_type = resolve_model_type(path, model_type, read_json_file(Path(path) / "config.json").get("architectures"))
+        architectures = read_json_file(Path(path) / "config.json").get("architectures")
+        resolved_type = resolve_model_type(path, model_type, architectures)
     return ResolvedModel(path=path, adapter=adapter, model_type=resolved_type, run=run or run_args(path),
                          display=str(adapters or model or path))
 
