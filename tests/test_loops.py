@@ -208,3 +208,23 @@ def test_the_score_stage_gets_the_reward_function_timeout(monkeypatch, tmp_path)
                                    "--reward_func_timeout", "7"])
     stages.score(args, tmp_path / "generated.jsonl", tmp_path / "scored.jsonl")
     assert seen[0].reward_func == "demo" and seen[0].reward_func_timeout == 7.0
+
+
+def test_the_generate_stage_takes_the_loops_flags_without_argv(monkeypatch, tmp_path):
+    """The pipeline's generation flags reach the sampling library as typed values; --batch_size stays the training
+    micro batch, and a prompt file the loop wrote is read without the user's prompt-reading flags."""
+    from rlhfx.arguments import parse_args
+    from rlhfx.loops import stages
+    from rlhfx.sampling import batch
+
+    seen = []
+    monkeypatch.setattr(batch, "generate", lambda *call: seen.append(call) or [])
+    args = parse_args("pipeline", ["--model", "tiny", "--dataset", "demo-prompts", "--reward_func", "demo",
+                                   "--best_of_n", "3", "--temperature", "0.5", "--batch_size", "4",
+                                   "--max_samples", "5", "--rollout_batch_size", "2"])
+    stages.generate(args, "tiny", ["demo-prompts"], 1, tmp_path / "generated.jsonl")
+    spec, options, sampling, prompts, first, batch_size = seen[0]
+    assert (sampling.n, sampling.temperature, batch_size, options.engine) == (3, 0.5, batch.DEFAULT_BATCH_SIZE, "pt")
+    assert (len(prompts), first, spec.model_type.name) == (2, 2, "tiny")  # iteration 1 of slices of 2
+    stages.generate(args, "tiny", ["demo-prompts"], None, tmp_path / "final.jsonl", loop_file=True)
+    assert len(seen[1][3]) > 5  # --max_samples 5 read the user's prompts, not the loop's own file

