@@ -5,7 +5,7 @@ score (`rlhfx sample --task rm --post_processor P`) -> train (`rlhfx sft` or `rl
 into iter_i/model, the next iteration's policy). After the last iteration the final policy answers the
 first iteration's prompts again (out/final/), so the start and end rewards compare like with like; then a
 summary table, summary.json and rewards.png. state.json (rlhfx.loops.state) makes a killed run resumable.
-The stages are the real commands, called in-process: a loop does nothing a user could not do by hand.
+The stages run what the commands run, in-process (rlhfx.loops.stages): a loop does nothing a user could not do by hand.
 """
 
 from dataclasses import dataclass
