@@ -130,10 +130,9 @@ def test_openrlhf_minus_one_steps_mean_only_at_the_end():
 def test_learning_rate_help_states_the_defaults_the_run_uses(algo, capsys):
     """The help reads each algorithm's default learning rates from the table the runner takes them from."""
     from rlhfx.algos import ALGOS
-    from rlhfx.arguments import DEFAULT_LR, FLAGS, print_help
+    from rlhfx.arguments import FLAGS, print_help
 
-    assert set(DEFAULT_LR) == set(ALGOS)
-    lora, full = DEFAULT_LR[algo]["lora"], DEFAULT_LR[algo]["full"]
+    lora, full = ALGOS[algo].default_lr("lora"), ALGOS[algo].default_lr("full")
     if algo == "sft":
         assert (lora, full) == (2e-4, 1e-4)
     print_help("sft" if algo == "sft" else "rlhf", "summary", algo=None if algo == "sft" else algo)

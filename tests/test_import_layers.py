@@ -16,17 +16,18 @@ TIERS = {
     "__main__": 0, "cli": 0,
     "commands": 1, "launch": 1,
     "loops": 2,
+    "arguments": 2,  # the flag table is generated from the algorithm records and options (rlhfx.algos)
     "algos": 3,
     "training": 4,
     "models": 5, "data": 5, "templates": 5, "engines": 5, "rewards": 5, "sampling": 5,
-    "arguments": 6, "registry": 6, "configs": 6,
+    "registry": 6, "configs": 6,
     "errors": 7, "redact": 7,
 }
 
 KNOWN_BACK_EDGES = {
     ("engines", "training"),  # engines/loading.py uses training/models.py's resolution: one rlhfx/models/ package
     ("rewards", "training"),  # rewards/sources.py loads reward models through training/models.py: same fix
-    ("training", "algos"),  # runner looks the algorithm up; rl_trainer.py uses rl_math and rm: RL moves to algos/
+    ("training", "algos"),  # rl_trainer.py uses rl_math and rm (the runner's edge is gone): RL moves to algos/
     ("loops", "commands"),  # loops/stages.py calls sample.main(argv): a sampling library call instead
 }
 

@@ -163,10 +163,11 @@ def build(name, flags, tmp_path, policy, ref, tokenizer, encoded):
 
     args = parse_args("rlhf", ["--rlhf_type", name, "--model", "tiny", "--dataset", "demo-kto", "--train_type", "full",
                                "--batch_size", str(len(encoded)), *flags])
-    ctx = RunContext(args=args, model=policy, ref_model=ref, tokenizer=tokenizer, peft_config=None,
+    algorithm = get_algo(name)
+    ctx = RunContext(args=args, options=algorithm.build_options(args), algorithm=algorithm, model=policy, ref_model=ref, tokenizer=tokenizer, peft_config=None,
                      train_dataset=Dataset.from_list(encoded), eval_dataset=None,
                      hf_args=hf_training_kwargs(args, tmp_path, 1e-4, False), callbacks=[])
-    trainer = get_algo(name).build_trainer(ctx)
+    trainer = algorithm.build_trainer(ctx)
     trainer.model.train()
     return trainer
 
