@@ -535,6 +535,6 @@ def print_help(command: str, summary: str, algo: str | None = None) -> None:
             if flag.name == "learning_rate" and record:
                 text = (f"Peak learning rate (default for {record.name}: {rate(record.lr_lora)} LoRA, "
                         f"{rate(record.lr_full)} full).")
-            table.add_row(names, text + ("" if default is None else f" [default: {default}]"))
+            table.add_row(names, text + ("" if default is None else f" (default: {default})"))  # [..] is rich markup
         console.print(table)
     sys.stdout.flush()

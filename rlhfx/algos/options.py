@@ -28,7 +28,8 @@ def in_range(name: str, value: float, low: float, high: float | None, hint: str,
     too_high = high is not None and (value >= high if open_high else value > high)
     if too_low or too_high:
         left, right = "(" if open_low else "[", ")" if open_high or high is None else "]"
-        raise RlhfxError(f"--{name} must be in {left}{low}, {'inf' if high is None else high}{right}, got {value}.", hint)
+        raise RlhfxError(f"--{name} must be in {left}{low:g}, {'inf' if high is None else format(high, 'g')}{right}, "
+                         f"got {value}.", hint)
 
 
 def positive_beta(name: str, beta: float, meaning: str = "it scales the preference term, which a negative beta "
