@@ -56,7 +56,7 @@ PREFERENCE_BETA = "Strength of the preference loss (the inverse temperature of t
 
 @dataclass
 class BetaOptions(Options):
-    """A pairwise loss whose only knob is beta (nca)."""
+    """A pairwise loss whose only knob is beta."""
 
     beta: float = option(0.1, PREFERENCE_BETA)
 
