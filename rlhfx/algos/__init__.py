@@ -72,6 +72,8 @@ ALGOS = {a.name: a for a in [
               loss="orpo_loss"),
     Algorithm("simpo", "SimPO, length-normalised reference-free", "pairwise", PAIRWISE, 5e-5, 1e-6, opts.SimPOOptions,
               loss="simpo_loss"),
+    Algorithm("nca", "NCA (noise contrastive alignment): each answer's reward against the reference on its own",
+              "pairwise", PAIRWISE, 5e-5, 5e-6, opts.BetaOptions, needs_reference=True, loss="nca_loss"),
     Algorithm("rm", "Bradley-Terry reward model (scalar head, optional margin)", "pairwise", "rlhfx.algos.rm", 1e-4,
               1e-5, model_class="sequence_classification"),
     Algorithm("prm", "process reward model: per-step labels at placeholder tokens", "process", "rlhfx.algos.prm", 1e-4,
