@@ -6,11 +6,14 @@ aliases; flags on the command line win. Nothing heavy is imported here: `rlhfx -
 """
 
 import argparse
+import dataclasses
 import difflib
 import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlhfx.algos import ALGOS
 from rlhfx.errors import RlhfxError
 
 TRAIN = ("sft", "rlhf")
@@ -31,19 +34,11 @@ class Flag:
     algos: tuple[str, ...] | None = None  # the --rlhf_type values it matters for; None = all
 
 
-PAIRWISE_REF = ("dpo", "alright", "maxright", "mix")
-
-# --rlhf_type (and sft) -> peak learning rate without --learning_rate, by --train_type. The runner reads it from
-# here, and --learning_rate's help and docs/cli.md state it.
-DEFAULT_LR = {
-    "sft": {"full": 1e-4, "lora": 2e-4}, "dpo": {"full": 5e-6, "lora": 5e-5}, "kto": {"full": 1e-6, "lora": 5e-5},
-    "cpo": {"full": 5e-6, "lora": 5e-5}, "orpo": {"full": 5e-6, "lora": 5e-5}, "simpo": {"full": 1e-6, "lora": 5e-5},
-    "rm": {"full": 1e-5, "lora": 1e-4}, "prm": {"full": 1e-5, "lora": 1e-4}, "ppo": {"full": 1e-6, "lora": 2e-5},
-    "grpo": {"full": 1e-6, "lora": 2e-5}, "rloo": {"full": 1e-6, "lora": 2e-5},
-    "reinforce_pp": {"full": 1e-6, "lora": 2e-5}, "alright": {"full": 5e-6, "lora": 5e-5},
-    "maxright": {"full": 5e-6, "lora": 5e-5}, "mix": {"full": 5e-6, "lora": 5e-5}, "kd": {"full": 1e-4, "lora": 2e-4},
-    "gkd": {"full": 1e-5, "lora": 1e-4},
-}
+# The algorithm records (rlhfx.algos) name the algorithms, their default learning rates and their options, from
+# which the "algorithm" flag rows below are generated.
+WITH_REFERENCE = tuple(n for n, a in ALGOS.items() if a.needs_reference)
+PAIRWISE_REF = tuple(n for n, a in ALGOS.items() if a.loss and a.needs_reference)  # the pairwise trainer's reference
+RL = tuple(n for n, a in ALGOS.items() if a.kind == "prompt")  # the online RL trainer and its presets
 
 
 def rate(value: float) -> str:
@@ -54,13 +49,67 @@ def rate(value: float) -> str:
 def learning_rate_help() -> str:
     """--learning_rate's help: each algorithm's defaults, algorithms with the same ones together."""
     groups: dict[tuple[float, float], list[str]] = {}
-    for name, lr in DEFAULT_LR.items():
-        groups.setdefault((lr["lora"], lr["full"]), []).append(name)
+    for name, algo in ALGOS.items():
+        groups.setdefault((algo.lr_lora, algo.lr_full), []).append(name)
     listed = "; ".join(f"{rate(lora)} / {rate(full)} for {', '.join(names)}" for (lora, full), names in groups.items())
     return f"Peak learning rate (default by algorithm, LoRA / full: {listed})."
 
 
-RL = ("ppo", "grpo", "rloo", "reinforce_pp")  # the online RL trainer and its presets
+# Online RL (rlhfx.algos.ppo, which has no options class) reads two algorithm flags under ms-swift's names.
+RL_READS = {
+    "beta": ("online RL: ms-swift's name of --kl_coef.", ()),
+    "loss_type": ("Online RL (ms-swift's names for --loss_agg_mode): grpo = seq-mean-token-mean, bnpo and dapo = "
+                  "token-mean, dr_grpo = seq-mean-token-sum.", ("grpo", "bnpo", "dr_grpo", "dapo")),
+}
+
+
+def _flag_type(annotation) -> tuple[type, bool]:
+    """(the flag's value type, whether it is a list) of an option field's annotation: float, str | None, list[str] ..."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is list:
+        return args[0], True
+    if args:  # X | None
+        return _flag_type(args[0])
+    return annotation, False
+
+
+def _listed(by_value: dict) -> str:
+    return "; ".join(f"{', '.join(names)}: {str(value).rstrip('.')}" for value, names in by_value.items())
+
+
+def algorithm_flags() -> list[Flag]:
+    """One flag row per option field name over every algorithm's options class. A field several algorithms declare
+    (beta) gets one row stating each one's help and default; their type, aliases and group must agree."""
+    uses: dict[str, list] = {}
+    for algo in ALGOS.values():
+        for f in dataclasses.fields(algo.options) if algo.options else ():
+            uses.setdefault(f.name, []).append((algo.name, f))
+    rows = []
+    for name, declared in uses.items():
+        first = declared[0][1]
+        (kind, is_list), meta = _flag_type(first.type), first.metadata
+        for _, f in declared:
+            same = (_flag_type(f.type), f.metadata["aliases"], f.metadata["group"], f.metadata["commands"])
+            assert same == ((kind, is_list), meta["aliases"], meta["group"], meta["commands"]), name
+        algos = tuple(a for a, _ in declared)
+        helps: dict[str, list[str]] = {}
+        defaults: dict[object, list[str]] = {}
+        for algo, f in declared:
+            helps.setdefault(f.metadata["help"], []).append(algo)
+            defaults.setdefault(f.default, []).append(algo)
+        text = next(iter(helps)) if len(helps) == 1 else _listed(helps) + "."
+        choices = tuple(dict.fromkeys(c for _, f in declared for c in f.metadata["choices"] or ())) or None
+        default = first.default
+        if name in RL_READS:
+            text, choices = f"{text} {RL_READS[name][0]}", (choices or ()) + RL_READS[name][1] or None
+            algos += RL
+        if len(defaults) > 1 or name in RL_READS:
+            default = None
+            text += f" (default: {_listed(defaults)})" if len(defaults) > 1 else \
+                f" (default for {', '.join(a for a, _ in declared)}: {first.default})"
+        rows.append(Flag(name, kind, default, text, meta["aliases"], meta["group"], meta["commands"], choices, is_list,
+                         algos))
+    return rows
 
 
 FLAGS: list[Flag] = [
@@ -69,7 +118,7 @@ FLAGS: list[Flag] = [
     Flag("model_type", str, None, "Model family from the registry (llama3, qwen2, ..., ms-swift names like llama3-8b-instruct work); detected from --model when omitted.", (), "model"),
     Flag("template", str, None, "Chat template name overriding the model type's (chatml, qwen2, qwen2.5, llama2, llama3, llama3.1, llama3.2, mistral, gemma, phi3, deepseek, default).", (), "model"),
     Flag("use_chat_template", bool, False, "Render with the tokenizer's own chat_template (the default for models the registry does not know); the loss mask comes from its {% generation %} markers, else from rendering the conversation prefix by prefix.", ("apply_chat_template",), "model"),
-    Flag("ref_model", str, None, "Reference model for DPO and KTO (default: frozen copy of --model, or the adapter-disabled base under LoRA).", ("ref_pretrain",), "model", RLHF, algos=("dpo", "kto", "alright", "maxright", "mix") + RL),
+    Flag("ref_model", str, None, "Reference model for DPO and KTO (default: frozen copy of --model, or the adapter-disabled base under LoRA).", ("ref_pretrain",), "model", RLHF, algos=WITH_REFERENCE),
     Flag("torch_dtype", str, "auto", "Weights dtype: auto (float32 on CPU; bfloat16 on GPUs that support it, except weights fully trained without DeepSpeed: float32, with --bf16 autocasting their matmuls), float32, bfloat16, float16.", ("dtype",), "model", choices=("auto", "float32", "bfloat16", "float16")),
     # adapters
     Flag("train_type", str, "lora", "full or lora (ms-swift's --tuner_type; its older names --train_type, --sft_type).", ("sft_type", "tuner_type"), "adapter", choices=("full", "lora")),
@@ -123,9 +172,9 @@ FLAGS: list[Flag] = [
     Flag("dataloader_num_workers", int, 0, "Worker processes loading training batches (0: the training process itself).", (), "scale"),
     Flag("quant_bits", int, None, "Load the base model quantised to 4 or 8 bits (QLoRA through bitsandbytes, CUDA only); needs --train_type lora.", (), "scale", choices=(4, 8)),
     Flag("load_in_4bit", bool, False, "Same as --quant_bits 4 (OpenRLHF).", (), "scale"),
-    Flag("precompute_ref_log_probs", bool, False, "Compute the reference log-probs once before training, so no reference model stays in memory.", (), "scale", RLHF, algos=("dpo",)),
-    Flag("ref_offload", bool, False, "Keep the reference model on the CPU between its forwards (GPU runs; OpenRLHF).", (), "scale", RLHF, algos=("dpo",)),
-    Flag("aux_loss_coef", float, None, "Weight of the MoE router load-balancing loss (default: the model config's router_aux_loss_coef).", ("router_aux_loss_coef",), "scale", algos=("dpo",)),
+    Flag("precompute_ref_log_probs", bool, False, "Compute the reference log-probs once before training, so no reference model stays in memory.", (), "scale", RLHF, algos=PAIRWISE_REF),
+    Flag("ref_offload", bool, False, "Keep the reference model on the CPU between its forwards (GPU runs; OpenRLHF).", (), "scale", RLHF, algos=PAIRWISE_REF),
+    Flag("aux_loss_coef", float, None, "Weight of the MoE router load-balancing loss (default: the model config's router_aux_loss_coef).", ("router_aux_loss_coef",), "scale", algos=PAIRWISE_REF),
     # outputs
     Flag("output_dir", str, None, "Output folder (default: output/<model_type>/v<N>-<timestamp>).", ("save_path",), "output"),
     Flag("overwrite_output_dir", bool, False, "Write into an --output_dir that is a model folder the run reads or holds files that are not an rlhfx run (refused by default: weights and README.md would be overwritten).", (), "output"),
@@ -139,33 +188,8 @@ FLAGS: list[Flag] = [
     Flag("use_tensorboard", str, None, "OpenRLHF: report to tensorboard, writing the event files to this folder (default with --report_to: <output_dir>/runs).", (), "output"),
     Flag("resume_from_checkpoint", str, None, "Resume training: PATH of a checkpoint-N folder, or `latest` (the newest complete checkpoint in --output_dir).", (), "output"),
     # preference losses
-    Flag("rlhf_type", str, "dpo", "Algorithm: dpo, kto, cpo, orpo, simpo, rm, prm, alright, maxright, mix, kd, gkd, ppo, grpo, rloo, reinforce_pp.", (), "algorithm", RLHF),
-    Flag("beta", float, None, "Strength of the preference loss (default 0.1; simpo 2.0; orpo's lambda); online RL: ms-swift's name of --kl_coef; gkd: the generalised JSD's interpolation (0 forward KL, 1 reverse KL; default 0.5).", (), "algorithm", RLHF,
-         algos=("dpo", "kto", "cpo", "simpo", "orpo", "alright", "maxright", "mix", "gkd") + RL),
-    Flag("loss_type", str, None, "DPO: sigmoid (default) or ipo (log-ratios averaged per token, as TRL and ms-swift). Online RL (ms-swift's names for --loss_agg_mode): grpo = seq-mean-token-mean, bnpo and dapo = token-mean, dr_grpo = seq-mean-token-sum.", (), "algorithm", RLHF, choices=("sigmoid", "ipo", "grpo", "bnpo", "dr_grpo", "dapo"), algos=PAIRWISE_REF + RL),
-    Flag("ipo", bool, False, "OpenRLHF's IPO: its formula, on summed log-ratios (--loss_type ipo averages them per token instead).", (), "algorithm", RLHF, algos=PAIRWISE_REF),
-    Flag("label_smoothing", float, 0.0, "cDPO: assumed share of flipped preference labels (0 <= e < 0.5).", (), "algorithm", RLHF, algos=PAIRWISE_REF),
-    Flag("rpo_alpha", float, 0.0, "Weight of the NLL term on chosen responses (RPO; OpenRLHF --nll_loss_coef).", ("nll_loss_coef",), "algorithm", RLHF, algos=("dpo",)),
-    Flag("desirable_weight", float, 1.0, "KTO weight of desirable examples.", (), "algorithm", RLHF, algos=("kto",)),
-    Flag("undesirable_weight", float, 1.0, "KTO weight of undesirable examples.", (), "algorithm", RLHF, algos=("kto",)),
-    Flag("desirable_threshold", float, None, "KTO data whose --label_key column is a score (e.g. a 1-10 rating): rows scoring at least this are desirable, the others undesirable.", (), "data", ("rlhf", "data"), algos=("kto",)),
-    Flag("cpo_alpha", float, None, "Weight of the NLL term on chosen responses (default: cpo 1.0, simpo 0).", (), "algorithm", RLHF, algos=("cpo", "simpo")),
-    Flag("simpo_gamma", float, 1.0, "SimPO target reward margin gamma.", (), "algorithm", RLHF, algos=("simpo",)),
-    Flag("placeholder_token", str, "<|step|>", "PRM: the token that marks the end of each reasoning step.", (), "algorithm", RLHF, algos=("prm",)),
-    Flag("reward_tokens", str, None, "PRM: tokens that stand for the step labels (e.g. + -); default: hard 0/1 labels.", (), "algorithm", RLHF, is_list=True, algos=("prm",)),
-    Flag("sft_dataset", str, None, "SFT datasets trained jointly with the preference --dataset.", (), "algorithm", RLHF, is_list=True, algos=("alright", "maxright", "mix")),
-    Flag("sft_batch_size", int, None, "Per-device micro batch size of the --sft_dataset batches (default: --batch_size).", ("sft_micro_train_batch_size",), "algorithm", RLHF, algos=("alright", "maxright", "mix")),
-    Flag("sft_max_samples", int, None, "Cap on --sft_dataset rows.", (), "algorithm", RLHF, algos=("alright", "maxright", "mix")),
-    Flag("sft_max_len", int, None, "Longest tokenized --sft_dataset row (default: --max_length).", (), "algorithm", RLHF, algos=("alright", "maxright", "mix")),
-    Flag("lambd", float, 0.5, "Weight (ALRIGHT: probability) of the DPO objective; SFT gets 1 - lambd.", ("lambda_",), "algorithm", RLHF, algos=("alright", "maxright", "mix")),
-    Flag("sft_opt", float, 0.0, "Optimum (lowest reachable) SFT loss for MAXRIGHT's gaps.", (), "algorithm", RLHF, algos=("maxright",)),
-    Flag("dpo_opt", float, 0.0, "Optimum (lowest reachable) DPO loss for MAXRIGHT's gaps.", (), "algorithm", RLHF, algos=("maxright",)),
-    Flag("max_eval_steps", int, 10, "MAXRIGHT: refresh both loss gaps by evaluation every N steps.", (), "algorithm", RLHF, algos=("maxright",)),
-    Flag("teacher_model", str, None, "KD and GKD: the teacher (folder, hub id or `tiny`); it must share the student's tokenizer vocabulary.", (), "algorithm", RLHF, algos=("kd", "gkd")),
-    Flag("lmbda", float, 0.5, "GKD: share of batches whose completions the student generates (on-policy); the rest use the data's responses.", (), "algorithm", RLHF, algos=("gkd",)),
-    Flag("sft_alpha", float, 0.0, "GKD: weight of the NLL of the data's responses added to the distillation loss.", (), "algorithm", RLHF, algos=("gkd",)),
-    Flag("kd_coef", float, 0.4, "KD: weight of the teacher cross-entropy; the data's NLL gets 1 - kd_coef.", (), "algorithm", RLHF, algos=("kd",)),
-    Flag("teacher_offload", bool, False, "KD: keep the teacher in CPU memory, on the accelerator only for its forward pass.", (), "algorithm", RLHF, algos=("kd",)),
+    Flag("rlhf_type", str, "dpo", f"Algorithm: {', '.join(n for n in ALGOS if n != 'sft')}.", (), "algorithm", RLHF),
+    *algorithm_flags(),
     # online RL: ppo and its presets grpo (group_norm), rloo, reinforce_pp (reinforce)
     Flag("advantage_estimator", str, None, "gae (PPO with a critic), reinforce (REINFORCE++), reinforce_baseline, rloo, group_norm (GRPO), dr_grpo (default: the --rlhf_type's: ppo gae, grpo group_norm, rloo rloo, reinforce_pp reinforce).", (), "online rl", RLHF, choices=("gae", "reinforce", "reinforce_baseline", "rloo", "group_norm", "dr_grpo"), algos=RL),
     Flag("n_samples_per_prompt", int, None, "Responses sampled per prompt (default 1; grpo and rloo 4; group estimators need > 1).", ("num_generations",), "online rl", RLHF, algos=RL),
@@ -499,15 +523,18 @@ def print_help(command: str, summary: str, algo: str | None = None) -> None:
     for flag in flags_for(command):
         if algo is None or flag.algos is None or algo in flag.algos:
             groups.setdefault(flag.group, []).append(flag)
+    record = ALGOS[algo or command] if (algo or command) in ALGOS else None
+    own = {f.name: f for f in dataclasses.fields(record.options)} if record and record.options else {}
     for group, flags in groups.items():
         table = Table(title=group, title_justify="left", show_header=False, box=None, padding=(0, 2))
         for flag in flags:
             names = ", ".join(f"--{n}" for n in (flag.name, *flag.aliases))
-            default = "" if flag.default is None else f" [default: {flag.default}]"
-            text = flag.help
-            if flag.name == "learning_rate" and (algo or command == "sft"):
-                lr = DEFAULT_LR[algo or "sft"]
-                text = f"Peak learning rate (default for {algo or 'sft'}: {rate(lr['lora'])} LoRA, {rate(lr['full'])} full)."
-            table.add_row(names, text + default)
+            text, default = flag.help, flag.default
+            if flag.name in own:  # the algorithm's own help and default, not every algorithm's
+                text, default = own[flag.name].metadata["help"], own[flag.name].default
+            if flag.name == "learning_rate" and record:
+                text = (f"Peak learning rate (default for {record.name}: {rate(record.lr_lora)} LoRA, "
+                        f"{rate(record.lr_full)} full).")
+            table.add_row(names, text + ("" if default is None else f" (default: {default})"))  # [..] is rich markup
         console.print(table)
     sys.stdout.flush()

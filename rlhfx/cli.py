@@ -10,12 +10,14 @@ import sys
 
 import typer
 
+from rlhfx.algos import ALGOS
 from rlhfx.errors import RlhfxError
 
 # name -> (module with `main(argv)`, one-line summary, launched under torchrun when NPROC_PER_NODE/NNODES is set)
 COMMANDS = {
     "sft": ("rlhfx.commands.sft", "Supervised fine-tuning, full or LoRA.", True),
-    "rlhf": ("rlhfx.commands.rlhf", "Preference training: --rlhf_type dpo|kto|cpo|orpo|simpo|ppo|rm|alright|maxright|kd.", True),
+    "rlhf": ("rlhfx.commands.rlhf", f"Preference / RL training: --rlhf_type {'|'.join(n for n in ALGOS if n != 'sft')}.",
+             True),
     "infer": ("rlhfx.commands.infer", "Chat with a model (streaming) or answer a file of prompts; --engine pt|vllm.", False),
     "sample": ("rlhfx.commands.sample", "Best-of-n generation, reward scoring, rs/csft/iter_dpo data (OpenRLHF batch_inference).", False),
     "export": ("rlhfx.commands.export", "Merge a LoRA run into its base: a from_pretrained folder (--adapters RUN --merge_lora).", False),

@@ -1,9 +1,11 @@
-"""Regenerate docs/cli.md from the flag table in rlhfx/arguments.py (tests/test_docs.py checks it is current)."""
+"""Regenerate docs/cli.md from the algorithm records (rlhfx/algos) and the flag table in rlhfx/arguments.py
+(tests/test_docs.py checks it is current)."""
 
+from dataclasses import fields
 from pathlib import Path
 
 from rlhfx.algos import ALGOS
-from rlhfx.arguments import FLAGS
+from rlhfx.arguments import FLAGS, rate
 
 HEADER = """# CLI reference
 
@@ -14,7 +16,7 @@ prints only the flags that matter for NAME. Add `--debug` to see a traceback ins
 | command | what it does |
 | --- | --- |
 | `rlhfx sft` | supervised fine-tuning, full or LoRA, loss on assistant tokens only |
-| `rlhfx rlhf --rlhf_type NAME` | preference / RL training: {implemented} (the other names say they are not built yet) |
+| `rlhfx rlhf --rlhf_type NAME` | preference / RL training: {implemented} (see [Algorithms](#algorithms)) |
 | `rlhfx export --adapters RUN --merge_lora` | a LoRA run merged into its base: one `from_pretrained` folder |
 | `rlhfx data check --dataset D --rlhf_type T` | how the data is read (layout, column mapping), drops by reason, lengths; exit 2 when unusable |
 
@@ -48,9 +50,25 @@ DIALECTS = """## Seed dialects
 """
 
 
+def algorithms() -> list[str]:
+    """The table of algorithm records (rlhfx/algos/__init__.py) and each one's own flags with its defaults."""
+    lines = ["## Algorithms", "", "`rlhfx sft` and `rlhfx rlhf --rlhf_type NAME`; `rlhfx rlhf --rlhf_type NAME --help` "
+             "prints NAME's flags with its defaults.", "",
+             "| name | what it trains | data | reference model | default lr (LoRA / full) | its flags (default) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for algo in ALGOS.values():
+        own = ", ".join(f"`--{f.name}` ({str(f.default).replace('|', '/')})" for f in fields(algo.options)) \
+            if algo.options else ""
+        if algo.checks_args:
+            own = "the online rl flags"
+        lines.append(f"| `{algo.name}` | {algo.summary} | {algo.kind} | {'yes' if algo.needs_reference else 'no'} | "
+                     f"{rate(algo.lr_lora)} / {rate(algo.lr_full)} | {own} |")
+    return lines + [""]
+
+
 def render() -> str:
-    implemented = ", ".join(f"`{n}`" for n, e in ALGOS.items() if e.module and n != "sft")
-    lines = [HEADER.format(implemented=implemented)]
+    implemented = ", ".join(f"`{n}`" for n in ALGOS if n != "sft")
+    lines = [HEADER.format(implemented=implemented), *algorithms()]
     groups: dict[str, list] = {}
     for flag in FLAGS:
         groups.setdefault(flag.group, []).append(flag)

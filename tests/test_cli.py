@@ -130,10 +130,9 @@ def test_openrlhf_minus_one_steps_mean_only_at_the_end():
 def test_learning_rate_help_states_the_defaults_the_run_uses(algo, capsys):
     """The help reads each algorithm's default learning rates from the table the runner takes them from."""
     from rlhfx.algos import ALGOS
-    from rlhfx.arguments import DEFAULT_LR, FLAGS, print_help
+    from rlhfx.arguments import FLAGS, print_help
 
-    assert set(DEFAULT_LR) == set(ALGOS)
-    lora, full = DEFAULT_LR[algo]["lora"], DEFAULT_LR[algo]["full"]
+    lora, full = ALGOS[algo].default_lr("lora"), ALGOS[algo].default_lr("full")
     if algo == "sft":
         assert (lora, full) == (2e-4, 1e-4)
     print_help("sft" if algo == "sft" else "rlhf", "summary", algo=None if algo == "sft" else algo)
@@ -143,3 +142,24 @@ def test_learning_rate_help_states_the_defaults_the_run_uses(algo, capsys):
     assert wanted in text, text[text.find("--learning_rate"):][:300]
     general = next(f for f in FLAGS if f.name == "learning_rate").help  # --help without an algorithm, docs/cli.md
     assert re.search(rf"{lora} / {full} for [a-z_, ]*\b{algo}\b", general), general
+
+
+@pytest.mark.parametrize("name", [n for n, a in __import__("rlhfx.algos").algos.ALGOS.items() if a.options])
+def test_algorithm_help_shows_its_own_options_and_defaults(name, capsys):
+    """The algorithm's flags come from its options class: each is a flag taken by exactly the algorithms declaring it,
+    and `--rlhf_type NAME --help` states NAME's own default (simpo's beta 2.0, not dpo's 0.1)."""
+    from dataclasses import fields
+
+    from rlhfx.algos import ALGOS
+    from rlhfx.arguments import FLAGS, print_help
+
+    print_help("rlhf", "summary", algo=name)
+    text = " ".join(capsys.readouterr().out.split())
+    by_name = {f.name: f for f in FLAGS if "rlhf" in f.commands}
+    for field in fields(ALGOS[name].options):
+        declaring = {n for n, a in ALGOS.items() if a.options and field.name in {f.name for f in fields(a.options)}}
+        assert declaring <= set(by_name[field.name].algos), field.name
+        assert not set(by_name[field.name].algos) - declaring - {n for n, a in ALGOS.items() if a.kind == "prompt"}
+        if field.default is not None:
+            row = text[re.search(rf"--{field.name}[ ,]", text).start():]
+            assert row[row.index("(default: "):].startswith(f"(default: {field.default})"), (field.name, row)

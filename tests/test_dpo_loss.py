@@ -68,18 +68,18 @@ def test_openrlhf_ipo_uses_summed_log_ratios():
                                              (["--ipo", "--loss_type", "ipo"], "ipo_sum")])
 def test_ipo_spellings(argv, loss_type):
     """--loss_type ipo is TRL's and ms-swift's IPO; --ipo is OpenRLHF's, so its recipes keep their objective."""
-    from rlhfx.algos.dpo import loss_options
+    from rlhfx.algos import get_algo
     from rlhfx.arguments import parse_args
 
-    assert loss_options(parse_args("rlhf", argv))["loss_type"] == loss_type
+    assert get_algo("dpo").build_options(parse_args("rlhf", argv)).loss_kwargs()["loss_type"] == loss_type
 
 
 @pytest.mark.parametrize("argv, message", [(["--loss_type", "grpo"], "is an online RL loss"),
                                            (["--ipo", "--loss_type", "sigmoid"], "two different losses")])
 def test_loss_types_that_do_not_fit_dpo_are_refused(argv, message):
-    from rlhfx.algos.dpo import loss_options
+    from rlhfx.algos import get_algo
     from rlhfx.arguments import parse_args
     from rlhfx.errors import RlhfxError
 
     with pytest.raises(RlhfxError, match=message):
-        loss_options(parse_args("rlhf", argv))
+        get_algo("dpo").build_options(parse_args("rlhf", argv))

@@ -36,7 +36,7 @@ def test_trainer_loss_equals_formula(tmp_path, options):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig
 
-    from rlhfx.algos.dpo import RlhfxDPOTrainer
+    from rlhfx.algos.pairwise import PairwiseTrainer
 
     path = tiny_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -57,8 +57,8 @@ def test_trainer_loss_equals_formula(tmp_path, options):
     beta = 0.1
     config = DPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], beta=beta, bf16=False,
                        per_device_train_batch_size=4)
-    trainer = RlhfxDPOTrainer(model=policy, ref_model=ref, args=config, train_dataset=Dataset.from_list(encoded),
-                              processing_class=tokenizer, rlhfx_loss={"beta": beta, **options})
+    trainer = PairwiseTrainer(model=policy, ref_model=ref, args=config, train_dataset=Dataset.from_list(encoded),
+                              processing_class=tokenizer, loss_kwargs={"beta": beta, **options})
     batch = trainer.data_collator(encoded)
     trainer.model.train()
     loss = trainer.compute_loss(trainer.model, batch).item()

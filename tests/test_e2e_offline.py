@@ -4,6 +4,8 @@ Held-out data is the bundled validation set of each demo data set (colour/animal
 training), evaluated by the runner before and after training (summary.json "before"/"after").
 """
 
+import json
+
 import pytest
 from e2e import metrics, rlhfx, summary
 
@@ -67,3 +69,17 @@ def test_help_shows_only_the_flags_of_the_algorithm(name, shown, hidden):
     flags = {token.rstrip(",") for token in text.split() if token.startswith("--")}
     assert set(shown) <= flags, set(shown) - flags
     assert not set(hidden) & flags, set(hidden) & flags
+
+
+def test_nca_learns_the_heldout_preference_and_keeps_the_chosen_likely(sft_model, tmp_path):
+    """NCA scores each answer against the reference on its own: the chosen answers' reward stays above zero while
+    the held-out accuracy rises (DPO's margin alone lets both fall)."""
+    out = tmp_path / "nca"
+    rlhfx("rlhf", "--rlhf_type", "nca", "--model", sft_model, "--dataset", "demo-pref", "--max_steps", "40", *FAST,
+          "--beta", "0.5", "--output_dir", out)
+    before, after = summary(out)["before"], summary(out)["after"]
+    assert abs(before["eval_rewards/accuracies"] - 0.5) < 0.15, before
+    assert after["eval_rewards/accuracies"] >= 0.8, after
+    assert after["eval_rewards/margins"] > before["eval_rewards/margins"]
+    assert after["eval_rewards/chosen"] > 0 > after["eval_rewards/rejected"], after
+    assert json.loads((out / "args.json").read_text())["beta"] == 0.5

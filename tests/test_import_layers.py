@@ -16,15 +16,16 @@ TIERS = {
     "__main__": 0, "cli": 0,
     "commands": 1, "launch": 1,
     "loops": 2,
+    "arguments": 2,  # the flag table is generated from the algorithm records and options (rlhfx.algos)
     "algos": 3,
     "training": 4,
     "models": 5, "data": 5, "templates": 5, "engines": 5, "rewards": 5, "sampling": 5,
-    "arguments": 6, "registry": 6, "configs": 6,
+    "registry": 6, "configs": 6,
     "errors": 7, "redact": 7,
 }
 
 KNOWN_BACK_EDGES = {
-    ("training", "algos"),  # runner looks the algorithm up; rl_trainer.py uses rl_math and rm: RL moves to algos/
+    ("training", "algos"),  # rl_trainer.py uses rl_math and rm: RL moves to algos/
     ("loops", "commands"),  # loops/stages.py's training stage calls `rlhfx sft|rlhf` main(argv): a runner call once
     # the commands' checks (swift flags, algorithm options) are a function below commands
 }

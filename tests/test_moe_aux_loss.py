@@ -18,7 +18,7 @@ def test_dpo_adds_weighted_router_loss(tmp_path):
     from transformers import AutoTokenizer, MixtralConfig, MixtralForCausalLM
     from trl import DPOConfig
 
-    from rlhfx.algos.dpo import RlhfxDPOTrainer
+    from rlhfx.algos.pairwise import PairwiseTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path())
     torch.manual_seed(0)
@@ -31,9 +31,9 @@ def test_dpo_adds_weighted_router_loss(tmp_path):
     for coef in (0.0, 0.5):
         args = DPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], bf16=False,
                          per_device_train_batch_size=4, router_aux_loss_coef=coef)
-        trainer = RlhfxDPOTrainer(model=copy.deepcopy(model), ref_model=copy.deepcopy(model), args=args,
+        trainer = PairwiseTrainer(model=copy.deepcopy(model), ref_model=copy.deepcopy(model), args=args,
                                   train_dataset=Dataset.from_list(encoded), processing_class=tokenizer,
-                                  rlhfx_loss={"beta": 0.1, "loss_type": "sigmoid", "label_smoothing": 0.0,
+                                  loss_kwargs={"beta": 0.1, "loss_type": "sigmoid", "label_smoothing": 0.0,
                                               "rpo_alpha": 0.0})
         batch = trainer.data_collator(encoded)
         trainer.model.train()

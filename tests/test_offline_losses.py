@@ -1,4 +1,4 @@
-"""KTO, CPO, SimPO and ORPO: the loss functions the trainers use, against ALGORITHMS.md computed by hand,
+"""KTO, CPO, SimPO, ORPO and NCA: the loss functions the trainers use, against ALGORITHMS.md computed by hand,
 and each trainer's real `compute_loss` against the formula on log-probs from a plain forward pass.
 
 Hand-built pair: logp(yw) = -10 over |yw| = 4 tokens, logp(yl) = -12 over |yl| = 5 tokens.
@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from rlhfx.algos.losses import cpo_loss, kto_loss, log1mexp, orpo_loss, simpo_loss
+from rlhfx.algos.losses import cpo_loss, kto_loss, log1mexp, nca_loss, orpo_loss, simpo_loss
 from rlhfx.registry.demo_task import DATA_DIR
 from rlhfx.registry.tiny import tiny_model_path
 from rlhfx.templates.encoder import ChatEncoder
@@ -34,6 +34,21 @@ def log_odds(avg_logp: float) -> float:
 
 
 # ---------------------------------------------------------------- hand-built log-probs
+
+
+def test_nca_scores_each_answer_against_the_reference():
+    # r_w = 0.5 (-10 - -11), r_l = 0.5 (-12 - -11.5) = -0.25:
+    # -log sigma(0.5) = 0.4740770; -log sigma(-0.5) = 0.9740770; -log sigma(0.25) = 0.5759394
+    # L = 0.4740770 + 0.5 * 0.9740770 + 0.5 * 0.5759394 = 1.2490852
+    losses, chosen, rejected = nca_loss(torch.tensor([-10.0]), torch.tensor([-12.0]), torch.tensor([-11.0]),
+                                        torch.tensor([-11.5]), beta=0.5)
+    assert losses.item() == pytest.approx(1.2490852, abs=1e-5)
+    assert (chosen.item(), rejected.item()) == pytest.approx((0.5, -0.25))
+    # unlike DPO it does not depend on the margin alone: the same margin 0.75 with r_w = 0, r_l = -0.75 gives
+    # -log sigma(0) = 0.6931472, -log sigma(0.75) = 0.3868710: L = 0.6931472 * 1.5 + 0.5 * 0.3868710 = 1.2331563
+    shifted, _, _ = nca_loss(torch.tensor([-11.0]), torch.tensor([-13.0]), torch.tensor([-11.0]),
+                             torch.tensor([-11.5]), beta=0.5)
+    assert shifted.item() == pytest.approx(1.2331563, abs=1e-5)
 
 
 def test_cpo_default_alpha_adds_mean_token_nll():
@@ -163,10 +178,11 @@ def build(name, flags, tmp_path, policy, ref, tokenizer, encoded):
 
     args = parse_args("rlhf", ["--rlhf_type", name, "--model", "tiny", "--dataset", "demo-kto", "--train_type", "full",
                                "--batch_size", str(len(encoded)), *flags])
-    ctx = RunContext(args=args, model=policy, ref_model=ref, tokenizer=tokenizer, peft_config=None,
+    algorithm = get_algo(name)
+    ctx = RunContext(args=args, options=algorithm.build_options(args), algorithm=algorithm, model=policy, ref_model=ref, tokenizer=tokenizer, peft_config=None,
                      train_dataset=Dataset.from_list(encoded), eval_dataset=None,
                      hf_args=hf_training_kwargs(args, tmp_path, 1e-4, False), callbacks=[])
-    trainer = get_algo(name).build_trainer(ctx)
+    trainer = algorithm.build_trainer(ctx)
     trainer.model.train()
     return trainer
 
@@ -236,3 +252,24 @@ def test_kto_trainer_loss_equals_formula_with_kl_pairs(tmp_path):
     assert loss == pytest.approx(sum(expected) / n, abs=1e-5)
     assert trainer._metrics["train"]["kl"][-1] == pytest.approx(z0, abs=1e-5)
     assert any(abs(r) > 1e-2 for r in rewards)
+
+
+@pytest.mark.parametrize("flags, beta", [([], 0.1), (["--beta", "0.5"], 0.5)])
+def test_nca_trainer_loss_equals_formula(tmp_path, flags, beta):
+    """--rlhf_type nca through its record: the pairwise trainer with a reference, and --beta reaching the loss."""
+    tokenizer, policy, ref = tiny_models()
+    encoder = ChatEncoder(tokenizer, get_template("chatml"))
+    encoded = [{"prompt_ids": encoder.encode_prompt(r["prompt"]),
+                "chosen_ids": encoder.encode_completion(r["prompt"], r["chosen"]),
+                "rejected_ids": encoder.encode_completion(r["prompt"], r["rejected"])} for r in demo_rows("pref", 4)]
+    trainer = build("nca", flags, tmp_path, policy, ref, tokenizer, encoded)
+    assert trainer.ref_model is ref
+    loss = trainer.compute_loss(trainer.model, trainer.data_collator(encoded)).item()
+    expected = []
+    for row in encoded:
+        r_w = beta * (sequence_logp(policy, row["prompt_ids"], row["chosen_ids"])[0]
+                      - sequence_logp(ref, row["prompt_ids"], row["chosen_ids"])[0])
+        r_l = beta * (sequence_logp(policy, row["prompt_ids"], row["rejected_ids"])[0]
+                      - sequence_logp(ref, row["prompt_ids"], row["rejected_ids"])[0])
+        expected.append(-log_sigmoid(r_w) - 0.5 * log_sigmoid(-r_w) - 0.5 * log_sigmoid(-r_l))
+    assert loss == pytest.approx(sum(expected) / len(expected), abs=1e-5)

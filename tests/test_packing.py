@@ -35,7 +35,7 @@ def test_padding_free_dpo_loss_equals_padded(tiny, tmp_path):
     from datasets import Dataset
     from trl import DPOConfig
 
-    from rlhfx.algos.dpo import RlhfxDPOTrainer
+    from rlhfx.algos.pairwise import PairwiseTrainer
     from rlhfx.training.packing import padding_free
 
     ref, tokenizer = tiny
@@ -48,9 +48,9 @@ def test_padding_free_dpo_loss_equals_padded(tiny, tmp_path):
     config = DPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], bf16=False, per_device_train_batch_size=8)
     losses = {}
     for packing in (False, True):
-        trainer = RlhfxDPOTrainer(model=copy.deepcopy(policy), ref_model=ref, args=config,
+        trainer = PairwiseTrainer(model=copy.deepcopy(policy), ref_model=ref, args=config,
                                   train_dataset=Dataset.from_list(encoded), processing_class=tokenizer,
-                                  rlhfx_loss={"beta": 0.1, "loss_type": "sigmoid", "label_smoothing": 0.0,
+                                  loss_kwargs={"beta": 0.1, "loss_type": "sigmoid", "label_smoothing": 0.0,
                                               "rpo_alpha": 0.0}, packing=packing)
         trainer.args.max_length = 64  # rows of 64 tokens: several sequences per row, several rows
         batch = trainer.data_collator(encoded)

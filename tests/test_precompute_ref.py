@@ -18,7 +18,7 @@ def test_precomputed_reference_trains_like_a_live_one(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig
 
-    from rlhfx.algos.dpo import RlhfxDPOTrainer
+    from rlhfx.algos.pairwise import PairwiseTrainer
 
     path = tiny_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -29,9 +29,9 @@ def test_precomputed_reference_trains_like_a_live_one(tmp_path):
         config = DPOConfig(output_dir=str(tmp_path / str(precompute)), use_cpu=True, report_to=[], bf16=False,
                            per_device_train_batch_size=8, max_steps=3, learning_rate=1e-3, logging_steps=1,
                            save_strategy="no", seed=1, precompute_ref_log_probs=precompute, disable_tqdm=True)
-        trainer = RlhfxDPOTrainer(model=copy.deepcopy(start), ref_model=None if precompute else copy.deepcopy(start),
+        trainer = PairwiseTrainer(model=copy.deepcopy(start), ref_model=None if precompute else copy.deepcopy(start),
                                   args=config, train_dataset=Dataset.from_list(encoded), processing_class=tokenizer,
-                                  rlhfx_loss={"beta": 0.1, "loss_type": "sigmoid", "label_smoothing": 0.0,
+                                  loss_kwargs={"beta": 0.1, "loss_type": "sigmoid", "label_smoothing": 0.0,
                                               "rpo_alpha": 0.0})
         assert (trainer.ref_model is None) == precompute
         trainer.train()

@@ -156,7 +156,7 @@ def make_trainer(tiny, tmp_path, mode, n_sft, n_pref, perturb=0.0, **options):
                        per_device_train_batch_size=2, max_steps=options.pop("max_steps", 1), learning_rate=1e-4,
                        logging_steps=1, save_strategy="no", disable_tqdm=True, precompute_ref_log_probs=False)
     return XrightTrainer(model=policy, ref_model=ref, args=config, train_dataset=Dataset.from_list(tiny["pref"][:n_pref]),
-                         processing_class=tiny["tokenizer"], rlhfx_loss=LOSS, mode=mode,
+                         processing_class=tiny["tokenizer"], loss_kwargs=LOSS, mode=mode,
                          sft_train_dataset=Dataset.from_list(tiny["sft"][:n_sft]), **options)
 
 

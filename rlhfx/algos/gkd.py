@@ -15,10 +15,7 @@ The teacher is loaded and checked as for `kd` (same vocabulary).
 import torch
 import torch.nn.functional as F
 
-from rlhfx.algos.kd import check_args, load_teacher  # noqa: F401 (check_args: rlhfx rlhf calls it)
-from rlhfx.errors import RlhfxError
-
-KIND = "sft"
+from rlhfx.algos.kd import load_teacher
 
 
 def last_answer_start(mask: list[int]) -> int:
@@ -60,27 +57,23 @@ def sft_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def build_trainer(ctx):
     from trl.experimental.gkd import GKDConfig, GKDTrainer
 
-    args = ctx.args
-    beta = 0.5 if args.beta is None else args.beta
-    for name, value in (("lmbda", args.lmbda), ("beta", beta)):
-        if not 0.0 <= value <= 1.0:
-            raise RlhfxError(f"--{name} must be in [0, 1], got {value}.", "0.5 is ms-swift's and TRL's default.")
+    args, options = ctx.args, ctx.options
 
     class Trainer(GKDTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
             mode = "train" if model.training else "eval"
             self._metrics[mode]["gkd_loss"].append(loss.detach().item())
-            if args.sft_alpha:
+            if options.sft_alpha:
                 nll = sft_nll(outputs.logits, inputs["labels"])
                 self._metrics[mode]["nll"].append(nll.detach().item())
-                loss = loss + args.sft_alpha * nll
+                loss = loss + options.sft_alpha * nll
             return (loss, outputs) if return_outputs else loss
 
-    config = GKDConfig(**ctx.hf_args, max_length=args.max_length, lmbda=args.lmbda, beta=beta,
+    config = GKDConfig(**ctx.hf_args, max_length=args.max_length, lmbda=options.lmbda, beta=options.beta,
                        temperature=args.temperature, max_new_tokens=args.generate_max_len, seq_kd=False,
                        packing=False)
     pad = ctx.tokenizer.pad_token_id if ctx.tokenizer.pad_token_id is not None else ctx.tokenizer.eos_token_id
-    return Trainer(model=ctx.model, teacher_model=load_teacher(ctx.args, ctx.tokenizer, ctx.model), args=config,
+    return Trainer(model=ctx.model, teacher_model=load_teacher(args, options.teacher_model, ctx.tokenizer, ctx.model), args=config,
                    data_collator=GKDCollator(pad), train_dataset=ctx.train_dataset, eval_dataset=ctx.eval_dataset,
                    processing_class=ctx.tokenizer, peft_config=ctx.peft_config, callbacks=ctx.callbacks)

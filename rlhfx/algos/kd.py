@@ -16,9 +16,6 @@ from trl import SFTConfig, SFTTrainer
 from rlhfx.algos.losses import kd_loss
 from rlhfx.errors import RlhfxError
 
-KIND = "sft"
-
-
 class KDTrainer(SFTTrainer):
     """SFTTrainer whose loss mixes the NLL of the data with the cross-entropy to a frozen teacher's distribution."""
 
@@ -52,38 +49,30 @@ class KDTrainer(SFTTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def check_args(args) -> None:
-    """Before any model or data loads: distillation without a teacher cannot start."""
-    if not args.teacher_model:
-        raise RlhfxError(f"--rlhf_type {args.rlhf_type} needs a teacher.", "pass --teacher_model (a folder, hub id or `tiny`).")
-
-
-def load_teacher(args, tokenizer, student):
+def load_teacher(args, teacher_model: str, tokenizer, student):
     """The frozen teacher, after checking it reads the student's tokens the same way."""
     from rlhfx.models import load_causal_lm, load_tokenizer, resolve_model_path
 
-    path = resolve_model_path(args.teacher_model, None)
+    path = resolve_model_path(teacher_model, None)
     teacher_vocab, student_vocab = load_tokenizer(path).get_vocab(), tokenizer.get_vocab()
     if teacher_vocab != student_vocab:
         differing = sorted(set(teacher_vocab.items()) ^ set(student_vocab.items()), key=lambda kv: kv[1])
         raise RlhfxError(
-            f"Teacher {args.teacher_model} and student {args.model} have different vocabularies "
+            f"Teacher {teacher_model} and student {args.model} have different vocabularies "
             f"({len(teacher_vocab)} vs {len(student_vocab)} tokens; first difference: token {differing[0][0]!r} "
             f"id {differing[0][1]}). KD compares their distributions token by token, so they must share one.",
             "pick a teacher from the student's model family (same tokenizer).")
     teacher = load_causal_lm(path, args.torch_dtype)
     if min(teacher.config.vocab_size, student.config.vocab_size) < len(tokenizer):
-        raise RlhfxError(f"Teacher {args.teacher_model} has {teacher.config.vocab_size} output logits for "
+        raise RlhfxError(f"Teacher {teacher_model} has {teacher.config.vocab_size} output logits for "
                          f"{len(tokenizer)} tokens.", "use a teacher whose embeddings cover its tokenizer.")
     return teacher.eval().requires_grad_(False)
 
 
 def build_trainer(ctx):
-    if not 0.0 <= ctx.args.kd_coef <= 1.0:
-        raise RlhfxError(f"--kd_coef must be in [0, 1], got {ctx.args.kd_coef}.", "0.4 is OpenRLHF's example value.")
     config = SFTConfig(**ctx.hf_args, max_length=ctx.args.max_length, assistant_only_loss=False,
                        completion_only_loss=False, packing=False)
     return KDTrainer(model=ctx.model, args=config, train_dataset=ctx.train_dataset, eval_dataset=ctx.eval_dataset,
                      processing_class=ctx.tokenizer, peft_config=ctx.peft_config, callbacks=ctx.callbacks,
-                     teacher=load_teacher(ctx.args, ctx.tokenizer, ctx.model), kd_coef=ctx.args.kd_coef,
-                     teacher_offload=ctx.args.teacher_offload)
+                     teacher=load_teacher(ctx.args, ctx.options.teacher_model, ctx.tokenizer, ctx.model),
+                     kd_coef=ctx.options.kd_coef, teacher_offload=ctx.options.teacher_offload)

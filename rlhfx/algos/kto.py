@@ -18,12 +18,6 @@ from trl.trainer.kto_trainer import DataCollatorForUnpairedPreference
 from trl.trainer.utils import use_adapter
 
 from rlhfx.algos.losses import kto_loss
-from rlhfx.errors import RlhfxError
-
-KIND = "unpaired"
-NEEDS_REFERENCE = True
-DEFAULT_BETA = 0.1
-DEFAULT_BATCH_SIZE = 2  # the fewest rows that give z0 a mismatched pair (the eval batch follows it)
 
 
 class KLPairCollator:
@@ -41,8 +35,8 @@ class KLPairCollator:
 class RlhfxKTOTrainer(KTOTrainer):
     """KTOTrainer whose loss is `kto_loss`, which accepts pre-tokenized rows and shuffles its training data."""
 
-    def __init__(self, *args, rlhfx_loss: dict, **kwargs):
-        self.rlhfx_loss = rlhfx_loss
+    def __init__(self, *args, loss_kwargs: dict, **kwargs):
+        self.loss_kwargs = loss_kwargs
         super().__init__(*args, **kwargs)
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
@@ -83,7 +77,7 @@ class RlhfxKTOTrainer(KTOTrainer):
         # z0 is one number for the whole (global) batch: every rank sees every mismatched pair's estimate
         kl_logps = gather(self.completion_logps(model, inputs, "KL_", reference=False, grad=False))
         ref_kl_logps = gather(self.completion_logps(model, inputs, "KL_", reference=True, grad=False))
-        losses, rewards, z0 = kto_loss(logps, ref_logps, labels, kl_logps, ref_kl_logps, **self.rlhfx_loss)
+        losses, rewards, z0 = kto_loss(logps, ref_logps, labels, kl_logps, ref_kl_logps, **self.loss_kwargs)
         rewards_all, labels_all = gather(rewards), gather(labels)
         metrics = self._metrics[mode]
         metrics["kl"].append(z0.item())
@@ -96,34 +90,6 @@ class RlhfxKTOTrainer(KTOTrainer):
         metrics["logps/completion"].append(gather(logps.detach()).mean().item())
         loss = losses.mean()
         return (loss, None) if return_outputs else loss
-
-
-def loss_options(args) -> dict:
-    beta = DEFAULT_BETA if args.beta is None else args.beta
-    if beta <= 0:
-        raise RlhfxError(f"--beta must be > 0 for kto, got {beta}.", "0.1 is the usual value.")
-    for flag in ("desirable_weight", "undesirable_weight"):
-        if getattr(args, flag) <= 0:
-            raise RlhfxError(f"--{flag} must be > 0, got {getattr(args, flag)}.",
-                             "weights are usually between 1 and 2.")
-    return {"beta": beta, "desirable_weight": args.desirable_weight, "undesirable_weight": args.undesirable_weight}
-
-
-def check_args(args) -> None:
-    """KTO's own default micro batch of 2 (flags given explicitly win), then the batch sizes are checked."""
-    if "batch_size" not in args.explicit:
-        args.values["batch_size"] = DEFAULT_BATCH_SIZE
-    check_batch_sizes(args)
-
-
-def check_batch_sizes(args) -> None:
-    """z0 needs at least two rows per micro batch: with one, the 'mismatched' pair is the row itself."""
-    for flag, value in (("batch_size", args.batch_size), ("eval_batch_size", args.eval_batch_size)):
-        if value is not None and value < 2:
-            raise RlhfxError(
-                f"--rlhf_type kto needs --{flag} > 1 (got {value}): KTO estimates its KL reference point from "
-                "mismatched (prompt, completion) pairs within each micro batch, and a batch of one has none.",
-                f"use --{flag} 2 or more (and --gradient_accumulation_steps for a larger effective batch).")
 
 
 def weight_advice(n_desirable: int, n_undesirable: int, w_d: float, w_u: float) -> str | None:
@@ -149,7 +115,7 @@ def paired_datasets(args) -> list[str]:
     from rlhfx.registry.datasets import get_dataset_entry
     from rlhfx.training.runner import data_config
 
-    renames = data_config(args, KIND).renames()
+    renames = data_config(args, "unpaired").renames()
     paired = []
     for spec in args.dataset:
         entry = get_dataset_entry(split_take(spec.strip())[0])
@@ -174,22 +140,20 @@ def report_data(ctx) -> None:
         say(f"  kto: {', '.join(pairs)} hold preference pairs; each pair gives two rows: chosen -> desirable, "
             "rejected -> undesirable.")
     labels = ctx.train_dataset["label"]
-    advice = weight_advice(sum(labels), len(labels) - sum(labels), ctx.args.desirable_weight,
-                           ctx.args.undesirable_weight)
+    advice = weight_advice(sum(labels), len(labels) - sum(labels), ctx.options.desirable_weight,
+                           ctx.options.undesirable_weight)
     if advice:
         say(f"[yellow]  kto warning: {escape(advice)}[/yellow]")
 
 
 def build_trainer(ctx):
-    check_batch_sizes(ctx.args)
-    options = loss_options(ctx.args)
+    options = ctx.options.loss_kwargs()
     report_data(ctx)
-    config = KTOConfig(**ctx.hf_args, beta=options["beta"], desirable_weight=options["desirable_weight"],
-                       undesirable_weight=options["undesirable_weight"], max_length=ctx.args.max_length,
+    config = KTOConfig(**ctx.hf_args, **options, max_length=ctx.args.max_length,
                        precompute_ref_log_probs=False)
     collator = KLPairCollator(DataCollatorForUnpairedPreference(pad_token_id=ctx.tokenizer.pad_token_id,
                                                                 max_length=ctx.args.max_length))
     return RlhfxKTOTrainer(
         model=ctx.model, ref_model=ctx.ref_model, args=config, data_collator=collator,
         train_dataset=ctx.train_dataset, eval_dataset=ctx.eval_dataset, processing_class=ctx.tokenizer,
-        peft_config=ctx.peft_config, callbacks=ctx.callbacks, rlhfx_loss=options)
+        peft_config=ctx.peft_config, callbacks=ctx.callbacks, loss_kwargs=options)

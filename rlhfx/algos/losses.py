@@ -47,6 +47,27 @@ def dpo_loss(
     return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
 
 
+def nca_loss(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+    chosen_lengths: torch.Tensor | None = None,
+    rejected_lengths: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pair NCA loss (Noise Contrastive Alignment, Chen et al. 2024; TRL's DPO loss_type nca_pair):
+
+    -log sigma(r_w) - 1/2 log sigma(-r_w) - 1/2 log sigma(-r_l), r = beta (logp(y) - logref(y)) summed over the
+    response. Each answer is scored against the reference on its own, not only by the margin as in DPO, so the
+    chosen answer's likelihood is not left to fall. The lengths are unused (every pairwise loss takes them).
+    """
+    chosen_rewards = beta * (chosen_logps - ref_chosen_logps)
+    rejected_rewards = beta * (rejected_logps - ref_rejected_logps)
+    losses = -F.logsigmoid(chosen_rewards) - 0.5 * F.logsigmoid(-chosen_rewards) - 0.5 * F.logsigmoid(-rejected_rewards)
+    return losses, chosen_rewards.detach(), rejected_rewards.detach()
+
+
 def preference_accuracy(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:
     """Share of pairs whose chosen reward beats the rejected one; exact ties count one half (chance)."""
     wins = (chosen_rewards > rejected_rewards).float() + 0.5 * (chosen_rewards == rejected_rewards).float()

@@ -31,7 +31,6 @@ from rlhfx.algos.losses import prm_loss
 from rlhfx.errors import RlhfxError
 from rlhfx.rewards.score import step_logits
 
-KIND = "process"
 IGNORE = -100.0
 
 
@@ -174,26 +173,24 @@ def token_classifier(causal_lm):
     return model.to(causal_lm.dtype)
 
 
-def reward_token_ids(args, tokenizer) -> list[int] | None:
-    if not args.reward_tokens:
+def reward_token_ids(reward_tokens: list[str] | None, tokenizer) -> list[int] | None:
+    """The ids of the two --reward_tokens (their count is checked by PRMOptions before anything loads)."""
+    if not reward_tokens:
         return None
-    if len(args.reward_tokens) != 2:
-        raise RlhfxError(f"--reward_tokens needs exactly two tokens (good, bad), got {args.reward_tokens}.",
-                         "e.g. `--reward_tokens + -`; leave it out for a binary head.")
-    ids = [token_id(tokenizer, token, "--reward_tokens") for token in args.reward_tokens]
+    ids = [token_id(tokenizer, token, "--reward_tokens") for token in reward_tokens]
     if ids[0] == ids[1]:
-        raise RlhfxError(f"--reward_tokens {args.reward_tokens} are the same token.", "give two different tokens.")
+        raise RlhfxError(f"--reward_tokens {reward_tokens} are the same token.", "give two different tokens.")
     return ids
 
 
 def build_trainer(ctx):
     from rlhfx.training.runner import say
 
-    args, tokenizer = ctx.args, ctx.tokenizer
-    reward_ids = reward_token_ids(args, tokenizer)
-    placeholder_id = add_placeholder(ctx.model, tokenizer, args.placeholder_token, say)
+    args, options, tokenizer = ctx.args, ctx.options, ctx.tokenizer
+    reward_ids = reward_token_ids(options.reward_tokens, tokenizer)
+    placeholder_id = add_placeholder(ctx.model, tokenizer, options.placeholder_token, say)
     if placeholder_id in (reward_ids or []):
-        raise RlhfxError(f"--placeholder_token {args.placeholder_token!r} is also one of --reward_tokens.",
+        raise RlhfxError(f"--placeholder_token {options.placeholder_token!r} is also one of --reward_tokens.",
                          "use a dedicated placeholder such as <|step|>.")
     model = ctx.model if reward_ids else token_classifier(ctx.model)
     model.config.pad_token_id = tokenizer.pad_token_id

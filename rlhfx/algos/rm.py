@@ -1,6 +1,6 @@
 """`--rlhf_type rm`: a Bradley-Terry outcome reward model on TRL's RewardTrainer, loss from algos/losses.py.
 
-The model is `AutoModelForSequenceClassification(num_labels=1)` (the runner loads it so: MODEL_CLASS);
+The model is `AutoModelForSequenceClassification(num_labels=1)` (the runner loads it so: its record's model_class);
 its reward r(x, y) is the scalar head at the last non-pad token of prompt + response
 (rlhfx.rewards.score). Loss per pair: -log sigma(r(x,yw) - r(x,yl) - margin), margin from the data's
 optional `margin` column, else 0 (`rm_loss`). TRL keeps the collator, training loop, checkpoints
@@ -25,8 +25,6 @@ from rlhfx.algos.losses import preference_accuracy, rm_loss
 from rlhfx.rewards.score import reward_pair, sequence_rewards
 from rlhfx.training.packing import packed_sequence_rewards, row_capacity
 
-KIND = "pairwise"
-MODEL_CLASS = "sequence_classification"
 PAD_TOKEN = "<|pad|>"
 
 

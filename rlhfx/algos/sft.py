@@ -13,7 +13,6 @@ from trl import SFTConfig, SFTTrainer
 from rlhfx.training.packing import PackedRowsCollator, row_capacity
 from rlhfx.training.scale import aux_loss_coef
 
-KIND = "sft"
 
 
 class PackedRowsSFTTrainer(SFTTrainer):

@@ -14,7 +14,7 @@ objective, the SFT objective gets `1 - lambd`:
   the loss it measured. Losses are averaged over ranks before they become gaps.
 - mix: `(1-lambd) L_sft + lambd L_dpo` on one batch of each set every step (twice the compute).
 
-Design. The trainer is rlhfx's `RlhfxDPOTrainer` (TRL's DPOTrainer): the optimizer, schedule,
+Design. The trainer is rlhfx's `PairwiseTrainer` (TRL's DPOTrainer, algos/pairwise.py): the optimizer, schedule,
 reference model handling, checkpoints, logging, evaluation on the preference validation set and
 DDP come from it, and the DPO loss is its `_compute_loss` (`sequence_logps` + `dpo_loss`). What it
 does not fit is the data: TRL's dataloader would hand every step a preference batch, but ALRIGHT
@@ -51,13 +51,10 @@ import torch
 from trl import DPOConfig
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from rlhfx.algos.dpo import RlhfxDPOTrainer, beta_of, loss_options
+from rlhfx.algos.pairwise import PairwiseTrainer
 from rlhfx.algos.losses import dpo_loss
 from rlhfx.errors import RlhfxError
 
-KIND = "pairwise"
-NEEDS_REFERENCE = True
-SFT_DATA_FLAG = "sft_dataset"
 MODES = ("alright", "maxright", "mix")
 OBJECTIVE_KEY = "xright_objective"  # marks a training batch built by XrightTrainer
 OBJECTIVE_CODE = {"sft": 0, "dpo": 1}
@@ -221,8 +218,8 @@ class _StepTickets(torch.utils.data.Dataset):
 # The trainer.
 
 
-class XrightTrainer(RlhfxDPOTrainer):
-    """RlhfxDPOTrainer that trains SFT and DPO steps (or their weighted sum) from two cycling data sets."""
+class XrightTrainer(PairwiseTrainer):
+    """PairwiseTrainer (DPO loss) that trains SFT and DPO steps (or their weighted sum) from two cycling data sets."""
 
     def __init__(self, *args, mode: str, sft_train_dataset, sft_eval_dataset=None, lambd: float = 0.5,
                  sft_opt: float = 0.0, dpo_opt: float = 0.0, max_eval_steps: int = 10, sft_batch_size: int | None = None,
@@ -274,7 +271,7 @@ class XrightTrainer(RlhfxDPOTrainer):
         (chosen, rejected), (chosen_len, rejected_len) = self.sequence_logps(model, batch, False)
         (ref_chosen, ref_rejected), _ = self.sequence_logps(model, batch, True)
         losses, _, _ = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, chosen_lengths=chosen_len,
-                                rejected_lengths=rejected_len, **self.rlhfx_loss)
+                                rejected_lengths=rejected_len, **self.loss_kwargs)
         return losses.mean()
 
     def _rank_mean(self, value: torch.Tensor) -> torch.Tensor:
@@ -411,35 +408,25 @@ class XrightTrainer(RlhfxDPOTrainer):
 
 
 # ---------------------------------------------------------------------------------------------
-# The module contract (see rlhfx/algos/__init__.py); alright.py, maxright.py and mix.py bind the mode.
+# The module contract (see rlhfx/algos/__init__.py): the records of alright, maxright and mix point here.
 
 
-def check_options(args, mode: str) -> None:
-    if not 0.0 <= args.lambd <= 1.0:
-        raise RlhfxError(f"--lambd must be in [0, 1], got {args.lambd}.",
-                         "it is the weight (ALRIGHT: the probability) of the DPO objective; 0.5 weighs both alike.")
-    if mode == "maxright" and args.max_eval_steps < 1:
-        raise RlhfxError(f"--max_eval_steps must be >= 1, got {args.max_eval_steps}.",
-                         "it is how often (in steps) MAXRIGHT re-evaluates both losses; 10 is the default.")
-
-
-def build_trainer(ctx, mode: str):
-    args = ctx.args
-    check_options(args, mode)
-    if ctx.sft_train_dataset is None:
-        raise RlhfxError(f"--rlhf_type {mode} needs an SFT data set.", "pass --sft_dataset (e.g. demo-sft).")
-    config = DPOConfig(**ctx.hf_args, beta=beta_of(args), max_length=args.max_length, precompute_ref_log_probs=False)
+def build_trainer(ctx):
+    args, options, mode = ctx.args, ctx.options, ctx.algorithm.name
+    config = DPOConfig(**ctx.hf_args, beta=options.beta, max_length=args.max_length, precompute_ref_log_probs=False)
+    maxright = {k: getattr(options, k) for k in ("sft_opt", "dpo_opt", "max_eval_steps") if hasattr(options, k)}
     return XrightTrainer(
         model=ctx.model, ref_model=ctx.ref_model, args=config, train_dataset=ctx.train_dataset,
         eval_dataset=ctx.eval_dataset, processing_class=ctx.tokenizer, peft_config=ctx.peft_config,
-        callbacks=ctx.callbacks, rlhfx_loss=loss_options(args), mode=mode, sft_train_dataset=ctx.sft_train_dataset,
-        sft_eval_dataset=ctx.sft_eval_dataset, lambd=args.lambd, sft_opt=args.sft_opt, dpo_opt=args.dpo_opt,
-        max_eval_steps=args.max_eval_steps, sft_batch_size=args.sft_batch_size)
+        callbacks=ctx.callbacks, loss_kwargs=options.loss_kwargs(), mode=mode,
+        sft_train_dataset=ctx.sft_train_dataset, sft_eval_dataset=ctx.sft_eval_dataset, lambd=options.lambd,
+        sft_batch_size=options.sft_batch_size, **maxright)
 
 
-def write_outputs(output_dir: Path, args, algo_name: str) -> Path | None:
+def write_outputs(output_dir: Path, options, algo_name: str) -> Path | None:
     """trajectory.png beside curves.png: the run's losses in the (SFT loss, DPO loss) plane."""
     from rlhfx.training.plot import plot_trajectory
 
+    ideal = (getattr(options, "sft_opt", 0.0), getattr(options, "dpo_opt", 0.0))
     return plot_trajectory(Path(output_dir) / "metrics.jsonl", Path(output_dir) / "trajectory.png",
-                           f"rlhfx {algo_name} (lambd {args.lambd})", ideal=(args.sft_opt, args.dpo_opt))
+                           f"rlhfx {algo_name} (lambd {options.lambd})", ideal=ideal)

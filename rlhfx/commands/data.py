@@ -71,7 +71,7 @@ def row_kind(args) -> str:
                          "pass --rlhf_type (sft, dpo, kto, rm, prm, ...) or --kind (sft, pairwise, unpaired, prompt, process).")
     from rlhfx.algos import get_algo
 
-    return get_algo(args.rlhf_type).KIND
+    return get_algo(args.rlhf_type).kind
 
 
 def layout_lines(args) -> list[str]:

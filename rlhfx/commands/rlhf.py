@@ -14,14 +14,13 @@ def main(argv: list[str]) -> None:
     notes = apply_swift_flags(args)
     from rlhfx.algos import get_algo
 
-    algo = get_algo(args.rlhf_type)  # unknown or not-yet-implemented names fail before anything heavy loads
+    algo = get_algo(args.rlhf_type)  # unknown names fail before anything heavy loads
     check_flags_apply(args)
     print_notes(notes)
-    if hasattr(algo, "check_args"):
-        algo.check_args(args)
+    options = algo.build_options(args)  # validated before any model loads
     from rlhfx.training.runner import run
 
-    run(args, algo_name=args.rlhf_type)
+    run(args, algo, options)
 
 
 def _requested_type(argv: list[str]) -> str | None:

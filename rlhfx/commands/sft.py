@@ -12,6 +12,7 @@ def main(argv: list[str]) -> None:
     from rlhfx.training.swift_flags import apply_swift_flags, print_notes
 
     print_notes(apply_swift_flags(args))
+    from rlhfx.algos import get_algo
     from rlhfx.training.runner import run
 
-    run(args, algo_name="sft")
+    run(args, get_algo("sft"), None)

@@ -14,8 +14,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from rlhfx.algos import get_algo
-from rlhfx.arguments import DEFAULT_LR
 from rlhfx.data.loader import DataConfig, load_data
 from rlhfx.errors import RlhfxError
 from rlhfx.redact import redact
@@ -40,7 +38,9 @@ class RunContext:
     eval_dataset: object
     hf_args: dict
     callbacks: list
-    sft_train_dataset: object = None  # joint SFT + preference algorithms (SFT_DATA_FLAG)
+    algorithm: object = None  # its rlhfx.algos.Algorithm record
+    options: object = None  # the algorithm's validated options (rlhfx.algos.options); None for those without
+    sft_train_dataset: object = None  # joint SFT + preference algorithms (--sft_dataset)
     sft_eval_dataset: object = None
     encoder: object = None  # the run's ChatEncoder (online RL renders prompts and stop tokens with it)
 
@@ -87,12 +87,6 @@ def check_flags(args) -> None:
     if args.max_steps < 1 and args.max_steps != -1:
         raise RlhfxError(f"--max_steps is {args.max_steps}.",
                          "use a positive number of steps, or -1 (the default) to let --num_train_epochs decide.")
-    beta = getattr(args, "beta", None)  # rlhf only
-    if beta is not None and (beta < 0 or beta == 0 and args.rlhf_type != "orpo"):
-        floor = "0 or more" if args.rlhf_type == "orpo" else "above 0"
-        raise RlhfxError(f"--beta is {beta}; for --rlhf_type {args.rlhf_type} it must be {floor}: it scales the "
-                         "preference term, which a negative beta turns towards the rejected answers.",
-                         "leave it out for the default, or pass a positive value such as 0.1.")
     for name in ("learning_rate", "num_train_epochs"):
         if getattr(args, name) is not None and not getattr(args, name) > 0:
             raise RlhfxError(f"--{name} is {getattr(args, name)}.", "use a positive number.")
@@ -137,25 +131,25 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
-def run(args, algo_name: str) -> Path:
+def run(args, algo, options) -> Path:
+    """Train `algo` (an rlhfx.algos.Algorithm record, looked up by the command) with its validated `options`."""
     from rlhfx.training.lock import RunLock
     from rlhfx.training.scale import apply_openrlhf_zero_flags, check_launch, deepspeed_config
     from rlhfx.training.tracking import apply_openrlhf_tracker_flags
 
-    algo = get_algo(algo_name)
     apply_openrlhf_zero_flags(args)
     apply_openrlhf_tracker_flags(args)
     check_flags(args)
-    if args.deepspeed and getattr(algo, "OWN_TRAINING_LOOP", False):
-        raise RlhfxError(f"--deepspeed does not apply to --rlhf_type {algo_name}: its own training loop runs without "
+    if args.deepspeed and algo.own_training_loop:
+        raise RlhfxError(f"--deepspeed does not apply to --rlhf_type {algo.name}: its own training loop runs without "
                          "DeepSpeed.", "drop --deepspeed.")
     check_launch(args, deepspeed_config(args.deepspeed))
     output_dir, checkpoint = run_folder(args)
     with RunLock(output_dir) if is_main_process() else contextlib.nullcontext():
-        return train(args, algo, algo_name, output_dir, checkpoint)
+        return train(args, algo, options, output_dir, checkpoint)
 
 
-def train(args, algo, algo_name: str, output_dir: Path, checkpoint: Path | None) -> Path:
+def train(args, algo, options, output_dir: Path, checkpoint: Path | None) -> Path:
     """The run proper, in its (locked) output folder."""
     from transformers import PrinterCallback, set_seed
 
@@ -172,24 +166,24 @@ def train(args, algo, algo_name: str, output_dir: Path, checkpoint: Path | None)
 
     quiet_libraries()
     set_seed(args.seed)
-    train_rows, val_rows, report = load_data(data_config(args, algo.KIND))
-    sft_flag = getattr(algo, "SFT_DATA_FLAG", None)
-    if sft_flag:
-        sft_rows, sft_val_rows, sft_report = load_data(data_config(args, "sft", getattr(args, sft_flag) or [], sft_flag))
+    algo_name = algo.name
+    train_rows, val_rows, report = load_data(data_config(args, algo.kind))
+    if algo.joint_sft:
+        sft_rows, sft_val_rows, sft_report = load_data(data_config(args, "sft", options.sft_dataset, "sft_dataset"))
         report.merge(sft_report)
-    policy = load_policy(args, getattr(algo, "MODEL_CLASS", "causal_lm"))
+    policy = load_policy(args, algo.model_class)
     from rlhfx.models import run_args
 
     encoder, template = make_encoder(args, policy.tokenizer, policy.model_type, run_args(policy.path))
-    train_dataset = encode_rows(algo.KIND, train_rows, encoder, args.max_length, report, "train")
-    eval_dataset = encode_rows(algo.KIND, val_rows, encoder, args.max_length, report, "val") if val_rows else None
+    train_dataset = encode_rows(algo.kind, train_rows, encoder, args.max_length, report, "train")
+    eval_dataset = encode_rows(algo.kind, val_rows, encoder, args.max_length, report, "val") if val_rows else None
     sft_train, sft_eval = None, None
-    if sft_flag:
-        sft_max_length = args.sft_max_len or args.max_length
+    if algo.joint_sft:
+        sft_max_length = options.sft_max_len or args.max_length
         sft_train = encode_rows("sft", sft_rows, encoder, sft_max_length, report, "sft train")
         sft_eval = encode_rows("sft", sft_val_rows, encoder, sft_max_length, report, "sft val") if sft_val_rows else None
 
-    learning_rate = args.learning_rate or DEFAULT_LR[algo_name][args.train_type]
+    learning_rate = args.learning_rate or algo.default_lr(args.train_type)
     metrics_path = output_dir / "metrics.jsonl"
     before = {}  # held-out metrics before training; on resume, the first run's, read back from metrics.jsonl
     if is_main_process():
@@ -212,11 +206,11 @@ def train(args, algo, algo_name: str, output_dir: Path, checkpoint: Path | None)
     for line in report.summary_lines():
         say(f"  data: {line}")
 
-    ref_model = load_reference(args, policy.model) if getattr(algo, "NEEDS_REFERENCE", False) else None
+    ref_model = load_reference(args, policy.model) if algo.needs_reference else None
     prepare_tracking(trackers(args.report_to), output_dir, args.use_tensorboard)
     progress, stop, guard = RichProgress(), StopOnSignal(), NonFiniteGuard(lambda: newest_checkpoint(output_dir))
     ctx = RunContext(
-        args=args, model=policy.model, ref_model=ref_model, tokenizer=policy.tokenizer,
+        args=args, options=options, algorithm=algo, model=policy.model, ref_model=ref_model, tokenizer=policy.tokenizer,
         peft_config=lora_config(args, policy.model, policy.model_type), train_dataset=train_dataset,
         eval_dataset=eval_dataset, hf_args=hf_training_kwargs(args, output_dir, learning_rate, eval_dataset is not None),
         callbacks=[MetricsWriter(metrics_path), progress, stop, guard],
@@ -224,7 +218,7 @@ def train(args, algo, algo_name: str, output_dir: Path, checkpoint: Path | None)
     trainer = algo.build_trainer(ctx)
     guard.watch(trainer)
     trainer.remove_callback(PrinterCallback)  # the rich bar and metrics.jsonl replace its raw dict prints
-    own_loop = getattr(algo, "OWN_TRAINING_LOOP", False)
+    own_loop = algo.own_training_loop
     if not own_loop:
         stage_checkpoints(trainer)
 
@@ -264,8 +258,8 @@ def train(args, algo, algo_name: str, output_dir: Path, checkpoint: Path | None)
         raise disk_full_error("the final weights", output_dir, newest_checkpoint(output_dir)) from None
     if is_main_process():
         policy.tokenizer.save_pretrained(str(output_dir))
-        if hasattr(algo, "write_outputs"):
-            algo.write_outputs(output_dir, args)
+        if algo.writes_outputs:
+            algo.trainer_module().write_outputs(output_dir, options, algo_name)
         finish(output_dir, algo_name, before, after, result, seconds, rank_checksums, cpu_seconds, checkpoint)
     end_ranks()
     return output_dir

@@ -1,8 +1,19 @@
-"""`--rlhf_type dpo`: DPO, cDPO, IPO and RPO on TRL's DPOTrainer, with the loss from algos/losses.py.
+"""The pairwise trainer: dpo (cDPO, IPO, RPO), cpo, simpo, orpo and nca, on TRL's DPOTrainer with our losses.
 
-TRL 1.16 ignores `label_smoothing` for the sigmoid loss and has no per-sequence RPO term, so the
-loss computation is ours (`dpo_loss`); TRL keeps the data collator, reference handling, training
-loop, checkpoints and distributed plumbing. Rows arrive already tokenized by rlhfx's chat encoder.
+One trainer, a loss function from algos/losses.py and whether it needs a reference model: the record of
+each algorithm (rlhfx/algos/__init__.py) names its loss, so a new pairwise loss is a function there plus a
+record. TRL keeps the data collator, fused LM head, training loop, checkpoints and distributed plumbing;
+rows arrive already tokenized by rlhfx's chat encoder.
+
+Why our loss and not TRL's: TRL 1.16 ignores `label_smoothing` for the sigmoid loss and has no
+per-sequence RPO term; its CPOTrainer/ORPOTrainer live in `trl.experimental`, tokenize text inside
+`__init__`, compute full-vocabulary logits and build the loss inside `concatenated_forward` (ORPO's NLL even
+covers the prompt). The batch layout of every pairwise loss is DPO's (prompt_ids/chosen_ids/rejected_ids),
+so only the loss differs.
+
+Reference-free losses: TRL's DPOTrainer loads a reference unless `precompute_ref_log_probs` is set, so it is
+set and the precompute is a no-op (the loss never reads reference log-probs). The one leftover cost is TRL
+hashing the weights once at start-up.
 """
 
 import torch
@@ -10,21 +21,24 @@ from trl import DPOConfig, DPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
 
+from rlhfx.algos import losses
 from rlhfx.algos.losses import dpo_loss, preference_accuracy
 from rlhfx.errors import RlhfxError
 from rlhfx.training.packing import padding_free, row_capacity, sum_per_sequence
 from rlhfx.training.scale import aux_loss_coef
 
-KIND = "pairwise"
-NEEDS_REFERENCE = True
-DEFAULT_BETA = 0.1
 
+class PairwiseTrainer(DPOTrainer):
+    """DPOTrainer whose per-pair loss is `loss_fn` and which accepts pre-tokenized rows as they are.
 
-class RlhfxDPOTrainer(DPOTrainer):
-    """DPOTrainer whose loss is `dpo_loss` and which accepts pre-tokenized rows as they are."""
+    With a reference: loss_fn(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps,
+    chosen_lengths=, rejected_lengths=, **loss_kwargs); without: the same minus the two reference log-probs.
+    It returns (per-pair losses, chosen implicit rewards, rejected implicit rewards).
+    """
 
-    def __init__(self, *args, rlhfx_loss: dict, packing: bool = False, ref_offload: bool = False, **kwargs):
-        self.rlhfx_loss = rlhfx_loss
+    def __init__(self, *args, loss_kwargs: dict, loss_fn=dpo_loss, needs_reference: bool = True,
+                 packing: bool = False, ref_offload: bool = False, **kwargs):
+        self.loss_fn, self.loss_kwargs, self.needs_reference = loss_fn, loss_kwargs, needs_reference
         self.packing = packing
         super().__init__(*args, **kwargs)
         self.ref_offload = ref_offload and self.ref_model is not None
@@ -35,6 +49,11 @@ class RlhfxDPOTrainer(DPOTrainer):
         if "prompt_ids" in dataset.column_names:
             return dataset
         return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        if not self.needs_reference:
+            return dataset  # reference-free: nothing to precompute
+        return super()._precompute_ref_logps(dataset, name, batch_size)
 
     def sequence_logps(self, model, inputs, reference: bool, router_logits: bool = False):
         """Summed response log-probs (policy or reference) and response token counts, chosen first.
@@ -82,13 +101,14 @@ class RlhfxDPOTrainer(DPOTrainer):
         mode = "train" if self.model.training else "eval"
         (chosen_logps, rejected_logps), (chosen_len, rejected_len) = self.sequence_logps(
             model, inputs, False, router_logits=self.aux_loss_enabled)
-        if self.precompute_ref_logps:
-            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
-        else:
-            (ref_chosen, ref_rejected), _ = self.sequence_logps(model, inputs, True)
-        losses, chosen_rewards, rejected_rewards = dpo_loss(
-            chosen_logps, rejected_logps, ref_chosen, ref_rejected, chosen_lengths=chosen_len,
-            rejected_lengths=rejected_len, **self.rlhfx_loss)
+        references = ()
+        if self.needs_reference and self.precompute_ref_logps:
+            references = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        elif self.needs_reference:
+            references, _ = self.sequence_logps(model, inputs, True)
+        losses, chosen_rewards, rejected_rewards = self.loss_fn(
+            chosen_logps, rejected_logps, *references, chosen_lengths=chosen_len, rejected_lengths=rejected_len,
+            **self.loss_kwargs)
         self.log_pairwise_metrics(mode, chosen_rewards, rejected_rewards, chosen_logps, rejected_logps, chosen_len)
         loss = losses.mean()
         if self.aux_loss_enabled:
@@ -110,58 +130,24 @@ class RlhfxDPOTrainer(DPOTrainer):
         metrics["nll/chosen"].append(gather(-chosen_logps.detach() / chosen_len).mean().item())
 
 
-def beta_of(args) -> float:
-    return DEFAULT_BETA if args.beta is None else args.beta
-
-
-DPO_LOSS_TYPES = ("sigmoid", "ipo")
-
-
-def loss_options(args) -> dict:
-    """Validated loss flags. OpenRLHF's --ipo is IPO on summed log-ratios (its formula, so its recipes optimise
-    the same objective); --loss_type ipo averages them per token (TRL, ms-swift). cDPO smoothing stays below 1/2."""
-    if args.loss_type not in (None, *DPO_LOSS_TYPES):
-        raise RlhfxError(f"--loss_type {args.loss_type} is an online RL loss; --rlhf_type {args.rlhf_type} takes "
-                         f"{' or '.join(DPO_LOSS_TYPES)}.", "use --loss_type sigmoid or ipo, or drop it.")
-    if args.ipo and args.loss_type not in (None, "ipo"):
-        raise RlhfxError(f"--ipo and --loss_type {args.loss_type} ask for two different losses.", "keep one of them.")
-    loss_type = "ipo_sum" if args.ipo else args.loss_type or "sigmoid"
-    if not 0.0 <= args.label_smoothing < 0.5:
-        raise RlhfxError(f"--label_smoothing must be in [0, 0.5), got {args.label_smoothing}.",
-                         "it is the assumed share of flipped labels (cDPO); 0.1 is a common choice.")
-    if loss_type != "sigmoid" and args.label_smoothing:
-        raise RlhfxError("--label_smoothing (cDPO) applies to the sigmoid loss, not to IPO.",
-                         "drop --label_smoothing or use --loss_type sigmoid.")
-    if args.rpo_alpha < 0:
-        raise RlhfxError(f"--rpo_alpha must be >= 0, got {args.rpo_alpha}.")
-    return {"beta": beta_of(args), "loss_type": loss_type, "label_smoothing": args.label_smoothing,
-            "rpo_alpha": args.rpo_alpha}
-
-
-def check_args(args) -> None:
-    """Called by `rlhfx rlhf` before anything loads."""
-    loss_options(args)
-
-
 def build_trainer(ctx):
-    """ctx: rlhfx.training.context.RunContext with model, ref model, tokenizer, datasets and HF arguments."""
-    args = ctx.args
-    config = DPOConfig(**ctx.hf_args, beta=beta_of(args), max_length=args.max_length,
-                       precompute_ref_log_probs=args.precompute_ref_log_probs,
+    """ctx: rlhfx.training.runner.RunContext; ctx.algorithm names the loss, ctx.options holds its flags."""
+    args, algo, options = ctx.args, ctx.algorithm, ctx.options
+    reference = algo.needs_reference
+    config = DPOConfig(**ctx.hf_args, beta=options.beta, max_length=args.max_length,
+                       precompute_ref_log_probs=args.precompute_ref_log_probs or not reference,
                        router_aux_loss_coef=aux_loss_coef(args, ctx.model))
-    return RlhfxDPOTrainer(
+    return PairwiseTrainer(
         model=ctx.model, ref_model=ctx.ref_model, args=config, train_dataset=ctx.train_dataset,
         eval_dataset=ctx.eval_dataset, processing_class=ctx.tokenizer, peft_config=ctx.peft_config,
-        callbacks=ctx.callbacks, rlhfx_loss=loss_options(args), packing=args.packing_samples,
-        ref_offload=ref_offload(args))
+        callbacks=ctx.callbacks, loss_fn=getattr(losses, algo.loss), needs_reference=reference,
+        loss_kwargs=options.loss_kwargs(), packing=args.packing_samples, ref_offload=ref_offload(args))
 
 
 def ref_offload(args) -> bool:
     """--ref_offload keeps the reference on the CPU between forwards: only meaningful with a GPU and a reference model."""
     if not args.ref_offload:
         return False
-    import torch
-
     if not torch.cuda.is_available():
         raise RlhfxError("--ref_offload moves the reference model off the GPU, but no CUDA GPU is visible.",
                          "drop --ref_offload (on CPU the reference already lives in host memory).")
