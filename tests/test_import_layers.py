@@ -26,7 +26,7 @@ TIERS = {
 KNOWN_BACK_EDGES = {
     ("engines", "training"),  # engines/loading.py uses training/models.py's resolution: one rlhfx/models/ package
     ("rewards", "training"),  # rewards/sources.py loads reward models through training/models.py: same fix
-    ("training", "algos"),  # runner looks the algorithm up; rl_trainer.py uses rl_math and rm: RL moves to algos/
+    ("training", "algos"),  # runner looks the algorithm up
     ("loops", "commands"),  # loops/stages.py calls sample.main(argv): a sampling library call instead
 }
 
