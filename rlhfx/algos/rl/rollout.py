@@ -163,7 +163,7 @@ class RolloutStage:
         for part in chunks(len(samples), config.micro_rollout_batch_size):
             micro = select(batch, part)
             with self.autocast():
-                old_logp.append(token_logp(response_logits(self.policy, **inputs(micro)), micro, config.temperature)[0])
+                old_logp.append(self._logp(self.policy, micro))
                 ref_logp.append(self._ref_logp(micro))
                 if self.critic is not None:
                     values.append(response_values(self.critic, **inputs(micro)))
@@ -200,11 +200,14 @@ class RolloutStage:
         self.kl.update(sequence_kl, int(lengths[1].item()))
         return batch, stats
 
+    def _logp(self, model, micro: dict) -> torch.Tensor:
+        return token_logp(response_logits(model, **inputs(micro)), micro, self.config.temperature)[0]
+
     def _ref_logp(self, micro: dict) -> torch.Tensor:
         if self.ref_model is not None:
-            return token_logp(response_logits(self.ref_model, **inputs(micro)), micro, self.config.temperature)[0]
+            return self._logp(self.ref_model, micro)
         with self.policy.disable_adapter():
-            return token_logp(response_logits(self.policy, **inputs(micro)), micro, self.config.temperature)[0]
+            return self._logp(self.policy, micro)
 
     def _log_completions(self, samples: list[Sample], rewards: list[float], step: int) -> None:
         lines = self.ranks.gather([json.dumps({"step": step + 1, "prompt": s.prompt, "completion": s.response,
