@@ -48,19 +48,13 @@ def check_gpus_per_node(processes: int) -> None:
 
 
 def check_spreadable(command: str, argv: list[str]) -> None:
-    """Refuse before torchrun starts ranks that would each load and fail: online RL (it trains in one process) and
-    FlashAttention without a GPU."""
-    from rlhfx.arguments import RL, parse_args
-    from rlhfx.errors import RlhfxError
+    """Refuse before torchrun starts ranks that would each load and fail: FlashAttention without a GPU."""
+    from rlhfx.arguments import parse_args
     from rlhfx.models import check_flash_attn_device
     from rlhfx.training.swift_flags import apply_swift_flags
 
     args = parse_args(command, argv)
     apply_swift_flags(args)
-    rlhf_type = args.rlhf_type if command == "rlhf" else None
-    if rlhf_type in RL:
-        raise RlhfxError(f"--rlhf_type {rlhf_type} (online RL) trains in one process in this version; "
-                         "NPROC_PER_NODE/NNODES cannot spread it.", "unset NPROC_PER_NODE and NNODES.")
     check_flash_attn_device(args)
 
 

@@ -25,7 +25,6 @@ TIERS = {
 }
 
 KNOWN_BACK_EDGES = {
-    ("training", "algos"),  # rl_trainer.py uses rl_math and rm: RL moves to algos/
     ("loops", "commands"),  # loops/stages.py's training stage calls `rlhfx sft|rlhf` main(argv): a runner call once
     # the commands' checks (swift flags, algorithm options) are a function below commands
 }

@@ -156,7 +156,8 @@ def test_a_full_disk_during_an_online_rl_checkpoint_keeps_the_previous_one(tmp_p
     from types import SimpleNamespace
 
     from rlhfx.errors import RlhfxError
-    from rlhfx.training.rl_trainer import OnlineRLTrainer
+    from rlhfx.algos.rl.dist import Ranks
+    from rlhfx.algos.rl.loop import OnlineRLTrainer
 
     (tmp_path / "checkpoint-1").mkdir()
     (tmp_path / "checkpoint-1" / "trainer_state.json").write_text('{"global_step": 1}')
@@ -166,8 +167,7 @@ def test_a_full_disk_during_an_online_rl_checkpoint_keeps_the_previous_one(tmp_p
         (Path(folder) / "adapter_model.safetensors").write_bytes(b"half")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    trainer = SimpleNamespace(output_dir=tmp_path, step=2, model=SimpleNamespace(save_pretrained=full_disk))
-    trainer._write_checkpoint = lambda tmp: OnlineRLTrainer._write_checkpoint(trainer, tmp)
+    trainer = SimpleNamespace(output_dir=tmp_path, step=2, ranks=Ranks(), _write_checkpoint=full_disk)
     with pytest.raises(RlhfxError, match="No space left on the device while saving checkpoint-2") as error:
         OnlineRLTrainer.save_checkpoint(trainer)
     assert "checkpoint-1, is kept" in str(error.value)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rlhfx.algos.ppo import resolve_config
+from rlhfx.algos.rl import resolve_config
 from rlhfx.arguments import parse_args
 from rlhfx.errors import RlhfxError
 

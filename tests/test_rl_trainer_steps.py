@@ -9,13 +9,18 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from rlhfx.algos.rl.dist import Ranks
+from rlhfx.algos.rl.rollout import RolloutStage
+from rlhfx.algos.rl.update import UpdateStage
 from rlhfx.errors import RlhfxError
-from rlhfx.training.rl_trainer import OnlineRLTrainer
 
 
 def trainer_with(model, tmp_path):
-    trainer = OnlineRLTrainer.__new__(OnlineRLTrainer)  # only what _optimizer_step reads
-    trainer.args, trainer.step, trainer.output_dir = SimpleNamespace(max_grad_norm=1.0), 3, Path(tmp_path)
+    from accelerate import Accelerator
+
+    trainer = UpdateStage.__new__(UpdateStage)  # only what optimizer_step reads
+    trainer.args, trainer.output_dir = SimpleNamespace(max_grad_norm=1.0), Path(tmp_path)
+    trainer.accelerator, trainer.model = Accelerator(cpu=True), model
     trainer.optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
     trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lambda _: 1.0)
     return trainer
@@ -27,7 +32,7 @@ def test_a_non_finite_gradient_stops_before_the_update(tmp_path, bad):
     trainer, before = trainer_with(model, tmp_path), [p.detach().clone() for p in model.parameters()]
     model(torch.tensor([[1.0, bad]])).sum().backward()
     with pytest.raises(RlhfxError, match=r"gradients became NaN/inf .* at step 4"):
-        trainer._optimizer_step(model, trainer.optimizer, trainer.scheduler)
+        trainer.optimizer_step(3)
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
 
 
@@ -35,13 +40,13 @@ def test_a_finite_gradient_updates(tmp_path):
     model = torch.nn.Linear(2, 2)
     trainer, before = trainer_with(model, tmp_path), model.weight.detach().clone()
     model(torch.tensor([[1.0, 2.0]])).sum().backward()
-    trainer._optimizer_step(model, trainer.optimizer, trainer.scheduler)
+    trainer.optimizer_step(3)
     assert not torch.equal(model.weight, before) and model.weight.grad is None
 
 
 def micro_stepper(**config):
-    """A trainer whose policy's log-probs are the leaf tensor it returns: _micro_step's gradient on it is the loss's."""
-    from rlhfx.algos.ppo import RLConfig
+    """An update stage whose policy's log-probs are the leaf tensor it returns: the loss's gradient on it is checked."""
+    from rlhfx.algos.rl import RLConfig
 
     fields = dict(advantage_estimator="group_norm", n_samples_per_prompt=2, kl_coef=0.0, kl_estimator="k3",
                   use_kl_loss=False, target_kl=None, kl_horizon=10000, rollout_batch_size=1, micro_rollout_batch_size=2,
@@ -52,12 +57,11 @@ def micro_stepper(**config):
                   kl_unbiased_gradient=False, cliprange_value=None, vf_coef=0.1,
                   gamma=1.0, lam=1.0, whiten_rewards=False, normalize_reward=False, reward_clip_range=None,
                   entropy_coef=0.0)
-    trainer = OnlineRLTrainer.__new__(OnlineRLTrainer)
-    trainer.config, trainer.critic = RLConfig(**{**fields, **config}), None
+    trainer = UpdateStage.__new__(UpdateStage)
+    trainer.config = RLConfig(**{**fields, **config})
     trainer.kl = SimpleNamespace(value=0.0)
     logp = torch.tensor([[0.1, 0.2, 0.3], [-0.5, -0.3, 0.0]], requires_grad=True)
-    trainer._logp = lambda model, micro: (logp, torch.zeros(2, 3, 4))
-    trainer.model = None
+    trainer.forward = lambda micro: (logp, torch.zeros(2, 3, 4), None)
     micro = {"mask": torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]), "old_logp": torch.zeros(2, 3),
              "ref_logp": torch.zeros(2, 3), "advantages": torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]])}
     return trainer, logp, micro
@@ -65,7 +69,8 @@ def micro_stepper(**config):
 
 def step_gradient(**config):
     trainer, logp, micro = micro_stepper(**config)
-    stats = trainer._micro_step(micro, 1, {"n_tokens": micro["mask"].sum(), "n_sequences": torch.tensor(2.0)})
+    loss, stats = trainer.loss(micro, {"n_tokens": micro["mask"].sum(), "n_sequences": torch.tensor(2.0)})
+    loss.backward()
     return logp.grad, stats
 
 
@@ -98,17 +103,25 @@ class FakeEngine:
 
 
 def rollout_trainer(outcomes, **config):
-    trainer, _, _ = micro_stepper(advantage_estimator="rloo", reward_clip_range=10.0, generate_max_len=8, **config)
-    trainer.engine, trainer.sampling, trainer.device = FakeEngine(outcomes), None, torch.device("cpu")
-    trainer.args = SimpleNamespace(engine="pt", seed=1, offload_model=False, offload_optimizer=False, log_completions=False)
-    trainer.step, trainer.pad_id, trainer.critic = 0, 0, None
-    trainer.train_rows = [{"prompt_ids": [1, 2], "prompt_messages": "[]", "prompt_text": f"p{i}"} for i in range(4)]
-    trainer.rewards = lambda samples: [float(s.response == "right") for s in samples]
-    trainer._mixed_precision = lambda: torch.autocast("cpu", enabled=False)
-    trainer._logp = lambda model, micro: (torch.zeros_like(micro["mask"]), None)
-    trainer._ref_logp = lambda micro: torch.zeros_like(micro["mask"])
-    trainer.kl = SimpleNamespace(value=0.0, update=lambda kl, n: None)
-    return trainer
+    """A rollout stage on a fake engine and rule reward, whose models' log-probs are all 0."""
+    update, _, _ = micro_stepper(advantage_estimator="rloo", reward_clip_range=10.0, generate_max_len=8, **config)
+    stage = RolloutStage.__new__(RolloutStage)
+    stage.config, stage.engine, stage.sampling, stage.ranks = update.config, FakeEngine(outcomes), None, Ranks()
+    stage.args = SimpleNamespace(engine="pt", seed=1)
+    stage.pad_id, stage.critic, stage.completions_path, stage.policy = 0, None, None, None
+    stage.train_rows = [{"prompt_ids": [1, 2], "prompt_messages": "[]", "prompt_text": f"p{i}"} for i in range(4)]
+    stage.rewards = lambda samples: [float(s.response == "right") for s in samples]
+    stage.autocast = stage.offload = lambda: torch.autocast("cpu", enabled=False)
+    stage._logp = lambda model, micro: torch.zeros_like(micro["mask"])
+    stage._ref_logp = lambda micro: torch.zeros_like(micro["mask"])
+    stage.kl = SimpleNamespace(value=0.0, update=lambda kl, n: None)
+    return stage
+
+
+def rollout(stage, rows):
+    groups, stats = stage.groups(rows, 0, stage.train_rows)
+    batch, more = stage.experience(groups, 0)
+    return batch, {**stats, **more}
 
 
 SAME, MIXED = [("wrong", 3, True)] * 2, [("right", 3, True), ("wrong", 3, True)]
@@ -117,23 +130,23 @@ SAME, MIXED = [("wrong", 3, True)] * 2, [("right", 3, True), ("wrong", 3, True)]
 def test_dynamic_sampling_keeps_varied_groups_and_tops_the_batch_up():
     # round 0: prompt 0 all wrong (dropped), prompt 1 mixed; round 1: two more mixed groups, one needed
     trainer = rollout_trainer([[SAME, MIXED], [MIXED, MIXED]], dynamic_sampling=True, max_resample_times=3)
-    groups, stats = trainer._rollout_groups(trainer.train_rows[:2])
+    groups, stats = trainer.groups(trainer.train_rows[:2], 0, trainer.train_rows)
     assert len(groups) == 2 and all({s[4] for s in group} == {0.0, 1.0} for group in groups)
     assert (stats["varied_groups"], stats["sampling_rounds"], stats["reward"]) == (0.5, 1, 0.25)
     # capped: no round finds a varied group, so after --max_resample_times rounds the one kept group trains alone
     trainer = rollout_trainer([[SAME, MIXED], [SAME, SAME]], dynamic_sampling=True, max_resample_times=2)
-    groups, stats = trainer._rollout_groups(trainer.train_rows[:2])
+    groups, stats = trainer.groups(trainer.train_rows[:2], 0, trainer.train_rows)
     assert len(groups) == 1 and stats["sampling_rounds"] == 2 and trainer.engine.calls == 3
     # off: everything is kept
     trainer = rollout_trainer([[SAME, MIXED]])
-    assert len(trainer._rollout_groups(trainer.train_rows[:2])[0]) == 2
+    assert len(trainer.groups(trainer.train_rows[:2], 0, trainer.train_rows)[0]) == 2
 
 
 def test_overlong_shaping_and_filter_in_the_rollout():
     # prompt 0: "right" cut at 8 tokens vs "wrong" of 3; buffer 4, factor 1: the cut one gets 1 - 1 = 0
     outcomes = [[[("right", 8, False), ("wrong", 3, True)], [("right", 7, True), ("wrong", 3, True)]]]
     trainer = rollout_trainer(outcomes, overlong_buffer_len=4, overlong_filter=True)
-    batch, stats = trainer.rollout(trainer.train_rows[:2])
+    batch, stats = rollout(trainer, trainer.train_rows[:2])
     # shaped rewards 0, 0 | 1 - 3/4, 0 -> rloo advantages 0, 0 | .25, -.25 on every real token
     assert torch.allclose(batch["advantages"][:, 0], torch.tensor([0.0, 0.0, 0.25, -0.25]))
     assert stats["overlong_penalty"] == pytest.approx(-(1 + 0.75) / 4) and stats["truncated"] == 0.25
@@ -157,14 +170,14 @@ def test_vllm_log_probs_become_the_rollout_correction_weights():
             pass
 
     trainer = rollout_trainer([], enable_vllm_is_correction=True, vllm_is_correction_type="icepop")
-    trainer.engine, trainer.args.engine, trainer._policy_weights = LogprobEngine([]), "vllm", lambda: []
-    batch, stats = trainer.rollout(trainer.train_rows[:1])
+    trainer.engine, trainer.args.engine, trainer.policy_weights = LogprobEngine([]), "vllm", lambda: []
+    batch, stats = rollout(trainer, trainer.train_rows[:1])
     assert torch.allclose(batch["is_weights"], torch.tensor([[math.exp(0.5), 0.0], [1.0, 1.0]]))
     assert stats["is_masked"] == pytest.approx(0.25)
     # the update weighs each token's loss by them: the dropped token gets no gradient
     trainer2, logp, micro = micro_stepper(cliprange=0.5, cliprange_high=0.5)  # nothing clipped
     micro["is_weights"] = torch.tensor([[1.0, 0.0, 2.0], [1.0, 1.0, 0.0]])
-    trainer2._micro_step(micro, 1, {"n_tokens": torch.tensor(5.0), "n_sequences": torch.tensor(2.0)})
+    trainer2.loss(micro, {"n_tokens": torch.tensor(5.0), "n_sequences": torch.tensor(2.0)})[0].backward()
     rho = torch.tensor([[0.1, 0.2, 0.3], [-0.5, -0.3, 0.0]]).exp()  # d(-w rho A)/d logp = -w rho A, / 5 tokens
     assert torch.allclose(logp.grad, torch.tensor([[-rho[0, 0], 0.0, -2 * rho[0, 2]], [rho[1, 0], rho[1, 1], 0.0]]) / 5)
 
@@ -174,7 +187,7 @@ def test_the_trainer_takes_the_unbiased_kl_gradient_when_asked():
         trainer, logp, micro = micro_stepper(use_kl_loss=True, kl_estimator="k3", kl_unbiased_gradient=unbiased)
         trainer.kl.value, micro["advantages"] = 1.0, torch.zeros(2, 3)
         micro["ref_logp"] = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
-        trainer._micro_step(micro, 1, {"n_tokens": torch.tensor(5.0), "n_sequences": torch.tensor(2.0)})
+        trainer.loss(micro, {"n_tokens": torch.tensor(5.0), "n_sequences": torch.tensor(2.0)})[0].backward()
         return logp.grad
 
     lr, w = torch.tensor([[0.1, 0.2, 0.3], [-0.5, -0.3, 0.0]]), torch.tensor([[0.1, 0.2, 0.3], [-0.5, -0.3, 0.0]]).exp()

@@ -43,12 +43,6 @@ def test_packing_is_refused_for_an_algorithm_that_cannot_pack(run_cli):  # noqa:
     assert code == 2 and "--packing_samples does not apply to --rlhf_type kto; it is used by dpo" in output
 
 
-def test_deepspeed_is_refused_for_a_trainer_of_its_own(run_cli):  # noqa: F811
-    code, output = run_cli("rlhf", "--rlhf_type", "grpo", "--model", "tiny", "--dataset", "demo-prompts#8",
-                           "--reward_func", "demo", "--deepspeed", "zero2")
-    assert code == 2 and "--deepspeed does not apply to --rlhf_type grpo" in output
-
-
 def test_deepspeed_with_several_gpus_and_one_process_is_refused(monkeypatch):
     import torch
 
@@ -129,8 +123,6 @@ def test_flash_attention_over_float32_weights_needs_bf16_autocast(monkeypatch, b
 
 
 @pytest.mark.parametrize("argv, what", [
-    (["rlhf", "--rlhf_type", "grpo", "--model", "tiny", "--dataset", "demo-prompts#8", "--reward_func", "demo"],
-     "--rlhf_type grpo (online RL) trains in one process"),
     (["pipeline", "rs", "--model", "tiny", "--dataset", "demo-prompts#8", "--reward_func", "demo"],
      "rlhfx pipeline runs its stages in one process; NPROC_PER_NODE/NNODES would be ignored"),
 ])

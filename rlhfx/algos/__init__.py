@@ -57,7 +57,7 @@ class Algorithm:
 
 PAIRWISE = "rlhfx.algos.pairwise"
 XRIGHT = "rlhfx.algos.xright"
-RL_MODULE = "rlhfx.algos.ppo"
+RL_MODULE = "rlhfx.algos.rl"
 RL = dict(kind="prompt", module=RL_MODULE, lr_lora=2e-5, lr_full=1e-6, needs_reference=True, own_training_loop=True,
           checks_args=True)
 

@@ -1,8 +1,11 @@
 """The math of online RL (ALGORITHMS.md, "Online RL"), as pure functions on padded tensors.
 
 Every per-token tensor is [batch, response_len], aligned to response tokens and right padded;
-`mask` is 1 on real response tokens and 0 on padding. The PPO trainer (rlhfx.algos.ppo) calls
+`mask` is 1 on real response tokens and 0 on padding. The online RL trainer (rlhfx.algos.rl) calls
 exactly these functions; tests/test_rl_math.py checks each against hand-computed numbers.
+
+Statistics over the whole batch take `reduce`: a function that sums a tensor over every rank of a data-parallel
+run (None: this process holds the whole batch), so whitening gives the same numbers at any world size.
 """
 
 import math
@@ -15,16 +18,19 @@ GROUP_ESTIMATORS = ("reinforce_baseline", "rloo", "group_norm", "dr_grpo")
 ESTIMATORS = ("gae", "reinforce") + GROUP_ESTIMATORS
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the tokens where mask is 1 (all of them, across the batch)."""
-    return (x * mask).sum() / mask.sum().clamp(min=1)
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, reduce=None) -> torch.Tensor:
+    """Mean over the tokens where mask is 1 (all of them, across the batch; across the ranks with `reduce`)."""
+    total = torch.stack([(x * mask).sum(), mask.sum().to(x.dtype)])
+    if reduce is not None:
+        total = reduce(total)
+    return total[0] / total[1].clamp(min=1)
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8, reduce=None) -> torch.Tensor:
     """(x - mean) / sqrt(var + eps) with mean and (population) variance over the masked tokens; padding stays 0.
     shift_mean=False only rescales (--whiten_rewards): the mean is added back."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+    mean = masked_mean(x, mask, reduce)
+    var = masked_mean((x - mean) ** 2, mask, reduce)
     white = (x - mean) * torch.rsqrt(var + eps)
     return (white if shift_mean else white + mean) * mask
 
@@ -211,51 +217,56 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
 
 
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               clip: float | None) -> torch.Tensor:
-    """0.5 max((V - ret)^2, (V_old + clip(V - V_old, -eps, eps) - ret)^2), token mean; unclipped without eps."""
+               clip: float | None, n_tokens: float | None = None) -> torch.Tensor:
+    """0.5 max((V - ret)^2, (V_old + clip(V - V_old, -eps, eps) - ret)^2), token mean; unclipped without eps.
+    n_tokens: the optimizer batch's token count when this is one micro batch of it (as in `aggregate`)."""
     loss = (values - returns) ** 2
     if clip is not None:
         clipped = old_values + (values - old_values).clamp(-clip, clip)
         loss = torch.max(loss, (clipped - returns) ** 2)
-    return 0.5 * masked_mean(loss, mask)
+    return 0.5 * aggregate(loss, mask, "token-mean", n_tokens)
 
 
-def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Token mean of the policy's entropy H = -sum_v p log p at each response position."""
+def entropy(logits: torch.Tensor, mask: torch.Tensor, n_tokens: float | None = None) -> torch.Tensor:
+    """Token mean of the policy's entropy H = -sum_v p log p at each response position (n_tokens: as `value_loss`)."""
     logp = torch.log_softmax(logits.float(), dim=-1)
-    return masked_mean(-(logp.exp() * logp).sum(-1), mask)
+    return aggregate(-(logp.exp() * logp).sum(-1), mask, "token-mean", n_tokens)
 
 
 def advantages_and_returns(estimator: str, scores: torch.Tensor, kl: torch.Tensor, kl_coef: float,
                            mask: torch.Tensor, n: int, gamma: float, lam: float, reward_clip: float | None,
-                           values: torch.Tensor | None = None,
-                           whiten_rewards: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                           values: torch.Tensor | None = None, whiten_rewards: bool = False,
+                           reduce=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The rollout's (advantages, returns) for one estimator. `kl` is the per-token penalty (zeros when the KL
     is a loss term instead). Group estimators turn the clipped sequence rewards into group scores first and
     use gamma = 1; gae, reinforce and reinforce_baseline advantages are whitened over all response tokens.
-    whiten_rewards (gae) rescales the token rewards to unit std, keeping their mean, before GAE."""
+    whiten_rewards (gae) rescales the token rewards to unit std, keeping their mean, before GAE. Groups stay on one
+    rank; whitening statistics are summed over the ranks by `reduce`."""
     if estimator in GROUP_ESTIMATORS:
         scores = group_scores(scores.clamp(-reward_clip, reward_clip) if reward_clip else scores, n, estimator)
         rewards = token_rewards(kl, kl_coef, scores, mask)
         returns = discounted_returns(rewards, mask, 1.0)
-        advantages = whiten(returns, mask) if estimator == "reinforce_baseline" else returns
+        advantages = whiten(returns, mask, reduce=reduce) if estimator == "reinforce_baseline" else returns
         return advantages, returns
     rewards = token_rewards(kl, kl_coef, scores, mask, reward_clip)
     if estimator == "reinforce":
         returns = discounted_returns(rewards, mask, gamma)
-        return whiten(returns, mask), returns
+        return whiten(returns, mask, reduce=reduce), returns
     if estimator == "gae":
         if whiten_rewards:
-            rewards = whiten(rewards, mask, shift_mean=False)
+            rewards = whiten(rewards, mask, shift_mean=False, reduce=reduce)
         advantages, returns = gae(rewards, values, mask, gamma, lam)
-        return whiten(advantages, mask), returns
+        return whiten(advantages, mask, reduce=reduce), returns
     raise ValueError(f"unknown advantage estimator {estimator!r}")
 
 
-def sequence_kl(kl: torch.Tensor) -> float:
+def sequence_kl(kl: torch.Tensor, reduce=None) -> float:
     """The rollout's KL as logged and as --target_kl reads it: per-token KL summed over each sequence, averaged over
     sequences (Ziegler et al., TRL; OpenRLHF's --kl_target compares the per-token mean instead)."""
-    return kl.sum(1).mean().item()
+    total = torch.stack([kl.sum(), torch.tensor(float(kl.shape[0]), device=kl.device)])
+    if reduce is not None:
+        total = reduce(total)
+    return (total[0] / total[1]).item()
 
 
 class AdaptiveKLController:

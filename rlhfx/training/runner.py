@@ -140,9 +140,6 @@ def run(args, algo, options) -> Path:
     apply_openrlhf_zero_flags(args)
     apply_openrlhf_tracker_flags(args)
     check_flags(args)
-    if args.deepspeed and algo.own_training_loop:
-        raise RlhfxError(f"--deepspeed does not apply to --rlhf_type {algo.name}: its own training loop runs without "
-                         "DeepSpeed.", "drop --deepspeed.")
     check_launch(args, deepspeed_config(args.deepspeed))
     output_dir, checkpoint = run_folder(args)
     with RunLock(output_dir) if is_main_process() else contextlib.nullcontext():

@@ -1,18 +1,12 @@
-"""`--rlhf_type ppo | grpo | rloo | reinforce_pp`: rlhfx's own online RL trainer (TRL 1.16 has no PPO).
+"""The online RL flags made one RLConfig: defaults < the --rlhf_type preset < flags given explicitly; then checked.
 
-One trainer (rlhfx.training.rl_trainer) covers every `--advantage_estimator`; grpo, rloo and
-reinforce_pp are presets of it: they only change defaults, and any flag given explicitly wins.
-The math is in rlhfx.algos.rl_math (ALGORITHMS.md, "Online RL").
+grpo, rloo and reinforce_pp are presets of one trainer: they only change defaults, and any flag given explicitly wins.
 """
 
 from dataclasses import dataclass
 
 from rlhfx.algos.rl_math import GROUP_ESTIMATORS
 from rlhfx.errors import RlhfxError
-
-KIND = "prompt"
-NEEDS_REFERENCE = True
-OWN_TRAINING_LOOP = True  # not a Hugging Face Trainer: it writes its own complete-or-absent checkpoints
 
 DEFAULTS = dict(advantage_estimator="gae", n_samples_per_prompt=1, kl_coef=0.01, kl_estimator="k1", use_kl_loss=False)
 PRESETS = {
@@ -203,8 +197,3 @@ def check_vllm_flags(args) -> None:
         raise RlhfxError(f"--vllm_tensor_parallel_size {tp} needs a GPU for each of its {tp} shards; "
                          f"{gpus} CUDA GPUs are visible.", "lower it to the GPUs you have (1 on the CPU).")
 
-
-def build_trainer(ctx):
-    from rlhfx.training.rl_trainer import OnlineRLTrainer
-
-    return OnlineRLTrainer(ctx, resolve_config(ctx.args, ctx.args.rlhf_type))

@@ -1,0 +1,20 @@
+"""`--rlhf_type ppo | grpo | rloo | reinforce_pp`: rlhfx's own online RL trainer (TRL 1.16 has no PPO).
+
+One trainer covers every `--advantage_estimator`; grpo, rloo and reinforce_pp are presets of it (config.py).
+The stages: rollout.py (engine -> samples -> log-probs, values, rewards -> advantages), the estimator
+(rlhfx.algos.rl_math, pure; ALGORITHMS.md "Online RL"), update.py (PPO epochs on accelerate: DDP or DeepSpeed),
+and loop.py (the thin loop: steps, logging, evaluation, checkpoints). Under torchrun every rank rolls out its
+share of the prompts and every statistic is all-reduced (dist.py), so the numbers do not depend on the world size.
+"""
+
+from rlhfx.algos.rl.config import RLConfig, check_args, check_vllm_flags, resolve_config  # noqa: F401
+
+KIND = "prompt"
+NEEDS_REFERENCE = True
+OWN_TRAINING_LOOP = True  # not a Hugging Face Trainer: it writes its own complete-or-absent checkpoints
+
+
+def build_trainer(ctx):
+    from rlhfx.algos.rl.loop import OnlineRLTrainer
+
+    return OnlineRLTrainer(ctx, resolve_config(ctx.args, ctx.args.rlhf_type))

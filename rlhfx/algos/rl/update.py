@@ -1,0 +1,153 @@
+"""The update stage: `num_ppo_epochs` passes over a rollout's samples in optimizer batches, on accelerate.
+
+The policy and the critic are one module (ActorCritic) that accelerate prepares once: plain, DDP, or a DeepSpeed
+ZeRO engine (--deepspeed zero2 | zero3 | *_offload). Each rank's optimizer batch is its `--batch_size` x gradient
+accumulation samples, so the global batch is --train_batch_size as offline. Every loss term is a share of the
+global batch's loss (normalised by the token and sequence counts summed over the ranks), and since DDP and
+DeepSpeed average gradients over the ranks, each rank back-propagates its share times the world size: the
+gradient equals one process's on the whole batch. Clipping and the optimizer step are accelerate's (DeepSpeed's
+own under ZeRO); a NaN/inf loss or gradient norm stops the run before the weights change.
+"""
+
+import torch
+
+from rlhfx.algos import rl_math
+from rlhfx.algos.rl.batch import inputs, select, token_logp
+from rlhfx.training.checkpoints import newest_checkpoint
+from rlhfx.training.guards import non_finite_error
+
+SHARE_STATS = ("policy_loss", "kl_loss", "value_loss", "entropy")  # summed over an optimizer batch's micro batches
+
+
+def deepspeed_plugin(args, micro_batch: int, world: int, hidden_size: int, bf16: bool):
+    """--deepspeed's config with its "auto" fields filled as the Trainer fills them, for a loop that feeds DeepSpeed
+    one micro batch at a time and marks the accumulation boundary itself (so DeepSpeed's own count is 1)."""
+    from accelerate import DeepSpeedPlugin
+
+    from rlhfx.training.scale import deepspeed_config
+
+    config = deepspeed_config(args.deepspeed)
+    config.update(train_micro_batch_size_per_gpu=micro_batch, gradient_accumulation_steps=1,
+                  train_batch_size=micro_batch * world, gradient_clipping=args.max_grad_norm,
+                  bf16={"enabled": bf16}, fp16={"enabled": False})
+    sizes = {"reduce_bucket_size": hidden_size * hidden_size,
+             "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
+             "stage3_param_persistence_threshold": 10 * hidden_size}
+    zero = config.setdefault("zero_optimization", {})
+    zero.update({key: value for key, value in sizes.items() if zero.get(key) == "auto"})
+    return DeepSpeedPlugin(hf_ds_config=config)
+
+
+class UpdateStage:
+    def __init__(self, accelerator, ranks, actor_critic, config, args, learning_rate: float, critic_learning_rate: float,
+                 total_updates: int, kl, autocast, output_dir):
+        from transformers import get_scheduler
+
+        self.accelerator, self.ranks, self.config, self.args = accelerator, ranks, config, args
+        self.kl, self.autocast, self.output_dir = kl, autocast, output_dir
+        groups = [{"params": [p for p in actor_critic.policy.parameters() if p.requires_grad], "lr": learning_rate}]
+        if actor_critic.critic is not None:
+            groups.append({"params": [p for p in actor_critic.critic.parameters() if p.requires_grad],
+                           "lr": critic_learning_rate})
+        optimizer = torch.optim.AdamW(groups, lr=learning_rate, weight_decay=args.weight_decay)
+        self.scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_training_steps=total_updates,
+                                       num_warmup_steps=int(args.warmup_ratio * total_updates))
+        self.model, self.optimizer = accelerator.prepare(actor_critic, optimizer)
+        accelerator.register_for_checkpointing(self.scheduler)
+        self.micro_batch = args.batch_size
+
+    def update(self, batch: dict, train_batch: int, step: int) -> dict:
+        """`train_batch`: this rank's optimizer batch. Every rank holds as many samples, so all take the same number
+        of optimizer steps and micro steps."""
+        n, totals = batch["mask"].shape[0], {}
+        _train_without_dropout(self.model)
+        for _ in range(self.config.num_ppo_epochs):
+            order = torch.randperm(n).tolist()
+            for start in range(0, n, train_batch):
+                indices = order[start : start + train_batch]
+                parts = [indices[i : i + self.micro_batch] for i in range(0, len(indices), self.micro_batch)]
+                mask = batch["mask"][indices]  # the global optimizer batch's totals normalise every micro batch's loss
+                counts = self.ranks.sum(torch.stack([mask.sum(), (mask.sum(1) > 0).sum().to(mask.dtype)]))
+                counts = {"n_tokens": counts[0].clamp(min=1), "n_sequences": counts[1].clamp(min=1)}
+                shares = {}
+                for i, part in enumerate(parts):
+                    loss, stats = self.loss(select(batch, part), counts)
+                    if not torch.isfinite(loss):
+                        raise self._non_finite(step, "The loss became NaN/inf (the update was not applied)")
+                    self._backward(loss * self.ranks.world, last=i == len(parts) - 1)
+                    for key, value in stats.items():
+                        if key in SHARE_STATS:
+                            shares[key] = shares.get(key, 0.0) + value * self.ranks.world
+                        else:
+                            totals.setdefault(key, []).append(value)
+                self.optimizer_step(step)
+                for key, value in shares.items():
+                    totals.setdefault(key, []).append(value)
+        self.model.eval()
+        return {key: self.ranks.mean(sum(values) / len(values)) for key, values in totals.items()}
+
+    def forward(self, micro: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(log-probs, logits / temperature, values or None) through the prepared (DDP / DeepSpeed) module."""
+        with self.autocast():
+            logits, values = self.model(**inputs(micro))
+        logp, logits = token_logp(logits, micro, self.config.temperature)
+        return logp, logits, values
+
+    def loss(self, micro: dict, counts: dict) -> tuple[torch.Tensor, dict]:
+        """One micro batch's share of the optimizer batch's loss under --loss_agg_mode (`counts`: that batch's tokens
+        and sequences over all ranks): policy loss, KL loss term, entropy bonus and the critic's value loss."""
+        config, mask = self.config, micro["mask"]
+        logp, logits, values = self.forward(micro)
+        out = rl_math.policy_loss(logp, micro["old_logp"], micro["advantages"], mask, config.cliprange,
+                                  config.cliprange_high, config.dual_clip,
+                                  "sequence" if config.policy_loss == "gspo" else "token", config.loss_agg_mode,
+                                  weights=micro.get("is_weights"), **counts)
+        entropy = rl_math.entropy(logits, mask, counts["n_tokens"])
+        loss = out["loss"] - config.entropy_coef * entropy
+        stats = {"policy_loss": out["loss"].item(), "clip_ratio": out["clip_ratio"].item(),
+                 "approx_kl": out["approx_kl"].item(), "entropy": entropy.item()}
+        if config.use_kl_loss:
+            kl = rl_math.kl_per_token(logp, micro["ref_logp"], config.kl_estimator, mask,
+                                      micro["old_logp"] if config.kl_unbiased_gradient else None)
+            kl_loss = rl_math.aggregate(kl, mask, config.loss_agg_mode, **counts)
+            loss = loss + self.kl.value * kl_loss
+            stats["kl_loss"] = kl_loss.item()
+        if values is not None:
+            value_loss = rl_math.value_loss(values, micro["values"], micro["returns"], mask, config.cliprange_value,
+                                            counts["n_tokens"])
+            loss = loss + config.vf_coef * value_loss
+            stats["value_loss"] = value_loss.item()
+        return loss, stats
+
+    def _backward(self, loss: torch.Tensor, last: bool) -> None:
+        """DeepSpeed is told where the optimizer batch ends (its engine steps there); elsewhere gradients add up."""
+        engine = getattr(self.accelerator, "deepspeed_engine_wrapped", None)
+        if engine is None:
+            self.accelerator.backward(loss)
+        else:
+            engine.backward(loss, sync_gradients=last)
+
+    def optimizer_step(self, step: int) -> None:
+        """Clip and step; a NaN/inf gradient norm stops the run before the weights change, as the offline trainers'
+        NonFiniteGuard does (under DeepSpeed the engine has clipped and stepped already)."""
+        if getattr(self.accelerator, "deepspeed_engine_wrapped", None) is None:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            norm = self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm)
+            if not torch.isfinite(norm):
+                raise self._non_finite(step, "The loss or its gradients became NaN/inf (the update was not applied)")
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _non_finite(self, step: int, what: str):
+        return non_finite_error(step + 1, self.accelerator.unwrap_model(self.model), self.scheduler.get_last_lr()[0],
+                                newest_checkpoint(self.output_dir), what)
+
+
+def _train_without_dropout(model) -> None:
+    """Train mode (so gradient checkpointing applies) with every dropout layer off: the update's log-probs are
+    computed as the rollout's were, and the ratio starts at exactly 1."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.eval()
