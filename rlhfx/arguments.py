@@ -55,7 +55,7 @@ def learning_rate_help() -> str:
     return f"Peak learning rate (default by algorithm, LoRA / full: {listed})."
 
 
-# Online RL (rlhfx.algos.ppo, which has no options class) reads two algorithm flags under ms-swift's names.
+# Online RL (rlhfx.algos.rl, which has no options class) reads two algorithm flags under ms-swift's names.
 RL_READS = {
     "beta": ("online RL: ms-swift's name of --kl_coef.", ()),
     "loss_type": ("Online RL (ms-swift's names for --loss_agg_mode): grpo = seq-mean-token-mean, bnpo and dapo = "

@@ -46,7 +46,7 @@ def test_a_finite_gradient_updates(tmp_path):
 
 def micro_stepper(**config):
     """An update stage whose policy's log-probs are the leaf tensor it returns: the loss's gradient on it is checked."""
-    from rlhfx.algos.rl import RLConfig
+    from rlhfx.algos.rl.config import RLConfig
 
     fields = dict(advantage_estimator="group_norm", n_samples_per_prompt=2, kl_coef=0.0, kl_estimator="k3",
                   use_kl_loss=False, target_kl=None, kl_horizon=10000, rollout_batch_size=1, micro_rollout_batch_size=2,

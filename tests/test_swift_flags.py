@@ -101,7 +101,7 @@ def test_model_name_and_author_fill_self_cognition_rows(tmp_path):
 
 @pytest.mark.parametrize("flag, value", [("sleep_level", "1"), ("offload_model", "true"), ("offload_optimizer", "true")])
 def test_gpu_memory_flags_need_a_gpu(flag, value):
-    from rlhfx.algos.rl import check_vllm_flags
+    from rlhfx.algos.rl.config import check_vllm_flags
 
     args, _ = parsed("rlhf", "--rlhf_type", "grpo", "--use_vllm", "true", f"--{flag}", value)
     with pytest.raises(RlhfxError, match=f"--{flag} needs a GPU"):
@@ -112,7 +112,7 @@ def test_gpu_memory_flags_need_a_gpu(flag, value):
 
 
 def test_vllm_tensor_parallel_needs_that_many_gpus():
-    from rlhfx.algos.rl import check_vllm_flags
+    from rlhfx.algos.rl.config import check_vllm_flags
 
     args, _ = parsed("rlhf", "--rlhf_type", "grpo", "--use_vllm", "true", "--vllm_tensor_parallel_size", "2")
     with pytest.raises(RlhfxError, match="--vllm_tensor_parallel_size 2 needs a GPU for each"):

@@ -7,11 +7,7 @@ and loop.py (the thin loop: steps, logging, evaluation, checkpoints). Under torc
 share of the prompts and every statistic is all-reduced (dist.py), so the numbers do not depend on the world size.
 """
 
-from rlhfx.algos.rl.config import RLConfig, check_args, check_vllm_flags, resolve_config  # noqa: F401
-
-KIND = "prompt"
-NEEDS_REFERENCE = True
-OWN_TRAINING_LOOP = True  # not a Hugging Face Trainer: it writes its own complete-or-absent checkpoints
+from rlhfx.algos.rl.config import check_args, resolve_config  # noqa: F401  (check_args: the Algorithm record calls it)
 
 
 def build_trainer(ctx):
