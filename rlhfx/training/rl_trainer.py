@@ -116,6 +116,14 @@ class OnlineRLTrainer:
     def _engine(self, stops: list[int]):
         """pt generates with the policy itself; vllm starts on --model (its base when that is an adapter folder)
         and gets the policy's weights pushed before every generation."""
+        if self.args.engine == "vllm" and self.args.vllm_mode == "server":
+            from rlhfx.engines import make_engine
+            from rlhfx.engines.remote import server_url
+
+            return make_engine("server", url=server_url(self.args), model=self.model, tokenizer=self.tokenizer,
+                               stop_ids=stops, timeout=self.args.vllm_server_timeout,
+                               check_every=self.args.vllm_check_weights_every,
+                               logprobs=self.config.enable_vllm_is_correction)
         if self.args.engine == "vllm":
             from rlhfx.engines import make_engine
             from rlhfx.training.models import _adapter_base, resolve_model_path
