@@ -28,8 +28,10 @@ def main(argv: list[str]) -> None:
                          "use --dp_size 1 (and --tp_size to spread a large model over GPUs).")
     if args.model is None:
         raise RlhfxError("No model given.", "pass --model: the trainer's --model (its base model under LoRA).")
+    from rlhfx.engines import check_engine_available
     from rlhfx.training.runner import quiet_libraries
 
+    check_engine_available(args.engine)
     quiet_libraries()
     engine, info = load_engine(args)
     try:
