@@ -110,6 +110,19 @@ def test_a_push_that_does_not_take_is_caught_by_the_greedy_check(served, monkeyp
         client.update_weights(policy.named_parameters())
 
 
+def test_across_dtypes_a_server_token_need_only_be_near_the_policys_greedy_one(served):
+    server, engine, model, tokenizer = served
+    client = RemoteEngine(server.url, tokenizer, engine.stop_ids, policy=model)
+    assert not client._other_dtype()
+    client.info["dtype"] = "bfloat16"
+    assert client._other_dtype()
+    prompt = tokenizer(remote.CHECK_PROMPT, add_special_tokens=False)["input_ids"]
+    own = engine.generate([prompt], Sampling(max_new_tokens=8, greedy=True))[0][0].token_ids
+    assert client._near_greedy(prompt, own)
+    logits = model(input_ids=torch.tensor([prompt])).logits[0, -1]
+    assert not client._near_greedy(prompt, [int(logits.argmin())] + own[1:])
+
+
 def test_a_server_of_another_tokenizer_or_shape_is_refused():
     engine, model, tokenizer = _tiny()
     for changes, words in (({"tokenizer": "0123456789abcdef"}, "another tokenizer"),
