@@ -168,3 +168,15 @@ def test_a_server_dying_mid_run_stops_the_trainer_with_its_last_checkpoint_intac
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
     assert json.loads((out / "checkpoint-1" / "trainer_state.json").read_text()) == {"global_step": 1}
     assert (out / "checkpoint-1" / "rl_state.pt").is_file() and not (out / "summary.json").exists()
+
+
+def test_trl_sleep_flag_is_sleep_level_1_and_a_contradiction_is_refused():
+    from rlhfx.arguments import parse_args
+    from rlhfx.training.swift_flags import apply_swift_flags
+
+    args = parse_args("rlhf", ["--rlhf_type", "grpo", "--use_vllm", "true", "--vllm_enable_sleep_mode", "true"])
+    apply_swift_flags(args)
+    assert (args.engine, args.sleep_level) == ("vllm", 1)
+    args = parse_args("rlhf", ["--rlhf_type", "grpo", "--use_vllm", "true", "--vllm_enable_sleep", "--sleep_level", "0"])
+    with pytest.raises(RlhfxError, match="contradict"):
+        apply_swift_flags(args)
