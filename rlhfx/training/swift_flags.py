@@ -1,8 +1,8 @@
 """ms-swift flags that stand for another rlhfx setting, mapped onto it right after parsing (before any check).
 
---use_vllm true = --engine vllm (--vllm_mode colocate or server); --vllm_enable_sleep = --sleep_level 1; --attn_impl flash_attn = --flash_attn; --system FILE.txt reads
-the file (as ms-swift does); online RL's --beta = --kl_coef. Flags whose effect rlhfx has by construction are
-accepted with a one-line note saying so. Nothing heavy is imported here.
+--use_vllm true = --engine vllm (--vllm_mode colocate or server); TRL's --vllm_enable_sleep = --sleep_level 1;
+--attn_impl flash_attn = --flash_attn; --system FILE.txt reads the file (as ms-swift does); online RL's --beta =
+--kl_coef. Flags whose effect rlhfx has by construction are accepted with a one-line note saying so. Nothing heavy is imported here.
 """
 
 import os
@@ -47,7 +47,7 @@ def _vllm(values: dict, explicit: set) -> None:
         explicit.add("sleep_level")
     if values["vllm_mode"] is not None and not values["use_vllm"] and values["engine"] != "vllm":
         raise RlhfxError(f"--vllm_mode {values['vllm_mode']} is given without --use_vllm true.",
-                         "add --use_vllm true, or drop --vllm_mode.")
+                         "add --use_vllm true (or --engine vllm), or drop --vllm_mode.")
     if not values["use_vllm"]:
         return
     if "engine" in explicit and values["engine"] != "vllm":
