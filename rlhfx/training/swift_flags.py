@@ -2,7 +2,8 @@
 
 --use_vllm true = --engine vllm (--vllm_mode colocate or server); TRL's --vllm_enable_sleep = --sleep_level 1;
 --attn_impl flash_attn = --flash_attn; --system FILE.txt reads the file (as ms-swift does); online RL's --beta =
---kl_coef. Flags whose effect rlhfx has by construction are accepted with a one-line note saying so. Nothing heavy is imported here.
+--kl_coef. Flags whose effect rlhfx has by construction are accepted with a one-line note saying so. Nothing heavy
+is imported here.
 """
 
 import os
