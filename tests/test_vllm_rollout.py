@@ -58,7 +58,7 @@ def test_grpo_against_a_rollout_server_learns_and_every_push_is_checked(rollout_
     assert result["before"]["eval_reward"] == pytest.approx(0.0)
     assert result["after"]["eval_reward"] >= result["before"]["eval_reward"] + 0.25
     assert len([m for m in metrics(out) if "reward" in m]) == 20
-    requests = [line.split()[1] for line in log.read_text().splitlines() if line.startswith("rollout: POST")]
+    requests = [line.split()[2] for line in log.read_text().splitlines() if line.startswith("rollout: POST")]
     pushes = requests.count("/update_weights")
     assert pushes == 20 + 2  # one per rollout, and one before each of the two held-out evaluations
     # each push (one request with the tiny model) is followed by the check's greedy generation, then the rollout's
