@@ -10,7 +10,7 @@ import dataclasses
 import difflib
 import sys
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rlhfx.algos import ALGOS
@@ -200,7 +200,13 @@ FLAGS: list[Flag] = [
     Flag("prompt_max_len", int, None, "Longest prompt in tokens; longer prompts are dropped and counted (default: --max_length).", (), "online rl", RLHF, algos=RL),
     Flag("engine", str, "pt", "Rollout engine: pt (the policy generates) or vllm (weights pushed every step; needs the vllm extra).", (), "online rl", RLHF, choices=("pt", "vllm"), algos=RL),
     Flag("use_vllm", bool, False, "ms-swift: roll out with vLLM (= --engine vllm with --vllm_mode colocate).", (), "online rl", RLHF, algos=RL),
-    Flag("vllm_mode", str, None, "ms-swift: colocate (vLLM inside the training process: --engine vllm) or server (a separate rollout server: not available yet).", (), "online rl", RLHF, choices=("colocate", "server"), algos=RL),
+    Flag("vllm_mode", str, None, "ms-swift/TRL: colocate (vLLM inside the training process: --engine vllm) or server (rollouts from a separate `rlhfx rollout` server, which gets the policy's weights after every update).", (), "online rl", RLHF, choices=("colocate", "server"), algos=RL),
+    Flag("vllm_server_host", str, "0.0.0.0", "--vllm_mode server: host of the `rlhfx rollout` server (ignored with --vllm_server_base_url).", (), "online rl", RLHF, algos=RL),
+    Flag("vllm_server_port", int, 8000, "--vllm_mode server: port of the `rlhfx rollout` server (ignored with --vllm_server_base_url).", (), "online rl", RLHF, algos=RL),
+    Flag("vllm_server_base_url", str, None, "--vllm_mode server: the server's URL, e.g. http://10.0.0.2:8000 (replaces host and port).", (), "online rl", RLHF, algos=RL),
+    Flag("vllm_server_timeout", float, 240.0, "--vllm_mode server: seconds to wait for the server to answer before the run stops (it may still be loading).", (), "online rl", RLHF, algos=RL),
+    Flag("vllm_check_weights_every", int, 1, "--vllm_mode server: after every Nth weight push (the first always), check that the server's greedy answer to a fixed prompt equals the policy's own (0: never).", (), "online rl", RLHF, algos=RL),
+    Flag("vllm_enable_sleep", bool, False, "TRL: vLLM's sleep mode between rollouts, releasing its KV cache to training (= --sleep_level 1; GPU only).", ("vllm_enable_sleep_mode",), "online rl", RLHF, algos=RL),
     Flag("vllm_gpu_memory_utilization", float, 0.4, "vllm rollouts on a GPU: share of its memory for vLLM (the rest trains).", (), "online rl", RLHF, algos=RL),
     Flag("vllm_tensor_parallel_size", int, 1, "vllm rollouts: GPUs the vLLM engine splits the model over (tensor parallel).", (), "online rl", RLHF, algos=RL),
     Flag("vllm_max_model_len", int, None, "vllm rollouts: longest prompt + response the engine holds (default: the model's).", (), "online rl", RLHF, algos=RL),
@@ -351,6 +357,19 @@ LOOP = ("pipeline",)
 FLAGS = [_add_pipeline(f) for f in FLAGS] + [
     Flag("training_iters", int, 3, "pipeline: iterations (generate, score, train) to run; a finished loop re-run with a higher number goes on.", (), "loop", LOOP),
     Flag("ref_mode", str, "initial", "pipeline iterative_dpo: DPO reference = the initial model pi_0 (RLHFlow) or the previous iteration's policy.", (), "loop", LOOP, choices=("initial", "previous")),
+]
+
+
+# --- `rlhfx rollout`: a generation server for --vllm_mode server (rlhfx.commands.rollout) ----------------------
+ROLLOUT = ("rollout",)
+_SHARED_WITH_ROLLOUT = {"model", "model_type", "torch_dtype", "seed", "tp_size", "gpu_memory_utilization",
+                        "kv_cache_memory_gb", "max_num_seqs", "enable_prefix_caching"}
+FLAGS = [replace(f, commands=f.commands + ROLLOUT) if f.name in _SHARED_WITH_ROLLOUT else f for f in FLAGS] + [
+    Flag("engine", str, "vllm", "rollout: the engine served: vllm, or pt (transformers generate: slower, for models vLLM does not run).", (), "rollout", ROLLOUT, choices=("vllm", "pt")),
+    Flag("host", str, "127.0.0.1", "rollout: address to listen on (0.0.0.0: every interface, for trainers on other machines; the server has no authentication, keep it on a private network).", (), "rollout", ROLLOUT),
+    Flag("port", int, 8000, "rollout: port to listen on (the trainer's --vllm_server_port).", (), "rollout", ROLLOUT),
+    Flag("dp_size", int, 1, "rollout: data-parallel vLLM engines (only 1 in this version: start one server per engine).", ("data_parallel_size", "vllm_data_parallel_size"), "rollout", ROLLOUT),
+    Flag("max_model_len", int, None, "rollout: longest prompt + response the engine holds (default: the model's).", ("vllm_max_model_len",), "rollout", ROLLOUT),
 ]
 
 
@@ -506,7 +525,8 @@ def parse_args(command: str, argv: list[str]) -> Args:
 
 
 USAGE = {"export": "rlhfx export --adapters RUN --merge_lora [--output_dir OUT]",
-         "data": "rlhfx data check --dataset DATA --rlhf_type TYPE [--model MODEL] [flags]"}
+         "data": "rlhfx data check --dataset DATA --rlhf_type TYPE [--model MODEL] [flags]",
+         "rollout": "rlhfx rollout --model MODEL [--port 8000] [--host 127.0.0.1] [--tp_size N] [flags]"}
 
 
 def print_help(command: str, summary: str, algo: str | None = None) -> None:

@@ -22,6 +22,7 @@ COMMANDS = {
     "sample": ("rlhfx.commands.sample", "Best-of-n generation, reward scoring, rs/csft/iter_dpo data (OpenRLHF batch_inference).", False),
     "export": ("rlhfx.commands.export", "Merge a LoRA run into its base: a from_pretrained folder (--adapters RUN --merge_lora).", False),
     "data": ("rlhfx.commands.data", "`data check`: how a dataset is read, what is dropped and why, lengths, label balance.", False),
+    "rollout": ("rlhfx.commands.rollout", "Serve generation from vLLM for `rlhf --vllm_mode server` (prompts in, tokens out, weights pushed).", False),
     "pipeline": ("rlhfx.commands.pipeline", "Resumable loops that make their own data: rs (RAFT), iterative_dpo, csft.", False),
 }
 

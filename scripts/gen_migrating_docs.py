@@ -57,9 +57,6 @@ UNSUPPORTED = {
                              "importance_sampling_level")},
     **{f"fipo_{n}": "The FIPO loss is not implemented." for n in ("decay_rate", "clip_range", "clip_high_only",
                                                                   "safety_threshold")},
-    "vllm_server_host": "The rollout server (`swift rollout`, --vllm_mode server) is not available yet: use "
-                        "--use_vllm true --vllm_mode colocate.",
-    "vllm_server_port": "The rollout server is not available yet: use --use_vllm true --vllm_mode colocate.",
     "sequence_parallel_size": "Sequence parallelism is not supported.",
     "delta": "Two-sided clipping (INTELLECT-2's delta) is not implemented; --dual_clip bounds negative advantages.",
     "steps_per_generation": "One rollout is one step: --rollout_batch_size prompts x --num_generations, "
@@ -102,8 +99,9 @@ NOTES = {  # supported, but the meaning or default differs from the other tool
     "model_name": "Fills {{NAME}} in self-cognition rows (zh rows take the first of two values).",
     "model_author": "Fills {{AUTHOR}} in self-cognition rows (zh rows take the first of two values).",
     "attn_impl": "flash_attn/flash_attention_2 = --flash_attn (CUDA only), sdpa, eager.",
-    "use_vllm": "With --vllm_mode colocate: vLLM in the training process (= --engine vllm).",
-    "vllm_mode": "colocate only; server (a separate rollout server) stops with a clear error for now.",
+    "use_vllm": "= --engine vllm; --vllm_mode picks colocate (in the training process) or server.",
+    "vllm_mode": "colocate, or server: `rlhfx rollout --model M --port P` (= `swift rollout`) serves the rollouts; "
+                 "weights are pushed over HTTP after every update (no NCCL group yet).",
     "sleep_level": "GPU only (vLLM's sleep mode); refused on the CPU with a clear error.",
     "offload_model": "GPU only; refused on the CPU with a clear error.",
     "offload_optimizer": "GPU only; refused on the CPU with a clear error.",
@@ -129,7 +127,8 @@ NOTES = {  # supported, but the meaning or default differs from the other tool
 COMMANDS = {
     "ms-swift": [("swift sft", "`rlhfx sft`"), ("swift rlhf --rlhf_type T", "`rlhfx rlhf --rlhf_type T`"),
                  ("swift infer", "`rlhfx infer`"), ("swift export --merge_lora true", "`rlhfx export --merge_lora`"),
-                 ("swift rlhf --rlhf_type ppo", "`rlhfx rlhf --rlhf_type ppo` (docs/algorithms/ppo.md)")],
+                 ("swift rlhf --rlhf_type ppo", "`rlhfx rlhf --rlhf_type ppo` (docs/algorithms/ppo.md)"),
+                 ("swift rollout", "`rlhfx rollout` (docs/distributed.md, vLLM colocate vs server)")],
     "OpenRLHF": [("openrlhf.cli.train_sft", "`rlhfx sft`"), ("openrlhf.cli.train_dpo", "`rlhfx rlhf --rlhf_type dpo`"),
                  ("openrlhf.cli.train_kto", "`rlhfx rlhf --rlhf_type kto`"),
                  ("openrlhf.cli.train_rm", "`rlhfx rlhf --rlhf_type rm`"),

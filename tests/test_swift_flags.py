@@ -33,10 +33,12 @@ def test_use_vllm_colocate_is_the_vllm_engine():
     assert parsed("rlhf", "--rlhf_type", "grpo", "--use_vllm", "true", "--vllm_mode", "colocate")[0].engine == "vllm"
     assert parsed("rlhf", "--rlhf_type", "grpo", "--use_vllm", "true")[0].engine == "vllm"
     assert parsed("rlhf", "--rlhf_type", "grpo", "--use_vllm", "false")[0].engine == "pt"
+    server, _ = parsed("rlhf", "--rlhf_type", "grpo", "--use_vllm", "true", "--vllm_mode", "server")
+    assert (server.engine, server.vllm_mode) == ("vllm", "server")
+    assert parsed("rlhf", "--rlhf_type", "grpo", "--engine", "vllm", "--vllm_mode", "server")[0].vllm_mode == "server"
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--use_vllm", "true", "--vllm_mode", "server"], "not available in rlhfx yet"),
     (["--vllm_mode", "colocate"], "without --use_vllm true"),
     (["--use_vllm", "true", "--engine", "pt"], "disagree"),
     (["--beta", "0.1", "--kl_coef", "0.2"], "both set the KL coefficient"),

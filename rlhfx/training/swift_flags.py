@@ -1,8 +1,9 @@
 """ms-swift flags that stand for another rlhfx setting, mapped onto it right after parsing (before any check).
 
---use_vllm/--vllm_mode colocate = --engine vllm; --attn_impl flash_attn = --flash_attn; --system FILE.txt reads
-the file (as ms-swift does); online RL's --beta = --kl_coef. Flags whose effect rlhfx has by construction are
-accepted with a one-line note saying so. Nothing heavy is imported here.
+--use_vllm true = --engine vllm (--vllm_mode colocate or server); TRL's --vllm_enable_sleep = --sleep_level 1;
+--attn_impl flash_attn = --flash_attn; --system FILE.txt reads the file (as ms-swift does); online RL's --beta =
+--kl_coef. Flags whose effect rlhfx has by construction are accepted with a one-line note saying so. Nothing heavy
+is imported here.
 """
 
 import os
@@ -40,16 +41,16 @@ def apply_swift_flags(args) -> list[str]:
 def _vllm(values: dict, explicit: set) -> None:
     if "use_vllm" not in values:
         return
-    if values["vllm_mode"] is not None and not values["use_vllm"]:
+    if values["vllm_enable_sleep"]:  # TRL's name for vLLM's sleep mode: --sleep_level 1
+        if "sleep_level" in explicit and values["sleep_level"] == 0:
+            raise RlhfxError("--vllm_enable_sleep true and --sleep_level 0 contradict each other.", "give one of them.")
+        values["sleep_level"] = values["sleep_level"] or 1
+        explicit.add("sleep_level")
+    if values["vllm_mode"] is not None and not values["use_vllm"] and values["engine"] != "vllm":
         raise RlhfxError(f"--vllm_mode {values['vllm_mode']} is given without --use_vllm true.",
-                         "add --use_vllm true, or drop --vllm_mode.")
+                         "add --use_vllm true (or --engine vllm), or drop --vllm_mode.")
     if not values["use_vllm"]:
         return
-    if values["vllm_mode"] == "server":
-        raise RlhfxError("--vllm_mode server (rollouts on a separate `swift rollout` vLLM server) is not available "
-                         "in rlhfx yet.", "use --vllm_mode colocate: vLLM runs inside the training process and gets "
-                         "the policy's weights before every rollout (on one GPU, with --sleep_level 1 to share its "
-                         "memory).")
     if "engine" in explicit and values["engine"] != "vllm":
         raise RlhfxError(f"--use_vllm true and --engine {values['engine']} disagree.", "give one of them.")
     values["engine"] = "vllm"

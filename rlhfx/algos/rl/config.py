@@ -165,7 +165,7 @@ def check_args(args) -> None:
 
     resolve_config(args, args.rlhf_type)
     check_vllm_flags(args)
-    if args.engine == "vllm":
+    if args.engine == "vllm" and args.vllm_mode != "server":
         from rlhfx.engines import check_engine_available
 
         check_engine_available("vllm")
@@ -179,8 +179,37 @@ GPU_ONLY = {"sleep_level": "vLLM's sleep mode releases GPU memory", "offload_mod
             "offload_optimizer": "it frees GPU memory"}
 
 
+SERVER_ONLY = ("vllm_server_host", "vllm_server_port", "vllm_server_base_url", "vllm_server_timeout",
+               "vllm_check_weights_every")
+# colocate flags -> the `rlhfx rollout` flag that sets the same on the server
+ON_THE_SERVER = {"vllm_tensor_parallel_size": "--tp_size", "vllm_max_model_len": "--max_model_len",
+                 "vllm_gpu_memory_utilization": "--gpu_memory_utilization", "sleep_level": None,
+                 "offload_model": None, "offload_optimizer": None}
+
+
 def check_vllm_flags(args) -> None:
-    """The vLLM rollout flags need --use_vllm (--engine vllm); the memory-sharing ones need a GPU to share."""
+    """The vLLM rollout flags need --use_vllm (--engine vllm); the memory-sharing ones need a GPU to share. With
+    --vllm_mode server the engine's flags belong to `rlhfx rollout`, and the server must answer (before any model
+    loads here)."""
+    server = args.engine == "vllm" and args.vllm_mode == "server"
+    stray = [name for name in SERVER_ONLY if name in args.explicit]
+    if stray and not server:
+        raise RlhfxError(f"--{stray[0]} configures the rollout server of --vllm_mode server, but this run generates "
+                         "in-process.", "add --use_vllm true --vllm_mode server, or drop it.")
+    if server:
+        from rlhfx.engines.remote import server_url, wait_for_server
+
+        colocate = [name for name in ON_THE_SERVER if name in args.explicit and args.values[name] not in (None, False, 0)]
+        if colocate:
+            name, there = colocate[0], ON_THE_SERVER[colocate[0]]
+            raise RlhfxError(f"--{name} configures the in-process vLLM engine, but with --vllm_mode server the engine "
+                             "is the `rlhfx rollout` server's.", f"pass {there} to `rlhfx rollout` instead, and drop "
+                             f"--{name}." if there else f"drop --{name}: the server's memory is not the trainer's.")
+        if args.vllm_check_weights_every < 0:
+            raise RlhfxError(f"--vllm_check_weights_every is {args.vllm_check_weights_every}.",
+                             "use 0 (never), 1 (every push) or N (every Nth push).")
+        wait_for_server(server_url(args), args.vllm_server_timeout)
+        return
     given = [name for name in VLLM_ONLY if name in args.explicit and args.values[name] not in (None, False, 0)]
     if given and args.engine != "vllm":
         raise RlhfxError(f"--{given[0]} configures vLLM rollouts, but this run generates with the policy itself "

@@ -24,6 +24,13 @@ def make_rollout_engine(args, config, tokenizer, policy, stops: list[int]):
     """The one place the rollout engine is built. pt generates with the policy itself (under ZeRO-3 transformers
     generates with synced_gpus, so ranks that stop at different lengths wait for each other); vllm starts on --model
     (its base when that is an adapter folder) and gets the policy's weights pushed before every generation."""
+    if args.engine == "vllm" and args.vllm_mode == "server":
+        from rlhfx.engines import make_engine
+        from rlhfx.engines.remote import server_url
+
+        return make_engine("server", url=server_url(args), model=policy, tokenizer=tokenizer, stop_ids=stops,
+                           timeout=args.vllm_server_timeout, check_every=args.vllm_check_weights_every,
+                           logprobs=config.enable_vllm_is_correction)
     if args.engine == "vllm":
         from rlhfx.engines import make_engine
         from rlhfx.models import adapter_base, resolve_model_path
