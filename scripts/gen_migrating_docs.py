@@ -59,10 +59,6 @@ UNSUPPORTED = {
                                                                   "safety_threshold")},
     "sequence_parallel_size": "Sequence parallelism is not supported.",
     "delta": "Two-sided clipping (INTELLECT-2's delta) is not implemented; --dual_clip bounds negative advantages.",
-    "steps_per_generation": "One rollout is one step: --rollout_batch_size prompts x --num_generations, "
-                            "--num_iterations passes over them.",
-    "save_strategy": "Use --save_steps N (or -1: only the final weights).",
-    "eval_strategy": "Use --eval_steps N (or -1: only before and after training).",
     "move_model_batches": NOT_YET,
     "columns": "Use --prompt_key/--response_key/--label_key ...; `solution`, `answer` and `label` columns are read "
                "as the reference answer without renaming.",
@@ -71,7 +67,6 @@ UNSUPPORTED = {
     "quant_method": "--quant_bits 4|8 quantises with bitsandbytes (QLoRA).",
     "bnb_4bit_quant_type": "--quant_bits 4 uses nf4 with double quantisation.",
     "scale_rewards": "--advantage_estimator picks the normalisation (group_norm: by the group's std; dr_grpo: none).",
-    "async_generate": "Asynchronous rollouts are not implemented: each step generates, then trains.",
     "tau_pos": "The SAPO loss is not implemented.", "tau_neg": "The SAPO loss is not implemented.",
     "multi_turn_scheduler": "Multi-turn GRPO is not implemented.", "max_turns": "Multi-turn GRPO is not implemented.",
     "reward_model_type": "Pass the reward model folder with --reward_model.",
@@ -110,7 +105,15 @@ NOTES = {  # supported, but the meaning or default differs from the other tool
     "external_plugins": "A Python file registering rewards: `from rlhfx.rewards.builtin import ORM, orms; "
                         "orms['name'] = MyReward`.",
     "system": "A path ending in .txt is read, as in ms-swift.",
-    "advantage_estimator": "rlhfx names: group_norm (ms-swift's grpo), rloo, reinforce_baseline, reinforce, gae, dr_grpo.",
+    "advantage_estimator": "ms-swift's names are taken: grpo = group_norm, rloo, reinforce_plus_plus = reinforce_baseline "
+                           "(REINFORCE++-baseline); also reinforce, gae, dr_grpo.",
+    "steps_per_generation": "Sets --rollout_batch_size to batch size x N / --num_generations prompts (TRL's rollout "
+                            "size); rlhfx's --max_steps counts rollouts, not optimizer steps.",
+    "save_strategy": "steps (the default) and no (= --save_steps -1); epoch with the Hugging Face trainers (online RL "
+                     "refuses it: give --save_steps).",
+    "eval_strategy": "steps (the default) and no (evaluation before and after training only); epoch with the Hugging "
+                     "Face trainers (online RL refuses it).",
+    "async_generate": "false only: rollouts run before each step; true stops with a clear error.",
     "report_to": "tensorboard and wandb (not swanlab).",
     "lora_rank": "--train_type (default lora) chooses LoRA or full; a --lora_rank > 0 alone switches nothing "
                  "(OpenRLHF's convention), and LoRA flags with --train_type full are refused.",

@@ -754,8 +754,8 @@ rlhfx rlhf \
     --log_completions true \
     --max_steps 1
 ''',
-            'Unknown flag --steps_per_generation',
-            why="ms-swift's generation batching (--steps_per_generation) is not mapped"),
+            '(online RL) trains in one process',
+            why='multi-process online RL is not in this version (NPROC_PER_NODE=8)'),
     Example('examples/train/grpo/internal/moe_full.sh',
             r'''# 8*80G
 
@@ -799,8 +799,8 @@ rlhfx rlhf \
     --move_model_batches 10 \
     --max_steps 1
 ''',
-            'Unknown flag --save_strategy',
-            why='--save_strategy/--eval_strategy are not taken (rlhfx: --save_steps/--eval_steps)'),
+            'Unknown flag --move_model_batches',
+            why='--move_model_batches is not taken'),
     Example('examples/train/grpo/internal/moe_lora.sh',
             r'''# 8*80G
 
@@ -846,8 +846,8 @@ rlhfx rlhf \
     --move_model_batches 10 \
     --max_steps 1
 ''',
-            'Unknown flag --save_strategy',
-            why='--save_strategy/--eval_strategy are not taken (rlhfx: --save_steps/--eval_steps)'),
+            'Unknown flag --move_model_batches',
+            why='--move_model_batches is not taken'),
     Example('examples/train/grpo/internal/qlora.sh',
             r'''SYSTEM_PROMPT="You are a helpful math assistant. Solve the problem step by step. Show your reasoning in <think> </think> tags, then give the final numerical answer after ####.
 For example:
@@ -997,8 +997,8 @@ rlhfx rlhf \
     --attn_impl flash_attention_2 \
     --max_steps 1
 ''',
-            "invalid choice: 'reinforce_plus_plus'",
-            why="ms-swift's estimator names (grpo, rloo, reinforce_plus_plus) are not mapped onto rlhfx's --advantage_estimator"),
+            'Unknown flag --scale_rewards',
+            why="--scale_rewards is not taken (rlhfx: --advantage_estimator picks the normalisation; reinforce_plus_plus is REINFORCE++-baseline's batch scaling)"),
     Example('examples/train/grpo/internal/rloo.sh',
             r'''CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 \
 NPROC_PER_NODE=8 \
@@ -1047,8 +1047,8 @@ rlhfx rlhf \
     --loss_type grpo \
     --max_steps 1
 ''',
-            'Unknown flag --async_generate',
-            why='asynchronous rollouts are not implemented'),
+            '(online RL) trains in one process',
+            why='multi-process online RL is not in this version (NPROC_PER_NODE=8)'),
     Example('examples/train/grpo/internal/sapo.sh',
             r'''# SAPO https://arxiv.org/abs/2511.20347
 CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 \

@@ -134,3 +134,63 @@ def test_all_linear_among_other_lora_targets():
     assert lora_target_modules(model, ["all-linear", "embed_tokens"], model_type) == linear + ["embed_tokens"]
     with pytest.raises(RlhfxError, match="output head lm_head"):
         lora_target_modules(model, ["all-linear", "embed_tokens", "lm_head"], model_type)
+
+
+@pytest.mark.parametrize("swift_name, rlhfx_name", [("grpo", "group_norm"), ("rloo", "rloo"),
+                                                    ("reinforce_plus_plus", "reinforce_baseline")])
+def test_swift_advantage_estimator_names(swift_name, rlhfx_name):
+    """ms-swift's grpo / rloo / reinforce_plus_plus (REINFORCE++-baseline: group mean off, one std over the batch)."""
+    from rlhfx.algos.ppo import resolve_config
+
+    args, _ = parsed("rlhf", "--rlhf_type", "grpo", "--advantage_estimator", swift_name, "--kl_in_reward", "true")
+    config = resolve_config(args, "grpo")
+    assert (config.advantage_estimator, config.use_kl_loss) == (rlhfx_name, False)
+
+
+def test_steps_per_generation_sizes_the_rollout():
+    """gspo.sh: 2 completions per micro batch x 32 micro batches = 64 completions = 4 prompts x 16 generations per
+    rollout, cut into optimizer batches of 2 x 8 = 16: 4 optimizer steps per rollout (32 / 8), as in TRL."""
+    from rlhfx.algos.ppo import resolve_config
+    from rlhfx.training.hf_args import gradient_accumulation
+
+    args, _ = parsed("rlhf", "--rlhf_type", "grpo", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps",
+                     "8", "--num_generations", "16", "--steps_per_generation", "32")
+    config = resolve_config(args, "grpo")
+    assert config.rollout_batch_size == 4
+    assert config.rollout_batch_size * config.n_samples_per_prompt // (args.batch_size * gradient_accumulation(args)) == 4
+    default_n, _ = parsed("rlhf", "--rlhf_type", "grpo", "--batch_size", "4", "--steps_per_generation", "3")
+    assert resolve_config(default_n, "grpo").rollout_batch_size == 3  # 12 completions / grpo's 4 per prompt
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--batch_size", "3", "--steps_per_generation", "1"], "not a multiple of --num_generations 4"),
+    (["--batch_size", "4", "--steps_per_generation", "4", "--rollout_batch_size", "8"], "means --rollout_batch_size 4"),
+])
+def test_steps_per_generation_errors(argv, words):
+    from rlhfx.algos.ppo import resolve_config
+
+    with pytest.raises(RlhfxError, match=words):
+        resolve_config(parsed("rlhf", "--rlhf_type", "grpo", *argv)[0], "grpo")
+
+
+def test_save_and_eval_strategies(tmp_path):
+    def kwargs(*argv):
+        return hf_training_kwargs(parsed("sft", "--eval_steps", "10", *argv)[0], tmp_path, 1e-4, True)
+
+    assert (kwargs()["save_strategy"], kwargs()["eval_strategy"]) == ("steps", "steps")
+    assert (kwargs("--save_strategy", "steps")["save_strategy"], kwargs("--eval_strategy", "steps")["eval_strategy"]) == (
+        "steps", "steps")
+    assert (kwargs("--save_strategy", "no")["save_strategy"], kwargs("--eval_strategy", "no")["eval_strategy"]) == (
+        "no", "no")
+    assert (kwargs("--save_strategy", "epoch")["save_strategy"], kwargs("--eval_strategy", "epoch")["eval_strategy"]) == (
+        "epoch", "epoch")
+    rl, _ = parsed("rlhf", "--rlhf_type", "grpo", "--save_strategy", "no", "--eval_strategy", "no", "--eval_steps", "5")
+    assert (rl.save_steps, rl.eval_steps) == (-1, None)  # the online RL loop checkpoints only when save_steps > 0
+    with pytest.raises(RlhfxError, match="counts rollouts, not epochs"):
+        parsed("rlhf", "--rlhf_type", "grpo", "--save_strategy", "epoch")
+
+
+def test_async_generate_only_false():
+    assert parsed("rlhf", "--rlhf_type", "grpo", "--async_generate", "false")[0].async_generate is False
+    with pytest.raises(RlhfxError, match="--async_generate true"):
+        parsed("rlhf", "--rlhf_type", "grpo", "--async_generate", "true")

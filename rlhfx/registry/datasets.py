@@ -39,7 +39,7 @@ _ENTRIES = [
     _demo("demo-kto", "demo_kto", "unpaired", "Tiny bundled prompt/completion/label rows for smoke tests."),
     _demo("demo-prompts", "demo_prompts", "prompt", "Tiny bundled prompts with reference answers for smoke tests."),
     _demo("demo-math", "demo_math", "prompt", "Additions of digits 0-4 with solutions, for GRPO with --reward_funcs accuracy format."),
-    _demo("demo-math-sft", "demo_math_sft", "sft", "demo-math's warm-up: answers in <think>/<answer> format, right half of the time."),
+    _demo("demo-math-sft", "demo_math_sft", "sft", "demo-math's warm-up: answers in <think>/<answer> format, the right sum 30% of the time, else off by one."),
     _demo("demo-prm", "demo_prm", "process", "Tiny bundled reasoning steps with good/bad step labels (process reward models)."),
     DatasetEntry(
         "hh-rlhf", "Anthropic/hh-rlhf", "pairwise",

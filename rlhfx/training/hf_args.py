@@ -29,6 +29,8 @@ def hf_training_kwargs(args, output_dir, learning_rate: float, has_eval: bool) -
 
     eval_steps = None if args.eval_steps == -1 else args.eval_steps  # OpenRLHF's -1: only at the end
     eval_strategy = "steps" if has_eval and eval_steps else "no"
+    if has_eval and args.values.get("eval_strategy") == "epoch":  # ms-swift's --eval_strategy epoch
+        eval_strategy = "epoch"
     return dict(
         output_dir=str(output_dir),
         learning_rate=learning_rate,
@@ -46,7 +48,8 @@ def hf_training_kwargs(args, output_dir, learning_rate: float, has_eval: bool) -
         seed=args.seed,
         data_seed=args.seed,
         save_steps=args.save_steps,
-        save_strategy="no" if args.save_steps == -1 else "steps",  # OpenRLHF's -1: no checkpoints, final weights only
+        # OpenRLHF's -1 (and ms-swift's --save_strategy no): no checkpoints, final weights only
+        save_strategy="no" if args.save_steps == -1 else args.values.get("save_strategy") or "steps",
         save_total_limit=args.save_total_limit,
         save_only_model=args.save_only_model,
         logging_steps=args.logging_steps,

@@ -2,8 +2,9 @@
 
 --use_vllm true = --engine vllm (--vllm_mode colocate or server); TRL's --vllm_enable_sleep = --sleep_level 1;
 --attn_impl flash_attn = --flash_attn; --system FILE.txt reads the file (as ms-swift does); online RL's --beta =
---kl_coef. Flags whose effect rlhfx has by construction are accepted with a one-line note saying so. Nothing heavy
-is imported here.
+--kl_coef; ms-swift's --advantage_estimator names; --save_strategy and --eval_strategy no = no checkpoints /
+evaluations during training. Flags whose effect rlhfx has by construction are accepted with a one-line note saying
+so. Nothing heavy is imported here.
 """
 
 import os
@@ -11,6 +12,10 @@ from pathlib import Path
 
 from rlhfx.errors import RlhfxError
 
+RL = ("ppo", "grpo", "rloo", "reinforce_pp")
+# ms-swift's --advantage_estimator values: grpo is GRPO's group normalisation; reinforce_plus_plus is REINFORCE++-baseline
+# (the group mean subtracted, then one std over the whole batch), OpenRLHF's and rlhfx's reinforce_baseline
+ESTIMATORS = {"grpo": "group_norm", "reinforce_plus_plus": "reinforce_baseline"}
 NOTES = {
     "load_from_cache_file": "rlhfx keeps no preprocessing cache: rows are read and encoded afresh every run, so the "
                             "data is the same either way.",
@@ -29,13 +34,50 @@ def apply_swift_flags(args) -> list[str]:
             raise RlhfxError(f"--system {system} names a .txt file that does not exist.",
                              "fix the path, or pass the system prompt itself.")
         values["system"] = Path(system).read_text(encoding="utf-8")
-    if "beta" in explicit and values.get("rlhf_type") in ("ppo", "grpo", "rloo", "reinforce_pp"):
+    if values.get("advantage_estimator") in ESTIMATORS:
+        values["advantage_estimator"] = ESTIMATORS[values["advantage_estimator"]]
+    if values.get("async_generate"):
+        raise RlhfxError("--async_generate true (the next rollout generated while this one trains, one step "
+                         "off-policy, on ms-swift's vLLM server) is not available in rlhfx.",
+                         "drop it or pass --async_generate false: rollouts then run before each step, on-policy.")
+    _strategies(values)
+    if "beta" in explicit and values.get("rlhf_type") in RL:
         if "kl_coef" in explicit and values["kl_coef"] != values["beta"]:
             raise RlhfxError(f"--beta {values['beta']} and --kl_coef {values['kl_coef']} both set the KL coefficient "
                              "of online RL.", "give one of them.")
         values["kl_coef"] = values["beta"]
         explicit.add("kl_coef")
     return [f"--{name}: {note}" for name, note in NOTES.items() if name in explicit]
+
+
+def _strategies(values: dict) -> None:
+    """--save_strategy / --eval_strategy: steps is rlhfx's way already; no is --save_steps -1 (final weights only) and
+    --eval_steps unset (evaluation before and after training only); epoch reaches the Hugging Face trainers
+    (rlhfx.training.hf_args), the online RL loop counts steps only."""
+    for kind, steps, never in (("save", "save_steps", -1), ("eval", "eval_steps", None)):
+        strategy = values.get(f"{kind}_strategy")
+        if strategy == "no":
+            values[steps] = never
+        elif strategy == "epoch" and values.get("rlhf_type") in RL:
+            raise RlhfxError(f"--{kind}_strategy epoch: online RL ({values['rlhf_type']}) counts rollouts, not epochs.",
+                             f"give --{steps} N (N = training prompts / --rollout_batch_size is one epoch).")
+
+
+def rollout_prompts(args, n_samples_per_prompt: int) -> int:
+    """--rollout_batch_size for TRL / ms-swift's --steps_per_generation S: their rollout is batch_size x S completions
+    (one process) cut into S micro batches, S / gradient_accumulation optimizer steps per pass; rlhfx's rollout of
+    P prompts x n samples is cut into optimizer batches of batch_size x gradient accumulation, so P = batch_size x S / n."""
+    steps, n = args.steps_per_generation, n_samples_per_prompt
+    completions = args.batch_size * steps
+    if steps < 1 or completions % n:
+        raise RlhfxError(f"--steps_per_generation {steps} x --per_device_train_batch_size {args.batch_size} = "
+                         f"{completions} completions per rollout, not a multiple of --num_generations {n}.",
+                         "make batch size x steps_per_generation a multiple of num_generations.")
+    prompts = completions // n
+    if "rollout_batch_size" in args.explicit and args.rollout_batch_size != prompts:
+        raise RlhfxError(f"--steps_per_generation {steps} means --rollout_batch_size {prompts} ({completions} "
+                         f"completions / {n} per prompt), not {args.rollout_batch_size}.", "give one of them.")
+    return prompts
 
 
 def _vllm(values: dict, explicit: set) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from rlhfx.algos.rl_math import GROUP_ESTIMATORS
 from rlhfx.errors import RlhfxError
+from rlhfx.training.swift_flags import rollout_prompts
 
 DEFAULTS = dict(advantage_estimator="gae", n_samples_per_prompt=1, kl_coef=0.01, kl_estimator="k1", use_kl_loss=False)
 PRESETS = {
@@ -70,6 +71,8 @@ def resolve_config(args, algo_name: str) -> RLConfig:
     for name, default in preset.items():
         if name not in args.explicit or values[name] is None:
             values[name] = default
+    if args.steps_per_generation:  # TRL / ms-swift's size of a rollout
+        values["rollout_batch_size"] = rollout_prompts(args, values["n_samples_per_prompt"])
     if args.kl_in_reward is not None:  # ms-swift: the KL as a reward penalty (true) or as a loss term (false)
         if "use_kl_loss" in args.explicit and args.use_kl_loss == args.kl_in_reward:
             raise RlhfxError(f"--kl_in_reward {args.kl_in_reward} and --use_kl_loss {args.use_kl_loss} contradict "
