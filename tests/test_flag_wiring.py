@@ -36,7 +36,7 @@ DEFAULTS = {
     "cpo": {"beta": 0.1, "cpo_alpha": 1.0},
     "simpo": {"beta": 2.0, "simpo_gamma": 1.0, "cpo_alpha": 0.0},
     "orpo": {"beta": 0.1},
-    "kto": {"beta": 0.1, "desirable_weight": 1.0, "undesirable_weight": 1.0},
+    "kto": {"beta": 0.1, "desirable_weight": 1.0, "undesirable_weight": 1.0, "desirable_threshold": None},
     "kd": {"kd_coef": 0.4},
     "gkd": {"beta": 0.5, "sft_alpha": 0.0},
     "mix": {"lambd": 0.5, "beta": 0.1, "loss_type": "sigmoid", "ipo": False, "label_smoothing": 0.0},
@@ -146,18 +146,24 @@ def world(tmp_path_factory):
 
 
 @pytest.fixture
-def first_logged(tmp_path, run_cli):  # noqa: F811
-    """`first_logged(command, *argv)` -> the first metrics.jsonl record with a training loss, of a one-step run."""
+def logged(tmp_path, run_cli):  # noqa: F811
+    """`logged(command, *argv, steps=1)` -> the metrics.jsonl records with a training loss, one per step."""
     runs = iter(range(100))
 
-    def run(*argv) -> dict:
+    def run(*argv, steps: int = 1) -> list[dict]:
         out = tmp_path / f"run{next(runs)}"
-        code, output = run_cli(*argv, "--model", "tiny", "--train_type", "full", "--max_steps", "1",
+        code, output = run_cli(*argv, "--model", "tiny", "--train_type", "full", "--max_steps", steps,
                                "--logging_steps", "1", "--output_dir", out)
         assert code == 0, output[-3000:]
         records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-        return next(r for r in records if "loss" in r)
+        return [r for r in records if "loss" in r]
     return run
+
+
+@pytest.fixture
+def first_logged(logged):
+    """`first_logged(command, *argv)` -> the first training record of a one-step run: the loss before any update."""
+    return lambda *argv: logged(*argv)[0]
 
 
 # ---------------------------------------------------------------- the formulas
@@ -281,8 +287,8 @@ def expected_loss(world, name: str, o: dict) -> float:
     if name in ("cpo", "simpo", "orpo"):
         return reference_free_formula(name, world.pair_logps(), o)
     if name == "kto":
-        labels = [s >= o["desirable_threshold"] for s in world.scores] if "desirable_threshold" in o else \
-            [r["label"] for r in world.kto_rows]
+        threshold = o["desirable_threshold"]  # a score column: desirable when score >= threshold
+        labels = [r["label"] for r in world.kto_rows] if threshold is None else [s >= threshold for s in world.scores]
         return kto_formula(world, labels, o)
     if name == "kd":
         return divergence(world, [world.sft_tokens(m) for m in world.sft_rows], o, kd=True)
@@ -302,13 +308,14 @@ def expected_loss(world, name: str, o: dict) -> float:
     raise ValueError(name)
 
 
-REFERENCE = ("dpo", "kto", "mix")
+REFERENCE = ("dpo", "kto", "mix", "alright", "maxright")
 TEACHER = ("kd", "gkd")
 DATA = {"dpo": "pairs", "cpo": "pairs", "simpo": "pairs", "orpo": "pairs", "mix": "pairs", "kto": "kto",
-        "kd": "sft", "gkd": "sft_one", "prm": "prm", "sft": "sft_turns"}
-def case(name: str, flags: dict, xfail: str | None = None):
+        "kd": "sft", "gkd": "sft_one", "prm": "prm", "sft": "sft_turns", "alright": "pairs", "maxright": "pairs"}
+def case(name: str, flags: dict, data: str | None = None, xfail: str | None = None):
     label = "-".join([name, *(f"{k}={'/'.join(v) if isinstance(v, list) else v}" for k, v in flags.items())])
-    return pytest.param(name, flags, id=label, marks=[pytest.mark.xfail(strict=True, reason=xfail)] if xfail else [])
+    marks = [pytest.mark.xfail(strict=True, reason=xfail)] if xfail else []
+    return pytest.param(name, flags, data or DATA[name], id=label, marks=marks)
 
 
 CASES = [
@@ -326,6 +333,7 @@ CASES = [
     case("kto", {"beta": 0.5}),
     case("kto", {"desirable_weight": 1.7}),
     case("kto", {"undesirable_weight": 0.4}),
+    case("kto", {"label_key": "score", "desirable_threshold": 5}, data="kto_scored"),
     case("kd", {"kd_coef": 0.9}),
     case("gkd", {"lmbda": 0.0, "beta": 0.0}, xfail="rlhfx refuses --beta 0 for every algorithm but orpo (runner's "
          "check_flags), although gkd documents [0, 1] with 0 = forward KL"),
@@ -339,26 +347,28 @@ CASES = [
     case("prm", {"reward_tokens": ["+", "-"], "placeholder_token": PLACEHOLDERS[1]}),
     case("sft", {"train_on": "last"}),
 ]
-NOT_IN_FORMULA = {"lmbda"}  # gkd --lmbda 0: every step uses the data's responses (checked on its own below)
+# gkd --lmbda 0: every step uses the data's responses (--lmbda 1 is checked on its own below); --label_key names
+# the score column that --desirable_threshold reads
+NOT_IN_FORMULA = {"lmbda", "label_key"}
 
 
-def command_line(world, name: str, flags: dict) -> list[str]:
+def command_line(world, name: str, flags: dict, data: str | None = None) -> list[str]:
     head = ["sft"] if name == "sft" else ["rlhf", "--rlhf_type", name]
     extra = ["--ref_model", world.ref_dir] if name in REFERENCE else []
     extra += ["--teacher_model", world.ref_dir] if name in TEACHER else []
-    extra += ["--sft_dataset", world.sft] if name == "mix" else []
-    return [*head, "--dataset", getattr(world, DATA[name]), "--batch_size", "2", *extra, *argv_of(flags)]
+    extra += ["--sft_dataset", world.sft] if name in ("mix", "alright", "maxright") else []
+    return [*head, "--dataset", getattr(world, data or DATA[name]), "--batch_size", "2", *extra, *argv_of(flags)]
 
 
-@pytest.mark.parametrize("name, flags", CASES)
-def test_flag_changes_the_first_loss_as_the_formula_says(world, first_logged, name, flags):
+@pytest.mark.parametrize("name, flags, data", CASES)
+def test_flag_changes_the_first_loss_as_the_formula_says(world, first_logged, name, flags, data):
     options = {**DEFAULTS[name], **flags}
     expected = expected_loss(world, name, options)
     for flag in set(flags) - NOT_IN_FORMULA:  # the flag must matter here, or ignoring it would pass
         if flags[flag] != DEFAULTS[name][flag]:
             without = expected_loss(world, name, {**options, flag: DEFAULTS[name][flag]})
             assert abs(expected - without) > 10 * TOLERANCE, (flag, expected, without)
-    logged = first_logged(*command_line(world, name, flags))
+    logged = first_logged(*command_line(world, name, flags, data))
     assert logged["loss"] == pytest.approx(expected, abs=TOLERANCE), (name, flags)
 
 
@@ -367,3 +377,62 @@ def test_rpo_alpha_adds_the_chosen_mean_token_nll(world, first_logged):
     base = first_logged(*command_line(world, "dpo", {}))["loss"]
     with_nll = first_logged(*command_line(world, "dpo", {"nll_loss_coef": 1.0}))["loss"]  # OpenRLHF's spelling
     assert with_nll - base == pytest.approx(mean(-p["c"] / p["lc"] for p in world.pair_logps()), abs=TOLERANCE)
+
+
+def test_rm_margin_column_shifts_the_bradley_terry_loss(world, first_logged):
+    """-log sigma(r(x,yw) - r(x,yl) - margin): the new reward head starts at zero, so the first loss is
+    mean log(1 + e^margin) (log 2 without the column)."""
+    logged = first_logged("rlhf", "--rlhf_type", "rm", "--dataset", world.pairs_margin, "--batch_size", "2")
+    assert logged["rewards/margins"] == 0.0
+    assert logged["loss"] == pytest.approx(mean(math.log1p(math.exp(m)) for m in world.margins), abs=TOLERANCE)
+
+
+@pytest.mark.xfail(strict=True, reason="TRL's GKDTrainer divides an on-policy batch's divergence by the token count "
+                                       "of the data's responses it replaced (here 6x too small)")
+def test_gkd_lmbda_one_distils_on_the_students_own_completion(world, first_logged):
+    """--lmbda 1: the student completes the prompt itself. With one generated token the loss is the divergence at
+    the prompt's last position only, whatever token was sampled (here reverse KL, --beta 1)."""
+    ids, positions = world.sft_tokens(world.sft_rows[1])
+    on_policy = divergence(world, [(ids, positions[:1])], {"beta": 1.0})
+    off_policy = divergence(world, [(ids, positions)], {"beta": 1.0})
+    assert abs(on_policy - off_policy) > 10 * TOLERANCE
+    logged = first_logged(*command_line(world, "gkd", {"lmbda": 1.0, "beta": 1.0, "max_completion_length": 1}))
+    assert logged["loss"] == pytest.approx(on_policy, abs=TOLERANCE)
+
+
+def joint_losses(world, beta: float = 0.1) -> tuple[float, float]:
+    """(L_sft, L_dpo) of the first batches: every SFT row, every pair."""
+    return (sft_nll(world, [world.sft_tokens(m) for m in world.sft_rows]),
+            dpo_formula(world.pair_logps(), {"beta": beta}))
+
+
+def test_alright_lambd_one_trains_dpo(world, first_logged):
+    """ALRIGHT draws u ~ U(0,1) and trains DPO when u < lambd: always at lambd 1 (the first draw at the default 0.5
+    happens to pick SFT)."""
+    logged = first_logged(*command_line(world, "alright", {"lambd": 1.0}))
+    sft, dpo = joint_losses(world)
+    assert logged["objective"] == 1.0
+    assert logged["loss"] == pytest.approx(dpo, abs=TOLERANCE)
+
+
+@pytest.mark.parametrize("flags", [{"lambd": 0.97}, {"sft_opt": 10.0}, {"dpo_opt": -10.0}], ids=str)
+def test_maxright_gaps_and_choice_follow_lambd_and_the_optima(world, first_logged, flags):
+    """g_sft = (1 - lambd)(L_sft - sft_opt), g_dpo = lambd (L_dpo - dpo_opt); the larger gap trains (ties: SFT).
+    Each value here turns the choice from SFT (the defaults) to DPO."""
+    def gaps(o):
+        return (1 - o["lambd"]) * (sft - o["sft_opt"]), o["lambd"] * (dpo - o["dpo_opt"])
+
+    sft, dpo = joint_losses(world)
+    g_sft, g_dpo = gaps({**DEFAULTS["maxright"], **flags})
+    default_sft, default_dpo = gaps(DEFAULTS["maxright"])
+    assert default_sft >= default_dpo and g_sft < g_dpo
+    logged = first_logged(*command_line(world, "maxright", flags))
+    assert (logged["gap/sft"], logged["gap/dpo"]) == pytest.approx((g_sft, g_dpo), abs=TOLERANCE)
+    assert logged["objective"] == 1.0
+    assert logged["loss"] == pytest.approx(dpo, abs=TOLERANCE)
+
+
+def test_maxright_max_eval_steps_sets_the_refresh_steps(world, logged):
+    """Both gaps are re-measured at steps 0, N, 2N, ...: with N = 2, the first and third of three steps."""
+    records = logged(*command_line(world, "maxright", {"max_eval_steps": 2}), steps=3)
+    assert [r["refreshed"] for r in records] == [1.0, 0.0, 1.0]
