@@ -98,8 +98,9 @@ class World:
         assert [r["label"] for r in self.kto_rows] == [True, False]
         self.kto = write_rows(folder / "kto.jsonl", self.kto_rows)
         self.scores = [4, 5]  # --desirable_threshold 5: the first undesirable, the second desirable
-        self.kto_scored = write_rows(folder / "kto_scored.jsonl", [
-            {"prompt": r["prompt"], "completion": r["completion"], "score": s} for r, s in zip(self.kto_rows, self.scores)])
+        scored = [{"prompt": r["prompt"], "completion": r["completion"], "score": s}
+                  for r, s in zip(self.kto_rows, self.scores)]
+        self.kto_scored = write_rows(folder / "kto_scored.jsonl", scored)
         self.sft_rows = [r["messages"] for r in read_rows("demo_sft_train", 2)]
         self.sft = write_rows(folder / "sft.jsonl", [{"messages": m} for m in self.sft_rows])
         self.sft_one = write_rows(folder / "sft_one.jsonl", [{"messages": self.sft_rows[1]}])
@@ -205,7 +206,8 @@ def reference_free_formula(name, pairs, o) -> float:
         if name == "cpo":
             losses.append(-log_sigmoid(o["beta"] * (c - r)) + o["cpo_alpha"] * (-c / lc))
         elif name == "simpo":
-            losses.append(-log_sigmoid(o["beta"] * c / lc - o["beta"] * r / lr - o["simpo_gamma"]) + o["cpo_alpha"] * (-c / lc))
+            margin = o["beta"] * c / lc - o["beta"] * r / lr - o["simpo_gamma"]
+            losses.append(-log_sigmoid(margin) + o["cpo_alpha"] * (-c / lc))
         else:  # orpo, lambda = beta
             losses.append(-c / lc - o["beta"] * log_sigmoid(log_odds(c / lc) - log_odds(r / lr)))
     return mean(losses)
