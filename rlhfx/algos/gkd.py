@@ -54,13 +54,25 @@ def sft_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
 
 
+def completion_tokens(labels: torch.Tensor) -> int:
+    """Tokens the divergence is averaged over: the labelled ones after the next-token shift."""
+    return int((labels[:, 1:] != -100).sum())
+
+
 def build_trainer(ctx):
     from trl.experimental.gkd import GKDConfig, GKDTrainer
 
     args, options = ctx.args, ctx.options
 
     class Trainer(GKDTrainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            self.data_tokens = completion_tokens(inputs["labels"])  # before an on-policy step replaces the labels
+            return super().training_step(model, inputs, num_items_in_batch)
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if num_items_in_batch is not None and model.training:
+                # TRL counted the data's response tokens; an on-policy batch holds the student's own completions
+                num_items_in_batch = num_items_in_batch * completion_tokens(inputs["labels"]) / max(self.data_tokens, 1)
             loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
             mode = "train" if model.training else "eval"
             self._metrics[mode]["gkd_loss"].append(loss.detach().item())
