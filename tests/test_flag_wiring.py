@@ -314,10 +314,11 @@ REFERENCE = ("dpo", "kto", "mix", "alright", "maxright")
 TEACHER = ("kd", "gkd")
 DATA = {"dpo": "pairs", "cpo": "pairs", "simpo": "pairs", "orpo": "pairs", "mix": "pairs", "kto": "kto",
         "kd": "sft", "gkd": "sft_one", "prm": "prm", "sft": "sft_turns", "alright": "pairs", "maxright": "pairs"}
-def case(name: str, flags: dict, data: str | None = None, xfail: str | None = None):
+
+
+def case(name: str, flags: dict, data: str | None = None):
     label = "-".join([name, *(f"{k}={'/'.join(v) if isinstance(v, list) else v}" for k, v in flags.items())])
-    marks = [pytest.mark.xfail(strict=True, reason=xfail)] if xfail else []
-    return pytest.param(name, flags, data or DATA[name], id=label, marks=marks)
+    return pytest.param(name, flags, data or DATA[name], id=label)
 
 
 CASES = [  # several flags of one algorithm share a run; the sensitivity check still puts each back on its own
@@ -330,8 +331,7 @@ CASES = [  # several flags of one algorithm share a run; the sensitivity check s
     case("kto", {"beta": 0.5, "desirable_weight": 1.7, "undesirable_weight": 0.4}),
     case("kto", {"label_key": "score", "desirable_threshold": 5}, data="kto_scored"),
     case("kd", {"kd_coef": 0.9}),
-    case("gkd", {"lmbda": 0.0, "beta": 0.0}, xfail="rlhfx refuses --beta 0 for every algorithm but orpo (runner's "
-         "check_flags), although gkd documents [0, 1] with 0 = forward KL"),
+    case("gkd", {"lmbda": 0.0, "beta": 0.0}),
     case("gkd", {"lmbda": 0.0, "beta": 1.0, "sft_alpha": 0.5}),
     case("mix", {"lambd": 0.2, "beta": 0.5, "label_smoothing": 0.2}),
     case("mix", {"loss_type": "ipo"}),
