@@ -5,12 +5,14 @@ The tiny model is first warmed up by SFT on demo-math-sft (rlhfx.registry.demo_m
 `<think>a + b</think><answer>s</answer>` format and the sums of digits 0-4, but writes the off-by-one slip a + b + 1
 70% of the time. GRPO with accuracy + format has to move the answers onto the right sums.
 
-Measured (seed 42, CPU): after 200 warm-up steps the model puts 0.36 on
-the right sum and answers 6 of the 25 held-out prompts right greedily (eval reward 1.24 = format 1 + accuracy 0.24);
-20 GRPO steps (8 prompts x 4, lr 3e-4) raise the held-out greedy reward to 1.92 (accuracy 0.92; 0.66 on the right
-sum) and the rollout reward from 1.43 (mean of steps 1-5) to 1.65 (steps 16-20). The test asks for +0.3 and +0.1.
-The warm-up and 20 rollouts are minutes on a quiet 2-core machine, so that test is marked slow; the fast test checks
-that both named rewards reach every completion's reward.
+Measured (CPU, one warm-up, GRPO seeds 42 and 1): after 200 warm-up steps the model puts 0.36 on the right sum and
+answers 6 of the 25 held-out prompts right greedily (eval reward 1.24 = format 1 + accuracy 0.24); 20 GRPO steps
+(8 prompts x 4, lr 3e-4) raise the held-out greedy reward to 1.92 and 1.96 (seed 42: 0.66 on the right sum). The
+test asks for +0.3. The rollout reward is too noisy at 32 samples a step to test (mean of steps 1-5 -> 16-20:
+1.43 -> 1.65 with seed 42, 1.56 -> 1.54 with seed 1).
+On the shared, loaded 2-core machine the warm-up took 12 minutes and GRPO 17-25 (not timed on a quiet one), so that
+test is marked slow; the fast test (a 60-step warm-up, 2 GRPO steps) checks that both named rewards make up every
+completion's reward.
 """
 
 import json
@@ -70,5 +72,4 @@ def test_grpo_with_accuracy_and_format_learns_the_sums(tmp_path_factory, tmp_pat
     result = summary(out)
     assert result["before"]["eval_reward"] >= 0.9  # formatted already: what is left to learn is the sums
     assert result["after"]["eval_reward"] >= result["before"]["eval_reward"] + 0.3
-    rewards = [m["reward"] for m in metrics(out) if "reward" in m]
-    assert sum(rewards[-5:]) / 5 >= sum(rewards[:5]) / 5 + 0.1
+    assert len([m for m in metrics(out) if "reward" in m]) == 20
