@@ -212,7 +212,7 @@ class OnlineRLTrainer:
                 if self.step == 1 or self.step % self.args.logging_steps == 0 or self.step == self.max_steps:
                     self._log(stats)
                 progress.update(task, completed=self.step, info=f"reward {stats['reward']:.3f}  kl {stats['kl']:.3f}")
-                if self.args.eval_steps and self.eval_rows and self.step % self.args.eval_steps == 0:
+                if (self.args.eval_steps or 0) > 0 and self.eval_rows and self.step % self.args.eval_steps == 0:
                     self.evaluate()
                 if self.ranks.max(float(self.stop is not None and self.stop.signum is not None)):
                     self.save_checkpoint()
