@@ -22,7 +22,7 @@ def _tiny():
     from rlhfx.engines import stop_token_ids
     from rlhfx.engines.pt import PtEngine
     from rlhfx.registry.tiny import tiny_model_path
-    from rlhfx.training.models import load_causal_lm, load_tokenizer
+    from rlhfx.models import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model_path()))
     model = load_causal_lm(str(tiny_model_path()))

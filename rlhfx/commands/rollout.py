@@ -57,7 +57,7 @@ def load_engine(args):
 
     from rlhfx.engines import make_engine, stop_token_ids
     from rlhfx.engines.remote import model_shape, tokenizer_fingerprint
-    from rlhfx.training.models import load_causal_lm, load_tokenizer, resolve_model_path
+    from rlhfx.models import load_causal_lm, load_tokenizer, resolve_model_path
 
     path = resolve_model_path(args.model, args.model_type)
     if (Path(path) / "adapter_config.json").is_file():
