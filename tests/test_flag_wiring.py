@@ -18,7 +18,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from cli_inprocess import run_cli  # noqa: F401 (fixture)
 from pairs import encoded_pairs
 

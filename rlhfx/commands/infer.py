@@ -6,7 +6,6 @@ Batch: answer every prompt, write JSONL rows `{"prompt": messages, "response": t
 (+ `"responses"`: all samples when --best_of_n > 1, and the row's `"label"` when it has one).
 """
 
-import sys
 import time
 from pathlib import Path
 
