@@ -69,7 +69,7 @@ def wait_for_server(url: str, timeout: float) -> dict:
             error = failure
         if time.time() >= deadline:
             raise RlhfxError(f"--vllm_mode server: no rollout server answers at {url} after {timeout:g} s "
-                             f"({_reason(error)}).", f"start one first: `rlhfx rollout --model MODEL --port PORT`, and "
+                             f"({_reason(error)}).", "start one first: `rlhfx rollout --model MODEL --port PORT`, and "
                              "point --vllm_server_host/--vllm_server_port (or --vllm_server_base_url) at it; a server "
                              "still loading needs a larger --vllm_server_timeout.")
         time.sleep(0.5)
