@@ -6,7 +6,7 @@ accumulation samples, so the global batch is --train_batch_size as offline. Ever
 global batch's loss (normalised by the token and sequence counts summed over the ranks), and since DDP and
 DeepSpeed average gradients over the ranks, each rank back-propagates its share times the world size: the
 gradient equals one process's on the whole batch. Clipping and the optimizer step are accelerate's (DeepSpeed's
-own under ZeRO); a NaN/inf loss or gradient norm stops the run before the weights change.
+own under ZeRO, over both models at once); a NaN/inf loss or gradient norm stops the run before the weights change.
 """
 
 import torch
@@ -131,10 +131,10 @@ class UpdateStage:
         """Clip and step; a NaN/inf gradient norm stops the run before the weights change, as the offline trainers'
         NonFiniteGuard does (under DeepSpeed the engine has clipped and stepped already)."""
         if getattr(self.accelerator, "deepspeed_engine_wrapped", None) is None:
-            params = [p for p in self.model.parameters() if p.requires_grad]
-            norm = self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm)
-            if not torch.isfinite(norm):
-                raise self._non_finite(step, "The loss or its gradients became NaN/inf (the update was not applied)")
+            for group in self.optimizer.param_groups:  # the policy and the critic each clipped to --max_grad_norm
+                norm = self.accelerator.clip_grad_norm_(group["params"], self.args.max_grad_norm)
+                if not torch.isfinite(norm):
+                    raise self._non_finite(step, "The loss or its gradients became NaN/inf (the update was not applied)")
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
