@@ -54,7 +54,10 @@ def test_ppo_with_a_critic_raises_the_held_out_reward(sft_model, tmp_path):
     assert result["after"]["eval_reward"] >= result["before"]["eval_reward"] + 0.25
     steps = [m for m in metrics(out) if "reward" in m]
     assert all(key in m for m in steps for key in PER_STEP + ["value_loss"])
-    assert steps[-1]["value_loss"] < steps[0]["value_loss"]
+    # the critic learns: its loss over the last 5 steps is below the first 5 (measured 0.044 -> 0.031; single steps
+    # are noisy, the first one low because few answers are rewarded yet)
+    values = [m["value_loss"] for m in steps]
+    assert sum(values[-5:]) < sum(values[:5])
 
 
 def test_ppo_lora_runs_and_saves_an_adapter(sft_model, tmp_path):

@@ -161,7 +161,6 @@ def encode_process(rows, encoder):
 @pytest.mark.parametrize("reward_tokens", [["+", "-"], None])
 def test_prm_trainer_loss_equals_formula_at_placeholder_positions(tmp_path, tokenizer, encoder, reward_tokens):
     import copy
-    from types import SimpleNamespace
 
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, TrainingArguments
@@ -172,7 +171,7 @@ def test_prm_trainer_loss_equals_formula_at_placeholder_positions(tmp_path, toke
     lm = AutoModelForCausalLM.from_pretrained(tiny_model_path())
     placeholder_id = prm.add_placeholder(lm, tok, "<|step|>", lambda *_: None)
     assert tok.convert_tokens_to_ids("<|step|>") == placeholder_id == len(tok) - 1
-    reward_ids = prm.reward_token_ids(SimpleNamespace(reward_tokens=reward_tokens), tok)
+    reward_ids = prm.reward_token_ids(reward_tokens, tok)
     torch.manual_seed(0)
     model = lm if reward_ids else prm.token_classifier(lm)
     if reward_ids is None:

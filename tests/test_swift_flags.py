@@ -140,7 +140,7 @@ def test_all_linear_among_other_lora_targets():
                                                     ("reinforce_plus_plus", "reinforce_baseline")])
 def test_swift_advantage_estimator_names(swift_name, rlhfx_name):
     """ms-swift's grpo / rloo / reinforce_plus_plus (REINFORCE++-baseline: group mean off, one std over the batch)."""
-    from rlhfx.algos.ppo import resolve_config
+    from rlhfx.algos.rl.config import resolve_config
 
     args, _ = parsed("rlhf", "--rlhf_type", "grpo", "--advantage_estimator", swift_name, "--kl_in_reward", "true")
     config = resolve_config(args, "grpo")
@@ -150,7 +150,7 @@ def test_swift_advantage_estimator_names(swift_name, rlhfx_name):
 def test_steps_per_generation_sizes_the_rollout():
     """gspo.sh: 2 completions per micro batch x 32 micro batches = 64 completions = 4 prompts x 16 generations per
     rollout, cut into optimizer batches of 2 x 8 = 16: 4 optimizer steps per rollout (32 / 8), as in TRL."""
-    from rlhfx.algos.ppo import resolve_config
+    from rlhfx.algos.rl.config import resolve_config
     from rlhfx.training.hf_args import gradient_accumulation
 
     args, _ = parsed("rlhf", "--rlhf_type", "grpo", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps",
@@ -167,7 +167,7 @@ def test_steps_per_generation_sizes_the_rollout():
     (["--batch_size", "4", "--steps_per_generation", "4", "--rollout_batch_size", "8"], "means --rollout_batch_size 4"),
 ])
 def test_steps_per_generation_errors(argv, words):
-    from rlhfx.algos.ppo import resolve_config
+    from rlhfx.algos.rl.config import resolve_config
 
     with pytest.raises(RlhfxError, match=words):
         resolve_config(parsed("rlhf", "--rlhf_type", "grpo", *argv)[0], "grpo")
