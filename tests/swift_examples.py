@@ -562,8 +562,8 @@ rlhfx rlhf \
     --save_only_model true \
     --max_steps 1
 ''',
-            '(online RL) trains in one process',
-            why='multi-process online RL is not in this version (NPROC_PER_NODE=4)'),
+            'folder rm does not exist',
+            why="the script's --reward_model rm is a reward model its user trained first (rlhfx rlhf --rlhf_type rm); with one it runs on 4 processes"),
     Example('examples/train/rlhf/gkd/full.sh',
             r'''# 4 * 66GiB, 46s/it
 NPROC_PER_NODE=4 \
@@ -706,8 +706,8 @@ rlhfx rlhf \
     --fipo_safety_threshold 3.0 \
     --max_steps 1
 ''',
-            "No such command 'rollout'",
-            why='the rollout server (`swift rollout`, --vllm_mode server) is another issue'),
+            'needs vLLM, which cannot be imported here',
+            why="its first line starts `rlhfx rollout` (vLLM: in .venv-vllm it serves until stopped, as in ms-swift's second terminal); its trainer's --loss_type fipo is not in rlhfx"),
     Example('examples/train/grpo/internal/gspo.sh',
             r'''# 8*80G GPU
 # GSPO https://arxiv.org/pdf/2507.18071
@@ -754,8 +754,8 @@ rlhfx rlhf \
     --log_completions true \
     --max_steps 1
 ''',
-            '(online RL) trains in one process',
-            why='multi-process online RL is not in this version (NPROC_PER_NODE=8)'),
+            '--sleep_level needs a GPU',
+            why="vLLM's sleep mode frees GPU memory; there is no GPU here"),
     Example('examples/train/grpo/internal/moe_full.sh',
             r'''# 8*80G
 
@@ -943,8 +943,8 @@ rlhfx rlhf \
     --deepspeed zero2 \
     --max_steps 1
 ''',
-            "No such command 'rollout'",
-            why='the rollout server (`swift rollout`, --vllm_mode server) is another issue'),
+            'needs vLLM, which cannot be imported here',
+            why="its first line starts `rlhfx rollout` (vLLM: in .venv-vllm it serves until stopped, as in ms-swift's second terminal); its trainer's --loss_type real is not in rlhfx"),
     Example('examples/train/grpo/internal/reinforce_plus_plus.sh',
             r'''# Reinforce++-Baseline in https://arxiv.org/abs/2501.03262
 
@@ -1047,8 +1047,8 @@ rlhfx rlhf \
     --loss_type grpo \
     --max_steps 1
 ''',
-            '(online RL) trains in one process',
-            why='multi-process online RL is not in this version (NPROC_PER_NODE=8)'),
+            '--attn_impl flash_attention_2 needs a CUDA GPU',
+            why='FlashAttention 2 needs a GPU'),
     Example('examples/train/grpo/internal/sapo.sh',
             r'''# SAPO https://arxiv.org/abs/2511.20347
 CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 \
@@ -1321,6 +1321,6 @@ rlhfx rlhf \
     --top_p 0.85 \
     --max_steps 1
 ''',
-            '(online RL) trains in one process',
-            why='multi-process online RL is not in this version (NPROC_PER_NODE=8); vision-language models are not supported'),
+            '--sleep_level needs a GPU',
+            why="vLLM's sleep mode frees GPU memory; there is no GPU here (vision-language models are not supported either)"),
 ]
