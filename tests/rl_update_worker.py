@@ -25,10 +25,7 @@ def main(kind: str, out: str, deepspeed: str, batch_size: str) -> None:
     from rlhfx.models import load_causal_lm
 
     argv = ["--rlhf_type", kind, "--n_samples_per_prompt", "4", "--batch_size", batch_size, "--rollout_batch_size", "2",
-            "--micro_rollout_batch_size", "2", "--target_kl", "0.1",
-            # grpo's update is clipped (so clipping under DDP / ZeRO-2 is checked); ppo's is not: without DeepSpeed the
-            # actor and the critic are clipped each on its own, under DeepSpeed (one engine) together (docs/distributed.md)
-            "--max_grad_norm", "0.5" if kind == "grpo" else "1e6"]
+            "--micro_rollout_batch_size", "2", "--target_kl", "0.1", "--max_grad_norm", "0.5"]
     args = parse_args("rlhf", argv + (["--deepspeed", deepspeed] if deepspeed != "none" else []))
     config = resolve_config(args, kind)
     torch.manual_seed(0)
