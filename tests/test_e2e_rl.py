@@ -232,3 +232,12 @@ def test_killed_ppo_run_resumes_from_its_checkpoint_with_the_same_metrics(sft_mo
         for key in keys:
             assert resumed[step][key] == pytest.approx(expected[step][key], abs=1e-5), (step, key)
     assert summary(killed)["global_step"] == 6
+
+
+def test_eval_steps_minus_one_evaluates_only_before_and_after(sft_model, tmp_path):
+    """--eval_steps -1 (also what --eval_strategy no maps to) means no evaluation during training; `step % -1 == 0`
+    once made it evaluate after every step."""
+    out = tmp_path / "grpo"
+    rl("grpo", sft_model, out, "--reward_func", "demo", *SMALL_VAL, "--max_steps", "3", "--eval_steps", "-1",
+       "--rollout_batch_size", "2", "--n_samples_per_prompt", "2", "--batch_size", "4")
+    assert len([m for m in metrics(out) if "eval_reward" in m]) == 2
