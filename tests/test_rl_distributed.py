@@ -70,7 +70,6 @@ RL = ["rlhf", "--dataset", "demo-prompts", "--train_type", "full", "--generate_m
       "--lr_scheduler_type", "constant", "--reward_func", "demo", "--seed", "42"]
 
 
-@pytest.mark.slow
 def test_grpo_raises_the_held_out_reward_on_two_processes(sft_model, tmp_path):
     """Measured (seed 42, CPU): 0.00 -> 0.56 (one process, tests/test_e2e_rl.py: 0.00 -> 0.48). The same global
     batch (8 prompts x 4, 32 per update), each rank rolling out 4 prompts with an optimizer batch of 16; the same
