@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-python -m pytest -m "not slow and not wip" -q "$@"
+# Two pytest-xdist workers (RLHFX_TEST_WORKERS to change) fill the 2 cores CI has; --dist loadgroup keeps the files
+# tests/conftest.py names (ONE_WORKER_FILES) on one worker.
+python -m pytest -m "not slow and not wip" -q -n "${RLHFX_TEST_WORKERS:-2}" --dist loadgroup "$@"
 if [ $# -eq 0 ] && [ "${RLHFX_WITH_VLLM:-0}" = "1" ]; then
   bash scripts/setup_vllm.sh
   .venv-vllm/bin/python -m pytest -m vllm -q tests/test_vllm*.py

@@ -3,6 +3,7 @@
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,17 @@ import pytest
 # suite hides the GPUs from itself and from the rlhfx processes it starts; tests/test_gpu.py hands them back.
 _VISIBLE_GPUS = os.environ.get("CUDA_VISIBLE_DEVICES")
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+# Under pytest-xdist (scripts/test.sh) each worker, and each rlhfx process it starts, gets its share of the cores:
+# with torch's default of one thread per core, N workers spin N x cores threads, and a tiny model's step on an
+# oversubscribed CPU is 2-50x slower.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
+# Files whose module-scoped fixture is a training run: their tests stay on one xdist worker (--dist loadgroup) so
+# the run is made once.
+ONE_WORKER_FILES = {"test_e2e_distributed.py", "test_rl_distributed.py", "test_grpo_math.py", "test_flag_wiring.py"}
 
 
 def gpu_env() -> dict | None:
@@ -72,15 +84,35 @@ def chatml_tokenizer():
                           pad_token="<|pad|>", vocab_size=297)
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A folder that `build(folder)` fills, built once per test session even when pytest-xdist runs the suite in
+    several worker processes: the first worker builds it under a lock in the session's shared temporary folder,
+    the others wait and reuse it."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by all workers of this session
+    folder = root / name
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def sft_model(tmp_path_factory):
     """The tiny model after a short full SFT on demo-sft (about 12 s), shared by every end-to-end test."""
     from e2e import rlhfx
 
-    out = tmp_path_factory.mktemp("sft") / "run"
-    rlhfx("sft", "--model", "tiny", "--dataset", "demo-sft", "--train_type", "full", "--max_steps", "300",
-          "--batch_size", "16", "--learning_rate", "3e-3", "--val_dataset", "demo-sft#64", "--output_dir", out)
-    return out
+    def train(folder: Path) -> None:
+        rlhfx("sft", "--model", "tiny", "--dataset", "demo-sft", "--train_type", "full", "--max_steps", "300",
+              "--batch_size", "16", "--learning_rate", "3e-3", "--val_dataset", "demo-sft#64",
+              "--output_dir", folder / "run")
+
+    return built_once(tmp_path_factory, "sft", train) / "run"
 
 
 # Test files whose features were committed at the end of a session without an uncontended run of the whole
@@ -94,6 +126,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in PENDING_VERIFICATION:
             item.add_marker(pytest.mark.wip)
+        if item.path.name in ONE_WORKER_FILES:
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
 
 
 @pytest.fixture(scope="session")
