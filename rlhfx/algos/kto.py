@@ -9,7 +9,8 @@ turned into unpaired rows (chosen then rejected of the same prompt) would then p
 own other answer. rlhfx builds them inside every collated batch instead (`KLPairCollator`), so the
 training data is shuffled like in any other run. A batch of one row (ms-swift's default micro batch, or an
 epoch's last batch) has no other row: its mismatched completion is then another row's of the dataset
-(`kl_partners`), so z0 is still estimated from a mismatched pair, and TRL's refusal of a micro batch of 1 does not apply.
+(`kl_partners`), so z0 is still estimated from a mismatched pair, and TRL's refusal of a micro batch of 1 does
+not apply.
 """
 
 import random
@@ -27,8 +28,9 @@ from rlhfx.algos.losses import kto_loss
 def kl_partners(prompts: list[list[int]], seed: int) -> list[int]:
     """For every row, the index of the row whose completion is its mismatched one when it is alone in a batch.
 
-    That is its successor in a seeded shuffle of the dataset, skipping (a few) rows of the same prompt, so that the
-    chosen and rejected rows of one preference pair do not stand for each other's mismatched completion.
+    That is its successor in a seeded shuffle of the dataset, skipping up to 14 rows of the same prompt (a bound that
+    keeps a one-prompt dataset linear), so that the chosen and rejected rows of one preference pair do not stand for
+    each other's mismatched completion.
     """
     n = len(prompts)
     order = random.Random(seed).sample(range(n), n)
