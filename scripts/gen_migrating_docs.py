@@ -91,7 +91,8 @@ NOTES = {  # supported, but the meaning or default differs from the other tool
     "move_model_batches": "Accepted with a note: rlhfx hands the weights to vLLM tensor by tensor (colocate) or in "
                           "requests of at most 256 MiB (server); the batching changes no result.",
     "scale_rewards": "group (the group's std, the default), batch (the whole rollout's std), none (Dr. GRPO; = "
-                     "--advantage_estimator dr_grpo); true = group, false = none. For group_norm (grpo); rloo takes none.",
+                     "--advantage_estimator dr_grpo); true = group, false = none. For group_norm (grpo); rloo takes "
+                     "none.",
     "model_name": "Fills {{NAME}} in self-cognition rows (zh rows take the first of two values).",
     "model_author": "Fills {{AUTHOR}} in self-cognition rows (zh rows take the first of two values).",
     "attn_impl": "flash_attn/flash_attention_2 = --flash_attn (CUDA only), sdpa, eager.",
