@@ -249,6 +249,8 @@ FLAGS: list[Flag] = [
     Flag("lam", float, 0.95, "GAE lambda.", (), "online rl", RLHF, algos=RL),
     Flag("whiten_rewards", bool, False, "Scale the token rewards by their std over the rollout before GAE (mean kept).", (), "online rl", RLHF, algos=RL),
     Flag("normalize_reward", bool, False, "Z-score rewards with the running mean and std of all rewards seen.", (), "online rl", RLHF, algos=RL),
+    Flag("scale_rewards", str, "group", "TRL/ms-swift: what group_norm (grpo) divides the group-centred rewards by: group (the group's std), batch (the whole rollout's std), none (no division: Dr. GRPO); true = group, false = none.", (), "online rl", RLHF, choices=("group", "batch", "none", "true", "false"), algos=RL),
+    Flag("move_model_batches", int, None, "ms-swift: in how many batches the weights are moved into vLLM. rlhfx hands them over tensor by tensor (colocate) or in requests of at most 256 MiB (server), which changes no result; accepted with a note.", (), "online rl", RLHF, algos=RL),
     Flag("reward_clip_range", float, 10.0, "Sequence rewards are clipped to [-c, c].", (), "online rl", RLHF, algos=RL),
     Flag("entropy_coef", float, 0.0, "Entropy bonus weight (the entropy is logged either way).", (), "online rl", RLHF, algos=RL),
     Flag("critic_model", str, None, "Critic (gae): a model folder; a causal LM gets a new zero value head (default: the first --reward_model, else --model).", ("critic_pretrain",), "online rl", RLHF, algos=RL),

@@ -48,7 +48,6 @@ OPENRLHF_FLAGS = ["pretrain", "ref_pretrain", "dataset", "dataset_probs", "max_s
                   "max_eval_steps", "target_module", "eval_split", "rlhf_eval_split", "ref_pareto_sft", "ref_pareto_dpo"]
 ONE_PROCESS = "Online RL runs on one process with every model on it; nothing to place or colocate."
 ISSUE_17 = "RL loss option: added by issue 17 (RL losses and trainer flags)."
-NOT_YET = "Not implemented in rlhfx; the script stops with an unknown-flag error naming it."
 UNSUPPORTED = {
     **{f"chord_{n}": "CHORD (SFT mixed into GRPO) is not implemented." for n in (
         "sft_per_device_train_batch_size", "sft_dataset", "enable_phi_function", "mu_warmup_steps", "mu_decay_steps",
@@ -59,14 +58,12 @@ UNSUPPORTED = {
                                                                   "safety_threshold")},
     "sequence_parallel_size": "Sequence parallelism is not supported.",
     "delta": "Two-sided clipping (INTELLECT-2's delta) is not implemented; --dual_clip bounds negative advantages.",
-    "move_model_batches": NOT_YET,
     "columns": "Use --prompt_key/--response_key/--label_key ...; `solution`, `answer` and `label` columns are read "
                "as the reference answer without renaming.",
     "enable_thinking": "Pick the template with --template, or render with the tokenizer's own (--use_chat_template).",
     "vllm_enable_lora": "Colocated vLLM gets the merged LoRA weights pushed every step.",
     "quant_method": "--quant_bits 4|8 quantises with bitsandbytes (QLoRA).",
     "bnb_4bit_quant_type": "--quant_bits 4 uses nf4 with double quantisation.",
-    "scale_rewards": "--advantage_estimator picks the normalisation (group_norm: by the group's std; dr_grpo: none).",
     "tau_pos": "The SAPO loss is not implemented.", "tau_neg": "The SAPO loss is not implemented.",
     "multi_turn_scheduler": "Multi-turn GRPO is not implemented.", "max_turns": "Multi-turn GRPO is not implemented.",
     "reward_model_type": "Pass the reward model folder with --reward_model.",
@@ -91,6 +88,11 @@ NOTES = {  # supported, but the meaning or default differs from the other tool
     "tuner_type": "full or lora (ms-swift's other tuners are not supported).",
     "beta": "DPO family: the preference strength; grpo/ppo: the KL coefficient (= --kl_coef); gkd: the JSD mixture.",
     "load_from_cache_file": "Accepted with a note: rlhfx keeps no preprocessing cache, the data is the same either way.",
+    "move_model_batches": "Accepted with a note: rlhfx hands the weights to vLLM tensor by tensor (colocate) or in "
+                          "requests of at most 256 MiB (server); the batching changes no result.",
+    "scale_rewards": "group (the group's std, the default), batch (the whole rollout's std), none (Dr. GRPO; = "
+                     "--advantage_estimator dr_grpo); true = group, false = none. For group_norm (grpo); rloo takes "
+                     "none.",
     "model_name": "Fills {{NAME}} in self-cognition rows (zh rows take the first of two values).",
     "model_author": "Fills {{AUTHOR}} in self-cognition rows (zh rows take the first of two values).",
     "attn_impl": "flash_attn/flash_attention_2 = --flash_attn (CUDA only), sdpa, eager.",

@@ -382,9 +382,7 @@ rlhfx rlhf \
     --dataset_num_proc 4 \
     --max_steps 1
 ''',
-            'KTO estimates its KL reference point from mismatched',
-            why="the script sets a micro batch of 1, where KTO's KL reference point has no mismatched pair (TRL refuses "
-                "it too); without --per_device_train_batch_size rlhfx's KTO default of 2 runs"),
+            'runs', why="a micro batch of 1: each row's KL reference point uses another row's completion of the dataset"),
     Example('examples/train/rlhf/cpo.sh',
             r'''nproc_per_node=2
 

@@ -7,8 +7,13 @@ The KL reference point z0 comes from mismatched pairs (x_i, y_(i+1)) of the batc
 pairs once, in dataset order, which is why it insists on sequential (unshuffled) sampling: paired data
 turned into unpaired rows (chosen then rejected of the same prompt) would then pair a prompt with its
 own other answer. rlhfx builds them inside every collated batch instead (`KLPairCollator`), so the
-training data is shuffled like in any other run.
+training data is shuffled like in any other run. A batch of one row (ms-swift's default micro batch, or an
+epoch's last batch) has no other row: its mismatched completion is then another row's of the dataset
+(`kl_partners`), so z0 is still estimated from a mismatched pair, and TRL's refusal of a micro batch of 1 does
+not apply.
 """
+
+import random
 
 import torch
 from torch.utils.data import RandomSampler
@@ -20,16 +25,44 @@ from trl.trainer.utils import use_adapter
 from rlhfx.algos.losses import kto_loss
 
 
+def kl_partners(prompts: list[list[int]], seed: int) -> list[int]:
+    """For every row, the index of the row whose completion is its mismatched one when it is alone in a batch.
+
+    That is its successor in a seeded shuffle of the dataset, skipping up to 14 rows of the same prompt (a bound that
+    keeps a one-prompt dataset linear), so that the chosen and rejected rows of one preference pair do not stand for
+    each other's mismatched completion.
+    """
+    n = len(prompts)
+    order = random.Random(seed).sample(range(n), n)
+    partners = [0] * n
+    for k, i in enumerate(order):
+        candidates = [order[(k + step) % n] for step in range(1, min(n, 16))] or [i]
+        partners[i] = next((j for j in candidates if prompts[j] != prompts[i]), candidates[0])
+    return partners
+
+
+def with_kl_partners(dataset, seed: int):
+    """Adds `KL_completion_ids`: the completion of the row `kl_partners` picks, for batches of one row."""
+    completions = dataset["completion_ids"]
+    partners = kl_partners(dataset["prompt_ids"], seed)
+    return dataset.add_column("KL_completion_ids", [completions[j] for j in partners])
+
+
 class KLPairCollator:
-    """Gives row i of a batch `KL_completion_ids` = row i+1's completion (wrapping), then pads with TRL's collator."""
+    """Gives row i of a batch `KL_completion_ids` = row i+1's completion (wrapping), then pads with TRL's collator.
+
+    A batch of one row keeps the `KL_completion_ids` that `with_kl_partners` gave it: another row's completion.
+    """
 
     def __init__(self, collator):
         self.collator = collator
 
     def __call__(self, examples: list[dict]) -> dict:
         n = len(examples)
-        return self.collator([{**row, "KL_completion_ids": examples[(i + 1) % n]["completion_ids"]}
-                              for i, row in enumerate(examples)])
+        if n > 1:
+            examples = [{**row, "KL_completion_ids": examples[(i + 1) % n]["completion_ids"]}
+                        for i, row in enumerate(examples)]
+        return self.collator(examples)
 
 
 class RlhfxKTOTrainer(KTOTrainer):
@@ -37,11 +70,18 @@ class RlhfxKTOTrainer(KTOTrainer):
 
     def __init__(self, *args, loss_kwargs: dict, **kwargs):
         self.loss_kwargs = loss_kwargs
+        # TRL refuses a micro batch of 1 because its mismatched pairs are in-batch only; rlhfx pairs such a row with
+        # another row of the dataset. TRL checks before it prepares the datasets, which restores the real size
+        # (before `Trainer.__init__` reads it for the dataloader and DeepSpeed).
+        config = kwargs["args"]
+        self.micro_batch_size = config.per_device_train_batch_size
+        config.per_device_train_batch_size = max(2, self.micro_batch_size)
         super().__init__(*args, **kwargs)
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        args.per_device_train_batch_size = self.micro_batch_size
         if "prompt_ids" in dataset.column_names:
-            return dataset
+            return with_kl_partners(dataset, args.seed)
         return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
     def _get_train_sampler(self, train_dataset=None):

@@ -156,14 +156,6 @@ class KTOOptions(Options):
         positive_beta(name, self.beta)
         for flag in ("desirable_weight", "undesirable_weight"):
             in_range(flag, getattr(self, flag), 0.0, None, "weights are usually between 1 and 2.", open_low=True)
-        # z0 needs at least two rows per micro batch: with one, the 'mismatched' pair is the row itself
-        for flag in ("batch_size", "eval_batch_size"):
-            value = getattr(args, flag)
-            if value is not None and value < 2:
-                raise RlhfxError(
-                    f"--rlhf_type kto needs --{flag} > 1 (got {value}): KTO estimates its KL reference point from "
-                    "mismatched (prompt, completion) pairs within each micro batch, and a batch of one has none.",
-                    f"use --{flag} 2 or more (and --gradient_accumulation_steps for a larger effective batch).")
 
     def loss_kwargs(self):
         return {"beta": self.beta, "desirable_weight": self.desirable_weight,

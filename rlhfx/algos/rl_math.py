@@ -108,10 +108,22 @@ def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) 
     return returns * mask
 
 
-def group_scores(scores: torch.Tensor, n: int, estimator: str) -> torch.Tensor:
+SCALE_REWARDS = ("group", "batch", "none")
+
+
+def batch_std(x: torch.Tensor, reduce=None) -> torch.Tensor:
+    """The sample (n-1) std of all of x, over every rank with `reduce`."""
+    stats = torch.stack([x.sum(), (x * x).sum(), torch.tensor(float(x.numel()), device=x.device)])
+    total, squares, count = reduce(stats) if reduce is not None else stats
+    return ((squares - total * total / count) / (count - 1).clamp(min=1)).clamp(min=0).sqrt()
+
+
+def group_scores(scores: torch.Tensor, n: int, estimator: str, scale: str = "group", reduce=None) -> torch.Tensor:
     """Sequence rewards of consecutive groups of n samples of one prompt, turned into per-sample scores:
     reinforce_baseline / dr_grpo R - mean_group, rloo R_i - (sum_j R_j - R_i)/(n-1),
-    group_norm (R - mean_group)/(std_group + 1e-9) with the sample (n-1) std as torch.std gives."""
+    group_norm (R - mean_group)/(std + 1e-9), the std chosen by `scale` (--scale_rewards): group = the group's,
+    batch = the whole rollout's (every rank's rewards), both the sample (n-1) std as torch.std gives; none = no
+    division (Dr. GRPO, the same as dr_grpo)."""
     if n < 2:
         raise ValueError("group estimators need n_samples_per_prompt > 1")
     groups = scores.view(-1, n)
@@ -121,7 +133,11 @@ def group_scores(scores: torch.Tensor, n: int, estimator: str) -> torch.Tensor:
     elif estimator == "rloo":
         out = groups - (groups.sum(dim=1, keepdim=True) - groups) / (n - 1)
     elif estimator == "group_norm":
-        out = (groups - mean) / (groups.std(dim=1, keepdim=True) + 1e-9)
+        out = groups - mean
+        if scale == "group":
+            out = out / (groups.std(dim=1, keepdim=True) + 1e-9)
+        elif scale == "batch":
+            out = out / (batch_std(scores, reduce) + 1e-9)
     else:
         raise ValueError(f"unknown group estimator {estimator!r}")
     return out.reshape(-1)
@@ -236,14 +252,16 @@ def entropy(logits: torch.Tensor, mask: torch.Tensor, n_tokens: float | None = N
 def advantages_and_returns(estimator: str, scores: torch.Tensor, kl: torch.Tensor, kl_coef: float,
                            mask: torch.Tensor, n: int, gamma: float, lam: float, reward_clip: float | None,
                            values: torch.Tensor | None = None, whiten_rewards: bool = False,
-                           reduce=None) -> tuple[torch.Tensor, torch.Tensor]:
+                           reduce=None, scale_rewards: str = "group") -> tuple[torch.Tensor, torch.Tensor]:
     """The rollout's (advantages, returns) for one estimator. `kl` is the per-token penalty (zeros when the KL
     is a loss term instead). Group estimators turn the clipped sequence rewards into group scores first and
     use gamma = 1; gae, reinforce and reinforce_baseline advantages are whitened over all response tokens.
-    whiten_rewards (gae) rescales the token rewards to unit std, keeping their mean, before GAE. Groups stay on one
-    rank; whitening statistics are summed over the ranks by `reduce`."""
+    whiten_rewards (gae) rescales the token rewards to unit std, keeping their mean, before GAE. scale_rewards picks
+    group_norm's std (`group_scores`). Groups stay on one rank; whitening and batch statistics are summed over the
+    ranks by `reduce`."""
     if estimator in GROUP_ESTIMATORS:
-        scores = group_scores(scores.clamp(-reward_clip, reward_clip) if reward_clip else scores, n, estimator)
+        scores = group_scores(scores.clamp(-reward_clip, reward_clip) if reward_clip else scores, n, estimator,
+                              scale_rewards, reduce)
         rewards = token_rewards(kl, kl_coef, scores, mask)
         returns = discounted_returns(rewards, mask, 1.0)
         advantages = whiten(returns, mask, reduce=reduce) if estimator == "reinforce_baseline" else returns

@@ -2,9 +2,9 @@
 
 --use_vllm true = --engine vllm (--vllm_mode colocate or server); TRL's --vllm_enable_sleep = --sleep_level 1;
 --attn_impl flash_attn = --flash_attn; --system FILE.txt reads the file (as ms-swift does); online RL's --beta =
---kl_coef; ms-swift's --advantage_estimator names; --save_strategy and --eval_strategy no = no checkpoints /
-evaluations during training. Flags whose effect rlhfx has by construction are accepted with a one-line note saying
-so. Nothing heavy is imported here.
+--kl_coef; ms-swift's --advantage_estimator names; TRL's --scale_rewards true / false = group / none;
+--save_strategy and --eval_strategy no = no checkpoints / evaluations during training. Flags whose effect rlhfx has
+by construction are accepted with a one-line note saying so. Nothing heavy is imported here.
 """
 
 import os
@@ -19,7 +19,11 @@ ESTIMATORS = {"grpo": "group_norm", "reinforce_plus_plus": "reinforce_baseline"}
 NOTES = {
     "load_from_cache_file": "rlhfx keeps no preprocessing cache: rows are read and encoded afresh every run, so the "
                             "data is the same either way.",
+    "move_model_batches": "rlhfx hands the weights to vLLM tensor by tensor (colocate) or in requests of at most "
+                          "256 MiB (server), never the whole model at once; the batching changes no result.",
 }
+# TRL's boolean spellings of --scale_rewards
+SCALE_REWARDS = {"true": "group", "false": "none"}
 
 
 def apply_swift_flags(args) -> list[str]:
@@ -36,6 +40,8 @@ def apply_swift_flags(args) -> list[str]:
         values["system"] = Path(system).read_text(encoding="utf-8")
     if values.get("advantage_estimator") in ESTIMATORS:
         values["advantage_estimator"] = ESTIMATORS[values["advantage_estimator"]]
+    if values.get("scale_rewards") in SCALE_REWARDS:
+        values["scale_rewards"] = SCALE_REWARDS[values["scale_rewards"]]
     if values.get("async_generate"):
         raise RlhfxError("--async_generate true (the next rollout generated while this one trains, one step "
                          "off-policy, on ms-swift's vLLM server) is not available in rlhfx.",

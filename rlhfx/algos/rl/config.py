@@ -17,6 +17,8 @@ PRESETS = {
     "rloo": dict(advantage_estimator="rloo", n_samples_per_prompt=4),
     "reinforce_pp": dict(advantage_estimator="reinforce"),
 }
+# --scale_rewards that other group estimators have by construction (dr_grpo is group_norm with none)
+OWN_SCALE = {"dr_grpo": "none", "rloo": "none"}
 
 
 @dataclass
@@ -55,6 +57,7 @@ class RLConfig:
     gamma: float
     lam: float
     whiten_rewards: bool
+    scale_rewards: str
     normalize_reward: bool
     reward_clip_range: float | None
     entropy_coef: float
@@ -84,6 +87,11 @@ def resolve_config(args, algo_name: str) -> RLConfig:
         raise RlhfxError(f"--advantage_estimator {config.advantage_estimator} compares the samples of a prompt, "
                          f"but --n_samples_per_prompt is {config.n_samples_per_prompt}.",
                          "sample at least 2 responses per prompt (e.g. --n_samples_per_prompt 4).")
+    if "scale_rewards" in args.explicit and config.advantage_estimator != "group_norm" and \
+            config.scale_rewards != OWN_SCALE.get(config.advantage_estimator):
+        raise RlhfxError(f"--scale_rewards {config.scale_rewards} sets the std that group_norm (grpo's estimator) "
+                         f"divides by, not --advantage_estimator {config.advantage_estimator}'s scaling.",
+                         "use --advantage_estimator group_norm (--rlhf_type grpo), or drop --scale_rewards.")
     if config.temperature <= 0:
         why = ("every sample of a prompt would be the same, so each group's rewards are equal and every advantage is 0: "
                "nothing is learned" if config.advantage_estimator in GROUP_ESTIMATORS else

@@ -187,7 +187,8 @@ class RolloutStage:
         batch["values"] = torch.cat(values) * mask if values else None
         advantages, returns = rl_math.advantages_and_returns(
             config.advantage_estimator, scores, penalty, self.kl.value, mask, config.n_samples_per_prompt,
-            config.gamma, config.lam, config.reward_clip_range, batch["values"], config.whiten_rewards, reduce)
+            config.gamma, config.lam, config.reward_clip_range, batch["values"], config.whiten_rewards, reduce,
+            config.scale_rewards)
         batch.update(advantages=advantages, returns=returns)
         sequence_kl = rl_math.sequence_kl(kl, reduce)
         lengths = reduce(torch.stack([mask.sum(), torch.tensor(float(len(samples)), device=device)]))
