@@ -797,8 +797,8 @@ rlhfx rlhf \
     --move_model_batches 10 \
     --max_steps 1
 ''',
-            'Unknown flag --move_model_batches',
-            why='--move_model_batches is not taken'),
+            '--sleep_level needs a GPU',
+            why="vLLM's sleep mode frees GPU memory; there is no GPU here"),
     Example('examples/train/grpo/internal/moe_lora.sh',
             r'''# 8*80G
 
@@ -844,8 +844,8 @@ rlhfx rlhf \
     --move_model_batches 10 \
     --max_steps 1
 ''',
-            'Unknown flag --move_model_batches',
-            why='--move_model_batches is not taken'),
+            '--sleep_level needs a GPU',
+            why="vLLM's sleep mode frees GPU memory; there is no GPU here"),
     Example('examples/train/grpo/internal/qlora.sh',
             r'''SYSTEM_PROMPT="You are a helpful math assistant. Solve the problem step by step. Show your reasoning in <think> </think> tags, then give the final numerical answer after ####.
 For example:
@@ -995,8 +995,8 @@ rlhfx rlhf \
     --attn_impl flash_attention_2 \
     --max_steps 1
 ''',
-            'Unknown flag --scale_rewards',
-            why="--scale_rewards is not taken (rlhfx: --advantage_estimator picks the normalisation; reinforce_plus_plus is REINFORCE++-baseline's batch scaling)"),
+            '--attn_impl flash_attention_2 needs a CUDA GPU',
+            why='FlashAttention 2 needs a GPU'),
     Example('examples/train/grpo/internal/rloo.sh',
             r'''CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 \
 NPROC_PER_NODE=8 \
@@ -1183,8 +1183,8 @@ rlhfx rlhf \
     --sleep_level 1 \
     --max_steps 1
 ''',
-            'Unknown flag --move_model_batches',
-            why='--move_model_batches is not taken'),
+            '--sleep_level needs a GPU',
+            why="vLLM's sleep mode frees GPU memory; there is no GPU here"),
     Example('examples/train/grpo/internal/vllm_lora_qwenvl72b.sh',
             r'''# pip install math_verify # reward function
 # GPU memory: 8 * 80GiB
@@ -1236,8 +1236,8 @@ rlhfx rlhf \
   --system examples/train/grpo/prompt.txt \
     --max_steps 1
 ''',
-            'Unknown flag --move_model_batches',
-            why='--move_model_batches is not taken (and vision-language models are not supported)'),
+            '--attn_impl flash_attn needs a CUDA GPU',
+            why='FlashAttention needs a GPU (and vision-language models are not supported)'),
     Example('examples/train/grpo/internal/vllm_multi_turn.sh',
             r'''# It's recommended to use server mode for multi-turn training
 # Colocate multi-turn does not support rollouts with dynamic rollout outputs

@@ -51,6 +51,9 @@ def test_scale_rewards_spellings(value, scale):
 
 def test_scale_rewards_for_another_estimator():
     assert resolved("--rlhf_type", "rloo", "--scale_rewards", "none").scale_rewards == "none"  # rloo never divides
+    # ms-swift's reinforce_plus_plus example: its batch std is the one reinforce_baseline's whitening divides by
+    assert resolved("--rlhf_type", "grpo", "--advantage_estimator", "reinforce_plus_plus",
+                    "--scale_rewards", "batch").scale_rewards == "batch"
     with pytest.raises(RlhfxError, match="--scale_rewards batch sets the std that group_norm"):
         resolved("--rlhf_type", "rloo", "--scale_rewards", "batch")
 

@@ -17,8 +17,9 @@ PRESETS = {
     "rloo": dict(advantage_estimator="rloo", n_samples_per_prompt=4),
     "reinforce_pp": dict(advantage_estimator="reinforce"),
 }
-# --scale_rewards that other group estimators have by construction (dr_grpo is group_norm with none)
-OWN_SCALE = {"dr_grpo": "none", "rloo": "none"}
+# --scale_rewards that other estimators have by construction: dr_grpo is group_norm with none; reinforce_baseline
+# (ms-swift's reinforce_plus_plus) divides by the whole batch's std when it whitens
+OWN_SCALE = {"dr_grpo": "none", "rloo": "none", "reinforce_baseline": "batch"}
 
 
 @dataclass
