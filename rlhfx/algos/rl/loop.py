@@ -107,7 +107,7 @@ class OnlineRLTrainer:
         self.updater = UpdateStage(self.accelerator, ranks, self.actor_critic, config, args, lr,
                                    args.critic_learning_rate or lr, updates, self.kl, self._mixed_precision,
                                    self.output_dir)
-        self.engine = make_rollout_engine(args, config, tokenizer, policy, stops)
+        self.engine = make_rollout_engine(args, config, tokenizer, policy, stops, ranks)
         self.rollout = RolloutStage(args, config, self.engine, rewards, self.actor_critic, self.ref_model, ranks, pad_id,
                                     self._mixed_precision, self.kl, self.reward_moments,
                                     self.output_dir / "completions.jsonl" if args.log_completions else None,
