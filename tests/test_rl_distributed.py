@@ -106,7 +106,8 @@ def test_a_zero3_run_completes_on_two_processes(tmp_path):
 
 def test_a_stopped_two_process_run_resumes_to_the_uninterrupted_metrics(tmp_path):
     """SIGTERM to the launcher reaches both ranks, which agree to save after the same step and stop; resumed on two
-    processes (each rank its own optimizer state and random stream), the run logs what an uninterrupted one logs."""
+    processes (each rank its own optimizer state and random stream), the run logs what an uninterrupted one logs.
+    Resumed on one process, it is refused with the fix (the world size it was saved with)."""
     import signal
     import time
 
@@ -133,3 +134,11 @@ def test_a_stopped_two_process_run_resumes_to_the_uninterrupted_metrics(tmp_path
         for key in keys:
             assert resumed[step][key] == pytest.approx(expected[step][key], abs=1e-5), (step, key)
     assert summary(killed)["global_step"] == 4
+    # one process cannot take over the two ranks' states (optimizer shards, random streams): refused, nothing touched
+    checkpoint = killed / "checkpoint-2"
+    files = {p: p.stat().st_mtime_ns for p in checkpoint.rglob("*")}
+    result = rlhfx(*flags, "--output_dir", tmp_path / "one", "--resume_from_checkpoint", checkpoint, expect_rc=2)
+    message = " ".join(result.stderr.split())
+    assert "was saved by 2 processes and this run has 1" in message and "NPROC_PER_NODE=2" in message
+    assert "Traceback" not in message
+    assert {p: p.stat().st_mtime_ns for p in checkpoint.rglob("*")} == files
