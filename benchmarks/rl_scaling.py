@@ -4,7 +4,8 @@ Each configuration runs `rlhfx rlhf --rlhf_type grpo` for `--steps` steps of `--
 (the same global batch at every process count: each rank rolls out prompts / processes of them, and its optimizer
 batch is its share of the samples). samples/s = the steps' samples / the training loop's seconds (summary.json's
 train_seconds: model loading and evaluation excluded); step time = its inverse per step. The median of the logged
-per-step samples_per_second is recorded too. On the CPU each process gets `--threads` threads (OMP_NUM_THREADS).
+per-step samples_per_second is recorded too, and the load average as each run starts (other jobs' share). On the
+CPU each process gets `--threads` threads (OMP_NUM_THREADS).
 
 `--engines pt` is measured here; `vllm_colocate` and `vllm_server` are the hooks for vLLM rollouts (ENGINE_FLAGS:
 the flags that select them, and a server to start first for `server`), run the same way once those modes exist.
@@ -39,6 +40,7 @@ def run(model: str, engine: str, processes: int, opts, out: Path) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(opts.threads)}
     if processes > 1:
         env["NPROC_PER_NODE"] = str(processes)
+    load = os.getloadavg()[0]  # other jobs on the machine: the 1-minute load average as the run starts
     subprocess.run(command, check=True, env=env, capture_output=True, text=True)
     summary = json.loads((out / "summary.json").read_text())
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -49,7 +51,7 @@ def run(model: str, engine: str, processes: int, opts, out: Path) -> dict:
             "step_seconds": seconds / opts.steps,
             "median_logged_samples_per_second": statistics.median(r["samples_per_second"] for r in steps),
             "mean_response_length": statistics.mean(r["response_length"] for r in steps),
-            "final_reward": steps[-1]["reward"]}
+            "final_reward": steps[-1]["reward"], "load_average_at_start": load}
 
 
 def main() -> None:
@@ -63,6 +65,7 @@ def main() -> None:
     parser.add_argument("--max_new_tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--note", default="CPU runs on a shared machine: compare configurations of one run only")
     opts = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,8 +74,8 @@ def main() -> None:
                 result = run(opts.model, engine, processes, opts, Path(tmp) / f"{engine}-{processes}")
                 print(json.dumps(result), flush=True)
                 results.append(result)
-    record = {"settings": {k: v for k, v in vars(opts).items() if k != "out"}, "machine": platform.platform(),
-              "cpus": os.cpu_count(), "note": "CPU runs on a shared machine: compare configurations of one run only",
+    settings = {k: v for k, v in vars(opts).items() if k not in ("out", "note")}
+    record = {"settings": settings, "machine": platform.platform(), "cpus": os.cpu_count(), "note": opts.note,
               "results": results}
     Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
     Path(opts.out).write_text(json.dumps(record, indent=2) + "\n")

@@ -46,7 +46,7 @@ def main(kind: str, out: str, deepspeed: str, batch_size: str) -> None:
     share = len(groups) // ranks.world
     batch, stats = stage.experience(groups[ranks.rank * share : (ranks.rank + 1) * share], 0)
     stats.update(updater.update(batch, args.batch_size, 0))
-    state = accelerator.get_state_dict(updater.model)
+    state = {k: v for model in updater.models for k, v in accelerator.get_state_dict(model).items()}
     if ranks.is_main:
         torch.save({"weights": {k: v.detach().cpu() for k, v in state.items()}, "stats": stats, "kl_coef": kl.value}, out)
     ranks.barrier()

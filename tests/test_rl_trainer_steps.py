@@ -20,9 +20,10 @@ def trainer_with(model, tmp_path):
 
     trainer = UpdateStage.__new__(UpdateStage)  # only what optimizer_step reads
     trainer.args, trainer.output_dir = SimpleNamespace(max_grad_norm=1.0), Path(tmp_path)
-    trainer.accelerator, trainer.model = Accelerator(cpu=True), model
-    trainer.optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
-    trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lambda _: 1.0)
+    trainer.accelerator, trainer.models = Accelerator(cpu=True), [model]
+    trainer.optimizers = [torch.optim.AdamW(model.parameters(), lr=0.1)]
+    trainer.schedulers = [torch.optim.lr_scheduler.LambdaLR(trainer.optimizers[0], lambda _: 1.0)]
+    trainer.scheduler = trainer.schedulers[0]
     return trainer
 
 
@@ -69,8 +70,8 @@ def micro_stepper(**config):
 
 def step_gradient(**config):
     trainer, logp, micro = micro_stepper(**config)
-    loss, stats = trainer.loss(micro, {"n_tokens": micro["mask"].sum(), "n_sequences": torch.tensor(2.0)})
-    loss.backward()
+    losses, stats = trainer.loss(micro, {"n_tokens": micro["mask"].sum(), "n_sequences": torch.tensor(2.0)})
+    losses[0].backward()  # the policy's
     return logp.grad, stats
 
 
@@ -177,7 +178,7 @@ def test_vllm_log_probs_become_the_rollout_correction_weights():
     # the update weighs each token's loss by them: the dropped token gets no gradient
     trainer2, logp, micro = micro_stepper(cliprange=0.5, cliprange_high=0.5)  # nothing clipped
     micro["is_weights"] = torch.tensor([[1.0, 0.0, 2.0], [1.0, 1.0, 0.0]])
-    trainer2.loss(micro, {"n_tokens": torch.tensor(5.0), "n_sequences": torch.tensor(2.0)})[0].backward()
+    trainer2.loss(micro, {"n_tokens": torch.tensor(5.0), "n_sequences": torch.tensor(2.0)})[0][0].backward()
     rho = torch.tensor([[0.1, 0.2, 0.3], [-0.5, -0.3, 0.0]]).exp()  # d(-w rho A)/d logp = -w rho A, / 5 tokens
     assert torch.allclose(logp.grad, torch.tensor([[-rho[0, 0], 0.0, -2 * rho[0, 2]], [rho[1, 0], rho[1, 1], 0.0]]) / 5)
 
@@ -187,7 +188,7 @@ def test_the_trainer_takes_the_unbiased_kl_gradient_when_asked():
         trainer, logp, micro = micro_stepper(use_kl_loss=True, kl_estimator="k3", kl_unbiased_gradient=unbiased)
         trainer.kl.value, micro["advantages"] = 1.0, torch.zeros(2, 3)
         micro["ref_logp"] = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
-        trainer.loss(micro, {"n_tokens": torch.tensor(5.0), "n_sequences": torch.tensor(2.0)})[0].backward()
+        trainer.loss(micro, {"n_tokens": torch.tensor(5.0), "n_sequences": torch.tensor(2.0)})[0][0].backward()
         return logp.grad
 
     lr, w = torch.tensor([[0.1, 0.2, 0.3], [-0.5, -0.3, 0.0]]), torch.tensor([[0.1, 0.2, 0.3], [-0.5, -0.3, 0.0]]).exp()

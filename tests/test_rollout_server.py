@@ -41,10 +41,11 @@ class Served:
     def __init__(self, engine, info, die_after: int | None = None):
         base = handler(engine, info)
         served = self
-        self.generates = 0
+        self.generates, self.requests = 0, []
 
         class Dying(base):
             def do_POST(self):
+                served.requests.append(self.path)
                 if self.path == "/generate":
                     served.generates += 1
                     if die_after is not None and served.generates > die_after:
@@ -168,6 +169,34 @@ def test_a_server_dying_mid_run_stops_the_trainer_with_its_last_checkpoint_intac
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
     assert json.loads((out / "checkpoint-1" / "trainer_state.json").read_text()) == {"global_step": 1}
     assert (out / "checkpoint-1" / "rl_state.pt").is_file() and not (out / "summary.json").exists()
+
+
+@pytest.mark.parametrize("deepspeed", ["none", "zero3"])
+def test_two_ranks_share_one_server_the_main_rank_pushing_once_per_update(tmp_path, deepspeed):
+    """NPROC_PER_NODE=2, one server: before each generation round (the evaluation before training, 3 steps, the
+    evaluation after) the main rank pushes once (under ZeRO-3 gathered whole), the other waits, then both check the
+    push and generate, so every generation comes after its round's push and before the next one; the server ends
+    with the final weights. Without the wait the other rank's requests would come before the push."""
+    from safetensors.torch import load_file
+
+    engine, model, tokenizer = _tiny()
+    server = Served(engine, _info(model, tokenizer))
+    out = tmp_path / "run"
+    try:
+        rlhfx("rlhf", "--rlhf_type", "grpo", "--model", "tiny", "--dataset", "demo-prompts#16", "--val_dataset",
+              "demo-prompts#2", "--reward_func", "demo", "--train_type", "full", "--use_vllm", "true", "--vllm_mode",
+              "server", "--vllm_server_base_url", server.url, "--max_steps", "3", "--rollout_batch_size", "2",
+              "--n_samples_per_prompt", "2", "--batch_size", "2", "--generate_max_len", "4", "--learning_rate", "1e-2",
+              "--entropy_coef", "0.1", *(["--deepspeed", deepspeed] if deepspeed != "none" else []), "--output_dir", out,
+              env={"NPROC_PER_NODE": "2"})
+    finally:
+        server.close()
+    # per round: one push, then each rank's greedy check and its generation
+    assert server.requests == (["/update_weights"] + ["/generate"] * 4) * 5
+    final, initial = load_file(out / "model.safetensors"), dict(_tiny()[1].named_parameters())
+    served_now = dict(model.named_parameters())
+    assert all(torch.equal(served_now[k], v) for k, v in final.items())
+    assert any(not torch.equal(initial[k], v) for k, v in final.items())  # trained (the entropy bonus moves them), not the start's
 
 
 def test_trl_sleep_flag_is_sleep_level_1_and_a_contradiction_is_refused():

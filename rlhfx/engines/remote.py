@@ -83,13 +83,16 @@ class RemoteEngine(Engine):
     name = "server"
 
     def __init__(self, url: str, tokenizer, stop_ids: list[int], policy=None, timeout: float = 240.0,
-                 check_every: int = 1, logprobs: bool = False):
+                 check_every: int = 1, logprobs: bool = False, sends: bool = True, agree=None):
         """policy: the trainer's model, whose greedy answer a push is checked against (every `check_every`th push,
-        the first always; 0: never)."""
+        the first always; 0: never). Under torchrun every rank has its own client but one server takes the weights:
+        only the rank with `sends` pushes them, and `agree(failed) -> whether any rank failed` (a collective) makes
+        the others wait until the push is done."""
         from rlhfx.engines.pt import PtEngine
 
         self.url, self.tokenizer, self.stop_ids, self.logprobs = url, tokenizer, stop_ids, logprobs
-        self.check_every, self.pushes = check_every, 0
+        self.check_every, self.pushes, self.sends = check_every, 0, sends
+        self.agree = agree or (lambda failed: failed)
         self.info = wait_for_server(url, timeout)
         self.reference = PtEngine(policy, tokenizer, stop_ids=stop_ids) if policy is not None else None
         self._check_same_model(policy)
@@ -135,23 +138,38 @@ class RemoteEngine(Engine):
                 for row in out]
 
     def update_weights(self, named_tensors: Iterable[tuple[str, object]]) -> None:
-        """Sent in chunks of about CHUNK_BYTES, cast to the server's dtype; then checked (see `check_every`)."""
+        """The sending rank pushes the weights in chunks of about CHUNK_BYTES, cast to the server's dtype; every rank
+        walks them (under ZeRO-3 each is gathered by all ranks together) and waits until the push is done, so no rank
+        generates with the old weights; then each checks the push (see `check_every`)."""
+        named, error = iter(named_tensors), None
+        if self.sends:
+            try:
+                self._send(named)
+            except RlhfxError as failure:
+                error = failure
+        for _ in named:  # the other ranks', or what a failed push left
+            pass
+        if self.agree(error is not None):
+            raise error or RlhfxError(f"The weight push to the rollout server at {self.url} failed on the main rank "
+                                      "(its error is above).", restart_fix(self.url))
+        self.pushes += 1
+        if self.reference is not None and self.check_every and (self.pushes - 1) % self.check_every == 0:
+            self.check_push()
+
+    def _send(self, named_tensors: Iterable[tuple[str, object]]) -> None:
         import torch
         from safetensors.torch import save
 
         dtype = getattr(torch, self.info.get("dtype") or "float32")
-        chunk, size, sent = {}, 0, 0
+        chunk, size = {}, 0
         for name, tensor in named_tensors:
-            tensor = tensor.detach().to("cpu", dtype).contiguous()
+            tensor = tensor.detach().to("cpu", dtype, copy=True).contiguous()  # a copy: a ZeRO-3 weight is freed next
             chunk[name], size = tensor, size + tensor.numel() * tensor.element_size()
             if size >= CHUNK_BYTES:
-                sent += self._push(chunk, save)
+                self._push(chunk, save)
                 chunk, size = {}, 0
         if chunk:
-            sent += self._push(chunk, save)
-        self.pushes += 1
-        if self.reference is not None and self.check_every and (self.pushes - 1) % self.check_every == 0:
-            self.check_push()
+            self._push(chunk, save)
 
     def _push(self, chunk: dict, save) -> int:
         return self._post("/update_weights", save(chunk), f"a weight push ({len(chunk)} tensors)",

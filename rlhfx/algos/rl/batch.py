@@ -63,14 +63,9 @@ def token_logp(logits: torch.Tensor, micro: dict, temperature: float) -> tuple[t
 
 
 class ActorCritic(torch.nn.Module):
-    """The trained models as one module, so that accelerate wraps them once (DDP, or one DeepSpeed engine) and one
-    forward and one backward serve both; the optimizer gives the critic its own learning rate (a parameter group)."""
+    """The trained models together (the critic None without one), as the rollout stage and the loop hold them; the
+    update stage prepares each on its own (rlhfx.algos.rl.update.Role)."""
 
     def __init__(self, policy, critic=None):
         super().__init__()
         self.policy, self.critic = policy, critic
-
-    def forward(self, input_ids, attention_mask, width: int, length: int):
-        logits = response_logits(self.policy, input_ids, attention_mask, width, length)
-        values = None if self.critic is None else response_values(self.critic, input_ids, attention_mask, width, length)
-        return logits, values

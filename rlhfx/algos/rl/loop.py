@@ -107,7 +107,7 @@ class OnlineRLTrainer:
         self.updater = UpdateStage(self.accelerator, ranks, self.actor_critic, config, args, lr,
                                    args.critic_learning_rate or lr, updates, self.kl, self._mixed_precision,
                                    self.output_dir)
-        self.engine = make_rollout_engine(args, config, tokenizer, policy, stops)
+        self.engine = make_rollout_engine(args, config, tokenizer, policy, stops, ranks)
         self.rollout = RolloutStage(args, config, self.engine, rewards, self.actor_critic, self.ref_model, ranks, pad_id,
                                     self._mixed_precision, self.kl, self.reward_moments,
                                     self.output_dir / "completions.jsonl" if args.log_completions else None,
@@ -157,7 +157,7 @@ class OnlineRLTrainer:
         """--offload_model / --offload_optimizer: the policy and reference weights, or the optimizer states, wait
         in CPU memory while vLLM generates, so its KV cache can use that GPU memory."""
         models = [m for m in (self.model, self.ref_model) if m is not None] if self.args.offload_model else []
-        states = list(self.updater.optimizer.state.values()) if self.args.offload_optimizer else []
+        states = [s for o in self.updater.optimizers for s in o.state.values()] if self.args.offload_optimizer else []
         for model in models:
             model.to("cpu")
         _move_states(states, "cpu")
@@ -249,7 +249,7 @@ class OnlineRLTrainer:
 
     def _save_policy(self, folder: str) -> None:
         """The policy in Hugging Face format (gathered whole from the ranks under ZeRO-3), written by the main rank."""
-        state = self.accelerator.get_state_dict(self.updater.model)
+        state = self.accelerator.get_state_dict(self.updater.policy)
         if self.ranks.is_main:
             policy = {key.removeprefix("policy."): value for key, value in state.items() if key.startswith("policy.")}
             self.actor_critic.policy.save_pretrained(folder, state_dict=policy)

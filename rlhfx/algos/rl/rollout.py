@@ -20,17 +20,17 @@ from rlhfx.errors import RlhfxError
 from rlhfx.rewards.sources import Sample
 
 
-def make_rollout_engine(args, config, tokenizer, policy, stops: list[int]):
+def make_rollout_engine(args, config, tokenizer, policy, stops: list[int], ranks):
     """The one place the rollout engine is built. pt generates with the policy itself (under ZeRO-3 transformers
     generates with synced_gpus, so ranks that stop at different lengths wait for each other); vllm starts on --model
-    (its base when that is an adapter folder) and gets the policy's weights pushed before every generation."""
+    (its base when that is an adapter folder) and gets the policy's weights pushed before every generation; a
+    rollout server gets them from the main rank only, the other ranks waiting until the push is done."""
     if args.engine == "vllm" and args.vllm_mode == "server":
-        from rlhfx.engines import make_engine
-        from rlhfx.engines.remote import server_url
+        from rlhfx.engines.remote import RemoteEngine, server_url
 
-        return make_engine("server", url=server_url(args), model=policy, tokenizer=tokenizer, stop_ids=stops,
-                           timeout=args.vllm_server_timeout, check_every=args.vllm_check_weights_every,
-                           logprobs=config.enable_vllm_is_correction)
+        return RemoteEngine(server_url(args), tokenizer, stops, policy=policy, timeout=args.vllm_server_timeout,
+                            check_every=args.vllm_check_weights_every, logprobs=config.enable_vllm_is_correction,
+                            sends=ranks.is_main, agree=lambda failed: ranks.max(float(failed)) > 0)
     if args.engine == "vllm":
         from rlhfx.engines import make_engine
         from rlhfx.models import adapter_base, resolve_model_path
@@ -89,10 +89,11 @@ class RolloutStage:
                 logprobs.append(completion.logprobs or [0.0] * len(response_ids[-1]))
         return samples, prompt_ids, response_ids, finished, logprobs
 
-    def policy_weights(self) -> list[tuple[str, torch.Tensor]]:
-        """The policy's weights under their Hugging Face names; a LoRA adapter is merged into them."""
+    def policy_weights(self):
+        """The policy's weights under their Hugging Face names; a LoRA adapter is merged into them. Under ZeRO-3
+        each is gathered whole by all ranks together while it is read, so every rank must read them all."""
         if not hasattr(self.policy, "merge_adapter"):
-            return list(self.policy.named_parameters())
+            return _gathered(self.policy.named_parameters())
         self.policy.merge_adapter()
         try:
             return [(name.removeprefix("base_model.model.").replace(".base_layer", ""), p.detach().clone())
@@ -258,6 +259,20 @@ class FiniteRewards:
                                  "made with it.", "fix the source so it returns a finite number for every sample, then "
                                  "resume from the last checkpoint (--resume_from_checkpoint latest).")
         return rewards
+
+
+def _gathered(named):
+    """(name, weight) pairs, a ZeRO-3 shard gathered whole (a collective) until the next pair is asked for. A weight
+    ZeRO-3 holds whole already (the small ones it keeps so) is left as it is: partitioned again on the way out, it
+    would next be gathered inside generation's inference mode and could no longer be trained."""
+    for name, param in named:
+        if getattr(getattr(param, "ds_status", None), "name", "AVAILABLE") == "AVAILABLE":
+            yield name, param
+            continue
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([param]):
+            yield name, param
 
 
 @contextmanager

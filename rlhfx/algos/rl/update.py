@@ -1,18 +1,21 @@
 """The update stage: `num_ppo_epochs` passes over a rollout's samples in optimizer batches, on accelerate.
 
-The policy and the critic are one module (ActorCritic) that accelerate prepares once: plain, DDP, or a DeepSpeed
-ZeRO engine (--deepspeed zero2 | zero3 | *_offload). Each rank's optimizer batch is its `--batch_size` x gradient
-accumulation samples, so the global batch is --train_batch_size as offline. Every loss term is a share of the
-global batch's loss (normalised by the token and sequence counts summed over the ranks), and since DDP and
-DeepSpeed average gradients over the ranks, each rank back-propagates its share times the world size: the
-gradient equals one process's on the whole batch. Clipping and the optimizer step are accelerate's (DeepSpeed's
-own under ZeRO, over both models at once); a NaN/inf loss or gradient norm stops the run before the weights change.
+The policy and the critic are each prepared by accelerate on their own, with their own optimizer and scheduler:
+plain, DDP, or a DeepSpeed ZeRO engine each (--deepspeed zero2 | zero3 | *_offload), so each is clipped to
+--max_grad_norm on its own, as in one process and as OpenRLHF's separate engines (one engine over both would clip
+their joint norm). Each rank's optimizer batch is its `--batch_size` x gradient accumulation samples, so the
+global batch is --train_batch_size as offline. Every loss term is a share of the global batch's loss (normalised
+by the token and sequence counts summed over the ranks), and since DDP and DeepSpeed average gradients over the
+ranks, each rank back-propagates its share times the world size: the gradient equals one process's on the whole
+batch. The policy's loss (policy, KL and entropy terms) and the critic's (the value loss) are back-propagated each
+through its own model. A NaN/inf loss or gradient norm stops the run before the weights change.
 """
 
 import torch
+from accelerate.utils import DistributedType
 
 from rlhfx.algos import rl_math
-from rlhfx.algos.rl.batch import inputs, select, token_logp
+from rlhfx.algos.rl.batch import inputs, response_logits, response_values, select, token_logp
 from rlhfx.training.checkpoints import newest_checkpoint
 from rlhfx.training.guards import non_finite_error
 
@@ -38,29 +41,55 @@ def deepspeed_plugin(args, micro_batch: int, world: int, hidden_size: int, bf16:
     return DeepSpeedPlugin(hf_ds_config=config)
 
 
+class Role(torch.nn.Module):
+    """One trained model (the policy or the critic) under its name, so its wrapper (DDP, a DeepSpeed engine) sees
+    the forward that reads it (response logits or values) and its state dict keys keep the "policy." / "critic."
+    prefix."""
+
+    def __init__(self, name: str, model, read):
+        super().__init__()
+        self.name, self.read = name, read
+        self.add_module(name, model)
+
+    def forward(self, input_ids, attention_mask, width: int, length: int) -> torch.Tensor:
+        return self.read(getattr(self, self.name), input_ids, attention_mask, width, length)
+
+
 class UpdateStage:
     def __init__(self, accelerator, ranks, actor_critic, config, args, learning_rate: float, critic_learning_rate: float,
                  total_updates: int, kl, autocast, output_dir):
-        from transformers import get_scheduler
-
         self.accelerator, self.ranks, self.config, self.args = accelerator, ranks, config, args
         self.kl, self.autocast, self.output_dir = kl, autocast, output_dir
-        groups = [{"params": [p for p in actor_critic.policy.parameters() if p.requires_grad], "lr": learning_rate}]
-        if actor_critic.critic is not None:
-            groups.append({"params": [p for p in actor_critic.critic.parameters() if p.requires_grad],
-                           "lr": critic_learning_rate})
-        optimizer = torch.optim.AdamW(groups, lr=learning_rate, weight_decay=args.weight_decay)
-        self.scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_training_steps=total_updates,
-                                       num_warmup_steps=int(args.warmup_ratio * total_updates))
-        self.model, self.optimizer = accelerator.prepare(actor_critic, optimizer)
-        accelerator.register_for_checkpointing(self.scheduler)
         self.micro_batch = args.batch_size
+        self.policy, self.optimizer, self.scheduler = self._prepare(
+            Role("policy", actor_critic.policy, response_logits), learning_rate, total_updates)
+        self.critic = None
+        if actor_critic.critic is not None:
+            self.critic, critic_optimizer, critic_scheduler = self._prepare(
+                Role("critic", actor_critic.critic, response_values), critic_learning_rate, total_updates)
+        self.models = [m for m in (self.policy, self.critic) if m is not None]
+        self.optimizers = [self.optimizer] + ([critic_optimizer] if self.critic is not None else [])
+        self.schedulers = [self.scheduler] + ([critic_scheduler] if self.critic is not None else [])
+
+    def _prepare(self, role: Role, learning_rate: float, total_updates: int):
+        """The model with its AdamW and scheduler, prepared by accelerate (a DeepSpeed engine of its own under ZeRO:
+        accelerate prepares one DeepSpeed model per call and saves each engine's state in its own folder)."""
+        from transformers import get_scheduler
+
+        params = [p for p in role.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=self.args.weight_decay)
+        scheduler = get_scheduler(self.args.lr_scheduler_type, optimizer, num_training_steps=total_updates,
+                                  num_warmup_steps=int(self.args.warmup_ratio * total_updates))
+        model, optimizer = self.accelerator.prepare(role, optimizer)
+        self.accelerator.register_for_checkpointing(scheduler)
+        return model, optimizer, scheduler
 
     def update(self, batch: dict, train_batch: int, step: int) -> dict:
         """`train_batch`: this rank's optimizer batch. Every rank holds as many samples, so all take the same number
         of optimizer steps and micro steps."""
         n, totals = batch["mask"].shape[0], {}
-        _train_without_dropout(self.model)
+        for model in self.models:
+            _train_without_dropout(model)
         for _ in range(self.config.num_ppo_epochs):
             order = torch.randperm(n).tolist()
             for start in range(0, n, train_batch):
@@ -71,10 +100,11 @@ class UpdateStage:
                 counts = {"n_tokens": counts[0].clamp(min=1), "n_sequences": counts[1].clamp(min=1)}
                 shares = {}
                 for i, part in enumerate(parts):
-                    loss, stats = self.loss(select(batch, part), counts)
-                    if not torch.isfinite(loss):
+                    losses, stats = self.loss(select(batch, part), counts)
+                    if not all(torch.isfinite(loss) for loss in losses):
                         raise self._non_finite(step, "The loss became NaN/inf (the update was not applied)")
-                    self._backward(loss * self.ranks.world, last=i == len(parts) - 1)
+                    for model, loss in zip(self.models, losses):
+                        self._backward(model, loss * self.ranks.world, last=i == len(parts) - 1)
                     for key, value in stats.items():
                         if key in SHARE_STATS:
                             shares[key] = shares.get(key, 0.0) + value * self.ranks.world
@@ -83,19 +113,22 @@ class UpdateStage:
                 self.optimizer_step(step)
                 for key, value in shares.items():
                     totals.setdefault(key, []).append(value)
-        self.model.eval()
+        for model in self.models:
+            model.eval()
         return {key: self.ranks.mean(sum(values) / len(values)) for key, values in totals.items()}
 
     def forward(self, micro: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(log-probs, logits / temperature, values or None) through the prepared (DDP / DeepSpeed) module."""
+        """(log-probs, logits / temperature, values or None) through the prepared (DDP / DeepSpeed) models."""
         with self.autocast():
-            logits, values = self.model(**inputs(micro))
+            logits = self.policy(**inputs(micro))
+            values = None if self.critic is None else self.critic(**inputs(micro))
         logp, logits = token_logp(logits, micro, self.config.temperature)
         return logp, logits, values
 
-    def loss(self, micro: dict, counts: dict) -> tuple[torch.Tensor, dict]:
+    def loss(self, micro: dict, counts: dict) -> tuple[list[torch.Tensor], dict]:
         """One micro batch's share of the optimizer batch's loss under --loss_agg_mode (`counts`: that batch's tokens
-        and sequences over all ranks): policy loss, KL loss term, entropy bonus and the critic's value loss."""
+        and sequences over all ranks): the policy's (policy loss, KL loss term, entropy bonus) and, with a critic,
+        the critic's (its value loss), in the order of `self.models`."""
         config, mask = self.config, micro["mask"]
         logp, logits, values = self.forward(micro)
         out = rl_math.policy_loss(logp, micro["old_logp"], micro["advantages"], mask, config.cliprange,
@@ -112,35 +145,40 @@ class UpdateStage:
             kl_loss = rl_math.aggregate(kl, mask, config.loss_agg_mode, **counts)
             loss = loss + self.kl.value * kl_loss
             stats["kl_loss"] = kl_loss.item()
-        if values is not None:
-            value_loss = rl_math.value_loss(values, micro["values"], micro["returns"], mask, config.cliprange_value,
-                                            counts["n_tokens"])
-            loss = loss + config.vf_coef * value_loss
-            stats["value_loss"] = value_loss.item()
-        return loss, stats
+        if values is None:
+            return [loss], stats
+        value_loss = rl_math.value_loss(values, micro["values"], micro["returns"], mask, config.cliprange_value,
+                                        counts["n_tokens"])
+        stats["value_loss"] = value_loss.item()
+        return [loss, config.vf_coef * value_loss], stats
 
-    def _backward(self, loss: torch.Tensor, last: bool) -> None:
-        """DeepSpeed is told where the optimizer batch ends (its engine steps there); elsewhere gradients add up."""
-        engine = getattr(self.accelerator, "deepspeed_engine_wrapped", None)
-        if engine is None:
+    def _backward(self, model, loss: torch.Tensor, last: bool) -> None:
+        """A DeepSpeed engine is told where the optimizer batch ends (it clips and steps there); elsewhere gradients
+        add up."""
+        if self.accelerator.distributed_type != DistributedType.DEEPSPEED:
             self.accelerator.backward(loss)
-        else:
-            engine.backward(loss, sync_gradients=last)
+            return
+        model.set_gradient_accumulation_boundary(is_boundary=last)
+        model.backward(loss)
+        if last:
+            model.step()
 
     def optimizer_step(self, step: int) -> None:
-        """Clip and step; a NaN/inf gradient norm stops the run before the weights change, as the offline trainers'
-        NonFiniteGuard does (under DeepSpeed the engine has clipped and stepped already)."""
-        if getattr(self.accelerator, "deepspeed_engine_wrapped", None) is None:
-            for group in self.optimizer.param_groups:  # the policy and the critic each clipped to --max_grad_norm
-                norm = self.accelerator.clip_grad_norm_(group["params"], self.args.max_grad_norm)
+        """Clip each model to --max_grad_norm on its own and step; a NaN/inf gradient norm stops the run before the
+        weights change, as the offline trainers' NonFiniteGuard does (each DeepSpeed engine clipped and stepped in
+        `_backward` already)."""
+        if self.accelerator.distributed_type != DistributedType.DEEPSPEED:
+            for model in self.models:
+                norm = self.accelerator.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
                 if not torch.isfinite(norm):
                     raise self._non_finite(step, "The loss or its gradients became NaN/inf (the update was not applied)")
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        for optimizer, scheduler in zip(self.optimizers, self.schedulers):
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
 
     def _non_finite(self, step: int, what: str):
-        return non_finite_error(step + 1, self.accelerator.unwrap_model(self.model), self.scheduler.get_last_lr()[0],
+        return non_finite_error(step + 1, self.models[0], self.scheduler.get_last_lr()[0],
                                 newest_checkpoint(self.output_dir), what)
 
 
