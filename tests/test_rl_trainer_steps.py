@@ -56,7 +56,7 @@ def micro_stepper(**config):
                   max_resample_times=3, overlong_buffer_len=None, overlong_penalty_factor=1.0, overlong_filter=False,
                   enable_vllm_is_correction=False, vllm_is_correction_type="tis", vllm_is_truncated_threshold=[0.5, 5.0],
                   kl_unbiased_gradient=False, cliprange_value=None, vf_coef=0.1,
-                  gamma=1.0, lam=1.0, whiten_rewards=False, normalize_reward=False, reward_clip_range=None,
+                  gamma=1.0, lam=1.0, whiten_rewards=False, scale_rewards="group", normalize_reward=False, reward_clip_range=None,
                   entropy_coef=0.0)
     trainer = UpdateStage.__new__(UpdateStage)
     trainer.config = RLConfig(**{**fields, **config})
