@@ -1,10 +1,10 @@
 """One training job from parsed flags: what `rlhfx sft` and `rlhfx rlhf` run after parsing, and what a loop's
 training stage (rlhfx.loops.stages.train) runs with the flags it builds itself.
 
-Every check that needs no model runs here, before the runner loads one: the ms-swift flags mapped, the algorithm
-looked up (an unknown --rlhf_type fails with a suggestion) and its options built and validated. Refusing a flag
-that belongs to another algorithm is the command's (rlhfx.commands.rlhf): it reads the flag table, which sits above
-this layer, and a loop only passes on the flags that apply (rlhfx.loops.stages.train_flags).
+Before the runner (which checks the general flags, then loads the model): the ms-swift flags mapped, the algorithm
+looked up and its options built and validated. Refusing a flag that belongs to another algorithm is the command's
+(rlhfx.commands.rlhf): it reads the flag table, which sits above this layer, and a loop passes on only the flags
+that apply (rlhfx.loops.stages.train_flags).
 """
 
 from pathlib import Path
