@@ -228,3 +228,30 @@ def test_the_generate_stage_takes_the_loops_flags_without_argv(monkeypatch, tmp_
     assert (len(prompts), first, spec.model_type.name) == (2, 2, "tiny")  # iteration 1 of slices of 2
     stages.generate(args, "tiny", ["demo-prompts"], None, tmp_path / "final.jsonl", loop_file=True)
     assert len(seen[1][3]) > 5  # --max_samples 5 read the user's prompts, not the loop's own file
+
+
+def test_the_train_stage_builds_the_commands_flags_without_argv(monkeypatch, tmp_path):
+    """The training job gets the Args that `rlhfx rlhf` parses from the command line a user would type for the stage:
+    the loop's inputs, and the user's flags that apply to DPO with their types (a list stays a list); the
+    prompt-reading flags stay with generation."""
+    from rlhfx.algos import job
+    from rlhfx.arguments import parse_args
+    from rlhfx.loops import LOOPS, stages
+
+    seen = []
+    monkeypatch.setattr(job, "train", seen.append)
+    args = parse_args("pipeline", ["--model", "tiny", "--dataset", "demo-prompts", "--reward_func", "demo",
+                                   "--beta", "0.2", "--lora_target_modules", "q_proj,v_proj", "--learning_rate",
+                                   "-1e-3", "--batch_size", "4", "--max_samples", "5", "--attn_impl", "sdpa"])
+    stages.train(args, LOOPS["iterative_dpo"], "pi_1", tmp_path / "pairs.jsonl", tmp_path / "model", "pi_0")
+    typed = parse_args("rlhf", ["--rlhf_type", "dpo", "--model", "pi_1", "--dataset", str(tmp_path / "pairs.jsonl"),
+                                "--output_dir", str(tmp_path / "model"), "--ref_model", "pi_0", "--beta", "0.2",
+                                "--lora_target_modules", "q_proj", "v_proj", "--learning_rate", "-1e-3",
+                                "--batch_size", "4", "--attn_impl", "sdpa"])
+    (trained,) = seen
+    assert (trained.command, trained.explicit) == ("rlhf", typed.explicit)
+    assert list(trained.values.items()) == list(typed.values.items())  # args.json writes them in this order
+    assert trained.lora_target_modules == ["q_proj", "v_proj"] and trained.max_samples is None
+
+    stages.train(args, LOOPS["rs"], "pi_0", tmp_path / "sft.jsonl", tmp_path / "sft", None)
+    assert seen[1].command == "sft" and seen[1].explicit == typed.explicit - {"rlhf_type", "ref_model", "beta"}

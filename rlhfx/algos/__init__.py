@@ -2,7 +2,7 @@
 
 The registry, `rlhfx --help`, --rlhf_type's help, the flag table (rlhfx.arguments, generated from each
 record's `options` class), docs/cli.md and the tests all read these records. The runner receives the record
-from the command and reads its fields; `module` is imported only to build the trainer (`build_trainer(ctx)`,
+from rlhfx.algos.job and reads its fields; `module` is imported only to build the trainer (`build_trainer(ctx)`,
 ctx: rlhfx.training.runner.RunContext, with ctx.options the validated options). Nothing heavy is imported
 here: `rlhfx --help` reads this file.
 

@@ -9,18 +9,10 @@ def main(argv: list[str]) -> None:
     if "--help" in argv or "-h" in argv:
         return print_help("rlhf", SUMMARY, _requested_type(argv))
     args = parse_args("rlhf", argv)
-    from rlhfx.training.swift_flags import apply_swift_flags, print_notes
-
-    notes = apply_swift_flags(args)
-    from rlhfx.algos import get_algo
-
-    algo = get_algo(args.rlhf_type)  # unknown names fail before anything heavy loads
     check_flags_apply(args)
-    print_notes(notes)
-    options = algo.build_options(args)  # validated before any model loads
-    from rlhfx.training.runner import run
+    from rlhfx.algos.job import train
 
-    run(args, algo, options)
+    train(args)
 
 
 def _requested_type(argv: list[str]) -> str | None:
@@ -37,9 +29,11 @@ def _requested_type(argv: list[str]) -> str | None:
 
 def check_flags_apply(args) -> None:
     """A flag given for another algorithm (say --rpo_alpha with kto) is a mistake, not something to ignore."""
+    from rlhfx.algos import get_algo
     from rlhfx.arguments import flags_for
     from rlhfx.errors import RlhfxError
 
+    get_algo(args.rlhf_type)  # an unknown name fails as such, with a suggestion
     for flag in flags_for("rlhf"):
         if flag.name in args.explicit and flag.algos is not None and args.rlhf_type not in flag.algos:
             raise RlhfxError(f"--{flag.name} does not apply to --rlhf_type {args.rlhf_type}; it is used by "

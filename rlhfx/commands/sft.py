@@ -9,10 +9,6 @@ def main(argv: list[str]) -> None:
     if "--help" in argv or "-h" in argv:
         return print_help("sft", SUMMARY)
     args = parse_args("sft", argv)
-    from rlhfx.training.swift_flags import apply_swift_flags, print_notes
+    from rlhfx.algos.job import train
 
-    print_notes(apply_swift_flags(args))
-    from rlhfx.algos import get_algo
-    from rlhfx.training.runner import run
-
-    run(args, get_algo("sft"), None)
+    train(args)

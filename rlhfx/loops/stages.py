@@ -1,18 +1,21 @@
-"""The stages of a loop: the sampling library (rlhfx.sampling.batch) that `rlhfx sample` runs, called with the
-loop's own inputs and those of the user's flags that each stage takes, and the `rlhfx sft` / `rlhfx rlhf` command.
+"""The stages of a loop: the sampling library (rlhfx.sampling.batch) that `rlhfx sample` runs and the training job
+(rlhfx.algos.job) that `rlhfx sft` / `rlhfx rlhf` run, called with the loop's own inputs and those of the user's
+flags that each stage takes.
 
 Which user flags go where: every explicit flag that the stage takes, except the ones the loop sets itself (model,
 data, output) and those that mean something else for one of the stages: --batch_size is the training micro batch
 (generation keeps `rlhfx sample`'s default), the prompt-reading flags (--prompt_key, --max_samples, --system, ...)
 belong to generation, the reward flags to scoring, --normalize_reward and --reward_template to post-processing.
 A flag the user did not give has the same default in every stage (one flag table), so generation and scoring read
-the loop's own parsed flags; only training still gets an argv (see `train`).
+the loop's own parsed flags, and training gets its command's flags built from them (`training_args`), not an argv.
 """
 
+import copy
 import gc
 from pathlib import Path
 
-from rlhfx.arguments import flags_for
+from rlhfx.algos import job
+from rlhfx.arguments import Args, flags_for, parse_args
 from rlhfx.sampling import batch
 
 LOOP_SETS = {"model", "dataset", "output_dir", "rollout_batch_size"}
@@ -30,24 +33,13 @@ def default(name: str):
     return next(flag.default for flag in flags_for("pipeline") if flag.name == name)
 
 
-def forwarded(args, names: set[str]) -> list[str]:
-    """argv for the user's explicit flags among `names`, in the table's order."""
-    argv = []
-    for flag in flags_for("pipeline"):
-        if flag.name in names and flag.name in args.explicit and args.values[flag.name] is not None:
-            value = args.values[flag.name]
-            argv += [f"--{flag.name}", *(map(str, value) if isinstance(value, list) else [str(value)])]
-    return argv
-
-
 def generate_flags() -> set[str]:
     return command_flags("sample") - LOOP_SETS - SCORING - POST_PROCESSING - TRAINING_ONLY
 
 
 def train_flags(spec) -> set[str]:
     """The training command's flags that apply to its algorithm (not, say, PPO's reward flags for DPO)."""
-    algo = spec.train[2] if spec.train[0] == "rlhf" else spec.train[0]
-    applies = {flag.name for flag in flags_for(spec.train[0]) if flag.algos is None or algo in flag.algos}
+    applies = {flag.name for flag in flags_for(spec.command) if flag.algos is None or spec.train in flag.algos}
     return applies - LOOP_SETS - PROMPT_READING
 
 
@@ -116,19 +108,24 @@ def post_process(args, scored: Path, output: Path, post_processor: str) -> None:
     batch.write(rows, output, post_processor, args.reward_template)
 
 
-def train(args, spec, policy: str, data: Path, output: Path, ref_model: str | None) -> None:
-    """The loop's training command on this iteration's data, from `policy`, into `output`; a stage that a kill or
-    SIGTERM interrupted goes on from its newest complete checkpoint.
-
-    Still the command with an argv: `rlhfx sft`/`rlhfx rlhf` check the swift flags, the algorithm and its options
-    before the runner starts, and that step is being rebuilt (typed per-algorithm options); once it is a function
-    below commands, the loop calls it with its parsed flags as it calls the sampling library."""
-    from importlib import import_module
-
+def training_args(args, spec, policy: str, data: Path, output: Path, ref_model: str | None) -> Args:
+    """The flags of `rlhfx sft|rlhf` for this stage, as parse_args would give them for the command line a user would
+    type: the command's defaults, then the loop's inputs and the user's explicit flags that the stage takes (as the
+    loop parsed them: one flag table, so the same types), which count as given."""
     from rlhfx.training.checkpoints import newest_checkpoint
 
-    argv = [*spec.train[1:], "--model", policy, "--dataset", str(data), "--output_dir", str(output)]
-    argv += ["--ref_model", ref_model] if ref_model else []
-    argv += ["--resume_from_checkpoint", "latest"] if newest_checkpoint(output) else []
-    import_module(f"rlhfx.commands.{spec.train[0]}").main(argv + forwarded(args, train_flags(spec)))
+    given = {name: copy.deepcopy(args.values[name]) for name in train_flags(spec)
+             if name in args.explicit and args.values[name] is not None}
+    given |= {"model": policy, "dataset": [str(data)], "output_dir": str(output)}
+    given |= {"rlhf_type": spec.train} if spec.command == "rlhf" else {}
+    given |= {"ref_model": ref_model} if ref_model else {}
+    given |= {"resume_from_checkpoint": "latest"} if newest_checkpoint(output) else {}
+    defaults = parse_args(spec.command, []).values  # typed as parsing types them (a list flag's default is a list)
+    return Args(command=spec.command, values={**defaults, **given}, explicit=set(given))
+
+
+def train(args, spec, policy: str, data: Path, output: Path, ref_model: str | None) -> None:
+    """The loop's training job on this iteration's data, from `policy`, into `output`; a stage that a kill or
+    SIGTERM interrupted goes on from its newest complete checkpoint."""
+    job.train(training_args(args, spec, policy, data, output, ref_model))
     free_memory()

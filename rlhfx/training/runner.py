@@ -132,7 +132,7 @@ def quiet_libraries() -> None:
 
 
 def run(args, algo, options) -> Path:
-    """Train `algo` (an rlhfx.algos.Algorithm record, looked up by the command) with its validated `options`."""
+    """Train `algo` (an rlhfx.algos.Algorithm record, looked up by rlhfx.algos.job) with its validated `options`."""
     from rlhfx.training.lock import RunLock
     from rlhfx.training.scale import apply_openrlhf_zero_flags, check_launch, deepspeed_config
     from rlhfx.training.tracking import apply_openrlhf_tracker_flags
