@@ -59,7 +59,8 @@ def learning_rate_help() -> str:
 RL_READS = {
     "beta": ("online RL: ms-swift's name of --kl_coef.", ()),
     "loss_type": ("Online RL (ms-swift's names for --loss_agg_mode): grpo = seq-mean-token-mean, bnpo and dapo = "
-                  "token-mean, dr_grpo = seq-mean-token-sum.", ("grpo", "bnpo", "dr_grpo", "dapo")),
+                  "token-mean, dr_grpo = seq-mean-token-sum; sapo = seq-mean-token-mean with SAPO's soft gate "
+                  "(--tau_pos, --tau_neg) in place of the ratio clip.", ("grpo", "bnpo", "dr_grpo", "dapo", "sapo")),
 }
 
 
@@ -231,6 +232,8 @@ FLAGS: list[Flag] = [
     Flag("eps_clip_low_high", float, None, "OpenRLHF: the lower and upper ratio clip, LOW HIGH (= --cliprange LOW --cliprange_high HIGH).", (), "online rl", RLHF, is_list=True, algos=RL),
     Flag("policy_loss", str, "ppo", "ppo (token importance ratio) or gspo (one ratio per sequence, exp of the mean token log-ratio; its loss defaults to seq-mean-token-mean).", ("policy_loss_type",), "online rl", RLHF, choices=("ppo", "gspo"), algos=RL),
     Flag("importance_sampling_level", str, None, "ms-swift's spelling of --policy_loss: token = ppo, sequence = gspo.", (), "online rl", RLHF, choices=("token", "sequence"), algos=RL),
+    Flag("tau_pos", float, 1.0, "--loss_type sapo: temperature of the gate for positive advantages; the loss weighs rho by sigmoid(tau (rho - 1)) 4 / tau, whose slope is 1 at rho = 1 and fades faster away from 1 for a larger tau.", (), "online rl", RLHF, algos=RL),
+    Flag("tau_neg", float, 1.05, "--loss_type sapo: temperature of the gate for negative advantages (above --tau_pos damps them more).", (), "online rl", RLHF, algos=RL),
     Flag("loss_agg_mode", str, None, "How the per-token policy loss becomes one number over the optimizer batch: token-mean (every token weighs the same; DAPO), seq-mean-token-mean (every sequence weighs the same; GRPO), seq-mean-token-sum (Dr. GRPO) (default: token-mean; gspo seq-mean-token-mean; ms-swift's --loss_type picks one).", (), "online rl", RLHF, choices=("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"), algos=RL),
     Flag("dynamic_sampling", bool, False, "DAPO: keep only prompts whose samples' rewards differ (the others have zero advantages) and top the batch up with further prompts (group estimators).", ("dynamic_sample",), "online rl", RLHF, algos=RL),
     Flag("max_resample_times", int, 3, "--dynamic_sampling: most extra rounds of --rollout_batch_size prompts per step; a batch still short trains as it is.", (), "online rl", RLHF, algos=RL),
