@@ -59,7 +59,8 @@ def learning_rate_help() -> str:
 RL_READS = {
     "beta": ("online RL: ms-swift's name of --kl_coef.", ()),
     "loss_type": ("Online RL (ms-swift's names for --loss_agg_mode): grpo = seq-mean-token-mean, bnpo and dapo = "
-                  "token-mean, dr_grpo = seq-mean-token-sum.", ("grpo", "bnpo", "dr_grpo", "dapo")),
+                  "token-mean, dr_grpo = seq-mean-token-sum; sapo = seq-mean-token-mean with SAPO's soft gate "
+                  "(--tau_pos, --tau_neg) in place of the ratio clip.", ("grpo", "bnpo", "dr_grpo", "dapo", "sapo")),
 }
 
 
@@ -139,6 +140,7 @@ FLAGS: list[Flag] = [
     Flag("response_key", str, None, "Column holding the response.", ("output_key",), "data"),
     Flag("label_key", str, None, "Column holding the label.", (), "data"),
     Flag("messages_key", str, None, "Column holding a message list.", (), "data"),
+    Flag("columns", str, None, "ms-swift: renames of dataset columns as JSON, '{\"old\": \"new\"}', applied to every row before it is read (e.g. '{\"answer\": \"solution\"}'); the --*_key flags win for a column both name.", (), "data"),
     Flag("system", str, None, "System prompt for rows that have none.", (), "data"),
     Flag("input_template", str, None, "Raw prompt format such as 'User: {}\\nAssistant: ' instead of a chat template.", (), "data"),
     Flag("dataset_num_proc", int, None, "Processes datasets uses to prepare hub datasets (its num_proc; default: one).", (), "data"),
@@ -231,6 +233,8 @@ FLAGS: list[Flag] = [
     Flag("eps_clip_low_high", float, None, "OpenRLHF: the lower and upper ratio clip, LOW HIGH (= --cliprange LOW --cliprange_high HIGH).", (), "online rl", RLHF, is_list=True, algos=RL),
     Flag("policy_loss", str, "ppo", "ppo (token importance ratio) or gspo (one ratio per sequence, exp of the mean token log-ratio; its loss defaults to seq-mean-token-mean).", ("policy_loss_type",), "online rl", RLHF, choices=("ppo", "gspo"), algos=RL),
     Flag("importance_sampling_level", str, None, "ms-swift's spelling of --policy_loss: token = ppo, sequence = gspo.", (), "online rl", RLHF, choices=("token", "sequence"), algos=RL),
+    Flag("tau_pos", float, 1.0, "--loss_type sapo: temperature of the gate for positive advantages; the loss weighs rho by sigmoid(tau (rho - 1)) 4 / tau, whose slope is 1 at rho = 1 and fades faster away from 1 for a larger tau.", (), "online rl", RLHF, algos=RL),
+    Flag("tau_neg", float, 1.05, "--loss_type sapo: temperature of the gate for negative advantages (above --tau_pos damps them more).", (), "online rl", RLHF, algos=RL),
     Flag("loss_agg_mode", str, None, "How the per-token policy loss becomes one number over the optimizer batch: token-mean (every token weighs the same; DAPO), seq-mean-token-mean (every sequence weighs the same; GRPO), seq-mean-token-sum (Dr. GRPO) (default: token-mean; gspo seq-mean-token-mean; ms-swift's --loss_type picks one).", (), "online rl", RLHF, choices=("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"), algos=RL),
     Flag("dynamic_sampling", bool, False, "DAPO: keep only prompts whose samples' rewards differ (the others have zero advantages) and top the batch up with further prompts (group estimators).", ("dynamic_sample",), "online rl", RLHF, algos=RL),
     Flag("max_resample_times", int, 3, "--dynamic_sampling: most extra rounds of --rollout_batch_size prompts per step; a batch still short trains as it is.", (), "online rl", RLHF, algos=RL),
@@ -281,7 +285,7 @@ GENERATE = ("infer", "sample")
 _SHARED_WITH_GENERATION = {
     "model": GENERATE, "model_type": GENERATE, "template": GENERATE, "use_chat_template": GENERATE,
     "torch_dtype": GENERATE, "dataset": GENERATE, "val_dataset": ("infer",), "max_samples": GENERATE,
-    "prompt_key": GENERATE, "label_key": GENERATE, "messages_key": GENERATE, "system": GENERATE,
+    "prompt_key": GENERATE, "label_key": GENERATE, "messages_key": GENERATE, "columns": GENERATE, "system": GENERATE,
     "input_template": GENERATE, "seed": GENERATE, "batch_size": GENERATE,
 }
 
@@ -296,6 +300,7 @@ _SHARED_WITH_TOOLS = {
     "output_dir": ("export",), "adapters": ("export",), "dataset": ("data",), "max_length": ("data",),
     "max_samples": ("data",), "seed": ("data",), "prompt_key": ("data",), "chosen_key": ("data",),
     "rejected_key": ("data",), "response_key": ("data",), "label_key": ("data",), "messages_key": ("data",),
+    "columns": ("data",),
     "system": ("data",), "input_template": ("data",), "rlhf_type": ("data",), "train_on": ("data",),
     "dataset_num_proc": ("data",), "model_name": ("data",), "model_author": ("data",),
 }

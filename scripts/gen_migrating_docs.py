@@ -58,13 +58,10 @@ UNSUPPORTED = {
                                                                   "safety_threshold")},
     "sequence_parallel_size": "Sequence parallelism is not supported.",
     "delta": "Two-sided clipping (INTELLECT-2's delta) is not implemented; --dual_clip bounds negative advantages.",
-    "columns": "Use --prompt_key/--response_key/--label_key ...; `solution`, `answer` and `label` columns are read "
-               "as the reference answer without renaming.",
     "enable_thinking": "Pick the template with --template, or render with the tokenizer's own (--use_chat_template).",
     "vllm_enable_lora": "Colocated vLLM gets the merged LoRA weights pushed every step.",
     "quant_method": "--quant_bits 4|8 quantises with bitsandbytes (QLoRA).",
     "bnb_4bit_quant_type": "--quant_bits 4 uses nf4 with double quantisation.",
-    "tau_pos": "The SAPO loss is not implemented.", "tau_neg": "The SAPO loss is not implemented.",
     "multi_turn_scheduler": "Multi-turn GRPO is not implemented.", "max_turns": "Multi-turn GRPO is not implemented.",
     "reward_model_type": "Pass the reward model folder with --reward_model.",
     "reward_model_id_or_path": "Pass the reward model folder with --reward_model.",

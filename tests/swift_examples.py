@@ -898,8 +898,9 @@ rlhfx rlhf \
     --scale_rewards none \
     --max_steps 1
 ''',
-            'Unknown flag --columns',
-            why='--columns (JSON column renames) is not taken: rlhfx reads `solution`/`answer` itself, or use --label_key'),
+            'Unknown flag --enable_thinking',
+            why="--enable_thinking (the chat template's thinking switch) is not taken: pick the template with --template "
+                "(--columns is)"),
     Example('examples/train/grpo/internal/real.sh',
             r'''CUDA_VISIBLE_DEVICES=2 \
 rlhfx rollout \
@@ -1093,8 +1094,8 @@ rlhfx rlhf \
     --attn_impl flash_attention_2 \
     --max_steps 1
 ''',
-            'sapo',
-            why='the SAPO loss is not implemented'),
+            '--attn_impl flash_attention_2 needs a CUDA GPU',
+            why='FlashAttention 2 needs a GPU (--loss_type sapo with --tau_pos/--tau_neg is taken)'),
     Example('examples/train/grpo/internal/transformers.sh',
             r'''# pip install math_verify # reward function
 # pip install -U trl

@@ -209,6 +209,28 @@ def test_key_flags_override_detection(tmp_path):
     assert train == [{"messages": [user("Q"), assistant("A")]}]
 
 
+def test_columns_json_renames_before_detection(tmp_path):
+    rows = [{"q": "Q", "gold": "42", "out": "A"}]
+    train, _ = load(tmp_path, rows, "prompt", columns='{"q": "query", "gold": "solution"}')
+    assert train == [{"prompt": [user("Q")], "label": "42"}]
+    train, _ = load(tmp_path, rows, "sft", columns='{"q": "query", "out": "response"}')
+    assert train == [{"messages": [user("Q"), assistant("A")]}]
+    # a key flag wins over --columns for the same column
+    train, _ = load(tmp_path, rows, "sft", columns='{"q": "query", "out": "response"}', response_key="gold")
+    assert train == [{"messages": [user("Q"), assistant("42")]}]
+
+
+@pytest.mark.parametrize("columns, message", [
+    ('{"q": "query"', "is not a JSON object"),
+    ('["q", "query"]', "is not a JSON object"),
+    ('{"q": 1}', "is not a JSON object"),
+    ('{"q": "query", "answer": "solution"}', "renames answer, but .*data.jsonl has no such column .*gold, out, q"),
+])
+def test_bad_columns_are_refused(tmp_path, columns, message):
+    with pytest.raises(RlhfxError, match=message):
+        load(tmp_path, [{"q": "Q", "gold": "42", "out": "A"}], "prompt", columns=columns)
+
+
 def test_default_system_is_added_only_where_missing(tmp_path):
     rows = [{"messages": [user("Q"), assistant("A")]}, {"messages": [system("Own"), user("Q"), assistant("A")]}]
     train, _ = load(tmp_path, rows, "sft", system="Default")

@@ -139,6 +139,24 @@ def test_policy_loss_clip_and_dual_clip():
     close(dual["loss"], -sum(obj) / 5)
 
 
+def test_sapo_soft_gate_replaces_the_clip():
+    logp = torch.log(torch.tensor([[1.5, 0.9, 4.0], [0.5, 1.0, 7.0]]))
+    adv = torch.tensor([[1.0, -2.0, -1.0], [2.0, 1.0, 5.0]])
+
+    def sigmoid(x):
+        return 1 / (1 + math.exp(-x))
+
+    # tau_pos 1 where A > 0, tau_neg 2 where A < 0: objective = 4 / tau sigmoid(tau (rho - 1)) A
+    obj = [4 * sigmoid(0.5) * 1, 2 * sigmoid(-0.2) * -2, 2 * sigmoid(6.0) * -1, 4 * sigmoid(-0.5) * 2, 4 * 0.5 * 1]
+    out = rl_math.policy_loss(logp, torch.zeros(2, 3), adv, MASK, 0.2, 0.2, agg="seq-mean-token-mean", sapo=(1.0, 2.0))
+    close(out["loss"], -((obj[0] + obj[1] + obj[2]) / 3 + (obj[3] + obj[4]) / 2) / 2)
+    close(out["clip_ratio"], 0.0)  # nothing is clipped, though rho = 1.5 and 4 are far outside [0.8, 1.2]
+    # on-policy (rho = 1) the gate's slope is 1: the gradient is plain policy gradient's, -A / tokens
+    on_policy = torch.zeros(2, 3, requires_grad=True)
+    rl_math.policy_loss(on_policy, torch.zeros(2, 3), adv, MASK, 0.2, 0.2, sapo=(1.0, 2.0))["loss"].backward()
+    close(on_policy.grad, -adv * MASK / 5)
+
+
 def test_value_loss_clipped_and_not():
     values = torch.tensor([[1.0, 0.0, 2.0], [0.5, 0.1, 50.0]])
     old = torch.tensor([[0.5, 0.0, 1.0], [0.5, 0.3, 0.0]])

@@ -64,6 +64,7 @@ def test_defaults_that_differ_from_openrlhf_are_deliberate():
     (["--loss_type", "bnpo"], ("ppo", "token-mean", 0.2, 0.2)),
     (["--loss_type", "dapo"], ("ppo", "token-mean", 0.2, 0.2)),
     (["--loss_type", "dr_grpo"], ("ppo", "seq-mean-token-sum", 0.2, 0.2)),
+    (["--loss_type", "sapo", "--importance_sampling_level", "token"], ("ppo", "seq-mean-token-mean", 0.2, 0.2)),
     (["--loss_agg_mode", "seq-mean-token-sum"], ("ppo", "seq-mean-token-sum", 0.2, 0.2)),
 ])
 def test_policy_loss_flags_and_their_spellings(argv, expected):
@@ -78,10 +79,18 @@ def test_policy_loss_flags_and_their_spellings(argv, expected):
     (["--eps_clip_low_high", "0.2"], "takes two values"),
     (["--eps_clip_low_high", "0.2", "0.3", "--cliprange", "0.1"], "replaces --cliprange"),
     (["--cliprange", "1.5"], "use 0 < --cliprange < 1"),
+    (["--tau_pos", "2"], "only --loss_type sapo uses"),
+    (["--loss_type", "sapo", "--tau_neg", "0"], "must be positive"),
+    (["--loss_type", "sapo", "--dual_clip", "3"], "has no clip"),
 ])
 def test_policy_loss_flag_conflicts_are_refused(argv, message):
     with pytest.raises(RlhfxError, match=message.replace("-", r"\-")):
         config("--rlhf_type", "grpo", *argv)
+
+
+def test_sapo_reads_its_temperatures():
+    sapo = config("--rlhf_type", "grpo", "--loss_type", "sapo", "--tau_pos", "1", "--tau_neg", "1.05")
+    assert (sapo.loss_type, sapo.tau_pos, sapo.tau_neg) == ("sapo", 1.0, 1.05)
 
 
 def test_kl_in_reward_is_the_opposite_of_use_kl_loss():

@@ -85,6 +85,10 @@ def test_the_trainer_passes_the_policy_loss_flags_to_the_loss():
     assert torch.allclose(grad, expected, atol=1e-6)
     # rho = e^0.3 = 1.35 is clipped at 1.2 (no gradient) but not at 1.4 (--cliprange_high 0.4)
     assert step_gradient()[0][0, 2] == 0 and step_gradient(cliprange_high=0.4)[0][0, 2] != 0
+    # --loss_type sapo: no clip; the gate's slope 4 s (1 - s), s = sigmoid(tau_pos (rho - 1)), times d rho = rho, / 5
+    rho = math.exp(0.3)
+    s = 1 / (1 + math.exp(-(rho - 1)))
+    assert abs(step_gradient(loss_type="sapo", tau_pos=1.0)[0][0, 2] + 4 * s * (1 - s) * rho / 5) < 1e-6
 
 
 class FakeEngine:

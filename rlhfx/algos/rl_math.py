@@ -199,17 +199,27 @@ def varied_groups(scores: torch.Tensor, n: int) -> torch.Tensor:
     return groups.max(dim=1).values > groups.min(dim=1).values
 
 
+def sapo_gate(ratio: torch.Tensor, advantages: torch.Tensor, tau_pos: float, tau_neg: float) -> torch.Tensor:
+    """SAPO's soft gate (Soft Adaptive Policy Optimization, Qwen 2025), in place of PPO's hard clip:
+    g(rho) = sigmoid(tau (rho - 1)) 4 / tau, tau = tau_pos where A > 0, else tau_neg. Its derivative
+    4 sigmoid (1 - sigmoid) is 1 at rho = 1 (the plain policy gradient on-policy) and fades smoothly as rho leaves
+    1, faster for a larger tau (tau_neg > tau_pos damps the negative-advantage tokens more)."""
+    tau = torch.where(advantages > 0, tau_pos, tau_neg)
+    return torch.sigmoid(tau * (ratio - 1)) * 4 / tau
+
+
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                 eps_low: float, eps_high: float, dual_clip: float | None = None, level: str = "token",
                 agg: str = "token-mean", n_tokens: float | None = None, n_sequences: float | None = None,
-                weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                weights: torch.Tensor | None = None, sapo: tuple[float, float] | None = None) -> dict[str, torch.Tensor]:
     """PPO clipped surrogate. rho = exp(logp - logp_old) per token (level "token", PPO), or per sequence
     exp(mean_t (logp - logp_old)) (level "sequence", GSPO), the log-ratio clamped to [-20, 20] first (an
     overflowing rho times an advantage of exactly 0 would be NaN); objective min(rho A, clip(rho, 1 - eps_low,
-    1 + eps_high) A), with dual clip c > 1: max(objective, c A) where A < 0; loss = -objective, times the
+    1 + eps_high) A), with dual clip c > 1: max(objective, c A) where A < 0; with `sapo` = (tau_pos, tau_neg)
+    instead sapo_gate(rho, A) A (no clip); loss = -objective, times the
     detached per-token `weights` when given (the rollout correction, TIS / ICEPOP), aggregated by `agg`.
 
-    clip_ratio: share of tokens where the clipped term is the smaller one (clipping changed the objective).
+    clip_ratio: share of tokens where the clipped term is the smaller one (clipping changed the objective; 0 for sapo).
     approx_kl: token mean of (rho - 1) - log rho with the token rho, an unbiased estimate of KL(old || new)."""
     token_log_ratio = (logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     if level == "token":
@@ -222,12 +232,12 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     ratio = torch.exp(log_ratio)
     unclipped = ratio * advantages
     clipped = ratio.clamp(1 - eps_low, 1 + eps_high) * advantages
-    objective = torch.min(unclipped, clipped)
+    objective = torch.min(unclipped, clipped) if sapo is None else sapo_gate(ratio, advantages, *sapo) * advantages
     if dual_clip is not None:
         objective = torch.where(advantages < 0, torch.max(objective, dual_clip * advantages), objective)
     loss = -objective if weights is None else -objective * weights.detach()
     with torch.no_grad():
-        clip_ratio = masked_mean((clipped < unclipped).float(), mask)
+        clip_ratio = masked_mean((clipped < unclipped).float() * (sapo is None), mask)
         approx_kl = masked_mean((token_log_ratio.exp() - 1) - token_log_ratio, mask)
     return {"loss": aggregate(loss, mask, agg, n_tokens, n_sequences), "clip_ratio": clip_ratio, "approx_kl": approx_kl}
 

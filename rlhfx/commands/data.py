@@ -82,7 +82,8 @@ def layout_lines(args) -> list[str]:
 
     flag_renames = DataConfig([], "sft", prompt_key=args.prompt_key, chosen_key=args.chosen_key,
                               rejected_key=args.rejected_key, response_key=args.response_key,
-                              label_key=args.label_key, messages_key=args.messages_key).renames()
+                              label_key=args.label_key, messages_key=args.messages_key,
+                              columns=args.columns).renames()
     lines = []
     for spec in args.dataset:
         raw = read_dataset(spec)

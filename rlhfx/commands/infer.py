@@ -75,7 +75,7 @@ def load_prompts(args) -> list[dict]:
     specs = [args.input_file] if args.input_file else (args.val_dataset or args.dataset)
     config = DataConfig(datasets=specs, kind="prompt", max_samples=args.max_samples, seed=args.seed,
                         prompt_key=args.prompt_key, label_key=args.label_key, messages_key=args.messages_key,
-                        system=args.system, input_template=args.input_template)
+                        columns=args.columns, system=args.system, input_template=args.input_template)
     rows, _, report = load_data(config)
     for line in report.summary_lines():
         print(f"  data: {line}")

@@ -97,7 +97,7 @@ def prompt_data(args, datasets: list[str]):
 
     return DataConfig(datasets=datasets, kind="prompt", max_samples=args.max_samples, seed=args.seed,
                       prompt_key=args.prompt_key, label_key=args.label_key, messages_key=args.messages_key,
-                      system=args.system, input_template=args.input_template)
+                      columns=args.columns, system=args.system, input_template=args.input_template)
 
 
 def generate(args, batch_size: int) -> list[dict]:

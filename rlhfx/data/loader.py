@@ -24,6 +24,7 @@ class DataConfig:
     max_samples: cap on the training rows (applied after mixing and the held-out split).
     *_key: the dataset's own name for a column (OpenRLHF --input_key is prompt_key, --output_key is
         response_key).
+    columns: ms-swift's --columns, a JSON object `{"dataset column": "new name"}` applied to every row first.
     system: a system prompt for rows that have none.
     input_template: OpenRLHF --input_template, e.g. "User: {}\\nAssistant: " (see formats.py).
     desirable_threshold: unpaired rows with a numeric label (a score) are desirable when it is at least this.
@@ -42,6 +43,7 @@ class DataConfig:
     response_key: str | None = None
     label_key: str | None = None
     messages_key: str | None = None
+    columns: str | None = None
     system: str | None = None
     input_template: str | None = None
     num_proc: int | None = None  # --dataset_num_proc
@@ -50,12 +52,25 @@ class DataConfig:
     desirable_threshold: float | None = None
 
     def renames(self) -> dict[str, str]:
-        """The key flags as `{dataset_key: rlhfx_key}`."""
+        """--columns and the key flags as `{dataset_key: rlhfx_key}` (a key flag wins over --columns)."""
         flags = {
             "prompt": self.prompt_key, "chosen": self.chosen_key, "rejected": self.rejected_key,
             "response": self.response_key, "label": self.label_key, "messages": self.messages_key,
         }
-        return {source: target for target, source in flags.items() if source}
+        return {**self.column_renames(), **{source: target for target, source in flags.items() if source}}
+
+    def column_renames(self) -> dict[str, str]:
+        """--columns parsed: a JSON object of column name -> new name."""
+        if not self.columns:
+            return {}
+        try:
+            renames = json.loads(self.columns)
+        except json.JSONDecodeError as e:
+            renames = e
+        if not isinstance(renames, dict) or not all(isinstance(v, str) for v in renames.values()):
+            raise RlhfxError(f"--columns {self.columns!r} is not a JSON object of column names.",
+                             """give old -> new names, e.g. --columns '{"answer": "solution", "question": "query"}'.""")
+        return renames
 
 
 def load_data(cfg: DataConfig) -> tuple[list[dict], list[dict] | None, DropReport]:
@@ -86,6 +101,11 @@ def _as_validation(raw: RawDataset) -> RawDataset:
 
 def _rows(raw: RawDataset, cfg: DataConfig, report: DropReport) -> list[dict]:
     renames = {**(raw.columns or {}), **cfg.renames()}
+    present = {key for row in raw.rows if isinstance(row, dict) for key in row}
+    missing = [column for column in cfg.column_renames() if column not in present]
+    if missing:
+        raise RlhfxError(f"--columns renames {', '.join(missing)}, but {raw.name} has no such column (its columns: "
+                         f"{', '.join(sorted(present)) or 'none'}).", "name columns the dataset has, or drop them.")
     if cfg.model_name or cfg.model_author:
         fill_self_cognition(raw.rows, cfg.model_name, cfg.model_author)
     rows = normalise_rows(raw.rows, cfg.kind, raw.name, report, renames=renames,
@@ -173,6 +193,7 @@ def _check_config(cfg: DataConfig) -> None:
         raise RlhfxError(f"--split_dataset_ratio is {cfg.split_dataset_ratio}.", "Use a value in [0, 1).")
     if cfg.max_samples is not None and cfg.max_samples < 1:
         raise RlhfxError(f"--max_samples is {cfg.max_samples}.", "Use a positive number, or leave it unset.")
+    cfg.column_renames()  # bad JSON fails before any dataset is read
     if cfg.input_template is not None and "{}" not in cfg.input_template:
         raise RlhfxError(
             f"--input_template {cfg.input_template!r} has no '{{}}' for the prompt.",

@@ -21,7 +21,7 @@ from rlhfx.sampling import batch
 LOOP_SETS = {"model", "dataset", "output_dir", "rollout_batch_size"}
 SCORING = {"reward_model", "reward_func", "reward_func_timeout"}
 POST_PROCESSING = {"normalize_reward", "reward_template"}
-PROMPT_READING = {"prompt_key", "label_key", "messages_key", "max_samples", "system", "input_template"}
+PROMPT_READING = {"prompt_key", "label_key", "messages_key", "columns", "max_samples", "system", "input_template"}
 TRAINING_ONLY = {"batch_size"}
 
 

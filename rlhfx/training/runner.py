@@ -67,7 +67,7 @@ def data_config(args, kind: str, datasets: list[str] | None = None, flag: str = 
         max_samples=args.max_samples if primary else args.sft_max_samples,
         prompt_key=args.prompt_key, chosen_key=args.chosen_key, rejected_key=args.rejected_key,
         response_key=args.response_key, label_key=args.label_key, messages_key=args.messages_key,
-        system=args.system, input_template=args.input_template, num_proc=args.dataset_num_proc,
+        columns=args.columns, system=args.system, input_template=args.input_template, num_proc=args.dataset_num_proc,
         model_name=args.model_name, model_author=args.model_author,
         desirable_threshold=args.values.get("desirable_threshold"))
 

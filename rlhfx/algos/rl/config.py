@@ -62,6 +62,9 @@ class RLConfig:
     normalize_reward: bool
     reward_clip_range: float | None
     entropy_coef: float
+    loss_type: str | None = None  # ms-swift's; sapo: SAPO's gate with --tau_pos / --tau_neg instead of the clip
+    tau_pos: float = 1.0
+    tau_neg: float = 1.05
 
     @property
     def uses_critic(self) -> bool:
@@ -133,9 +136,9 @@ def resolve_config(args, algo_name: str) -> RLConfig:
 
 
 # ms-swift's --loss_type for GRPO-style runs, as verl's --loss_agg_mode (ms-swift's dr_grpo also divides by the
-# constant max completion length, which only scales the gradient)
+# constant max completion length, which only scales the gradient); sapo also swaps the ratio clip for SAPO's gate
 SWIFT_LOSS_TYPES = {"grpo": "seq-mean-token-mean", "bnpo": "token-mean", "dapo": "token-mean",
-                    "dr_grpo": "seq-mean-token-sum"}
+                    "dr_grpo": "seq-mean-token-sum", "sapo": "seq-mean-token-mean"}
 
 
 def _resolve_loss(config: RLConfig, args) -> None:
@@ -156,6 +159,16 @@ def _resolve_loss(config: RLConfig, args) -> None:
             raise RlhfxError(f"--loss_type {args.loss_type} means --loss_agg_mode {mode}, not {config.loss_agg_mode}.",
                              "keep one of them.")
         config.loss_agg_mode = mode
+    if config.loss_type == "sapo":
+        if config.dual_clip is not None:
+            raise RlhfxError("--dual_clip bounds PPO's clipped loss; --loss_type sapo has no clip (a soft gate).",
+                             "drop --dual_clip, or use another --loss_type.")
+        if min(config.tau_pos, config.tau_neg) <= 0:
+            raise RlhfxError(f"--tau_pos {config.tau_pos} / --tau_neg {config.tau_neg}: SAPO's gate temperatures "
+                             "must be positive.", "use e.g. --tau_pos 1 --tau_neg 1.05 (the defaults).")
+    elif {"tau_pos", "tau_neg"} & args.explicit:
+        raise RlhfxError("--tau_pos / --tau_neg are the temperatures of SAPO's gate, which only --loss_type sapo uses.",
+                         "add --loss_type sapo, or drop them.")
     if config.loss_agg_mode is None:
         config.loss_agg_mode = "seq-mean-token-mean" if config.policy_loss == "gspo" else "token-mean"
     if args.eps_clip_low_high is not None:

@@ -134,7 +134,8 @@ class UpdateStage:
         out = rl_math.policy_loss(logp, micro["old_logp"], micro["advantages"], mask, config.cliprange,
                                   config.cliprange_high, config.dual_clip,
                                   "sequence" if config.policy_loss == "gspo" else "token", config.loss_agg_mode,
-                                  weights=micro.get("is_weights"), **counts)
+                                  weights=micro.get("is_weights"),
+                                  sapo=(config.tau_pos, config.tau_neg) if config.loss_type == "sapo" else None, **counts)
         entropy = rl_math.entropy(logits, mask, counts["n_tokens"])
         loss = out["loss"] - config.entropy_coef * entropy
         stats = {"policy_loss": out["loss"].item(), "clip_ratio": out["clip_ratio"].item(),
