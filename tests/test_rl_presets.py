@@ -24,10 +24,11 @@ def test_presets_set_their_defaults():
 
 def test_explicit_flags_and_openrlhf_spellings_win_over_the_preset():
     grpo = config("--rlhf_type", "grpo", "--init_kl_coef", "0", "--kl_estimator", "k2", "--use_kl_loss", "false",
-                  "--num_generations", "8", "--eps_clip", "0.1", "--value_clip", "0.3", "--ppo_epochs", "2",
+                  "--num_generations", "8", "--eps_clip", "0.1", "--ppo_epochs", "2",
                   "--local_rollout_forward_batch_size", "4", "--max_new_tokens", "20")
     assert (grpo.kl_coef, grpo.kl_estimator, grpo.use_kl_loss, grpo.n_samples_per_prompt) == (0.0, "k2", False, 8)
-    assert (grpo.cliprange, grpo.cliprange_value, grpo.num_ppo_epochs) == (0.1, 0.3, 2)
+    assert (grpo.cliprange, grpo.num_ppo_epochs) == (0.1, 2)
+    assert config("--rlhf_type", "ppo", "--value_clip", "0.3").cliprange_value == 0.3
     assert (grpo.micro_rollout_batch_size, grpo.generate_max_len) == (4, 20)
     assert config("--rlhf_type", "ppo", "--advantage_estimator", "dr_grpo", "--n_samples_per_prompt", "2").uses_critic is False
 
@@ -93,7 +94,7 @@ def test_kl_in_reward_is_the_opposite_of_use_kl_loss():
 @pytest.mark.parametrize("argv, message", [
     (["--rlhf_type", "ppo", "--dynamic_sampling"], "needs a group estimator"),
     (["--rlhf_type", "grpo", "--overlong_buffer_len", "100", "--generate_max_len", "64"], "must be in (0, --generate_max_len 64]"),
-    (["--rlhf_type", "grpo", "--max_resample_times", "-1"], "--max_resample_times is -1"),
+    (["--rlhf_type", "grpo", "--dynamic_sampling", "--max_resample_times", "-1"], "--max_resample_times is -1"),
     (["--rlhf_type", "grpo", "--kl_in_reward", "true", "--use_kl_loss", "true"], "contradict each other"),
 ])
 def test_dapo_flag_combinations_are_refused(argv, message):
