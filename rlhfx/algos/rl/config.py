@@ -110,7 +110,7 @@ def _refuse_ignored(config: RLOptions, explicit: set) -> None:
     rewards = config.reward_func or []
     for prefix, reward in (("cosine_", "cosine"), ("repetition_", "repetition"), ("soft_", "soft_overlong")):
         given = sorted(name for name in explicit if name.startswith(prefix))
-        if given and reward not in rewards:
+        if given and reward not in rewards and not config.external_plugins:  # a plugin's reward may read it (self.args)
             raise RlhfxError(f"--{given[0]} configures the {reward} reward, which is not among --reward_funcs.",
                              f"add {reward} to --reward_funcs, or drop --{given[0]}.")
 
