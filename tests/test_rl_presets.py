@@ -1,5 +1,7 @@
 """`--rlhf_type grpo | rloo | reinforce_pp` are presets of the ppo trainer: defaults change, explicit flags win."""
 
+import re
+
 import pytest
 
 from rlhfx.algos.rl import resolve_config
@@ -20,6 +22,24 @@ def test_presets_set_their_defaults():
         ("group_norm", 4, "k3", True, 0.04)
     assert (rloo.advantage_estimator, rloo.n_samples_per_prompt) == ("rloo", 4)
     assert (rpp.advantage_estimator, rpp.uses_critic, ppo.uses_critic) == ("reinforce", False, True)
+
+
+def test_presets_change_defaults_only():
+    """grpo, rloo and reinforce_pp declare ppo's flags with the same help and spellings; only defaults differ, and the
+    flag table states each one's default."""
+    from dataclasses import fields
+
+    from rlhfx.algos import ALGOS
+    from rlhfx.algos.options import RLOptions, default_of
+    from rlhfx.arguments import FLAGS
+
+    ppo = {f.name: f for f in fields(RLOptions)}
+    for name in ("grpo", "rloo", "reinforce_pp"):
+        preset = {f.name: f for f in fields(ALGOS[name].options)}
+        assert preset.keys() == ppo.keys() and all(preset[n].metadata == ppo[n].metadata for n in ppo)
+        for changed in (n for n in ppo if default_of(preset[n]) != default_of(ppo[n])):
+            row = next(f for f in FLAGS if f.name == changed)
+            assert row.default is None and re.search(rf"\b{name}\b[a-z_, ]*: {default_of(preset[changed])}\b", row.help)
 
 
 def test_explicit_flags_and_openrlhf_spellings_win_over_the_preset():
