@@ -18,12 +18,9 @@ def resolve_config(args, algo_name: str) -> RLOptions:
     return build_options(get_algo(algo_name).options, algo_name, args)
 
 
-# flags that only mean something with another setting: given without it, they would be ignored, so they are refused
-NEEDS = {
-    "critic_model": ("gae", "the critic"), "critic_learning_rate": ("gae", "the critic"),
-    "cliprange_value": ("gae", "the critic's value loss"), "vf_coef": ("gae", "the critic's value loss"),
-    "lam": ("gae", "GAE"), "whiten_rewards": ("gae", "GAE's token rewards"),
-}
+# flags of gae's critic and advantages: with another estimator they would be ignored, so they are refused
+GAE_ONLY = {"critic_model": "the critic", "critic_learning_rate": "the critic", "cliprange_value": "the critic's value "
+            "loss", "vf_coef": "the critic's value loss", "lam": "GAE", "whiten_rewards": "GAE's token rewards"}
 
 
 def resolve(config: RLOptions, args) -> None:
@@ -90,10 +87,10 @@ def resolve(config: RLOptions, args) -> None:
 
 def _refuse_ignored(config: RLOptions, explicit: set) -> None:
     """A flag given for a setting this run does not have would change nothing: refused, naming what it needs."""
-    for name, (estimator, what) in NEEDS.items():
-        if name in explicit and config.advantage_estimator != estimator:
+    for name, what in GAE_ONLY.items():
+        if name in explicit and not config.uses_critic:
             raise RlhfxError(f"--advantage_estimator {config.advantage_estimator} trains no critic, so --{name} "
-                             f"({what}) does not apply.", f"drop --{name}, or use --advantage_estimator {estimator}.")
+                             f"({what}) does not apply.", f"drop --{name}, or use --advantage_estimator gae.")
     if "gamma" in explicit and config.advantage_estimator in GROUP_ESTIMATORS and config.gamma != 1:
         raise RlhfxError(f"--gamma {config.gamma}: --advantage_estimator {config.advantage_estimator} scores whole "
                          "sequences against their group and discounts nothing (gamma 1).",
