@@ -430,7 +430,8 @@ def test_critic_model_is_the_critic_that_trains(world, tmp_path):
 
 
 def test_num_ppo_epochs_sets_the_passes_over_the_rollout(world):
-    for argv, passes in (([], 1), (["--ppo_epochs", "3"], 3), (["--num_iterations", "2"], 2)):
+    assert options("grpo", "--num_iterations", "3")[1].num_ppo_epochs == 3  # ms-swift's name
+    for argv, passes in (([], 1), (["--ppo_epochs", "2"], 2)):
         stages = Stages(world, "grpo", "--batch_size", "4", *argv)
         stages.update.update(stages.batch(), 4, 0)
         assert stages.update.scheduler.last_epoch == passes * 2  # 8 samples in optimizer batches of 4
