@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rlhfx.algos import ALGOS
+from rlhfx.algos.options import default_of
 from rlhfx.errors import RlhfxError
 
 TRAIN = ("sft", "rlhf")
@@ -55,15 +56,6 @@ def learning_rate_help() -> str:
     return f"Peak learning rate (default by algorithm, LoRA / full: {listed})."
 
 
-# Online RL (rlhfx.algos.rl, which has no options class) reads two algorithm flags under ms-swift's names.
-RL_READS = {
-    "beta": ("online RL: ms-swift's name of --kl_coef.", ()),
-    "loss_type": ("Online RL (ms-swift's names for --loss_agg_mode): grpo = seq-mean-token-mean, bnpo and dapo = "
-                  "token-mean, dr_grpo = seq-mean-token-sum; sapo = seq-mean-token-mean with SAPO's soft gate "
-                  "(--tau_pos, --tau_neg) in place of the ratio clip.", ("grpo", "bnpo", "dr_grpo", "dapo", "sapo")),
-}
-
-
 def _flag_type(annotation) -> tuple[type, bool]:
     """(the flag's value type, whether it is a list) of an option field's annotation: float, str | None, list[str] ..."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -80,7 +72,8 @@ def _listed(by_value: dict) -> str:
 
 def algorithm_flags() -> list[Flag]:
     """One flag row per option field name over every algorithm's options class. A field several algorithms declare
-    (beta) gets one row stating each one's help and default; their type, aliases and group must agree."""
+    (beta) gets one row stating each one's help and default (those without one, None, left out); their type,
+    aliases and group must agree."""
     uses: dict[str, list] = {}
     for algo in ALGOS.values():
         for f in dataclasses.fields(algo.options) if algo.options else ():
@@ -97,17 +90,14 @@ def algorithm_flags() -> list[Flag]:
         defaults: dict[object, list[str]] = {}
         for algo, f in declared:
             helps.setdefault(f.metadata["help"], []).append(algo)
-            defaults.setdefault(f.default, []).append(algo)
+            default = default_of(f)
+            defaults.setdefault(tuple(default) if isinstance(default, list) else default, []).append(algo)
         text = next(iter(helps)) if len(helps) == 1 else _listed(helps) + "."
         choices = tuple(dict.fromkeys(c for _, f in declared for c in f.metadata["choices"] or ())) or None
-        default = first.default
-        if name in RL_READS:
-            text, choices = f"{text} {RL_READS[name][0]}", (choices or ()) + RL_READS[name][1] or None
-            algos += RL
-        if len(defaults) > 1 or name in RL_READS:
+        default = default_of(first)
+        if len(defaults) > 1:
             default = None
-            text += f" (default: {_listed(defaults)})" if len(defaults) > 1 else \
-                f" (default for {', '.join(a for a, _ in declared)}: {first.default})"
+            text += f" (default: {_listed({v: names for v, names in defaults.items() if v is not None})})"
         rows.append(Flag(name, kind, default, text, meta["aliases"], meta["group"], meta["commands"], choices, is_list,
                          algos))
     return rows
@@ -140,7 +130,6 @@ FLAGS: list[Flag] = [
     Flag("response_key", str, None, "Column holding the response.", ("output_key",), "data"),
     Flag("label_key", str, None, "Column holding the label.", (), "data"),
     Flag("messages_key", str, None, "Column holding a message list.", (), "data"),
-    Flag("columns", str, None, "ms-swift: renames of dataset columns as JSON, '{\"old\": \"new\"}', applied to every row before it is read (e.g. '{\"answer\": \"solution\"}'); the --*_key flags win for a column both name.", (), "data"),
     Flag("system", str, None, "System prompt for rows that have none.", (), "data"),
     Flag("input_template", str, None, "Raw prompt format such as 'User: {}\\nAssistant: ' instead of a chat template.", (), "data"),
     Flag("dataset_num_proc", int, None, "Processes datasets uses to prepare hub datasets (its num_proc; default: one).", (), "data"),
@@ -194,88 +183,6 @@ FLAGS: list[Flag] = [
     # preference losses
     Flag("rlhf_type", str, "dpo", f"Algorithm: {', '.join(n for n in ALGOS if n != 'sft')}.", (), "algorithm", RLHF),
     *algorithm_flags(),
-    # online RL: ppo and its presets grpo (group_norm), rloo, reinforce_pp (reinforce)
-    Flag("advantage_estimator", str, None, "gae (PPO with a critic), reinforce (REINFORCE++), reinforce_baseline, rloo, group_norm (GRPO), dr_grpo (default: the --rlhf_type's: ppo gae, grpo group_norm, rloo rloo, reinforce_pp reinforce); ms-swift's names: grpo = group_norm, reinforce_plus_plus = reinforce_baseline (REINFORCE++-baseline), rloo = rloo.", (), "online rl", RLHF, choices=("gae", "reinforce", "reinforce_baseline", "rloo", "group_norm", "dr_grpo", "grpo", "reinforce_plus_plus"), algos=RL),
-    Flag("n_samples_per_prompt", int, None, "Responses sampled per prompt (default 1; grpo and rloo 4; group estimators need > 1).", ("num_generations",), "online rl", RLHF, algos=RL),
-    Flag("rollout_batch_size", int, 16, "Prompts per rollout (one training step).", (), "online rl", RLHF, algos=RL),
-    Flag("micro_rollout_batch_size", int, 16, "Samples per forward pass when computing log-probs, values and rewards of a rollout.", ("local_rollout_forward_batch_size",), "online rl", RLHF, algos=RL),
-    Flag("steps_per_generation", int, None, "TRL / ms-swift: one rollout of --batch_size x N completions feeds N micro batches (N / --gradient_accumulation_steps optimizer steps); sets --rollout_batch_size to batch_size x N / --num_generations. rlhfx counts --max_steps in rollouts.", (), "online rl", RLHF, algos=RL),
-    Flag("async_generate", bool, False, "ms-swift: generate the next rollout while training on this one (needs its vLLM server mode); rlhfx rolls out synchronously, so only false is taken.", (), "online rl", RLHF, algos=RL),
-    Flag("num_ppo_epochs", int, 1, "Passes over each rollout's samples (OpenRLHF's PPO --max_epochs; that name here is --num_train_epochs, the passes over the prompts).", ("ppo_epochs", "num_iterations"), "online rl", RLHF, algos=RL),
-    Flag("generate_max_len", int, 64, "Most tokens generated per response.", ("max_new_tokens", "max_completion_length", "response_length"), "online rl", RLHF, algos=RL + ("gkd",)),
-    Flag("prompt_max_len", int, None, "Longest prompt in tokens; longer prompts are dropped and counted (default: --max_length).", (), "online rl", RLHF, algos=RL),
-    Flag("engine", str, "pt", "Rollout engine: pt (the policy generates) or vllm (weights pushed every step; needs the vllm extra).", (), "online rl", RLHF, choices=("pt", "vllm"), algos=RL),
-    Flag("use_vllm", bool, False, "ms-swift: roll out with vLLM (= --engine vllm with --vllm_mode colocate).", (), "online rl", RLHF, algos=RL),
-    Flag("vllm_mode", str, None, "ms-swift/TRL: colocate (vLLM inside the training process: --engine vllm) or server (rollouts from a separate `rlhfx rollout` server, which gets the policy's weights after every update).", (), "online rl", RLHF, choices=("colocate", "server"), algos=RL),
-    Flag("vllm_server_host", str, "0.0.0.0", "--vllm_mode server: host of the `rlhfx rollout` server (ignored with --vllm_server_base_url).", (), "online rl", RLHF, algos=RL),
-    Flag("vllm_server_port", int, 8000, "--vllm_mode server: port of the `rlhfx rollout` server (ignored with --vllm_server_base_url).", (), "online rl", RLHF, algos=RL),
-    Flag("vllm_server_base_url", str, None, "--vllm_mode server: the server's URL, e.g. http://10.0.0.2:8000 (replaces host and port).", (), "online rl", RLHF, algos=RL),
-    Flag("vllm_server_timeout", float, 240.0, "--vllm_mode server: seconds to wait for the server to answer before the run stops (it may still be loading).", (), "online rl", RLHF, algos=RL),
-    Flag("vllm_check_weights_every", int, 1, "--vllm_mode server: after every Nth weight push (the first always), check that the server's greedy answer to a fixed prompt equals the policy's own (0: never).", (), "online rl", RLHF, algos=RL),
-    Flag("vllm_enable_sleep", bool, False, "TRL: vLLM's sleep mode between rollouts, releasing its KV cache to training (= --sleep_level 1; GPU only).", ("vllm_enable_sleep_mode",), "online rl", RLHF, algos=RL),
-    Flag("vllm_gpu_memory_utilization", float, 0.4, "vllm rollouts on a GPU: share of its memory for vLLM (the rest trains).", (), "online rl", RLHF, algos=RL),
-    Flag("vllm_tensor_parallel_size", int, 1, "vllm rollouts: GPUs the vLLM engine splits the model over (tensor parallel).", (), "online rl", RLHF, algos=RL),
-    Flag("vllm_max_model_len", int, None, "vllm rollouts: longest prompt + response the engine holds (default: the model's).", (), "online rl", RLHF, algos=RL),
-    Flag("sleep_level", int, 0, "vllm rollouts on a GPU: between rollouts vLLM releases its KV cache (1) and also its weights (2), giving the memory to training (0: keep).", (), "online rl", RLHF, choices=(0, 1, 2), algos=RL),
-    Flag("offload_model", bool, False, "vllm rollouts on a GPU: move the policy and reference to CPU memory while vLLM generates.", (), "online rl", RLHF, algos=RL),
-    Flag("offload_optimizer", bool, False, "vllm rollouts on a GPU: move the optimizer states to CPU memory while vLLM generates.", (), "online rl", RLHF, algos=RL),
-    Flag("temperature", float, 1.0, "Sampling temperature of rollouts (gkd: of the student's on-policy completions).", (), "online rl", RLHF, algos=RL + ("gkd",)),
-    Flag("top_p", float, 1.0, "Nucleus sampling of rollouts (1 = off).", (), "online rl", RLHF, algos=RL),
-    Flag("top_k", int, 0, "Sample rollouts among the k most likely tokens (0 or -1 = off).", (), "online rl", RLHF, algos=RL),
-    Flag("log_completions", bool, False, "Write every rollout's prompts, completions and rewards to <output_dir>/completions.jsonl.", (), "online rl", RLHF, algos=RL),
-    Flag("kl_coef", float, None, "KL coefficient (initial value with --target_kl; default 0.01, grpo 0.04).", ("init_kl_coef",), "online rl", RLHF, algos=RL),
-    Flag("kl_estimator", str, None, "Per-token KL estimator (default k1; grpo k3).", (), "online rl", RLHF, choices=("k1", "k2", "k3"), algos=RL),
-    Flag("use_kl_loss", bool, None, "KL as a loss term instead of a reward penalty (default: off; grpo on).", (), "online rl", RLHF, algos=RL),
-    Flag("target_kl", float, None, "Adaptive KL: the sequence KL the coefficient steers to (default: fixed coefficient).", (), "online rl", RLHF, algos=RL),
-    Flag("kl_horizon", int, 10000, "Adaptive KL horizon (samples).", (), "online rl", RLHF, algos=RL),
-    Flag("cliprange", float, 0.2, "PPO ratio clip eps: rho is clipped to [1 - eps, 1 + eps_high].", ("eps_clip", "epsilon"), "online rl", RLHF, algos=RL),
-    Flag("cliprange_high", float, None, "Upper ratio clip eps_high (DAPO's clip-higher, e.g. 0.28; default: --cliprange).", ("eps_clip_high", "epsilon_high"), "online rl", RLHF, algos=RL),
-    Flag("eps_clip_low_high", float, None, "OpenRLHF: the lower and upper ratio clip, LOW HIGH (= --cliprange LOW --cliprange_high HIGH).", (), "online rl", RLHF, is_list=True, algos=RL),
-    Flag("policy_loss", str, "ppo", "ppo (token importance ratio) or gspo (one ratio per sequence, exp of the mean token log-ratio; its loss defaults to seq-mean-token-mean).", ("policy_loss_type",), "online rl", RLHF, choices=("ppo", "gspo"), algos=RL),
-    Flag("importance_sampling_level", str, None, "ms-swift's spelling of --policy_loss: token = ppo, sequence = gspo.", (), "online rl", RLHF, choices=("token", "sequence"), algos=RL),
-    Flag("tau_pos", float, 1.0, "--loss_type sapo: temperature of the gate for positive advantages; the loss weighs rho by sigmoid(tau (rho - 1)) 4 / tau, whose slope is 1 at rho = 1 and fades faster away from 1 for a larger tau.", (), "online rl", RLHF, algos=RL),
-    Flag("tau_neg", float, 1.05, "--loss_type sapo: temperature of the gate for negative advantages (above --tau_pos damps them more).", (), "online rl", RLHF, algos=RL),
-    Flag("loss_agg_mode", str, None, "How the per-token policy loss becomes one number over the optimizer batch: token-mean (every token weighs the same; DAPO), seq-mean-token-mean (every sequence weighs the same; GRPO), seq-mean-token-sum (Dr. GRPO) (default: token-mean; gspo seq-mean-token-mean; ms-swift's --loss_type picks one).", (), "online rl", RLHF, choices=("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"), algos=RL),
-    Flag("dynamic_sampling", bool, False, "DAPO: keep only prompts whose samples' rewards differ (the others have zero advantages) and top the batch up with further prompts (group estimators).", ("dynamic_sample",), "online rl", RLHF, algos=RL),
-    Flag("max_resample_times", int, 3, "--dynamic_sampling: most extra rounds of --rollout_batch_size prompts per step; a batch still short trains as it is.", (), "online rl", RLHF, algos=RL),
-    Flag("overlong_buffer_len", int, None, "DAPO overlong shaping: the reward falls linearly by up to --overlong_penalty_factor over the last this many of --generate_max_len tokens (default: off).", (), "online rl", RLHF, algos=RL),
-    Flag("overlong_penalty_factor", float, 1.0, "The overlong penalty at --generate_max_len tokens.", (), "online rl", RLHF, algos=RL),
-    Flag("overlong_filter", bool, False, "ms-swift: completions cut at --generate_max_len are left out of the loss (they still count in their group's baseline).", (), "online rl", RLHF, algos=RL),
-    Flag("kl_in_reward", bool, None, "ms-swift: true = KL as a reward penalty, false = KL as a loss term (the opposite of --use_kl_loss).", (), "online rl", RLHF, algos=RL),
-    Flag("enable_vllm_is_correction", bool, False, "OpenRLHF: correct the policy loss for vLLM sampling from a slightly different distribution than the trainer computes, with vLLM's own log-probs (--engine vllm).", (), "online rl", RLHF, algos=RL),
-    Flag("vllm_is_correction_type", str, "tis", "tis: weight each token by pi_old / pi_vllm clamped to the thresholds; icepop: drop tokens whose ratio is outside them.", (), "online rl", RLHF, choices=("tis", "icepop"), algos=RL),
-    Flag("vllm_is_truncated_threshold", float, [0.5, 5.0], "LOW HIGH bounds of the ratio pi_old / pi_vllm.", (), "online rl", RLHF, is_list=True, algos=RL),
-    Flag("kl_unbiased_gradient", bool, False, "With --use_kl_loss: keep the estimator's value but take the unbiased gradient of KL(pi || ref), importance-weighted by pi / pi_old (OpenRLHF --algo.kl.unbiased_gradient).", ("algo.kl.unbiased_gradient",), "online rl", RLHF, algos=RL),
-    Flag("dual_clip", float, None, "Dual-clip constant c > 1 bounding the loss of negative advantages (default: off).", (), "online rl", RLHF, algos=RL),
-    Flag("cliprange_value", float, 0.2, "Value clip around the rollout's values (gae).", ("value_clip",), "online rl", RLHF, algos=RL),
-    Flag("vf_coef", float, 0.1, "Weight of the value loss (gae).", (), "online rl", RLHF, algos=RL),
-    Flag("gamma", float, 1.0, "Discount (gae, reinforce; group estimators use 1).", (), "online rl", RLHF, algos=RL),
-    Flag("lam", float, 0.95, "GAE lambda.", (), "online rl", RLHF, algos=RL),
-    Flag("whiten_rewards", bool, False, "Scale the token rewards by their std over the rollout before GAE (mean kept).", (), "online rl", RLHF, algos=RL),
-    Flag("normalize_reward", bool, False, "Z-score rewards with the running mean and std of all rewards seen.", (), "online rl", RLHF, algos=RL),
-    Flag("scale_rewards", str, "group", "TRL/ms-swift: what group_norm (grpo) divides the group-centred rewards by: group (the group's std), batch (the whole rollout's std), none (no division: Dr. GRPO); true = group, false = none.", (), "online rl", RLHF, choices=("group", "batch", "none", "true", "false"), algos=RL),
-    Flag("move_model_batches", int, None, "ms-swift: in how many batches the weights are moved into vLLM. rlhfx hands them over tensor by tensor (colocate) or in requests of at most 256 MiB (server), which changes no result; accepted with a note.", (), "online rl", RLHF, algos=RL),
-    Flag("reward_clip_range", float, 10.0, "Sequence rewards are clipped to [-c, c].", (), "online rl", RLHF, algos=RL),
-    Flag("entropy_coef", float, 0.0, "Entropy bonus weight (the entropy is logged either way).", (), "online rl", RLHF, algos=RL),
-    Flag("critic_model", str, None, "Critic (gae): a model folder; a causal LM gets a new zero value head (default: the first --reward_model, else --model).", ("critic_pretrain",), "online rl", RLHF, algos=RL),
-    Flag("critic_learning_rate", float, None, "Critic learning rate (default: the policy's).", (), "online rl", RLHF, algos=RL),
-    Flag("reward_model", str, None, "Reward model folders (one-label sequence classifiers such as rlhfx rm runs); several are summed with --reward_weights.", ("reward_pretrain",), "online rl", RLHF, is_list=True, algos=RL),
-    Flag("reward_func", str, None, "Rule-based rewards: built-in names (accuracy, format, cosine, repetition, soft_overlong, demo), names registered by --external_plugins, or .py files defining reward_func(queries, prompts, labels) -> list[float].", ("reward_funcs",), "online rl", RLHF, is_list=True, algos=RL),
-    Flag("external_plugins", str, None, "Python files run before training; they register reward functions by name: `orms['name'] = MyReward` (rlhfx.rewards.builtin).", (), "online rl", RLHF, is_list=True, algos=RL),
-    Flag("cosine_min_len_value_wrong", float, -0.5, "cosine reward: wrong answer of length 0.", (), "online rl", RLHF, algos=RL),
-    Flag("cosine_max_len_value_wrong", float, 0.0, "cosine reward: wrong answer of length --cosine_max_len.", (), "online rl", RLHF, algos=RL),
-    Flag("cosine_min_len_value_correct", float, 1.0, "cosine reward: correct answer of length 0.", (), "online rl", RLHF, algos=RL),
-    Flag("cosine_max_len_value_correct", float, 0.5, "cosine reward: correct answer of length --cosine_max_len.", (), "online rl", RLHF, algos=RL),
-    Flag("cosine_max_len", int, None, "cosine reward: the length L of the cosine schedule (default: --max_completion_length).", (), "online rl", RLHF, algos=RL),
-    Flag("repetition_n_grams", int, 3, "repetition reward: n-gram size (words).", (), "online rl", RLHF, algos=RL),
-    Flag("repetition_max_penalty", float, -1.0, "repetition reward: the penalty of a completion that is all repeats.", (), "online rl", RLHF, algos=RL),
-    Flag("soft_max_length", int, None, "soft_overlong reward: L_max (default: --max_completion_length).", (), "online rl", RLHF, algos=RL),
-    Flag("soft_cache_length", int, None, "soft_overlong reward: L_cache; completions longer than L_max - L_cache lose up to 1 linearly.", (), "online rl", RLHF, algos=RL),
-    Flag("reward_func_timeout", float, 300.0, "Seconds a --reward_func call may take before the run stops with an error.", (), "online rl", ("rlhf", "sample"), algos=RL),
-    Flag("remote_rm_url", str, None, "HTTP reward endpoints (POST {query, prompts, labels} -> {rewards}); a key for them goes in the environment variable RLHFX_REMOTE_RM_API_KEY (sent as `Authorization: Bearer KEY`), not in the URL.", (), "online rl", RLHF, is_list=True, algos=RL),
-    Flag("remote_rm_timeout", float, 30.0, "Seconds per HTTP reward request.", (), "online rl", RLHF, algos=RL),
-    Flag("remote_rm_retries", int, 3, "Tries per HTTP reward request before the run stops with an error.", (), "online rl", RLHF, algos=RL),
-    Flag("reward_weights", float, None, "Weights of the reward sources in order: reward models, reward functions, URLs (default: 1 each).", (), "online rl", RLHF, is_list=True, algos=RL),
 ]
 
 
@@ -285,7 +192,7 @@ GENERATE = ("infer", "sample")
 _SHARED_WITH_GENERATION = {
     "model": GENERATE, "model_type": GENERATE, "template": GENERATE, "use_chat_template": GENERATE,
     "torch_dtype": GENERATE, "dataset": GENERATE, "val_dataset": ("infer",), "max_samples": GENERATE,
-    "prompt_key": GENERATE, "label_key": GENERATE, "messages_key": GENERATE, "columns": GENERATE, "system": GENERATE,
+    "prompt_key": GENERATE, "label_key": GENERATE, "messages_key": GENERATE, "system": GENERATE,
     "input_template": GENERATE, "seed": GENERATE, "batch_size": GENERATE,
 }
 
@@ -300,7 +207,6 @@ _SHARED_WITH_TOOLS = {
     "output_dir": ("export",), "adapters": ("export",), "dataset": ("data",), "max_length": ("data",),
     "max_samples": ("data",), "seed": ("data",), "prompt_key": ("data",), "chosen_key": ("data",),
     "rejected_key": ("data",), "response_key": ("data",), "label_key": ("data",), "messages_key": ("data",),
-    "columns": ("data",),
     "system": ("data",), "input_template": ("data",), "rlhf_type": ("data",), "train_on": ("data",),
     "dataset_num_proc": ("data",), "model_name": ("data",), "model_author": ("data",),
 }

@@ -5,6 +5,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from rlhfx.algos import ALGOS
+from rlhfx.algos.options import RLOptions, default_of
 from rlhfx.arguments import FLAGS, rate
 
 HEADER = """# CLI reference
@@ -50,6 +51,9 @@ DIALECTS = """## Seed dialects
 """
 
 
+RL_FIELDS = {f.name: f for f in fields(RLOptions)}
+
+
 def algorithms() -> list[str]:
     """The table of algorithm records (rlhfx/algos/__init__.py) and each one's own flags with its defaults."""
     lines = ["## Algorithms", "", "`rlhfx sft` and `rlhfx rlhf --rlhf_type NAME`; `rlhfx rlhf --rlhf_type NAME --help` "
@@ -57,10 +61,11 @@ def algorithms() -> list[str]:
              "| name | what it trains | data | reference model | default lr (LoRA / full) | its flags (default) |",
              "| --- | --- | --- | --- | --- | --- |"]
     for algo in ALGOS.values():
-        own = ", ".join(f"`--{f.name}` ({str(f.default).replace('|', '/')})" for f in fields(algo.options)) \
+        own = ", ".join(f"`--{f.name}` ({str(default_of(f)).replace('|', '/')})" for f in fields(algo.options)
+                        if not algo.kind == "prompt" or default_of(f) != default_of(RL_FIELDS[f.name])) \
             if algo.options else ""
-        if algo.checks_args:
-            own = "the online rl flags"
+        if algo.kind == "prompt":  # ppo's options and its presets' own defaults
+            own = ", ".join(filter(None, [own, "the online rl flags"]))
         lines.append(f"| `{algo.name}` | {algo.summary} | {algo.kind} | {'yes' if algo.needs_reference else 'no'} | "
                      f"{rate(algo.lr_lora)} / {rate(algo.lr_full)} | {own} |")
     return lines + [""]

@@ -1,5 +1,7 @@
 """`--rlhf_type grpo | rloo | reinforce_pp` are presets of the ppo trainer: defaults change, explicit flags win."""
 
+import re
+
 import pytest
 
 from rlhfx.algos.rl import resolve_config
@@ -22,12 +24,31 @@ def test_presets_set_their_defaults():
     assert (rpp.advantage_estimator, rpp.uses_critic, ppo.uses_critic) == ("reinforce", False, True)
 
 
+def test_presets_change_defaults_only():
+    """grpo, rloo and reinforce_pp declare ppo's flags with the same help and spellings; only defaults differ, and the
+    flag table states each one's default."""
+    from dataclasses import fields
+
+    from rlhfx.algos import ALGOS
+    from rlhfx.algos.options import RLOptions, default_of
+    from rlhfx.arguments import FLAGS
+
+    ppo = {f.name: f for f in fields(RLOptions)}
+    for name in ("grpo", "rloo", "reinforce_pp"):
+        preset = {f.name: f for f in fields(ALGOS[name].options)}
+        assert preset.keys() == ppo.keys() and all(preset[n].metadata == ppo[n].metadata for n in ppo)
+        for changed in (n for n in ppo if default_of(preset[n]) != default_of(ppo[n])):
+            row = next(f for f in FLAGS if f.name == changed)
+            assert row.default is None and re.search(rf"\b{name}\b[a-z_, ]*: {default_of(preset[changed])}\b", row.help)
+
+
 def test_explicit_flags_and_openrlhf_spellings_win_over_the_preset():
     grpo = config("--rlhf_type", "grpo", "--init_kl_coef", "0", "--kl_estimator", "k2", "--use_kl_loss", "false",
-                  "--num_generations", "8", "--eps_clip", "0.1", "--value_clip", "0.3", "--ppo_epochs", "2",
+                  "--num_generations", "8", "--eps_clip", "0.1", "--ppo_epochs", "2",
                   "--local_rollout_forward_batch_size", "4", "--max_new_tokens", "20")
     assert (grpo.kl_coef, grpo.kl_estimator, grpo.use_kl_loss, grpo.n_samples_per_prompt) == (0.0, "k2", False, 8)
-    assert (grpo.cliprange, grpo.cliprange_value, grpo.num_ppo_epochs) == (0.1, 0.3, 2)
+    assert (grpo.cliprange, grpo.num_ppo_epochs) == (0.1, 2)
+    assert config("--rlhf_type", "ppo", "--value_clip", "0.3").cliprange_value == 0.3
     assert (grpo.micro_rollout_batch_size, grpo.generate_max_len) == (4, 20)
     assert config("--rlhf_type", "ppo", "--advantage_estimator", "dr_grpo", "--n_samples_per_prompt", "2").uses_critic is False
 
@@ -102,7 +123,7 @@ def test_kl_in_reward_is_the_opposite_of_use_kl_loss():
 @pytest.mark.parametrize("argv, message", [
     (["--rlhf_type", "ppo", "--dynamic_sampling"], "needs a group estimator"),
     (["--rlhf_type", "grpo", "--overlong_buffer_len", "100", "--generate_max_len", "64"], "must be in (0, --generate_max_len 64]"),
-    (["--rlhf_type", "grpo", "--max_resample_times", "-1"], "--max_resample_times is -1"),
+    (["--rlhf_type", "grpo", "--dynamic_sampling", "--max_resample_times", "-1"], "--max_resample_times is -1"),
     (["--rlhf_type", "grpo", "--kl_in_reward", "true", "--use_kl_loss", "true"], "contradict each other"),
 ])
 def test_dapo_flag_combinations_are_refused(argv, message):

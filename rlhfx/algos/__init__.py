@@ -26,14 +26,15 @@ class Algorithm:
     module: str  # builds the trainer: build_trainer(ctx)
     lr_lora: float  # peak learning rate without --learning_rate, by --train_type
     lr_full: float
-    options: type[opts.Options] | None = None  # its flags; None: no own flags (sft, rm) or online RL (below)
+    options: type[opts.Options] | None = None  # its flags; None: no own flags (sft, rm)
     needs_reference: bool = False  # the runner builds the frozen reference model
     model_class: str = "causal_lm"  # or sequence_classification (scalar-head models such as reward models)
     loss: str | None = None  # pairwise: the loss function in algos/losses.py that rlhfx.algos.pairwise trains
     joint_sft: bool = False  # a second, SFT data set (--sft_dataset) trained jointly
     own_training_loop: bool = False  # not a Hugging Face Trainer: writes its checkpoints itself
     writes_outputs: bool = False  # module.write_outputs(output_dir, options, name): extra files such as plots
-    checks_args: bool = False  # module.check_args(args) before any model loads (online RL's flags, not options)
+    checks_args: bool = False  # module.check_args(args) before any model loads, after the options (online RL: the
+    # engine and reward sources the flags name)
     flag_defaults: dict = field(default_factory=dict)  # general flags' defaults for this algorithm (KTO's batch)
 
     def default_lr(self, train_type: str) -> float:
@@ -44,9 +45,10 @@ class Algorithm:
         for name, value in self.flag_defaults.items():
             if name not in args.explicit:
                 args.values[name] = value
+        options = None if self.options is None else opts.build_options(self.options, self.name, args)
         if self.checks_args:
             self.trainer_module().check_args(args)
-        return None if self.options is None else opts.build_options(self.options, self.name, args)
+        return options
 
     def trainer_module(self):
         return importlib.import_module(self.module)
@@ -78,10 +80,13 @@ ALGOS = {a.name: a for a in [
               1e-5, model_class="sequence_classification"),
     Algorithm("prm", "process reward model: per-step labels at placeholder tokens", "process", "rlhfx.algos.prm", 1e-4,
               1e-5, opts.PRMOptions),
-    Algorithm("ppo", "PPO with a critic (gae), or any --advantage_estimator of the RL trainer", **RL),
-    Algorithm("grpo", "GRPO: group_norm advantages, KL as a k3 loss term (preset of ppo)", **RL),
-    Algorithm("rloo", "RLOO: leave-one-out baseline (preset of ppo)", **RL),
-    Algorithm("reinforce_pp", "REINFORCE++: whitened discounted returns, no critic (preset of ppo)", **RL),
+    Algorithm("ppo", "PPO with a critic (gae), or any --advantage_estimator of the RL trainer", options=opts.RLOptions,
+              **RL),
+    Algorithm("grpo", "GRPO: group_norm advantages, KL as a k3 loss term (preset of ppo)", options=opts.GRPOOptions,
+              **RL),
+    Algorithm("rloo", "RLOO: leave-one-out baseline (preset of ppo)", options=opts.RLOOOptions, **RL),
+    Algorithm("reinforce_pp", "REINFORCE++: whitened discounted returns, no critic (preset of ppo)",
+              options=opts.ReinforcePPOptions, **RL),
     Algorithm("alright", "ALRIGHT joint SFT + DPO: a DPO step with probability --lambd, else SFT", "pairwise", XRIGHT,
               5e-5, 5e-6, opts.XrightOptions, needs_reference=True, joint_sft=True, writes_outputs=True),
     Algorithm("maxright", "MAXRIGHT joint SFT + DPO: train the objective farthest from its optimum", "pairwise",

@@ -83,7 +83,7 @@ def build_trainer(ctx):
             return (loss, outputs) if return_outputs else loss
 
     config = GKDConfig(**ctx.hf_args, max_length=args.max_length, lmbda=options.lmbda, beta=options.beta,
-                       temperature=args.temperature, max_new_tokens=args.generate_max_len, seq_kd=False,
+                       temperature=options.temperature, max_new_tokens=options.generate_max_len, seq_kd=False,
                        packing=False)
     pad = ctx.tokenizer.pad_token_id if ctx.tokenizer.pad_token_id is not None else ctx.tokenizer.eos_token_id
     return Trainer(model=ctx.model, teacher_model=load_teacher(args, options.teacher_model, ctx.tokenizer, ctx.model), args=config,

@@ -7,7 +7,7 @@ options from the parsed flags and calls `validate` before any model loads; the t
 (ctx.options). Nothing heavy is imported here: `rlhfx --help` reads these classes.
 """
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from rlhfx.errors import RlhfxError
 
@@ -17,8 +17,15 @@ RLHF = ("rlhf",)
 def option(default, help: str, *, aliases: tuple[str, ...] = (), choices: tuple | None = None,
            group: str = "algorithm", commands: tuple[str, ...] = RLHF):
     """A dataclass field that is also a flag: `--NAME` (and `--ALIAS`) of `rlhfx rlhf`."""
-    return field(default=default, metadata={"help": help, "aliases": aliases, "choices": choices, "group": group,
-                                            "commands": commands})
+    metadata = {"help": help, "aliases": aliases, "choices": choices, "group": group, "commands": commands}
+    if isinstance(default, list):  # a dataclass field takes no mutable default
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def default_of(f) -> object:
+    """An option field's default (a list one comes from its factory)."""
+    return f.default_factory() if f.default_factory is not MISSING else f.default
 
 
 def in_range(name: str, value: float, low: float, high: float | None, hint: str, *, open_high: bool = False,
@@ -174,6 +181,8 @@ class PRMOptions(Options):
                              "e.g. `--reward_tokens + -`; leave it out for a binary head.")
 
 
+ONLINE = "online rl"
+GENERATE_MAX_LEN = ("max_new_tokens", "max_completion_length", "response_length")
 TEACHER = "KD and GKD: the teacher (folder, hub id or `tiny`); it must share the student's tokenizer vocabulary."
 
 
@@ -201,6 +210,9 @@ class GKDOptions(Options):
     lmbda: float = option(0.5, "GKD: share of batches whose completions the student generates (on-policy); the rest "
                                 "use the data's responses.")
     sft_alpha: float = option(0.0, "GKD: weight of the NLL of the data's responses added to the distillation loss.")
+    temperature: float = option(1.0, "Sampling temperature of the student's on-policy completions.", group=ONLINE)
+    generate_max_len: int = option(64, "Most tokens generated per on-policy completion.", aliases=GENERATE_MAX_LEN,
+                                   group=ONLINE)
 
     def validate(self, name, args):
         check_teacher(name, self.teacher_model)
@@ -242,6 +254,240 @@ class MaxrightOptions(XrightOptions):
         if self.max_eval_steps < 1:
             raise RlhfxError(f"--max_eval_steps must be >= 1, got {self.max_eval_steps}.",
                              "it is how often (in steps) MAXRIGHT re-evaluates both losses; 10 is the default.")
+
+
+def online(default, help: str, **kwargs):
+    """An online RL flag (the "online rl" group of --help)."""
+    return option(default, help, group=ONLINE, **kwargs)
+
+
+ESTIMATOR_HELP = ("gae (PPO with a critic), reinforce (REINFORCE++), reinforce_baseline, rloo, group_norm (GRPO), "
+                  "dr_grpo; ms-swift's names: grpo = group_norm, reinforce_plus_plus = reinforce_baseline "
+                  "(REINFORCE++-baseline), rloo = rloo.")
+ESTIMATOR_CHOICES = ("gae", "reinforce", "reinforce_baseline", "rloo", "group_norm", "dr_grpo", "grpo",
+                     "reinforce_plus_plus")
+VLLM_SERVER = "--vllm_mode server: "
+
+
+@dataclass
+class RLOptions(Options):
+    """ppo and its presets (grpo, rloo, reinforce_pp: the subclasses below change defaults only): the online RL
+    trainer's flags. `validate` (rlhfx.algos.rl.config.resolve) also folds the OpenRLHF / ms-swift spellings
+    (--eps_clip_low_high, --loss_type, --importance_sampling_level, --kl_in_reward, --steps_per_generation)
+    into the fields the trainer reads, and refuses a flag that has no effect in this run."""
+
+    # the algorithm, its rollouts and its batches
+    advantage_estimator: str = online("gae", ESTIMATOR_HELP, choices=ESTIMATOR_CHOICES)
+    n_samples_per_prompt: int = online(1, "Responses sampled per prompt (group estimators need > 1).",
+                                       aliases=("num_generations",))
+    rollout_batch_size: int = online(16, "Prompts per rollout (one training step).")
+    micro_rollout_batch_size: int = online(16, "Samples per forward pass when computing log-probs, values and rewards "
+                                               "of a rollout.", aliases=("local_rollout_forward_batch_size",))
+    steps_per_generation: int | None = online(
+        None, "TRL / ms-swift: one rollout of --batch_size x N completions feeds N micro batches (N / "
+              "--gradient_accumulation_steps optimizer steps); sets --rollout_batch_size to batch_size x N / "
+              "--num_generations. rlhfx counts --max_steps in rollouts.")
+    async_generate: bool = online(False, "ms-swift: generate the next rollout while training on this one (needs its "
+                                         "vLLM server mode); rlhfx rolls out synchronously, so only false is taken.")
+    num_ppo_epochs: int = online(1, "Passes over each rollout's samples (OpenRLHF's PPO --max_epochs; that name here "
+                                    "is --num_train_epochs, the passes over the prompts).",
+                                 aliases=("ppo_epochs", "num_iterations"))
+    generate_max_len: int = online(64, "Most tokens generated per response.", aliases=GENERATE_MAX_LEN)
+    prompt_max_len: int | None = online(None, "Longest prompt in tokens; longer prompts are dropped and counted "
+                                              "(default: --max_length).")
+    # the rollout engine
+    engine: str = online("pt", "Rollout engine: pt (the policy generates) or vllm (weights pushed every step; needs "
+                               "the vllm extra).", choices=("pt", "vllm"))
+    use_vllm: bool = online(False, "ms-swift: roll out with vLLM (= --engine vllm with --vllm_mode colocate).")
+    vllm_mode: str | None = online(None, "ms-swift/TRL: colocate (vLLM inside the training process: --engine vllm) "
+                                         "or server (rollouts from a separate `rlhfx rollout` server, which gets the "
+                                         "policy's weights after every update).", choices=("colocate", "server"))
+    vllm_server_host: str = online("0.0.0.0", VLLM_SERVER + "host of the `rlhfx rollout` server (ignored with "
+                                              "--vllm_server_base_url).")
+    vllm_server_port: int = online(8000, VLLM_SERVER + "port of the `rlhfx rollout` server (ignored with "
+                                         "--vllm_server_base_url).")
+    vllm_server_base_url: str | None = online(None, VLLM_SERVER + "the server's URL, e.g. http://10.0.0.2:8000 "
+                                                    "(replaces host and port).")
+    vllm_server_timeout: float = online(240.0, VLLM_SERVER + "seconds to wait for the server to answer before the "
+                                               "run stops (it may still be loading).")
+    vllm_check_weights_every: int = online(1, VLLM_SERVER + "after every Nth weight push (the first always), check "
+                                              "that the server's greedy answer to a fixed prompt equals the policy's "
+                                              "own (0: never).")
+    vllm_gpu_memory_utilization: float = online(0.4, "vllm rollouts on a GPU: share of its memory for vLLM (the rest "
+                                                     "trains).")
+    vllm_tensor_parallel_size: int = online(1, "vllm rollouts: GPUs the vLLM engine splits the model over (tensor "
+                                               "parallel).")
+    vllm_max_model_len: int | None = online(None, "vllm rollouts: longest prompt + response the engine holds "
+                                                  "(default: the model's).")
+    sleep_level: int = online(0, "vllm rollouts on a GPU: between rollouts vLLM releases its KV cache (1) and also "
+                                 "its weights (2), giving the memory to training (0: keep).", choices=(0, 1, 2))
+    vllm_enable_sleep: bool = online(False, "TRL: vLLM's sleep mode between rollouts, releasing its KV cache to "
+                                            "training (= --sleep_level 1; GPU only).",
+                                     aliases=("vllm_enable_sleep_mode",))
+    offload_model: bool = online(False, "vllm rollouts on a GPU: move the policy and reference to CPU memory while "
+                                        "vLLM generates.")
+    offload_optimizer: bool = online(False, "vllm rollouts on a GPU: move the optimizer states to CPU memory while "
+                                            "vLLM generates.")
+    # sampling
+    temperature: float = online(1.0, "Sampling temperature of rollouts; the update's log-probs are of logits / "
+                                     "temperature, the distribution sampled from.")
+    top_p: float = online(1.0, "Nucleus sampling of rollouts (1 = off).")
+    top_k: int = online(0, "Sample rollouts among the k most likely tokens (0 or -1 = off).")
+    log_completions: bool = online(False, "Write every rollout's prompts, completions and rewards to "
+                                          "<output_dir>/completions.jsonl.")
+    # the KL to the reference
+    kl_coef: float = online(0.01, "KL coefficient (initial value with --target_kl).", aliases=("init_kl_coef",))
+    beta: float | None = option(None, "ms-swift's name of --kl_coef.")  # made kl_coef by training/swift_flags
+    kl_estimator: str = online("k1", "Per-token KL estimator.", choices=("k1", "k2", "k3"))
+    use_kl_loss: bool = online(False, "KL as a loss term instead of a reward penalty.")
+    kl_in_reward: bool | None = online(None, "ms-swift: true = KL as a reward penalty, false = KL as a loss term (the "
+                                             "opposite of --use_kl_loss).")
+    target_kl: float | None = online(None, "Adaptive KL: the sequence KL the coefficient steers to (default: fixed "
+                                           "coefficient).")
+    kl_horizon: int = online(10000, "Adaptive KL horizon (samples); needs --target_kl.")
+    kl_unbiased_gradient: bool = online(False, "With --use_kl_loss: keep the estimator's value but take the unbiased "
+                                               "gradient of KL(pi || ref), importance-weighted by pi / pi_old "
+                                               "(OpenRLHF --algo.kl.unbiased_gradient).",
+                                        aliases=("algo.kl.unbiased_gradient",))
+    # the policy loss
+    cliprange: float = online(0.2, "PPO ratio clip eps: rho is clipped to [1 - eps, 1 + eps_high].",
+                              aliases=("eps_clip", "epsilon"))
+    cliprange_high: float | None = online(None, "Upper ratio clip eps_high (DAPO's clip-higher, e.g. 0.28; default: "
+                                                "--cliprange).", aliases=("eps_clip_high", "epsilon_high"))
+    eps_clip_low_high: list[float] | None = online(None, "OpenRLHF: the lower and upper ratio clip, LOW HIGH (= "
+                                                         "--cliprange LOW --cliprange_high HIGH).")
+    dual_clip: float | None = online(None, "Dual-clip constant c > 1 bounding the loss of negative advantages "
+                                           "(default: off).")
+    policy_loss: str = online("ppo", "ppo (token importance ratio) or gspo (one ratio per sequence, exp of the mean "
+                                     "token log-ratio; its loss defaults to seq-mean-token-mean).",
+                              aliases=("policy_loss_type",), choices=("ppo", "gspo"))
+    importance_sampling_level: str | None = online(None, "ms-swift's spelling of --policy_loss: token = ppo, "
+                                                         "sequence = gspo.", choices=("token", "sequence"))
+    loss_agg_mode: str | None = online(
+        None, "How the per-token policy loss becomes one number over the optimizer batch: token-mean (every token "
+              "weighs the same; DAPO), seq-mean-token-mean (every sequence weighs the same; GRPO), seq-mean-token-sum "
+              "(Dr. GRPO) (default: token-mean; gspo seq-mean-token-mean; ms-swift's --loss_type picks one).",
+        choices=("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"))
+    loss_type: str | None = option(None, "Online RL (ms-swift's names for --loss_agg_mode): grpo = "
+                                         "seq-mean-token-mean, bnpo and dapo = token-mean, dr_grpo = "
+                                         "seq-mean-token-sum; sapo = seq-mean-token-mean with SAPO's soft gate "
+                                         "(--tau_pos, --tau_neg) in place of the ratio clip.",
+                                   choices=("grpo", "bnpo", "dr_grpo", "dapo", "sapo"))
+    tau_pos: float = online(1.0, "--loss_type sapo: temperature of the gate for positive advantages; the loss weighs "
+                                 "rho by sigmoid(tau (rho - 1)) 4 / tau, whose slope is 1 at rho = 1 and fades faster "
+                                 "away from 1 for a larger tau.")
+    tau_neg: float = online(1.05, "--loss_type sapo: temperature of the gate for negative advantages (above "
+                                  "--tau_pos damps them more).")
+    entropy_coef: float = online(0.0, "Entropy bonus weight (the entropy is logged either way).")
+    # DAPO's and OpenRLHF's rollout shaping
+    dynamic_sampling: bool = online(False, "DAPO: keep only prompts whose samples' rewards differ (the others have "
+                                           "zero advantages) and top the batch up with further prompts (group "
+                                           "estimators).", aliases=("dynamic_sample",))
+    max_resample_times: int = online(3, "--dynamic_sampling: most extra rounds of --rollout_batch_size prompts per "
+                                        "step; a batch still short trains as it is.")
+    overlong_penalty_factor: float = online(1.0, "The overlong penalty at --generate_max_len tokens (needs "
+                                                 "--overlong_buffer_len).")
+    overlong_buffer_len: int | None = online(None, "DAPO overlong shaping: the reward falls linearly by up to "
+                                                   "--overlong_penalty_factor over the last this many of "
+                                                   "--generate_max_len tokens (default: off).")
+    overlong_filter: bool = online(False, "ms-swift: completions cut at --generate_max_len are left out of the loss "
+                                          "(they still count in their group's baseline).")
+    enable_vllm_is_correction: bool = online(False, "OpenRLHF: correct the policy loss for vLLM sampling from a "
+                                                    "slightly different distribution than the trainer computes, with "
+                                                    "vLLM's own log-probs (--engine vllm).")
+    vllm_is_correction_type: str = online("tis", "tis: weight each token by pi_old / pi_vllm clamped to the "
+                                                 "thresholds; icepop: drop tokens whose ratio is outside them.",
+                                          choices=("tis", "icepop"))
+    vllm_is_truncated_threshold: list[float] = online([0.5, 5.0], "LOW HIGH bounds of the ratio pi_old / pi_vllm.")
+    # rewards and advantages
+    gamma: float = online(1.0, "Discount (gae, reinforce; group estimators use 1).")
+    lam: float = online(0.95, "GAE lambda.")
+    whiten_rewards: bool = online(False, "Scale the token rewards by their std over the rollout before GAE (mean "
+                                         "kept).")
+    normalize_reward: bool = online(False, "Z-score rewards with the running mean and std of all rewards seen.")
+    scale_rewards: str = online("group", "TRL/ms-swift: what group_norm (grpo) divides the group-centred rewards "
+                                         "by: group (the group's std), batch (the whole rollout's std), none (no "
+                                         "division: Dr. GRPO); true = group, false = none.",
+                                choices=("group", "batch", "none", "true", "false"))
+    move_model_batches: int | None = online(None, "ms-swift: in how many batches the weights are moved into vLLM. "
+                                                  "rlhfx hands them over tensor by tensor (colocate) or in requests of "
+                                                  "at most 256 MiB (server), which changes no result; accepted with a "
+                                                  "note.")
+    reward_clip_range: float | None = online(10.0, "Sequence rewards are clipped to [-c, c].")
+    # the critic (gae)
+    cliprange_value: float | None = online(0.2, "Value clip around the rollout's values (gae).",
+                                           aliases=("value_clip",))
+    vf_coef: float = online(0.1, "Weight of the value loss (gae).")
+    critic_model: str | None = online(None, "Critic (gae): a model folder; a causal LM gets a new zero value head "
+                                            "(default: the first --reward_model, else --model).",
+                                      aliases=("critic_pretrain",))
+    critic_learning_rate: float | None = online(None, "Critic learning rate (default: the policy's).")
+    # reward sources
+    reward_model: list[str] | None = online(None, "Reward model folders (one-label sequence classifiers such as rlhfx "
+                                                  "rm runs); several are summed with --reward_weights.",
+                                            aliases=("reward_pretrain",))
+    reward_func: list[str] | None = online(
+        None, "Rule-based rewards: built-in names (accuracy, format, cosine, repetition, soft_overlong, demo), names "
+              "registered by --external_plugins, or .py files defining reward_func(queries, prompts, labels) -> "
+              "list[float].", aliases=("reward_funcs",))
+    external_plugins: list[str] | None = online(None, "Python files run before training; they register reward "
+                                                      "functions by name: `orms['name'] = MyReward` "
+                                                      "(rlhfx.rewards.builtin).")
+    cosine_min_len_value_wrong: float = online(-0.5, "cosine reward: wrong answer of length 0.")
+    cosine_max_len_value_wrong: float = online(0.0, "cosine reward: wrong answer of length --cosine_max_len.")
+    cosine_min_len_value_correct: float = online(1.0, "cosine reward: correct answer of length 0.")
+    cosine_max_len_value_correct: float = online(0.5, "cosine reward: correct answer of length --cosine_max_len.")
+    cosine_max_len: int | None = online(None, "cosine reward: the length L of the cosine schedule (default: "
+                                              "--max_completion_length).")
+    repetition_n_grams: int = online(3, "repetition reward: n-gram size (words).")
+    repetition_max_penalty: float = online(-1.0, "repetition reward: the penalty of a completion that is all "
+                                                 "repeats.")
+    soft_max_length: int | None = online(None, "soft_overlong reward: L_max (default: --max_completion_length).")
+    soft_cache_length: int | None = online(None, "soft_overlong reward: L_cache; completions longer than L_max - "
+                                                 "L_cache lose up to 1 linearly.")
+    reward_func_timeout: float = online(300.0, "Seconds a --reward_func call may take before the run stops with an "
+                                               "error.", commands=("rlhf", "sample"))
+    remote_rm_url: list[str] | None = online(
+        None, "HTTP reward endpoints (POST {query, prompts, labels} -> {rewards}); a key for them goes in the "
+              "environment variable RLHFX_REMOTE_RM_API_KEY (sent as `Authorization: Bearer KEY`), not in the URL.")
+    remote_rm_timeout: float = online(30.0, "Seconds per HTTP reward request.")
+    remote_rm_retries: int = online(3, "Tries per HTTP reward request before the run stops with an error.")
+    reward_weights: list[float] | None = online(None, "Weights of the reward sources in order: reward models, reward "
+                                                      "functions, URLs (default: 1 each).")
+
+    @property
+    def uses_critic(self) -> bool:
+        return self.advantage_estimator == "gae"
+
+    def validate(self, name, args):
+        from rlhfx.algos.rl.config import resolve
+
+        resolve(self, args)
+
+
+def preset(name: str, default):
+    """An RLOptions field with another default: a preset changes defaults only."""
+    return field(default=default, metadata=RLOptions.__dataclass_fields__[name].metadata)
+
+
+@dataclass
+class GRPOOptions(RLOptions):
+    advantage_estimator: str = preset("advantage_estimator", "group_norm")
+    n_samples_per_prompt: int = preset("n_samples_per_prompt", 4)
+    kl_coef: float = preset("kl_coef", 0.04)
+    kl_estimator: str = preset("kl_estimator", "k3")
+    use_kl_loss: bool = preset("use_kl_loss", True)
+
+
+@dataclass
+class RLOOOptions(RLOptions):
+    advantage_estimator: str = preset("advantage_estimator", "rloo")
+    n_samples_per_prompt: int = preset("n_samples_per_prompt", 4)
+
+
+@dataclass
+class ReinforcePPOptions(RLOptions):
+    advantage_estimator: str = preset("advantage_estimator", "reinforce")
 
 
 def build_options(cls: type[Options], name: str, args) -> Options:

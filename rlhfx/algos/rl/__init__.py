@@ -1,6 +1,7 @@
 """`--rlhf_type ppo | grpo | rloo | reinforce_pp`: rlhfx's own online RL trainer (TRL 1.16 has no PPO).
 
-One trainer covers every `--advantage_estimator`; grpo, rloo and reinforce_pp are presets of it (config.py).
+One trainer covers every `--advantage_estimator`; grpo, rloo and reinforce_pp are presets of it (their options in
+rlhfx.algos.options change defaults only; config.py folds and checks them).
 The stages: rollout.py (engine -> samples -> log-probs, values, rewards -> advantages), the estimator
 (rlhfx.algos.rl_math, pure; ALGORITHMS.md "Online RL"), update.py (PPO epochs on accelerate: DDP or DeepSpeed),
 and loop.py (the thin loop: steps, logging, evaluation, checkpoints). Under torchrun every rank rolls out its
@@ -13,4 +14,4 @@ from rlhfx.algos.rl.config import check_args, resolve_config  # noqa: F401  (che
 def build_trainer(ctx):
     from rlhfx.algos.rl.loop import OnlineRLTrainer
 
-    return OnlineRLTrainer(ctx, resolve_config(ctx.args, ctx.args.rlhf_type))
+    return OnlineRLTrainer(ctx, ctx.options)

@@ -1,92 +1,47 @@
-"""The online RL flags made one RLConfig: defaults < the --rlhf_type preset < flags given explicitly; then checked.
-
-grpo, rloo and reinforce_pp are presets of one trainer: they only change defaults, and any flag given explicitly wins.
+"""The online RL flags (rlhfx.algos.options.RLOptions, one dataclass; grpo, rloo and reinforce_pp are presets of
+it that change defaults only, and any flag given explicitly wins) folded into the values the trainer reads, then
+checked: `resolve` runs as the options' validate, before any model loads.
 """
 
-from dataclasses import dataclass
-
+from rlhfx.algos.options import RLOptions, build_options
 from rlhfx.algos.rl_math import GROUP_ESTIMATORS
 from rlhfx.errors import RlhfxError
 from rlhfx.training.swift_flags import rollout_prompts
 
-DEFAULTS = dict(advantage_estimator="gae", n_samples_per_prompt=1, kl_coef=0.01, kl_estimator="k1", use_kl_loss=False)
-PRESETS = {
-    "ppo": {},
-    "grpo": dict(advantage_estimator="group_norm", n_samples_per_prompt=4, kl_coef=0.04, kl_estimator="k3",
-                 use_kl_loss=True),
-    "rloo": dict(advantage_estimator="rloo", n_samples_per_prompt=4),
-    "reinforce_pp": dict(advantage_estimator="reinforce"),
-}
+RLConfig = RLOptions  # the trainer's name for its options
 # --scale_rewards that other estimators have by construction: dr_grpo is group_norm with none; reinforce_baseline
 # (ms-swift's reinforce_plus_plus) divides by the whole batch's std when it whitens
 OWN_SCALE = {"dr_grpo": "none", "rloo": "none", "reinforce_baseline": "batch"}
 
 
-@dataclass
-class RLConfig:
-    """The flags of one online RL run with presets applied."""
+def resolve_config(args, algo_name: str) -> RLOptions:
+    """The validated options of --rlhf_type ALGO_NAME from parsed (and ms-swift-mapped) flags."""
+    from rlhfx.algos import get_algo
 
-    advantage_estimator: str
-    n_samples_per_prompt: int
-    kl_coef: float
-    kl_estimator: str
-    use_kl_loss: bool
-    target_kl: float | None
-    kl_horizon: int
-    rollout_batch_size: int
-    micro_rollout_batch_size: int
-    num_ppo_epochs: int
-    generate_max_len: int
-    temperature: float
-    top_p: float
-    cliprange: float
-    cliprange_high: float | None
-    policy_loss: str
-    loss_agg_mode: str | None
-    dual_clip: float | None
-    dynamic_sampling: bool
-    max_resample_times: int
-    overlong_buffer_len: int | None
-    overlong_penalty_factor: float
-    overlong_filter: bool
-    enable_vllm_is_correction: bool
-    vllm_is_correction_type: str
-    vllm_is_truncated_threshold: list
-    kl_unbiased_gradient: bool
-    cliprange_value: float | None
-    vf_coef: float
-    gamma: float
-    lam: float
-    whiten_rewards: bool
-    scale_rewards: str
-    normalize_reward: bool
-    reward_clip_range: float | None
-    entropy_coef: float
-    loss_type: str | None = None  # ms-swift's; sapo: SAPO's gate with --tau_pos / --tau_neg instead of the clip
-    tau_pos: float = 1.0
-    tau_neg: float = 1.05
-
-    @property
-    def uses_critic(self) -> bool:
-        return self.advantage_estimator == "gae"
+    return build_options(get_algo(algo_name).options, algo_name, args)
 
 
-def resolve_config(args, algo_name: str) -> RLConfig:
-    """Defaults < the --rlhf_type preset < flags given explicitly; then the combinations are checked."""
-    preset = {**DEFAULTS, **PRESETS[algo_name]}
-    values = {name: getattr(args, name) for name in RLConfig.__dataclass_fields__}
-    for name, default in preset.items():
-        if name not in args.explicit or values[name] is None:
-            values[name] = default
-    if args.steps_per_generation:  # TRL / ms-swift's size of a rollout
-        values["rollout_batch_size"] = rollout_prompts(args, values["n_samples_per_prompt"])
-    if args.kl_in_reward is not None:  # ms-swift: the KL as a reward penalty (true) or as a loss term (false)
-        if "use_kl_loss" in args.explicit and args.use_kl_loss == args.kl_in_reward:
-            raise RlhfxError(f"--kl_in_reward {args.kl_in_reward} and --use_kl_loss {args.use_kl_loss} contradict "
+# flags of gae's critic and advantages: with another estimator they would be ignored, so they are refused
+GAE_ONLY = {"critic_model": "the critic", "critic_learning_rate": "the critic", "cliprange_value": "the critic's value "
+            "loss", "vf_coef": "the critic's value loss", "lam": "GAE", "whiten_rewards": "GAE's token rewards"}
+
+
+def resolve(config: RLOptions, args) -> None:
+    """The spellings made one value each, the defaults that follow from other flags filled, the combinations checked."""
+    explicit = args.explicit
+    if config.steps_per_generation:  # TRL / ms-swift's size of a rollout
+        config.rollout_batch_size = rollout_prompts(args, config.n_samples_per_prompt)
+    if config.kl_in_reward is not None:  # ms-swift: the KL as a reward penalty (true) or as a loss term (false)
+        if "use_kl_loss" in explicit and config.use_kl_loss == config.kl_in_reward:
+            raise RlhfxError(f"--kl_in_reward {config.kl_in_reward} and --use_kl_loss {config.use_kl_loss} contradict "
                              "each other.", "keep one of them.")
-        values["use_kl_loss"] = not args.kl_in_reward
-    config = RLConfig(**values)
+        config.use_kl_loss = not config.kl_in_reward
+    if config.prompt_max_len is None:
+        config.prompt_max_len = args.max_length
+    if config.top_k == -1:  # OpenRLHF's and vLLM's "off"
+        config.top_k = 0
     _resolve_loss(config, args)
+    _refuse_ignored(config, explicit)
     if config.advantage_estimator in GROUP_ESTIMATORS and config.n_samples_per_prompt < 2:
         raise RlhfxError(f"--advantage_estimator {config.advantage_estimator} compares the samples of a prompt, "
                          f"but --n_samples_per_prompt is {config.n_samples_per_prompt}.",
@@ -102,6 +57,10 @@ def resolve_config(args, algo_name: str) -> RLConfig:
                "the update's log-probs are of logits / temperature, which greedy decoding does not sample from")
         raise RlhfxError(f"--temperature {config.temperature} (greedy rollouts) with --advantage_estimator "
                          f"{config.advantage_estimator}: {why}.", "sample the rollouts: --temperature 1.0 (the default).")
+    if not 0 < config.top_p <= 1:
+        raise RlhfxError(f"--top_p is {config.top_p}.", "use a value in (0, 1] (1 = off).")
+    if config.top_k < 0:
+        raise RlhfxError(f"--top_k is {config.top_k}.", "use 0 or -1 (off) or a positive number.")
     if config.dual_clip is not None and config.dual_clip <= 1:
         raise RlhfxError(f"--dual_clip is {config.dual_clip}.", "use a constant above 1 (e.g. 3), or leave it off.")
     if config.dynamic_sampling and config.advantage_estimator not in GROUP_ESTIMATORS:
@@ -112,9 +71,9 @@ def resolve_config(args, algo_name: str) -> RLConfig:
         raise RlhfxError(f"--overlong_buffer_len {config.overlong_buffer_len} must be in (0, --generate_max_len "
                          f"{config.generate_max_len}]: the penalty falls over the last that many tokens.",
                          "use e.g. a quarter of --generate_max_len.")
-    if config.enable_vllm_is_correction and args.engine != "vllm":
+    if config.enable_vllm_is_correction and config.engine != "vllm":
         raise RlhfxError("--enable_vllm_is_correction corrects for vLLM's log-probs differing from the trainer's, "
-                         f"but the rollouts come from --engine {args.engine}, which samples with the policy itself.",
+                         f"but the rollouts come from --engine {config.engine}, which samples with the policy itself.",
                          "use --engine vllm, or drop --enable_vllm_is_correction.")
     low_high = config.vllm_is_truncated_threshold
     if len(low_high) != 2 or not 0 <= low_high[0] <= 1 <= low_high[1]:
@@ -123,16 +82,42 @@ def resolve_config(args, algo_name: str) -> RLConfig:
     if config.kl_unbiased_gradient and not config.use_kl_loss:
         raise RlhfxError("--kl_unbiased_gradient changes the gradient of the KL loss term, but the KL is a reward "
                          "penalty in this run.", "add --use_kl_loss (grpo has it on), or drop --kl_unbiased_gradient.")
+    if config.target_kl is not None and config.target_kl <= 0:
+        raise RlhfxError(f"--target_kl is {config.target_kl}.", "use the sequence KL to steer to (e.g. 6), or leave "
+                         "it out for a fixed --kl_coef.")
     if config.max_resample_times < 0:
         raise RlhfxError(f"--max_resample_times is {config.max_resample_times}.", "use 0 or more rounds.")
     for name in ("rollout_batch_size", "micro_rollout_batch_size", "num_ppo_epochs", "generate_max_len",
-                 "n_samples_per_prompt"):
+                 "n_samples_per_prompt", "prompt_max_len", "kl_horizon"):
         if getattr(config, name) < 1:
             raise RlhfxError(f"--{name} is {getattr(config, name)}.", "use a positive number.")
-    if not config.uses_critic and ({"critic_model", "critic_learning_rate"} & args.explicit):
-        raise RlhfxError(f"--advantage_estimator {config.advantage_estimator} trains no critic, so --critic_model "
-                         "and --critic_learning_rate do not apply.", "drop them, or use --advantage_estimator gae.")
-    return config
+
+
+def _refuse_ignored(config: RLOptions, explicit: set) -> None:
+    """A flag given for a setting this run does not have would change nothing: refused, naming what it needs."""
+    for name, what in GAE_ONLY.items():
+        if name in explicit and not config.uses_critic:
+            raise RlhfxError(f"--advantage_estimator {config.advantage_estimator} trains no critic, so --{name} "
+                             f"({what}) does not apply.", f"drop --{name}, or use --advantage_estimator gae.")
+    if "gamma" in explicit and config.advantage_estimator in GROUP_ESTIMATORS and config.gamma != 1:
+        raise RlhfxError(f"--gamma {config.gamma}: --advantage_estimator {config.advantage_estimator} scores whole "
+                         "sequences against their group and discounts nothing (gamma 1).",
+                         "drop --gamma, or use --advantage_estimator gae or reinforce.")
+    requires = {"kl_horizon": ("target_kl", "the adaptive KL controller"),
+                "overlong_penalty_factor": ("overlong_buffer_len", "DAPO's overlong shaping"),
+                "max_resample_times": ("dynamic_sampling", "dynamic sampling"),
+                "vllm_is_correction_type": ("enable_vllm_is_correction", "the vLLM rollout correction"),
+                "vllm_is_truncated_threshold": ("enable_vllm_is_correction", "the vLLM rollout correction")}
+    for name, (needed, what) in requires.items():
+        if name in explicit and not getattr(config, needed):
+            raise RlhfxError(f"--{name} configures {what}, which is off in this run.", f"add --{needed}, or drop "
+                             f"--{name}.")
+    rewards = config.reward_func or []
+    for prefix, reward in (("cosine_", "cosine"), ("repetition_", "repetition"), ("soft_", "soft_overlong")):
+        given = sorted(name for name in explicit if name.startswith(prefix))
+        if given and reward not in rewards and not config.external_plugins:  # a plugin's reward may read it (self.args)
+            raise RlhfxError(f"--{given[0]} configures the {reward} reward, which is not among --reward_funcs.",
+                             f"add {reward} to --reward_funcs, or drop --{given[0]}.")
 
 
 # ms-swift's --loss_type for GRPO-style runs, as verl's --loss_agg_mode (ms-swift's dr_grpo also divides by the
@@ -141,23 +126,23 @@ SWIFT_LOSS_TYPES = {"grpo": "seq-mean-token-mean", "bnpo": "token-mean", "dapo":
                     "dr_grpo": "seq-mean-token-sum", "sapo": "seq-mean-token-mean"}
 
 
-def _resolve_loss(config: RLConfig, args) -> None:
+def _resolve_loss(config: RLOptions, args) -> None:
     """The policy-loss flags and their OpenRLHF / ms-swift spellings, made one value each (conflicts refused)."""
-    if args.importance_sampling_level:
-        level = {"token": "ppo", "sequence": "gspo"}[args.importance_sampling_level]
+    if config.importance_sampling_level:
+        level = {"token": "ppo", "sequence": "gspo"}[config.importance_sampling_level]
         if "policy_loss" in args.explicit and config.policy_loss != level:
             raise RlhfxError(f"--policy_loss {config.policy_loss} and --importance_sampling_level "
-                             f"{args.importance_sampling_level} ask for different losses.", "keep one of them.")
+                             f"{config.importance_sampling_level} ask for different losses.", "keep one of them.")
         config.policy_loss = level
-    if args.loss_type:
-        if args.loss_type not in SWIFT_LOSS_TYPES:
-            raise RlhfxError(f"--loss_type {args.loss_type} is a DPO loss; online RL takes "
+    if config.loss_type:
+        if config.loss_type not in SWIFT_LOSS_TYPES:
+            raise RlhfxError(f"--loss_type {config.loss_type} is a DPO loss; online RL takes "
                              f"{', '.join(SWIFT_LOSS_TYPES)} (ms-swift's names for --loss_agg_mode).",
                              "use --loss_agg_mode token-mean | seq-mean-token-mean | seq-mean-token-sum, or drop it.")
-        mode = SWIFT_LOSS_TYPES[args.loss_type]
+        mode = SWIFT_LOSS_TYPES[config.loss_type]
         if config.loss_agg_mode not in (None, mode):
-            raise RlhfxError(f"--loss_type {args.loss_type} means --loss_agg_mode {mode}, not {config.loss_agg_mode}.",
-                             "keep one of them.")
+            raise RlhfxError(f"--loss_type {config.loss_type} means --loss_agg_mode {mode}, not "
+                             f"{config.loss_agg_mode}.", "keep one of them.")
         config.loss_agg_mode = mode
     if config.loss_type == "sapo":
         if config.dual_clip is not None:
@@ -171,11 +156,12 @@ def _resolve_loss(config: RLConfig, args) -> None:
                          "add --loss_type sapo, or drop them.")
     if config.loss_agg_mode is None:
         config.loss_agg_mode = "seq-mean-token-mean" if config.policy_loss == "gspo" else "token-mean"
-    if args.eps_clip_low_high is not None:
-        if len(args.eps_clip_low_high) != 2 or {"cliprange", "cliprange_high"} & args.explicit:
-            raise RlhfxError(f"--eps_clip_low_high {' '.join(map(str, args.eps_clip_low_high))}: it takes two values, "
-                             "LOW HIGH, and replaces --cliprange / --cliprange_high.", "give LOW HIGH, or those two flags.")
-        config.cliprange, config.cliprange_high = args.eps_clip_low_high
+    if config.eps_clip_low_high is not None:
+        if len(config.eps_clip_low_high) != 2 or {"cliprange", "cliprange_high"} & args.explicit:
+            raise RlhfxError(f"--eps_clip_low_high {' '.join(map(str, config.eps_clip_low_high))}: it takes two "
+                             "values, LOW HIGH, and replaces --cliprange / --cliprange_high.",
+                             "give LOW HIGH, or those two flags.")
+        config.cliprange, config.cliprange_high = config.eps_clip_low_high
     if config.cliprange_high is None:
         config.cliprange_high = config.cliprange
     if not (0 < config.cliprange < 1 and config.cliprange_high > 0):
@@ -184,11 +170,11 @@ def _resolve_loss(config: RLConfig, args) -> None:
 
 
 def check_args(args) -> None:
-    """Called by `rlhfx rlhf` before anything loads: bad combinations fail in a second."""
+    """Called by `rlhfx rlhf` before anything loads, after the options: the engine can start, the reward sources
+    exist (what the flags name, rather than how they combine)."""
     from rlhfx.rewards.builtin import load_plugins
     from rlhfx.rewards.sources import check_reward_sources
 
-    resolve_config(args, args.rlhf_type)
     check_vllm_flags(args)
     if args.engine == "vllm" and args.vllm_mode != "server":
         from rlhfx.engines import check_engine_available

@@ -72,8 +72,8 @@ class OnlineRLTrainer:
         self.accelerator = make_accelerator(args, ctx.model.config.hidden_size)
         self.ranks = ranks = Ranks(self.accelerator.process_index, self.accelerator.num_processes, self.accelerator.device)
         self.device = self.accelerator.device
-        self.train_rows = _prompt_rows(ctx.train_dataset, args.prompt_max_len, "train")
-        self.eval_rows = _prompt_rows(ctx.eval_dataset, args.prompt_max_len, "val") if ctx.eval_dataset else []
+        self.train_rows = _prompt_rows(ctx.train_dataset, config.prompt_max_len, "train")
+        self.eval_rows = _prompt_rows(ctx.eval_dataset, config.prompt_max_len, "val") if ctx.eval_dataset else []
         if len(self.train_rows) < config.rollout_batch_size:
             raise RlhfxError(f"--rollout_batch_size {config.rollout_batch_size} is more than the {len(self.train_rows)} "
                              "training prompts.", "lower --rollout_batch_size or add prompts.")
@@ -87,9 +87,9 @@ class OnlineRLTrainer:
         self.actor_critic = ActorCritic(policy, critic)
         self.model = policy  # what the runner reads (weights agreement across ranks)
         rewards = RewardSources(
-            args.reward_model or [], args.reward_func or [], args.remote_rm_url or [], args.reward_weights,
-            args.torch_dtype, config.micro_rollout_batch_size, args.remote_rm_timeout, args.remote_rm_retries,
-            self.device, args.use_chat_template, args, args.reward_func_timeout)
+            config.reward_model or [], config.reward_func or [], config.remote_rm_url or [], config.reward_weights,
+            args.torch_dtype, config.micro_rollout_batch_size, config.remote_rm_timeout, config.remote_rm_retries,
+            self.device, args.use_chat_template, args, config.reward_func_timeout)
         rewards.sources = [FiniteRewards(source) for source in rewards.sources]
         self.rewards = rewards
         stops = stop_token_ids(tokenizer, getattr(policy, "generation_config", None), ctx.encoder.template)
@@ -102,15 +102,15 @@ class OnlineRLTrainer:
         samples = config.rollout_batch_size * config.n_samples_per_prompt // ranks.world
         updates = self.max_steps * config.num_ppo_epochs * math.ceil(samples / self.train_batch)
         lr = ctx.hf_args["learning_rate"]
-        self.kl = rl_math.AdaptiveKLController(config.kl_coef, args.target_kl, args.kl_horizon)
+        self.kl = rl_math.AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
         self.reward_moments = rl_math.RunningMoments()
         self.updater = UpdateStage(self.accelerator, ranks, self.actor_critic, config, args, lr,
-                                   args.critic_learning_rate or lr, updates, self.kl, self._mixed_precision,
+                                   config.critic_learning_rate or lr, updates, self.kl, self._mixed_precision,
                                    self.output_dir)
         self.engine = make_rollout_engine(args, config, tokenizer, policy, stops, ranks)
         self.rollout = RolloutStage(args, config, self.engine, rewards, self.actor_critic, self.ref_model, ranks, pad_id,
                                     self._mixed_precision, self.kl, self.reward_moments,
-                                    self.output_dir / "completions.jsonl" if args.log_completions else None,
+                                    self.output_dir / "completions.jsonl" if config.log_completions else None,
                                     self._offloaded)
         set_seed(args.seed + ranks.rank)  # each rank samples its own responses
         self.step = 0
@@ -137,8 +137,8 @@ class OnlineRLTrainer:
         from rlhfx.algos.rm import zero_new_head
         from rlhfx.models import load_causal_lm, resolve_model_path, trained_weights_dtype
 
-        args = self.args
-        source = args.critic_model or (args.reward_model or [None])[0] or args.model
+        args, config = self.args, self.config
+        source = config.critic_model or (config.reward_model or [None])[0] or args.model
         critic = load_causal_lm(resolve_model_path(source, None), trained_weights_dtype(args), "sequence_classification")
         zero_new_head(critic, say)
         if peft_config is not None:  # its own adapter on the policy's --lora_target_modules; the score head whole
@@ -156,8 +156,8 @@ class OnlineRLTrainer:
     def _offloaded(self):
         """--offload_model / --offload_optimizer: the policy and reference weights, or the optimizer states, wait
         in CPU memory while vLLM generates, so its KV cache can use that GPU memory."""
-        models = [m for m in (self.model, self.ref_model) if m is not None] if self.args.offload_model else []
-        states = [s for o in self.updater.optimizers for s in o.state.values()] if self.args.offload_optimizer else []
+        models = [m for m in (self.model, self.ref_model) if m is not None] if self.config.offload_model else []
+        states = [s for o in self.updater.optimizers for s in o.state.values()] if self.config.offload_optimizer else []
         for model in models:
             model.to("cpu")
         _move_states(states, "cpu")

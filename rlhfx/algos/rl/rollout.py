@@ -25,13 +25,13 @@ def make_rollout_engine(args, config, tokenizer, policy, stops: list[int], ranks
     generates with synced_gpus, so ranks that stop at different lengths wait for each other); vllm starts on --model
     (its base when that is an adapter folder) and gets the policy's weights pushed before every generation; a
     rollout server gets them from the main rank only, the other ranks waiting until the push is done."""
-    if args.engine == "vllm" and args.vllm_mode == "server":
+    if config.engine == "vllm" and config.vllm_mode == "server":
         from rlhfx.engines.remote import RemoteEngine, server_url
 
-        return RemoteEngine(server_url(args), tokenizer, stops, policy=policy, timeout=args.vllm_server_timeout,
-                            check_every=args.vllm_check_weights_every, logprobs=config.enable_vllm_is_correction,
+        return RemoteEngine(server_url(args), tokenizer, stops, policy=policy, timeout=config.vllm_server_timeout,
+                            check_every=config.vllm_check_weights_every, logprobs=config.enable_vllm_is_correction,
                             sends=ranks.is_main, agree=lambda failed: ranks.max(float(failed)) > 0)
-    if args.engine == "vllm":
+    if config.engine == "vllm":
         from rlhfx.engines import make_engine
         from rlhfx.models import adapter_base, resolve_model_path
 
@@ -39,9 +39,9 @@ def make_rollout_engine(args, config, tokenizer, policy, stops: list[int], ranks
         base = adapter_base(path)
         return make_engine("vllm", model_path=resolve_model_path(base, None) if base else path,
                            tokenizer=tokenizer, stop_ids=stops, dtype=args.torch_dtype, seed=args.seed,
-                           gpu_memory_utilization=args.vllm_gpu_memory_utilization,
-                           tp_size=args.vllm_tensor_parallel_size, max_model_len=args.vllm_max_model_len,
-                           sleep_level=args.sleep_level, logprobs=config.enable_vllm_is_correction)
+                           gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+                           tp_size=config.vllm_tensor_parallel_size, max_model_len=config.vllm_max_model_len,
+                           sleep_level=config.sleep_level, logprobs=config.enable_vllm_is_correction)
     from rlhfx.engines.pt import PtEngine
 
     prompts_per_call = max(1, config.micro_rollout_batch_size // config.n_samples_per_prompt)
@@ -56,7 +56,7 @@ class RolloutStage:
         self.ranks, self.pad_id, self.autocast = ranks, pad_id, autocast
         self.kl, self.reward_moments, self.completions_path = kl, reward_moments, completions_path
         self.sampling = Sampling(n=config.n_samples_per_prompt, max_new_tokens=config.generate_max_len,
-                                 temperature=config.temperature, top_p=config.top_p, top_k=args.top_k)
+                                 temperature=config.temperature, top_p=config.top_p, top_k=config.top_k)
         self.sampling.check()
         self.offload = offload or _nothing  # --offload_model / --offload_optimizer: weights wait on the CPU meanwhile
 
@@ -71,12 +71,12 @@ class RolloutStage:
         """(samples, prompt ids, response ids, finished, engine log-probs) for every prompt's n completions, prompts'
         samples consecutive; finished is False for a completion cut at --generate_max_len; the log-probs are the
         engine's own (vllm with --enable_vllm_is_correction; else zeros)."""
-        if self.args.engine == "vllm":
+        if self.config.engine == "vllm":
             self.engine.wake_up()
             self.engine.update_weights(self.policy_weights())
         with self.offload(), self.autocast():
             completions = self.engine.generate([row["prompt_ids"] for row in rows], sampling)
-        if self.args.engine == "vllm":
+        if self.config.engine == "vllm":
             self.engine.sleep()
         samples, prompt_ids, response_ids, finished, logprobs = [], [], [], [], []
         for row, outs in zip(rows, completions):
