@@ -130,6 +130,7 @@ FLAGS: list[Flag] = [
     Flag("response_key", str, None, "Column holding the response.", ("output_key",), "data"),
     Flag("label_key", str, None, "Column holding the label.", (), "data"),
     Flag("messages_key", str, None, "Column holding a message list.", (), "data"),
+    Flag("columns", str, None, "ms-swift: renames of dataset columns as JSON, '{\"old\": \"new\"}', applied to every row before it is read (e.g. '{\"answer\": \"solution\"}'); the --*_key flags win for a column both name.", (), "data"),
     Flag("system", str, None, "System prompt for rows that have none.", (), "data"),
     Flag("input_template", str, None, "Raw prompt format such as 'User: {}\\nAssistant: ' instead of a chat template.", (), "data"),
     Flag("dataset_num_proc", int, None, "Processes datasets uses to prepare hub datasets (its num_proc; default: one).", (), "data"),
@@ -192,7 +193,7 @@ GENERATE = ("infer", "sample")
 _SHARED_WITH_GENERATION = {
     "model": GENERATE, "model_type": GENERATE, "template": GENERATE, "use_chat_template": GENERATE,
     "torch_dtype": GENERATE, "dataset": GENERATE, "val_dataset": ("infer",), "max_samples": GENERATE,
-    "prompt_key": GENERATE, "label_key": GENERATE, "messages_key": GENERATE, "system": GENERATE,
+    "prompt_key": GENERATE, "label_key": GENERATE, "messages_key": GENERATE, "columns": GENERATE, "system": GENERATE,
     "input_template": GENERATE, "seed": GENERATE, "batch_size": GENERATE,
 }
 
@@ -207,6 +208,7 @@ _SHARED_WITH_TOOLS = {
     "output_dir": ("export",), "adapters": ("export",), "dataset": ("data",), "max_length": ("data",),
     "max_samples": ("data",), "seed": ("data",), "prompt_key": ("data",), "chosen_key": ("data",),
     "rejected_key": ("data",), "response_key": ("data",), "label_key": ("data",), "messages_key": ("data",),
+    "columns": ("data",),
     "system": ("data",), "input_template": ("data",), "rlhf_type": ("data",), "train_on": ("data",),
     "dataset_num_proc": ("data",), "model_name": ("data",), "model_author": ("data",),
 }
