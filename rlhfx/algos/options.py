@@ -371,7 +371,7 @@ class RLOptions(Options):
     loss_type: str | None = option(None, "Online RL (ms-swift's names for --loss_agg_mode): grpo = "
                                          "seq-mean-token-mean, bnpo and dapo = token-mean, dr_grpo = "
                                          "seq-mean-token-sum; sapo = seq-mean-token-mean with SAPO's soft gate "
-                                         "(--tau_pos, --tau_neg) in place of the ratio clip.",
+                                         "(temperatures tau_pos, tau_neg) in place of the ratio clip.",
                                    choices=("grpo", "bnpo", "dr_grpo", "dapo", "sapo"))
     tau_pos: float = online(1.0, "--loss_type sapo: temperature of the gate for positive advantages; the loss weighs "
                                  "rho by sigmoid(tau (rho - 1)) 4 / tau, whose slope is 1 at rho = 1 and fades faster "
