@@ -77,7 +77,9 @@ def print_error(error: RlhfxError) -> None:
     from rich.console import Console
     from rich.markup import escape  # messages may hold brackets (`rlhfx[vllm]`, `--lr [1e-4]`)
 
-    console = Console(stderr=True)
+    # soft_wrap: no line breaks of rich's own, which would cut a long path in two in a log file (rich wraps at 80
+    # columns when stderr is not a terminal, as under torchrun or SLURM); the terminal wraps on screen
+    console = Console(stderr=True, soft_wrap=True)
     console.print(f"[bold red]error:[/bold red] {escape(error.what)}", highlight=False)
     if error.fix:
         console.print(f"[bold]fix:[/bold] {escape(error.fix)}", highlight=False)

@@ -130,8 +130,8 @@ class Stages:
         mask = batch["mask"]
         counts = {"n_tokens": mask.sum(), "n_sequences": (mask.sum(1) > 0).sum().float()}
         with torch.no_grad():
-            loss, stats = self.update.loss(batch, counts)
-        return loss.item(), stats
+            losses, stats = self.update.loss(batch, counts)  # the policy's loss, then the critic's (gae)
+        return sum(losses).item(), stats
 
 
 def rows(tensor: torch.Tensor) -> list[torch.Tensor]:
