@@ -46,7 +46,9 @@ OPENRLHF_FLAGS = ["pretrain", "ref_pretrain", "dataset", "dataset_probs", "max_s
                   "rlhf_dataset", "sft_dataset", "rlhf_max_samples", "sft_max_samples", "rlhf_max_len", "sft_max_len",
                   "rlhf_micro_train_batch_size", "sft_micro_train_batch_size", "lambd", "sft_opt", "dpo_opt",
                   "max_eval_steps", "target_module", "eval_split", "rlhf_eval_split", "ref_pareto_sft", "ref_pareto_dpo"]
-ONE_PROCESS = "Online RL runs on one process with every model on it; nothing to place or colocate."
+NO_RAY_PLACEMENT = ("No Ray placement yet (issue 19): under `NPROC_PER_NODE` every rank holds the actor, critic, reference and "
+               "reward models (DeepSpeed ZeRO-3 shards actor and critic), and `--vllm_mode server` puts generation on "
+               "other GPUs (docs/distributed.md).")
 ISSUE_17 = "RL loss option: added by issue 17 (RL losses and trainer flags)."
 UNSUPPORTED = {
     **{f"chord_{n}": "CHORD (SFT mixed into GRPO) is not implemented." for n in (
@@ -68,7 +70,7 @@ UNSUPPORTED = {
     "prompt_data_probs": "Use --dataset_probs.",
     "vllm_num_engines": "Use --engine vllm (one in-process vLLM engine, weights pushed every step).",
     "vllm_sync_backend": "Not needed: vLLM runs in the training process and gets the weights directly.",
-    "colocate_actor_ref": ONE_PROCESS, "colocate_critic_reward": ONE_PROCESS, "actor_num_nodes": ONE_PROCESS,
+    "colocate_actor_ref": NO_RAY_PLACEMENT, "colocate_critic_reward": NO_RAY_PLACEMENT, "actor_num_nodes": NO_RAY_PLACEMENT,
     "overlap_comm": "The ZeRO presets (`--deepspeed zero2` ...) turn it on; to change it, pass a copy of a preset's JSON "
                     "to --deepspeed (rlhfx/configs/deepspeed/).",
     "ring_attn_size": "Ring attention (sequence parallelism) is not supported.",
@@ -136,7 +138,7 @@ COMMANDS = {
                  ("openrlhf.cli.train_rm", "`rlhfx rlhf --rlhf_type rm`"),
                  ("openrlhf.cli.train_prm", "`rlhfx rlhf --rlhf_type prm`"),
                  ("openrlhf.cli.batch_inference", "`rlhfx sample` (and `rlhfx infer`)"),
-                 ("openrlhf.cli.train_ppo_ray", "`rlhfx rlhf --rlhf_type ppo` (one process; docs/algorithms/ppo.md)"), ("openrlhf.cli.train_kd", "`rlhfx rlhf --rlhf_type kd`"),
+                 ("openrlhf.cli.train_ppo_ray", "`NPROC_PER_NODE=N rlhfx rlhf --rlhf_type ppo` (torchrun, data-parallel on DDP or DeepSpeed; vLLM colocated or `--vllm_mode server`; docs/distributed.md)"), ("openrlhf.cli.train_kd", "`rlhfx rlhf --rlhf_type kd`"),
                  ("rejection sampling / iterative DPO shell loops", "`rlhfx pipeline rs`, `rlhfx pipeline iterative_dpo`"),
                  ("deepspeed --module ... / torchrun", "`NPROC_PER_NODE=N rlhfx ...`")],
 }
