@@ -47,7 +47,7 @@ def test_a_finite_gradient_updates(tmp_path):
 
 def micro_stepper(**config):
     """An update stage whose policy's log-probs are the leaf tensor it returns: the loss's gradient on it is checked."""
-    from rlhfx.algos.rl.config import RLConfig
+    from rlhfx.algos.options import RLOptions
 
     fields = dict(advantage_estimator="group_norm", n_samples_per_prompt=2, kl_coef=0.0, kl_estimator="k3",
                   use_kl_loss=False, target_kl=None, kl_horizon=10000, rollout_batch_size=1, micro_rollout_batch_size=2,
@@ -59,7 +59,7 @@ def micro_stepper(**config):
                   gamma=1.0, lam=1.0, whiten_rewards=False, scale_rewards="group", normalize_reward=False, reward_clip_range=None,
                   entropy_coef=0.0)
     trainer = UpdateStage.__new__(UpdateStage)
-    trainer.config = RLConfig(**{**fields, **config})
+    trainer.config = RLOptions(**{**fields, **config})
     trainer.kl = SimpleNamespace(value=0.0)
     logp = torch.tensor([[0.1, 0.2, 0.3], [-0.5, -0.3, 0.0]], requires_grad=True)
     trainer.forward = lambda micro: (logp, torch.zeros(2, 3, 4), None)

@@ -8,7 +8,6 @@ from rlhfx.algos.rl_math import GROUP_ESTIMATORS
 from rlhfx.errors import RlhfxError
 from rlhfx.training.swift_flags import rollout_prompts
 
-RLConfig = RLOptions  # the trainer's name for its options
 # --scale_rewards that other estimators have by construction: dr_grpo is group_norm with none; reinforce_baseline
 # (ms-swift's reinforce_plus_plus) divides by the whole batch's std when it whitens
 OWN_SCALE = {"dr_grpo": "none", "rloo": "none", "reinforce_baseline": "batch"}
