@@ -61,7 +61,7 @@ def fixed_groups() -> list[list[tuple]]:
     prompts = [[5, 6, 7], [8, 9]]
     responses = [[[10, 11], [12, 13, 14, 15], [16], [17, 18, 19]], [[20, 21, 22], [23], [24, 25], [26, 27, 28, 29, 30]]]
     rewards = [[1.0, 0.0, 0.5, 0.0], [0.0, 1.0, 1.0, 0.25]]
-    return [[(None, p, r, True, reward, 0.0, [0.0] * len(r)) for r, reward in zip(rs, ws)]
+    return [[(None, p, r, True, reward, 0.0, [0.0] * len(r), None) for r, reward in zip(rs, ws)]
             for p, rs, ws in zip(prompts, responses, rewards)]
 
 

@@ -1285,8 +1285,9 @@ rlhfx rlhf \
     --max_turns 3 \
     --max_steps 1
 ''',
-            'Unknown flag --multi_turn_scheduler',
-            why='multi-turn GRPO is not implemented'),
+            '--sleep_level needs a GPU',
+            why="vLLM's sleep mode frees GPU memory; there is no GPU here (the multi-turn flags are taken: "
+                "--multi_turn_scheduler math_tip_trick --max_turns 3)"),
     Example('examples/train/grpo/internal/vllm_vl7b.sh',
             r'''MAX_PIXELS=1003520 \
 NPROC_PER_NODE=8 \

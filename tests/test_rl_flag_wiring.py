@@ -449,7 +449,7 @@ def test_overlong_buffer_penalises_the_last_tokens_by_the_factor(world):
     stage = RolloutStage.__new__(RolloutStage)
     stage.config = config
     stage.generate = lambda rows, sampling: ([None] * 4, [[1]] * 4, [[5] * n for n in (3, 4, 6, 8)], [True] * 4,
-                                             [[0.0]] * 4)
+                                             [[0.0]] * 4, [None] * 4)
     stage.sampling, stage.rewards = None, lambda samples: [0.0] * 4
     penalties = [sample[5] for sample in stage.score([{}])[0]]
     assert penalties == pytest.approx([0.0, 0.0, -0.5 * 2 / 4, -0.5])

@@ -295,6 +295,17 @@ class RLOptions(Options):
     generate_max_len: int = online(64, "Most tokens generated per response.", aliases=GENERATE_MAX_LEN)
     prompt_max_len: int | None = online(None, "Longest prompt in tokens; longer prompts are dropped and counted "
                                               "(default: --max_length).")
+    # multi-turn rollouts (rlhfx.algos.rl.multi_turn)
+    multi_turn_scheduler: str | None = online(
+        None, "ms-swift: generate each sample over several turns; after each turn this scheduler ends the conversation "
+              "or adds to it (a message, or a tip appended to the answer) and the model continues from the whole "
+              "conversation. Built in: math_tip_trick; more registered by --external_plugins (multi_turns['name'] = "
+              "MyScheduler). Only the model's tokens are trained; the rewards score the final answer.")
+    max_turns: int | None = online(None, "--multi_turn_scheduler: most turns per conversation (default: until the "
+                                         "scheduler ends it).")
+    completion_length_limit_scope: str = online(
+        "per_round", "--multi_turn_scheduler: --max_completion_length limits each turn (per_round) or all the tokens "
+                     "after the prompt together, inserted ones included (total).", choices=("per_round", "total"))
     # the rollout engine
     engine: str = online("pt", "Rollout engine: pt (the policy generates) or vllm (weights pushed every step; needs "
                                "the vllm extra).", choices=("pt", "vllm"))

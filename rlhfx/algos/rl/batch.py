@@ -8,15 +8,18 @@ logits / temperature (the distribution sampled from).
 import torch
 
 
-def layout(prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int, device) -> dict:
+def layout(prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int, device, loss_masks=None) -> dict:
+    """The batch; `loss_masks[i]` (multi-turn: 1 on the tokens the model generated) narrows row i's mask, None keeps
+    every response token."""
     width, length = max(map(len, prompt_ids)), max(map(len, response_ids))
+    loss_masks = loss_masks or [None] * len(prompt_ids)
     ids = torch.full((len(prompt_ids), width + length), pad_id, dtype=torch.long)
     attention = torch.zeros_like(ids)
     mask = torch.zeros((len(prompt_ids), length))
-    for i, (p, r) in enumerate(zip(prompt_ids, response_ids)):
+    for i, (p, r, m) in enumerate(zip(prompt_ids, response_ids, loss_masks)):
         ids[i, width - len(p) : width + len(r)] = torch.tensor(p + r)
         attention[i, width - len(p) : width + len(r)] = 1
-        mask[i, : len(r)] = 1
+        mask[i, : len(r)] = 1 if m is None else torch.tensor(m, dtype=mask.dtype)
     return {"input_ids": ids.to(device), "attention_mask": attention.to(device), "mask": mask.to(device), "width": width}
 
 

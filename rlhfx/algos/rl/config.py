@@ -84,6 +84,12 @@ def resolve(config: RLOptions, args) -> None:
     if config.target_kl is not None and config.target_kl <= 0:
         raise RlhfxError(f"--target_kl is {config.target_kl}.", "use the sequence KL to steer to (e.g. 6), or leave "
                          "it out for a fixed --kl_coef.")
+    if config.multi_turn_scheduler and config.uses_critic:
+        raise RlhfxError(f"--multi_turn_scheduler with --advantage_estimator {config.advantage_estimator}: the critic's "
+                         "values and GAE would run across the scheduler's inserted text, which is not trained.",
+                         "use --rlhf_type grpo (or another estimator without a critic: rloo, reinforce).")
+    if config.max_turns is not None and config.max_turns < 1:
+        raise RlhfxError(f"--max_turns is {config.max_turns}.", "use 1 or more turns, or leave it out (no limit).")
     if config.max_resample_times < 0:
         raise RlhfxError(f"--max_resample_times is {config.max_resample_times}.", "use 0 or more rounds.")
     for name in ("rollout_batch_size", "micro_rollout_batch_size", "num_ppo_epochs", "generate_max_len",
@@ -106,7 +112,9 @@ def _refuse_ignored(config: RLOptions, explicit: set) -> None:
                 "overlong_penalty_factor": ("overlong_buffer_len", "DAPO's overlong shaping"),
                 "max_resample_times": ("dynamic_sampling", "dynamic sampling"),
                 "vllm_is_correction_type": ("enable_vllm_is_correction", "the vLLM rollout correction"),
-                "vllm_is_truncated_threshold": ("enable_vllm_is_correction", "the vLLM rollout correction")}
+                "vllm_is_truncated_threshold": ("enable_vllm_is_correction", "the vLLM rollout correction"),
+                "max_turns": ("multi_turn_scheduler", "multi-turn rollouts"),
+                "completion_length_limit_scope": ("multi_turn_scheduler", "multi-turn rollouts")}
     for name, (needed, what) in requires.items():
         if name in explicit and not getattr(config, needed):
             raise RlhfxError(f"--{name} configures {what}, which is off in this run.", f"add --{needed}, or drop "
@@ -171,6 +179,7 @@ def _resolve_loss(config: RLOptions, args) -> None:
 def check_args(args) -> None:
     """Called by `rlhfx rlhf` before anything loads, after the options: the engine can start, the reward sources
     exist (what the flags name, rather than how they combine)."""
+    from rlhfx.algos.rl.multi_turn import check_scheduler
     from rlhfx.rewards.builtin import load_plugins
     from rlhfx.rewards.sources import check_reward_sources
 
@@ -180,6 +189,8 @@ def check_args(args) -> None:
 
         check_engine_available("vllm")
     load_plugins(args.external_plugins)
+    if args.multi_turn_scheduler:  # after the plugins, which may register it
+        check_scheduler(args.multi_turn_scheduler)
     check_reward_sources(args.reward_model or [], args.reward_func or [], args.remote_rm_url or [], args.reward_weights,
                          args)
 

@@ -27,6 +27,7 @@ import torch
 from rlhfx.algos import rl_math
 from rlhfx.algos.rl.batch import ActorCritic
 from rlhfx.algos.rl.dist import Ranks
+from rlhfx.algos.rl.multi_turn import MultiTurnRollout, multi_turns
 from rlhfx.algos.rl.rollout import FiniteRewards, RolloutStage, make_rollout_engine
 from rlhfx.algos.rl.update import UpdateStage, deepspeed_plugin
 from rlhfx.engines import stop_token_ids
@@ -108,10 +109,16 @@ class OnlineRLTrainer:
                                    config.critic_learning_rate or lr, updates, self.kl, self._mixed_precision,
                                    self.output_dir)
         self.engine = make_rollout_engine(args, config, tokenizer, policy, stops, ranks)
+        multi_turn = None
+        if config.multi_turn_scheduler:
+            scheduler = multi_turns[config.multi_turn_scheduler](args, tokenizer, config.max_turns)
+            multi_turn = MultiTurnRollout(scheduler, ctx.encoder, stops, config.max_turns,
+                                          config.completion_length_limit_scope == "total",
+                                          lambda pending: ranks.max(float(pending)) > 0)
         self.rollout = RolloutStage(args, config, self.engine, rewards, self.actor_critic, self.ref_model, ranks, pad_id,
                                     self._mixed_precision, self.kl, self.reward_moments,
                                     self.output_dir / "completions.jsonl" if config.log_completions else None,
-                                    self._offloaded)
+                                    self._offloaded, multi_turn)
         set_seed(args.seed + ranks.rank)  # each rank samples its own responses
         self.step = 0
         self.started = time.time()

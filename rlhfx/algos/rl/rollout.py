@@ -50,8 +50,9 @@ def make_rollout_engine(args, config, tokenizer, policy, stops: list[int], ranks
 
 class RolloutStage:
     def __init__(self, args, config, engine, rewards, actor_critic, ref_model, ranks, pad_id: int, autocast,
-                 kl, reward_moments, completions_path=None, offload=None):
+                 kl, reward_moments, completions_path=None, offload=None, multi_turn=None):
         self.args, self.config, self.engine, self.rewards = args, config, engine, rewards
+        self.multi_turn = multi_turn  # a MultiTurnRollout with --multi_turn_scheduler, else one turn per sample
         self.policy, self.critic, self.ref_model = actor_critic.policy, actor_critic.critic, ref_model
         self.ranks, self.pad_id, self.autocast = ranks, pad_id, autocast
         self.kl, self.reward_moments, self.completions_path = kl, reward_moments, completions_path
@@ -68,16 +69,22 @@ class RolloutStage:
     # --- generation and scoring ---------------------------------------------------------------------------
 
     def generate(self, rows: list[dict], sampling: Sampling):
-        """(samples, prompt ids, response ids, finished, engine log-probs) for every prompt's n completions, prompts'
-        samples consecutive; finished is False for a completion cut at --generate_max_len; the log-probs are the
-        engine's own (vllm with --enable_vllm_is_correction; else zeros)."""
+        """(samples, prompt ids, response ids, finished, engine log-probs, loss masks) for every prompt's n
+        completions, prompts' samples consecutive; finished is False for a completion cut at --generate_max_len; the
+        log-probs are the engine's own (vllm with --enable_vllm_is_correction; else zeros); a loss mask is 1 on the
+        response tokens the model generated (multi-turn: not the inserted ones), None when that is all of them."""
         if self.config.engine == "vllm":
             self.engine.wake_up()
             self.engine.update_weights(self.policy_weights())
         with self.offload(), self.autocast():
-            completions = self.engine.generate([row["prompt_ids"] for row in rows], sampling)
+            if self.multi_turn is not None:
+                generated = self.multi_turn(self.engine, rows, sampling)
+            else:
+                completions = self.engine.generate([row["prompt_ids"] for row in rows], sampling)
         if self.config.engine == "vllm":
             self.engine.sleep()
+        if self.multi_turn is not None:
+            return generated
         samples, prompt_ids, response_ids, finished, logprobs = [], [], [], [], []
         for row, outs in zip(rows, completions):
             for completion in outs:
@@ -87,7 +94,7 @@ class RolloutStage:
                 response_ids.append(completion.token_ids or [self.engine.stop_ids[0]])
                 finished.append(completion.finished)
                 logprobs.append(completion.logprobs or [0.0] * len(response_ids[-1]))
-        return samples, prompt_ids, response_ids, finished, logprobs
+        return samples, prompt_ids, response_ids, finished, logprobs, [None] * len(samples)
 
     def policy_weights(self):
         """The policy's weights under their Hugging Face names; a LoRA adapter is merged into them. Under ZeRO-3
@@ -103,17 +110,17 @@ class RolloutStage:
 
     def score(self, rows: list[dict]) -> list[list[tuple]]:
         """Generate and score: per prompt, its n (sample, prompt ids, response ids, finished, reward, overlong
-        penalty, engine log-probs), the reward being the sources' and the penalty --overlong_buffer_len's shaping
-        (else 0)."""
+        penalty, engine log-probs, loss mask), the reward being the sources' and the penalty --overlong_buffer_len's
+        shaping (else 0)."""
         config = self.config
-        samples, prompt_ids, response_ids, finished, logprobs = self.generate(rows, self.sampling)
+        samples, prompt_ids, response_ids, finished, logprobs, masks = self.generate(rows, self.sampling)
         rewards = self.rewards(samples)
         penalty = [0.0] * len(samples)
         if config.overlong_buffer_len:
             lengths = torch.tensor([len(ids) for ids in response_ids])
             penalty = rl_math.overlong_penalty(lengths, config.generate_max_len, config.overlong_buffer_len,
                                                config.overlong_penalty_factor).tolist()
-        flat = list(zip(samples, prompt_ids, response_ids, finished, rewards, penalty, logprobs))
+        flat = list(zip(samples, prompt_ids, response_ids, finished, rewards, penalty, logprobs, masks))
         n = config.n_samples_per_prompt
         return [flat[i : i + n] for i in range(0, len(flat), n)]
 
@@ -164,9 +171,10 @@ class RolloutStage:
     def experience(self, groups: list[list[tuple]], step: int) -> tuple[dict, dict]:
         """Scored groups (generated here, or given: tests feed fixed ones) -> the batch the update trains on."""
         config, reduce = self.config, self.ranks.sum
-        samples, prompt_ids, response_ids, finished, rewards, overlong, engine_logp = zip(*[s for g in groups for s in g])
+        samples, prompt_ids, response_ids, finished, rewards, overlong, engine_logp, loss_masks = zip(
+            *[s for g in groups for s in g])
         device = self.ranks.device
-        batch = layout(prompt_ids, response_ids, self.pad_id, device)
+        batch = layout(prompt_ids, response_ids, self.pad_id, device, loss_masks)
         old_logp, ref_logp, values = [], [], []
         for part in chunks(len(samples), config.micro_rollout_batch_size):
             micro = select(batch, part)
@@ -234,9 +242,10 @@ class RolloutStage:
         real = len(mine)
         mine = mine + [rows[0]] * (size - real)
         greedy = Sampling(n=1, max_new_tokens=self.config.generate_max_len, greedy=True)
-        samples, _, response_ids, _, _ = self.generate(mine, greedy)
+        samples, _, response_ids, _, _, masks = self.generate(mine, greedy)
         rewards = self.ranks.gather(self.rewards(samples[:real]))
-        lengths = self.ranks.gather([len(ids) for ids in response_ids[:real]])
+        lengths = self.ranks.gather([len(ids) if mask is None else sum(mask)
+                                     for ids, mask in zip(response_ids[:real], masks[:real])])
         return {"eval_reward": sum(rewards) / len(rewards), "eval_response_length": sum(lengths) / len(lengths)}
 
 
