@@ -64,7 +64,6 @@ UNSUPPORTED = {
     "vllm_enable_lora": "Colocated vLLM gets the merged LoRA weights pushed every step.",
     "quant_method": "--quant_bits 4|8 quantises with bitsandbytes (QLoRA).",
     "bnb_4bit_quant_type": "--quant_bits 4 uses nf4 with double quantisation.",
-    "multi_turn_scheduler": "Multi-turn GRPO is not implemented.", "max_turns": "Multi-turn GRPO is not implemented.",
     "reward_model_type": "Pass the reward model folder with --reward_model.",
     "reward_model_id_or_path": "Pass the reward model folder with --reward_model.",
     "prompt_data_probs": "Use --dataset_probs.",
@@ -101,6 +100,9 @@ NOTES = {  # supported, but the meaning or default differs from the other tool
     "sleep_level": "GPU only (vLLM's sleep mode); refused on the CPU with a clear error.",
     "offload_model": "GPU only; refused on the CPU with a clear error.",
     "offload_optimizer": "GPU only; refused on the CPU with a clear error.",
+    "multi_turn_scheduler": "Built in: math_tip_trick; more with --external_plugins (`from rlhfx.algos.rl.multi_turn "
+                            "import MultiTurnScheduler, multi_turns`). The trainer runs the scheduler with every engine "
+                            "(pt, vLLM colocate or server); ms-swift's gym and thinking schedulers are not built in.",
     "reward_funcs": "Built in: accuracy, format, cosine, repetition, soft_overlong (ms-swift's definitions), demo; "
                     "more with --external_plugins.",
     "external_plugins": "A Python file registering rewards: `from rlhfx.rewards.builtin import ORM, orms; "

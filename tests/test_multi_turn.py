@@ -91,6 +91,20 @@ def test_a_user_message_joins_the_turns_with_the_template_and_max_turns_ends_the
     assert [m["content"] for m in samples[0].messages] == ["What is 2 + 3?", "4", "Check.", "5", "Check."]
 
 
+def test_a_total_length_limit_cuts_the_turn_that_reaches_it(chatml_tokenizer):
+    """--completion_length_limit_scope total: turn 2 gets only what turn 1 and the glue left of the limit."""
+    encoder = ChatEncoder(chatml_tokenizer, TEMPLATES["chatml"])
+    engine = ScriptedEngine(chatml_tokenizer, ["4", "five five five", "six"])
+    row = {"prompt_ids": encoder.encode_prompt(PROMPT), "prompt_messages": json.dumps(PROMPT), "label": "5"}
+    first, glue = engine.ids("4") + [engine.end], engine.ids("\n<|im_start|>user\nCheck.<|im_end|>\n<|im_start|>assistant\n")
+    limit = len(first) + len(glue) + 2
+    driver = MultiTurnRollout(CheckAgain(None, chatml_tokenizer), encoder, [engine.end], None, total_limit=True)
+    _, _, response_ids, finished, _, masks = driver(engine, [row], Sampling(max_new_tokens=limit))
+    assert len(engine.prompts) == 2
+    assert response_ids[0] == first + glue + engine.ids("five five five")[:2] and finished == [False]
+    assert masks[0] == [1] * len(first) + [0] * len(glue) + [1, 1]
+
+
 def test_the_rollout_batch_trains_only_where_the_loss_mask_is_1():
     """A conversation's inserted tokens (mask 0) get no advantage; a one-turn sample (mask None) trains every token."""
     from test_rl_trainer_steps import rollout_trainer
