@@ -96,10 +96,15 @@ class MathTipTrick(MultiTurnScheduler):
 
 
 def _prefix_within(tokenizer, ids: list[int], chars: int) -> list[int]:
-    """The longest prefix of `ids` whose text is at most `chars` characters (a stop token never kept)."""
-    kept = 0
-    while kept < len(ids) and len(tokenizer.decode(ids[: kept + 1], skip_special_tokens=True)) <= chars:
-        kept += 1
+    """The longest prefix of `ids` whose text is at most `chars` characters (a stop token never kept), found by
+    bisection: a prefix's text never gets shorter as tokens are added."""
+    kept, most = 0, len(ids)
+    while kept < most:
+        middle = (kept + most + 1) // 2
+        if len(tokenizer.decode(ids[:middle], skip_special_tokens=True)) <= chars:
+            kept = middle
+        else:
+            most = middle - 1
     while kept and ids[kept - 1] in tokenizer.all_special_ids:
         kept -= 1
     return ids[:kept]
