@@ -150,7 +150,7 @@ def _resolve_loss(config: RLOptions, args) -> None:
     if config.loss_type:
         if config.loss_type not in SWIFT_LOSS_TYPES:
             raise RlhfxError(f"--loss_type {config.loss_type} is a DPO loss; online RL takes "
-                             f"{', '.join(SWIFT_LOSS_TYPES)} (ms-swift's names for --loss_agg_mode).",
+                             f"{', '.join(SWIFT_LOSS_TYPES)} (ms-swift's GRPO loss types).",
                              "use --loss_agg_mode token-mean | seq-mean-token-mean | seq-mean-token-sum, or drop it.")
         mode = SWIFT_LOSS_TYPES[config.loss_type]
         if config.loss_agg_mode not in (None, mode):
