@@ -384,10 +384,10 @@ class RLOptions(Options):
                                   "--tau_pos damps them more).")
     fipo_decay_rate: float = online(32.0, "--loss_type fipo: half-life in tokens of the future KL's discount "
                                           "(gamma = 2^(-1 / rate)).")
-    fipo_clip_range: float = online(0.2, "--loss_type fipo: the influence weight exp(future KL) is clipped to "
-                                                "[1 - c, 1 + c] (0: not clipped).")
+    fipo_clip_range: float = online(0.2, "--loss_type fipo: c, the influence weight exp(future KL) is clipped to "
+                                         "[1, 1 + c] ([1 - c, 1 + c] with --fipo_clip_high_only false; 0: no clip).")
     fipo_clip_high_only: bool = online(True, "--loss_type fipo: clip the influence weight to [1, 1 + "
-                                             "--fipo_clip_range] instead.")
+                                             "--fipo_clip_range] (false: [1 - c, 1 + c]).")
     fipo_safety_threshold: float = online(4.0, "--loss_type fipo: tokens with a negative advantage and a ratio above "
                                                "this keep an influence weight within [0.8, 1] (inf: off).")
     real_tau: float = online(0.5, "--loss_type real: temperature of REAL's classification logits (the gradient "

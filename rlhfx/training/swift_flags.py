@@ -51,8 +51,8 @@ def apply_swift_flags(args) -> list[str]:
         raise RlhfxError(f"--sequence_parallel_size {size} splits each sequence over {size} GPUs (ms-swift's Ulysses "
                          "sequence parallelism), which rlhfx does not do: its processes would each hold whole "
                          f"sequences and train as data-parallel ranks, a {size}x larger batch.",
-                         "drop it (or pass 1); for the same batch run 1 / that many processes, and save memory with "
-                         "--gradient_checkpointing or --deepspeed zero3.")
+                         f"drop it (or pass 1); for ms-swift's batch run {size}x fewer processes or a {size}x smaller "
+                         "--per_device_train_batch_size; --gradient_checkpointing or --deepspeed zero3 save memory.")
     _strategies(values)
     if "beta" in explicit and values.get("rlhf_type") in RL:
         if "kl_coef" in explicit and values["kl_coef"] != values["beta"]:
