@@ -161,6 +161,7 @@ FLAGS: list[Flag] = [
     Flag("packing_samples", bool, False, "Padding-free batches: sft packs whole samples into rows of --max_length; dpo and rm lay each micro batch end to end in rows of --max_length.", ("packing", "padding_free"), "scale", algos=("dpo", "rm")),
     Flag("flash_attn", bool, False, "FlashAttention 2 kernels (needs the flash_attn package and a CUDA GPU).", ("use_flash_attn",), "scale"),
     Flag("attn_impl", str, None, "ms-swift: attention kernels: flash_attn / flash_attention_2 (= --flash_attn), sdpa or eager (default: transformers' choice, sdpa).", (), "scale", choices=("flash_attn", "flash_attention_2", "sdpa", "eager")),
+    Flag("sequence_parallel_size", int, 1, "ms-swift: GPUs each sequence is split over (Ulysses sequence parallelism); rlhfx keeps every sequence on one device, so it takes 1 only.", (), "scale"),
     Flag("dataloader_num_workers", int, 0, "Worker processes loading training batches (0: the training process itself).", (), "scale"),
     Flag("quant_bits", int, None, "Load the base model quantised to 4 or 8 bits (QLoRA through bitsandbytes, CUDA only); needs --train_type lora.", (), "scale", choices=(4, 8)),
     Flag("load_in_4bit", bool, False, "Same as --quant_bits 4 (OpenRLHF).", (), "scale"),

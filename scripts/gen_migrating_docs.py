@@ -56,10 +56,6 @@ UNSUPPORTED = {
         "mu_peak", "mu_valley")},
     **{n: ISSUE_17 for n in ("epsilon", "epsilon_high", "overlong_filter", "kl_in_reward", "dynamic_sample",
                              "importance_sampling_level")},
-    **{f"fipo_{n}": "The FIPO loss is not implemented." for n in ("decay_rate", "clip_range", "clip_high_only",
-                                                                  "safety_threshold")},
-    "sequence_parallel_size": "Sequence parallelism is not supported.",
-    "delta": "Two-sided clipping (INTELLECT-2's delta) is not implemented; --dual_clip bounds negative advantages.",
     "enable_thinking": "Pick the template with --template, or render with the tokenizer's own (--use_chat_template).",
     "vllm_enable_lora": "Colocated vLLM gets the merged LoRA weights pushed every step.",
     "quant_method": "--quant_bits 4|8 quantises with bitsandbytes (QLoRA).",
@@ -116,6 +112,10 @@ NOTES = {  # supported, but the meaning or default differs from the other tool
                      "refuses it: give --save_steps).",
     "eval_strategy": "steps (the default) and no (evaluation before and after training only); epoch with the Hugging "
                      "Face trainers (online RL refuses it).",
+    "sequence_parallel_size": "1 only: rlhfx has no sequence parallelism (a larger value is refused: its processes "
+                              "would train as data-parallel ranks, a larger batch).",
+    "delta": "= --dual_clip (two-sided GRPO's cap on the ratio of negative advantages); at least 1 + --epsilon_high, "
+             "where TRL's and OpenRLHF's definitions agree.",
     "async_generate": "false only: rollouts run before each step; true stops with a clear error.",
     "report_to": "tensorboard and wandb (not swanlab).",
     "lora_rank": "--train_type (default lora) chooses LoRA or full; a --lora_rank > 0 alone switches nothing "

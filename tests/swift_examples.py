@@ -705,7 +705,7 @@ rlhfx rlhf \
     --max_steps 1
 ''',
             'needs vLLM, which cannot be imported here',
-            why="its first line starts `rlhfx rollout` (vLLM: in .venv-vllm it serves until stopped, as in ms-swift's second terminal); its trainer's --loss_type fipo is not in rlhfx"),
+            why="its first line starts `rlhfx rollout` (vLLM: in .venv-vllm it serves until stopped, as in ms-swift's second terminal); its trainer command (--loss_type fipo, --delta, --fipo_*, --dynamic_sample) trains 1 step on the CPU without the server and its GPU flags, and --padding_free, --sequence_parallel_size 2 and --attn_impl flash_attn each stop it with their own error (test_swift_examples.py)"),
     Example('examples/train/grpo/internal/gspo.sh',
             r'''# 8*80G GPU
 # GSPO https://arxiv.org/pdf/2507.18071
@@ -943,7 +943,7 @@ rlhfx rlhf \
     --max_steps 1
 ''',
             'needs vLLM, which cannot be imported here',
-            why="its first line starts `rlhfx rollout` (vLLM: in .venv-vllm it serves until stopped, as in ms-swift's second terminal); its trainer's --loss_type real is not in rlhfx"),
+            why="its first line starts `rlhfx rollout` (vLLM: in .venv-vllm it serves until stopped, as in ms-swift's second terminal); its trainer command (--loss_type real, --deepspeed zero2) trains 1 step on the CPU without the server and --enable_thinking (test_swift_examples.py)"),
     Example('examples/train/grpo/internal/reinforce_plus_plus.sh',
             r'''# Reinforce++-Baseline in https://arxiv.org/abs/2501.03262
 

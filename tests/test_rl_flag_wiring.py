@@ -382,6 +382,64 @@ def test_policy_loss_follows_the_clip_and_aggregation_flags(world, argv, low, hi
         assert not close(stats["policy_loss"], hand_policy_loss(world, batch, 0.2, 0.2))
 
 
+def future_sums(x: torch.Tensor, gamma: float) -> torch.Tensor:
+    return torch.tensor([sum(gamma ** (s - t) * x[s] for s in range(t, len(x))) for t in range(len(x))],
+                        dtype=torch.float64)
+
+
+def test_fipo_weighs_the_ppo_loss_by_the_future_kl(world):
+    """docs/algorithms/fipo.md: w_t = clip(exp(sum_(s>=t) gamma^(s-t) log rho_s), 1 - c, 1 + c), gamma = 2^(-1/rate),
+    tokens with rho > delta left out of the sums; A < 0 with rho above the threshold: w within [0.8, 1]; the PPO
+    loss (dual clip delta) times w, token-mean."""
+    stages = Stages(world, "grpo", "--kl_in_reward", "true", "--loss_type", "fipo", "--fipo_decay_rate", "2",
+                    "--fipo_clip_range", "0.1", "--fipo_clip_high_only", "false", "--fipo_safety_threshold", "1.2",
+                    "--delta", "1.3")
+    batch = shifted(stages.batch())
+    loss, stats = stages.loss(batch)
+    gamma = 2 ** -0.5
+    losses, keep = [], []
+    for lp, o, a in zip(world.logp(world.policy), rows(batch["old_logp"]), rows(batch["advantages"])):
+        rho = (lp - o).exp()
+        weight = future_sums(torch.where(rho > 1.3, 0.0, lp - o), gamma).exp().clamp(0.9, 1.1)
+        safe = ~((a < 0) & (rho > 1.2))
+        weight = torch.where(safe, weight, weight.clamp(0.8, 1.0))
+        objective = torch.min(rho * a, rho.clamp(0.8, 1.2) * a)
+        objective = torch.where(a < 0, torch.max(objective, 1.3 * a), objective)
+        losses.append(-objective * weight)
+        keep.append(safe.double())
+    assert close(stats["policy_loss"], token_mean(losses)) and close(loss, stats["policy_loss"])
+    assert close(stats["fipo_safety_keep_ratio"], token_mean(keep)) and 0 < stats["fipo_safety_keep_ratio"] < 1
+    assert not close(stats["policy_loss"], hand_policy_loss(world, batch, 0.2, 0.2, dual=1.3))  # the weights count
+    grpo = Stages(world, "grpo", "--kl_in_reward", "true").loss(batch)[1]["policy_loss"]
+    assert not close(stats["policy_loss"], grpo) and "fipo_influence_weight_mean" not in Stages(
+        world, "grpo", "--kl_in_reward", "true").loss(batch)[1]
+
+
+def test_real_classifies_the_samples_of_each_prompt(world):
+    """docs/algorithms/real.md: s = mean_t log(pi / pi_old) / tau per sample; per group log(1 + sum_pos e^-s) +
+    log(1 + sum_neg e^s) (A > 0 positive, A <= 0 negative), over the groups; the KL term token-mean. Through the
+    update stage too: micro batches of whole groups, each its share of the optimizer batch."""
+    argv = ["--loss_type", "real", "--real_tau", "0.25", "--per_device_train_batch_size", "4", "--kl_coef", "0.1"]
+    stages = Stages(world, "grpo", *argv)
+    batch = shifted(stages.batch())
+    loss, stats = stages.loss(batch)
+    logits = [(lp - o).mean() / 0.25 for lp, o in zip(world.logp(world.policy), rows(batch["old_logp"]))]
+    signs = [a[0] > 0 for a in rows(batch["advantages"])]
+    want = 0.0
+    for g in range(2):
+        group = range(4 * g, 4 * g + 4)
+        want += math.log(1 + sum(math.exp(-logits[i]) for i in group if signs[i]))
+        want += math.log(1 + sum(math.exp(logits[i]) for i in group if not signs[i]))
+    assert close(stats["policy_loss"], want / 2)
+    lr = [p - r for p, r in zip(world.logp(world.policy), world.logp(world.ref))]
+    assert close(loss - stats["policy_loss"], 0.1 * token_mean([kl_estimate(x, "k3") for x in lr]))
+    grpo = Stages(world, "grpo", "--kl_coef", "0.1").loss(batch)[1]["policy_loss"]
+    assert not close(stats["policy_loss"], grpo)
+    # the update: optimizer batch 8 = 2 micro batches of 4, losses at the same weights, groups kept whole
+    update = Stages(world, "grpo", *argv).update.update(batch, 8, 0)
+    assert close(update["policy_loss"], want / 2)
+
+
 def test_entropy_coef_subtracts_the_token_mean_entropy(world):
     stages = Stages(world, "grpo", "--kl_in_reward", "true", "--entropy_coef", "0.3", "--temperature", "0.9")
     loss, stats = stages.loss(stages.batch())
@@ -480,6 +538,10 @@ def test_cosine_reward_knobs_set_its_four_corners_and_length(world):
     (["--rlhf_type", "grpo", "--overlong_penalty_factor", "2"], "add --overlong_buffer_len"),
     (["--rlhf_type", "grpo", "--cosine_max_len", "20"], "not among --reward_funcs"),
     (["--rlhf_type", "grpo", "--top_k", "-2"], "--top_k is -2"),
+    (["--rlhf_type", "grpo", "--fipo_decay_rate", "16"], "only --loss_type fipo uses"),
+    (["--rlhf_type", "grpo", "--loss_type", "fipo", "--real_tau", "1"], "only --loss_type real uses"),
+    (["--rlhf_type", "grpo", "--loss_type", "real", "--batch_size", "4", "--epsilon", "0.1"],
+     "--cliprange does not apply to --loss_type real"),
 ])
 def test_a_flag_that_would_change_nothing_is_refused(run_cli, argv, message):  # noqa: F811
     code, out = run_cli("rlhf", "--model", "tiny", "--dataset", "demo-prompts", "--reward_funcs", "demo", *argv)

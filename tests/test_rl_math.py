@@ -352,3 +352,91 @@ def test_unbiased_kl_gradient_keeps_the_value_and_takes_w_lr(estimator):
     lr = [[0.5, -1.0, 0.0], [-0.2, 0.0, 0.0]]  # logp - ref, the pad 0
     w = [[math.exp(0.1), math.exp(-0.2), 1.0], [math.exp(0.3), 1.0, 0.0]]
     close(logp.grad, [[wi * li for wi, li in zip(wr, lrow)] for wr, lrow in zip(w, lr)])
+
+
+# --- ms-swift's --loss_type fipo and real, worked by hand in float64 (1e-6) ---
+
+E = math.exp
+# token log-ratios log(pi / pi_old): row 0 (A = +1) has 3 tokens, row 1 (A = -1) has 2 and a pad of junk
+FIPO_LOG_RATIO = torch.tensor([[0.2, -0.5, 0.3], [0.1, 1.5, 7.0]], dtype=torch.float64)
+FIPO_ADV = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]], dtype=torch.float64)
+FIPO_MASK = MASK.double()
+KNOBS = {"decay_rate": 1.0, "clip_range": 0.2, "clip_high_only": True, "safety_threshold": 4.0}  # gamma = 1/2
+
+
+def near(actual, expected):
+    assert torch.allclose(torch.as_tensor(actual, dtype=torch.float64), torch.as_tensor(expected, dtype=torch.float64),
+                          atol=1e-6, rtol=0), (actual, expected)
+
+
+def fipo_loss(**changes):
+    return rl_math.policy_loss(FIPO_LOG_RATIO, torch.zeros_like(FIPO_LOG_RATIO), FIPO_ADV, FIPO_MASK, 0.2, 0.2,
+                               changes.pop("dual_clip", None), fipo={**KNOBS, **changes})
+
+
+def test_fipo_weighs_each_token_by_its_clipped_future_kl():
+    # future KL F_t = sum_(s>=t) (1/2)^(s-t) log rho_s: row 0 .3, -.5 + .15 = -.35, .2 - .175 = .025 (from the end);
+    # row 1: 1.5, .1 + .75 = .85
+    # w = exp(F) clipped to [1, 1.2]; row 1's second token (A < 0, rho = e^1.5 = 4.48 > 4) is held in [0.8, 1]
+    weights = [[E(0.025), 1.0, 1.2], [1.2, 1.0, 0.0]]
+    # the PPO loss per token: -min(rho A, clip(rho, .8, 1.2) A): row 0 -1.2, -e^-.5, -1.2; row 1 e^.1, e^1.5
+    ppo = [[-1.2, -E(-0.5), -1.2], [E(0.1), E(1.5)]]
+    weight, stats = rl_math.fipo_weights(FIPO_LOG_RATIO, FIPO_LOG_RATIO.exp(), FIPO_ADV, FIPO_MASK, **KNOBS)
+    near(weight * FIPO_MASK, weights)
+    near(stats["fipo_future_kl_mean"], (0.025 - 0.35 + 0.3 + 0.85 + 1.5) / 5)
+    near(stats["fipo_influence_weight_mean"], (E(0.025) + 1 + 1.2 + 1.2 + 1) / 5)
+    near(stats["fipo_safety_keep_ratio"], 4 / 5)
+    out = fipo_loss()
+    per_token = [ppo[0][0] * E(0.025), ppo[0][1] * 1.0, ppo[0][2] * 1.2, ppo[1][0] * 1.2, ppo[1][1] * 1.0]
+    near(out["loss"], sum(per_token) / 5)  # token-mean, as ms-swift's fipo
+
+
+def test_fipo_two_sided_clip_and_the_dual_clip_delta():
+    """--fipo_clip_high_only false clips w to [0.8, 1.2]; --delta 3 (the dual clip) leaves row 1's second token
+    (rho 4.48 > 3) out of every future KL and floors its objective at 3 A."""
+    out = fipo_loss(clip_high_only=False, dual_clip=3.0)
+    # row 0 as before but w(-.35) = max(e^-.35, .8) = .8; row 1: F = .1 (1.5 left out), 0 -> w = e^.1, then 1
+    weights = [E(0.025), 0.8, 1.2, E(0.1), 1.0]
+    per_token = [-1.2, -E(-0.5), -1.2, E(0.1), 3.0]
+    near(out["loss"], sum(w * p for w, p in zip(weights, per_token)) / 5)
+    near(out["fipo_future_kl_mean"], (0.025 - 0.35 + 0.3 + 0.1 + 0.0) / 5)
+    # without the weights it is the plain (dual-clipped) PPO loss, which differs
+    plain = rl_math.policy_loss(FIPO_LOG_RATIO, torch.zeros_like(FIPO_LOG_RATIO), FIPO_ADV, FIPO_MASK, 0.2, 0.2, 3.0)
+    near(plain["loss"], sum(per_token) / 5)
+    assert abs(plain["loss"] - out["loss"]) > 1e-3
+
+
+def test_fipo_weight_is_not_differentiated():
+    logp = FIPO_LOG_RATIO.clone().requires_grad_()
+    rl_math.policy_loss(logp, torch.zeros_like(logp), FIPO_ADV, FIPO_MASK, 0.2, 0.2, fipo=KNOBS)["loss"].backward()
+    # where the unclipped term is the min, d/dlogp = -w A rho / 5 with w a constant: row 0's second token (w 1) and
+    # row 1's tokens (A -1: rho e^.1 inside the clip, w 1.2; rho e^1.5 above it, PPO's min keeps rho, w 1)
+    near(logp.grad, [[0.0, -E(-0.5) / 5, 0.0], [1.2 * E(0.1) / 5, E(1.5) / 5, 0.0]])
+
+
+# REAL: 4 samples in 2 groups of 2; token log-ratios (old log-probs 0) with sample means .3, -.2 | .2, .6
+REAL_LOGP = torch.tensor([[0.2, 0.4], [-0.2, 5.0], [0.1, 0.3], [0.5, 0.7]], dtype=torch.float64)
+REAL_MASK = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+REAL_ADV = torch.tensor([1.0, -1.0, -0.5, 0.0], dtype=torch.float64)[:, None].expand(4, 2)
+
+
+def test_real_classifies_each_group_by_the_sign_of_the_advantage():
+    logp = REAL_LOGP.clone().requires_grad_()
+    loss = rl_math.real_loss(logp, torch.zeros_like(logp), REAL_ADV, REAL_MASK, n=2, tau=0.5)
+    # group 0: positive s = .3 / .5 = .6, negative s = -.2 / .5 = -.4: log(1 + e^-.6) + log(1 + e^-.4);
+    # group 1 has no positive sample (A <= 0 is negative): it adds 0; the sum is over the 2 groups
+    near(loss, (math.log(1 + E(-0.6)) + math.log(1 + E(-0.4))) / 2)
+    loss.backward()
+    # d/d logp_t = dL/ds / tau / tokens / groups: positive -sigmoid(-.6), negative +sigmoid(-.4)
+    pos, neg = -1 / (1 + E(0.6)) / 0.5 / 2 / 2, 1 / (1 + E(0.4)) / 0.5 / 1 / 2
+    near(logp.grad * REAL_MASK, [[pos, pos], [neg, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    # one micro batch of an optimizer batch of 4 groups: its share
+    near(rl_math.real_loss(REAL_LOGP, torch.zeros_like(REAL_LOGP), REAL_ADV, REAL_MASK, 2, 0.5, n_groups=4.0),
+         (math.log(1 + E(-0.6)) + math.log(1 + E(-0.4))) / 4)
+
+
+def test_real_without_a_mixed_group_is_zero_with_a_gradient_graph():
+    logp = REAL_LOGP.clone().requires_grad_()
+    loss = rl_math.real_loss(logp, torch.zeros_like(logp), -REAL_ADV.abs(), REAL_MASK, 2, 0.5)
+    loss.backward()
+    assert loss.item() == 0.0 and not logp.grad.any()

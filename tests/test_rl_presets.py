@@ -103,10 +103,36 @@ def test_policy_loss_flags_and_their_spellings(argv, expected):
     (["--tau_pos", "2"], "only --loss_type sapo uses"),
     (["--loss_type", "sapo", "--tau_neg", "0"], "must be positive"),
     (["--loss_type", "sapo", "--dual_clip", "3"], "has no clip"),
+    (["--delta", "1.2", "--epsilon_high", "0.28"], "1.2 is below 1"),
+    (["--loss_type", "fipo", "--fipo_decay_rate", "0"], "--fipo_decay_rate is 0"),
+    (["--loss_type", "fipo", "--fipo_clip_range", "1", "--fipo_clip_high_only", "false"], "needs 0 <= c < 1"),
+    (["--fipo_clip_high_only", "false", "--fipo_safety_threshold", "3"], "only --loss_type fipo uses"),
+    (["--loss_type", "real", "--batch_size", "4", "--real_tau", "0"], "--real_tau is 0"),
+    (["--loss_type", "real", "--batch_size", "6"], "not a multiple of --num_generations 4"),
+    (["--loss_type", "real", "--batch_size", "4", "--scale_rewards", "group"], "REAL reads only the sign"),
+    (["--loss_type", "real", "--batch_size", "4", "--importance_sampling_level", "sequence"], "does not apply to "
+     "--loss_type real"),
+    (["--loss_type", "real", "--batch_size", "4", "--delta", "3"], "--dual_clip does not apply to --loss_type real"),
+    (["--loss_type", "real", "--batch_size", "4", "--advantage_estimator", "gae"], "needs a group estimator"),
 ])
 def test_policy_loss_flag_conflicts_are_refused(argv, message):
     with pytest.raises(RlhfxError, match=message.replace("-", r"\-")):
         config("--rlhf_type", "grpo", *argv)
+
+
+def test_fipo_and_real_read_their_knobs():
+    """ms-swift's defaults, and the values of its examples/train/grpo/internal/fipo.sh; REAL's rewards unscaled."""
+    fipo = config("--rlhf_type", "grpo", "--loss_type", "fipo")
+    assert (fipo.loss_agg_mode, fipo.fipo_decay_rate, fipo.fipo_clip_range, fipo.fipo_clip_high_only,
+            fipo.fipo_safety_threshold, fipo.dual_clip) == ("token-mean", 32.0, 0.2, True, 4.0, None)
+    fipo = config("--rlhf_type", "grpo", "--loss_type", "fipo", "--delta", "10.0", "--epsilon_high", "0.28",
+                  "--fipo_decay_rate", "32", "--fipo_clip_range", "0.2", "--fipo_clip_high_only", "false",
+                  "--fipo_safety_threshold", "3.0", "--dynamic_sample", "true")
+    assert (fipo.dual_clip, fipo.cliprange_high, fipo.fipo_clip_high_only, fipo.fipo_safety_threshold,
+            fipo.dynamic_sampling) == (10.0, 0.28, False, 3.0, True)
+    real = config("--rlhf_type", "grpo", "--loss_type", "real", "--per_device_train_batch_size", "8",
+                  "--num_generations", "8")
+    assert (real.real_tau, real.scale_rewards, real.loss_agg_mode) == (0.5, "none", "token-mean")
 
 
 def test_sapo_reads_its_temperatures():

@@ -3,12 +3,14 @@ and `--max_steps 1` changed: each finishes its step, or stops at the clear error
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from swift_examples import EXAMPLES
+from cli_inprocess import run_cli  # noqa: F401 (fixture)
+from swift_examples import EXAMPLES, Example
 
 from rlhfx.registry.datasets import DEMO_DATA_DIR
 
@@ -65,3 +67,62 @@ def test_ms_swift_example(example, workdir):
         assert example.expect in output, output[-4000:]
         # an rlhfx error, not a crash: no frame of rlhfx's code (torchrun prints its own traceback when a rank fails)
         assert str(ROOT / "rlhfx") not in output, output[-4000:]
+
+
+# fipo.sh and real.sh start `rlhfx rollout` (a vLLM server: the table row stops there without vLLM) and then the
+# trainer. Their trainer command runs here as one process on the CPU that rolls out with the policy itself:
+SERVED = [e for e in EXAMPLES if e.path in ("examples/train/grpo/internal/fipo.sh", "examples/train/grpo/internal/real.sh")]
+SERVER_FLAGS = ("use_vllm", "vllm_mode", "vllm_server_host", "vllm_server_port")  # no vLLM server to talk to
+# fipo.sh's GPU flags, in the order a one-process run checks them: each stops the command with its own error
+GPU_FLAGS = {"padding_free": "--packing_samples does not apply to --rlhf_type grpo",
+             "sequence_parallel_size": "splits each sequence over 2 GPUs",
+             "attn_impl": "--attn_impl flash_attn needs a CUDA GPU"}
+ELSEWHERE = ("enable_thinking",)  # real.sh's chat-template switch: another part of issue 20 adds it
+SHORTER = {"max_completion_length": ["8"], "rollout_batch_size": ["2"]}  # 16 completions of 8 tokens, not 128 of 4096
+
+
+def trainer_argv(example) -> list[str]:
+    """The flags after the script's `rlhfx rlhf`, as bash passes them."""
+    return shlex.split(example.script.split("rlhfx rlhf", 1)[1].replace("\\\n", " "))
+
+
+def without(argv: list[str], drop) -> list[str]:
+    """argv without the flags named in `drop` and their values."""
+    kept, keep = [], True
+    for token in argv:
+        if token.startswith("--"):
+            keep = token[2:] not in drop
+        if keep:
+            kept.append(token)
+    return kept
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="FlashAttention's error is the CPU's")
+def test_fipo_trainer_stops_at_each_gpu_flag_with_its_own_error(run_cli, workdir, monkeypatch):
+    monkeypatch.chdir(workdir)
+    argv = without(trainer_argv(SERVED[0]), SERVER_FLAGS)
+    for flag, message in GPU_FLAGS.items():
+        code, out = run_cli("rlhf", *argv)
+        assert code == 2 and message in out, out[-2000:]
+        argv = without(argv, (flag,))
+
+
+@pytest.mark.parametrize("example", SERVED, ids=lambda e: e.path.rsplit("/", 1)[1])
+def test_the_trainer_command_of_fipo_and_real_takes_its_loss(example, workdir):
+    """1 step of the trainer command (bfloat16, --deepspeed zero2, --dynamic_sample and the loss flags as written),
+    without the server's, GPUs' and ELSEWHERE's flags, with SHORTER rollouts (about a minute each on 2 CPU cores)."""
+    argv = without(trainer_argv(example), SERVER_FLAGS + tuple(GPU_FLAGS) + ELSEWHERE + tuple(SHORTER))
+    argv += [token for name, value in SHORTER.items() for token in (f"--{name}", *value)]
+    trainer = Example(example.path + ".trainer", "rlhfx rlhf " + shlex.join(argv), "runs")
+    folder, code, output = run_script(trainer, workdir)
+    assert code == 0, output[-4000:]
+    [metrics] = (folder / "output").rglob("metrics.jsonl")
+    [step] = [json.loads(line) for line in metrics.read_text().splitlines() if '"policy_loss"' in line]
+    loss = example.path.rsplit("/", 1)[1].removesuffix(".sh")
+    [saved] = (folder / "output").rglob("args.json")
+    assert json.loads(saved.read_text())["loss_type"] == loss
+    if loss == "fipo":  # its statistics logged; nothing clipped the influence weight's mean out of [0.8, 1.2]
+        assert 0.8 <= step["fipo_influence_weight_mean"] <= 1.2 and 0 <= step["fipo_safety_keep_ratio"] <= 1
+        assert "fipo_future_kl_mean" in step
+    else:  # REAL has no ratio clip
+        assert "clip_ratio" not in step and "fipo_future_kl_mean" not in step

@@ -367,8 +367,9 @@ class RLOptions(Options):
                                                 "--cliprange).", aliases=("eps_clip_high", "epsilon_high"))
     eps_clip_low_high: list[float] | None = online(None, "OpenRLHF: the lower and upper ratio clip, LOW HIGH (= "
                                                          "--cliprange LOW --cliprange_high HIGH).")
-    dual_clip: float | None = online(None, "Dual-clip constant c > 1 bounding the loss of negative advantages "
-                                           "(default: off).")
+    dual_clip: float | None = online(None, "Dual-clip constant c >= 1 + --cliprange_high bounding the loss of "
+                                           "negative advantages: their ratio counts at most c (TRL / ms-swift's "
+                                           "--delta, two-sided GRPO) (default: off).", aliases=("delta",))
     policy_loss: str = online("ppo", "ppo (token importance ratio) or gspo (one ratio per sequence, exp of the mean "
                                      "token log-ratio; its loss defaults to seq-mean-token-mean).",
                               aliases=("policy_loss_type",), choices=("ppo", "gspo"))
@@ -382,13 +383,26 @@ class RLOptions(Options):
     loss_type: str | None = option(None, "Online RL (ms-swift's names for --loss_agg_mode): grpo = "
                                          "seq-mean-token-mean, bnpo and dapo = token-mean, dr_grpo = "
                                          "seq-mean-token-sum; sapo = seq-mean-token-mean with SAPO's soft gate "
-                                         "(temperatures tau_pos, tau_neg) in place of the ratio clip.",
-                                   choices=("grpo", "bnpo", "dr_grpo", "dapo", "sapo"))
+                                         "(temperatures tau_pos, tau_neg) in place of the ratio clip; fipo = "
+                                         "token-mean with each token's loss weighted by its future KL (--fipo_*); "
+                                         "real = REAL's in-group classification of the samples by the sign of "
+                                         "their advantage (--real_tau) in place of the PPO loss.",
+                                   choices=("grpo", "bnpo", "dr_grpo", "dapo", "sapo", "fipo", "real"))
     tau_pos: float = online(1.0, "--loss_type sapo: temperature of the gate for positive advantages; the loss weighs "
                                  "rho by sigmoid(tau (rho - 1)) 4 / tau, whose slope is 1 at rho = 1 and fades faster "
                                  "away from 1 for a larger tau.")
     tau_neg: float = online(1.05, "--loss_type sapo: temperature of the gate for negative advantages (above "
                                   "--tau_pos damps them more).")
+    fipo_decay_rate: float = online(32.0, "--loss_type fipo: half-life in tokens of the future KL's discount "
+                                          "(gamma = 2^(-1 / rate)).")
+    fipo_clip_range: float = online(0.2, "--loss_type fipo: c, the influence weight exp(future KL) is clipped to "
+                                         "[1, 1 + c] ([1 - c, 1 + c] with --fipo_clip_high_only false; 0: no clip).")
+    fipo_clip_high_only: bool = online(True, "--loss_type fipo: clip the influence weight to [1, 1 + "
+                                             "--fipo_clip_range] (false: [1 - c, 1 + c]).")
+    fipo_safety_threshold: float = online(4.0, "--loss_type fipo: tokens with a negative advantage and a ratio above "
+                                               "this keep an influence weight within [0.8, 1] (inf: off).")
+    real_tau: float = online(0.5, "--loss_type real: temperature of REAL's classification logits (the gradient "
+                                  "weight of a sample is at most 1 / tau).")
     entropy_coef: float = online(0.0, "Entropy bonus weight (the entropy is logged either way).")
     # DAPO's and OpenRLHF's rollout shaping
     dynamic_sampling: bool = online(False, "DAPO: keep only prompts whose samples' rewards differ (the others have "

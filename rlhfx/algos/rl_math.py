@@ -208,16 +208,60 @@ def sapo_gate(ratio: torch.Tensor, advantages: torch.Tensor, tau_pos: float, tau
     return torch.sigmoid(tau * (ratio - 1)) * 4 / tau
 
 
+def fipo_weights(log_ratio: torch.Tensor, ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                 decay_rate: float, clip_range: float, clip_high_only: bool, safety_threshold: float,
+                 delta: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """FIPO's influence weight of each token (Future-KL Influenced Policy Optimization, arXiv 2603.19835), detached:
+    the future KL F_t = sum_(s>=t) gamma^(s-t) log rho_s (token log-ratios, gamma = 2^(-1 / decay_rate); tokens whose
+    ratio is above the dual clip `delta` add nothing), w = exp(F_t) clipped to [1 - c, 1 + c] ([1, 1 + c] with
+    clip_high_only; c = 0: no clip); a token with A < 0 and ratio above safety_threshold keeps w within [0.8, 1].
+    `ratio` is the one the loss uses (the sequence ratio under GSPO). Also the statistics: the token means of F, of w
+    and of the tokens the safety rule leaves alone."""
+    with torch.no_grad():
+        steps = log_ratio * mask
+        if delta is not None:
+            steps = torch.where(ratio > delta, 0.0, steps)
+        future_kl = discounted_returns(steps, mask, 2 ** (-1 / decay_rate))
+        weight = torch.exp(future_kl)
+        if clip_range:
+            weight = weight.clamp(1.0 if clip_high_only else 1 - clip_range, 1 + clip_range)
+        keep = ~((advantages < 0) & (ratio > safety_threshold))
+        weight = torch.where(keep, weight, weight.clamp(0.8, 1.0))
+        stats = {"fipo_future_kl_mean": masked_mean(future_kl, mask),
+                 "fipo_influence_weight_mean": masked_mean(weight, mask),
+                 "fipo_safety_keep_ratio": masked_mean(keep.float(), mask)}
+    return weight, stats
+
+
+def real_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, n: int,
+              tau: float, n_groups: float | None = None) -> torch.Tensor:
+    """REAL (Rewards as Labels, arXiv 2602.05630) on consecutive groups of n samples of a prompt: each sample's logit
+    s = its token mean of log(pi / pi_old) / tau, its label the sign of its (token mean) advantage (positive: A > 0,
+    negative: A <= 0); a group with both labels adds log(1 + sum_pos e^-s) + log(1 + sum_neg e^s), a group with one
+    label adds 0; summed over groups / n_groups (default: this batch's groups; the optimizer batch's when this is
+    one micro batch of it)."""
+    tokens = mask.sum(1).clamp(min=1)
+    logits = (((logp - old_logp) * mask).sum(1) / tokens / tau).view(-1, n)
+    positive = ((advantages * mask).sum(1) / tokens > 0).view(-1, n)
+    both = positive.any(1) & (~positive).any(1)
+    zero = torch.zeros_like(logits[:, :1])
+    negative_term = torch.logsumexp(torch.cat([logits.masked_fill(positive, -math.inf), zero], 1), 1)
+    positive_term = torch.logsumexp(torch.cat([(-logits).masked_fill(~positive, -math.inf), zero], 1), 1)
+    return ((negative_term + positive_term) * both).sum() / (logits.shape[0] if n_groups is None else n_groups)
+
+
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                 eps_low: float, eps_high: float, dual_clip: float | None = None, level: str = "token",
                 agg: str = "token-mean", n_tokens: float | None = None, n_sequences: float | None = None,
-                weights: torch.Tensor | None = None, sapo: tuple[float, float] | None = None) -> dict[str, torch.Tensor]:
+                weights: torch.Tensor | None = None, sapo: tuple[float, float] | None = None,
+                fipo: dict | None = None) -> dict[str, torch.Tensor]:
     """PPO clipped surrogate. rho = exp(logp - logp_old) per token (level "token", PPO), or per sequence
     exp(mean_t (logp - logp_old)) (level "sequence", GSPO), the log-ratio clamped to [-20, 20] first (an
     overflowing rho times an advantage of exactly 0 would be NaN); objective min(rho A, clip(rho, 1 - eps_low,
     1 + eps_high) A), with dual clip c > 1: max(objective, c A) where A < 0; with `sapo` = (tau_pos, tau_neg)
-    instead sapo_gate(rho, A) A (no clip); loss = -objective, times the
-    detached per-token `weights` when given (the rollout correction, TIS / ICEPOP), aggregated by `agg`.
+    instead sapo_gate(rho, A) A (no clip); loss = -objective, times FIPO's influence weights when `fipo` holds
+    fipo_weights' knobs (its delta is dual_clip) and times the detached per-token `weights` when given (the rollout
+    correction, TIS / ICEPOP), aggregated by `agg`.
 
     clip_ratio: share of tokens where the clipped term is the smaller one (clipping changed the objective; 0 for sapo).
     approx_kl: token mean of (rho - 1) - log rho with the token rho, an unbiased estimate of KL(old || new)."""
@@ -235,11 +279,17 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     objective = torch.min(unclipped, clipped) if sapo is None else sapo_gate(ratio, advantages, *sapo) * advantages
     if dual_clip is not None:
         objective = torch.where(advantages < 0, torch.max(objective, dual_clip * advantages), objective)
-    loss = -objective if weights is None else -objective * weights.detach()
+    loss, stats = -objective, {}
+    if fipo is not None:
+        influence, stats = fipo_weights(token_log_ratio, ratio, advantages, mask, delta=dual_clip, **fipo)
+        loss = loss * influence
+    if weights is not None:
+        loss = loss * weights.detach()
     with torch.no_grad():
         clip_ratio = masked_mean((clipped < unclipped).float() * (sapo is None), mask)
         approx_kl = masked_mean((token_log_ratio.exp() - 1) - token_log_ratio, mask)
-    return {"loss": aggregate(loss, mask, agg, n_tokens, n_sequences), "clip_ratio": clip_ratio, "approx_kl": approx_kl}
+    return {"loss": aggregate(loss, mask, agg, n_tokens, n_sequences), "clip_ratio": clip_ratio, "approx_kl": approx_kl,
+            **stats}
 
 
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,

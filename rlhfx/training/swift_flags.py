@@ -46,6 +46,13 @@ def apply_swift_flags(args) -> list[str]:
         raise RlhfxError("--async_generate true (the next rollout generated while this one trains, one step "
                          "off-policy, on ms-swift's vLLM server) is not available in rlhfx.",
                          "drop it or pass --async_generate false: rollouts then run before each step, on-policy.")
+    if values.get("sequence_parallel_size", 1) > 1:
+        size = values["sequence_parallel_size"]
+        raise RlhfxError(f"--sequence_parallel_size {size} splits each sequence over {size} GPUs (ms-swift's Ulysses "
+                         "sequence parallelism), which rlhfx does not do: its processes would each hold whole "
+                         f"sequences and train as data-parallel ranks, a {size}x larger batch.",
+                         f"drop it (or pass 1); for ms-swift's batch run {size}x fewer processes or a {size}x smaller "
+                         "--per_device_train_batch_size; --gradient_checkpointing or --deepspeed zero3 save memory.")
     _strategies(values)
     if "beta" in explicit and values.get("rlhf_type") in RL:
         if "kl_coef" in explicit and values["kl_coef"] != values["beta"]:

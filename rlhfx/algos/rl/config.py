@@ -62,6 +62,11 @@ def resolve(config: RLOptions, args) -> None:
         raise RlhfxError(f"--top_k is {config.top_k}.", "use 0 or -1 (off) or a positive number.")
     if config.dual_clip is not None and config.dual_clip <= 1:
         raise RlhfxError(f"--dual_clip is {config.dual_clip}.", "use a constant above 1 (e.g. 3), or leave it off.")
+    if config.dual_clip is not None and config.dual_clip < 1 + config.cliprange_high:
+        raise RlhfxError(f"--dual_clip (--delta) {config.dual_clip} is below 1 + --epsilon_high {config.cliprange_high}:"
+                         " there the upper clip bounds the ratio already, and TRL's --delta would also cap the "
+                         "positive advantages' ratio, which OpenRLHF's --dual_clip leaves alone.",
+                         f"use a constant of at least {1 + config.cliprange_high:g} (e.g. 3), or leave it off.")
     if config.dynamic_sampling and config.advantage_estimator not in GROUP_ESTIMATORS:
         raise RlhfxError(f"--dynamic_sampling keeps the prompts whose samples' rewards differ, which needs a group "
                          f"estimator, not --advantage_estimator {config.advantage_estimator}.",
@@ -128,9 +133,18 @@ def _refuse_ignored(config: RLOptions, explicit: set) -> None:
 
 
 # ms-swift's --loss_type for GRPO-style runs, as verl's --loss_agg_mode (ms-swift's dr_grpo also divides by the
-# constant max completion length, which only scales the gradient); sapo also swaps the ratio clip for SAPO's gate
+# constant max completion length, which only scales the gradient); sapo also swaps the ratio clip for SAPO's gate,
+# fipo weighs each token by its future KL, real replaces the policy loss (its mode aggregates the KL term)
 SWIFT_LOSS_TYPES = {"grpo": "seq-mean-token-mean", "bnpo": "token-mean", "dapo": "token-mean",
-                    "dr_grpo": "seq-mean-token-sum", "sapo": "seq-mean-token-mean"}
+                    "dr_grpo": "seq-mean-token-sum", "sapo": "seq-mean-token-mean", "fipo": "token-mean",
+                    "real": "token-mean"}
+# each loss type's own knobs: refused with another loss type
+LOSS_KNOBS = {"sapo": ("tau_pos", "tau_neg"), "real": ("real_tau",),
+              "fipo": ("fipo_decay_rate", "fipo_clip_range", "fipo_clip_high_only", "fipo_safety_threshold")}
+# what REAL (a classification of whole samples) has no use for
+NOT_REAL = {"cliprange": "REAL has no ratio clip", "cliprange_high": "REAL has no ratio clip",
+            "eps_clip_low_high": "REAL has no ratio clip", "dual_clip": "REAL has no ratio clip",
+            "enable_vllm_is_correction": "REAL's loss has no per-token terms to correct"}
 
 
 def _resolve_loss(config: RLOptions, args) -> None:
@@ -144,13 +158,18 @@ def _resolve_loss(config: RLOptions, args) -> None:
     if config.loss_type:
         if config.loss_type not in SWIFT_LOSS_TYPES:
             raise RlhfxError(f"--loss_type {config.loss_type} is a DPO loss; online RL takes "
-                             f"{', '.join(SWIFT_LOSS_TYPES)} (ms-swift's names for --loss_agg_mode).",
+                             f"{', '.join(SWIFT_LOSS_TYPES)} (ms-swift's GRPO loss types).",
                              "use --loss_agg_mode token-mean | seq-mean-token-mean | seq-mean-token-sum, or drop it.")
         mode = SWIFT_LOSS_TYPES[config.loss_type]
         if config.loss_agg_mode not in (None, mode):
             raise RlhfxError(f"--loss_type {config.loss_type} means --loss_agg_mode {mode}, not "
                              f"{config.loss_agg_mode}.", "keep one of them.")
         config.loss_agg_mode = mode
+    for loss_type, knobs in LOSS_KNOBS.items():
+        given = [f"--{name}" for name in knobs if name in args.explicit]
+        if given and config.loss_type != loss_type:
+            raise RlhfxError(f"{' / '.join(given)} set{'s' if len(given) == 1 else ''} the loss that only --loss_type "
+                             f"{loss_type} uses.", f"add --loss_type {loss_type}, or drop {' '.join(given)}.")
     if config.loss_type == "sapo":
         if config.dual_clip is not None:
             raise RlhfxError("--dual_clip bounds PPO's clipped loss; --loss_type sapo has no clip (a soft gate).",
@@ -158,9 +177,10 @@ def _resolve_loss(config: RLOptions, args) -> None:
         if min(config.tau_pos, config.tau_neg) <= 0:
             raise RlhfxError(f"--tau_pos {config.tau_pos} / --tau_neg {config.tau_neg}: SAPO's gate temperatures "
                              "must be positive.", "use e.g. --tau_pos 1 --tau_neg 1.05 (the defaults).")
-    elif {"tau_pos", "tau_neg"} & args.explicit:
-        raise RlhfxError("--tau_pos / --tau_neg are the temperatures of SAPO's gate, which only --loss_type sapo uses.",
-                         "add --loss_type sapo, or drop them.")
+    if config.loss_type == "fipo":
+        _check_fipo(config)
+    if config.loss_type == "real":
+        _check_real(config, args)
     if config.loss_agg_mode is None:
         config.loss_agg_mode = "seq-mean-token-mean" if config.policy_loss == "gspo" else "token-mean"
     if config.eps_clip_low_high is not None:
@@ -174,6 +194,41 @@ def _resolve_loss(config: RLOptions, args) -> None:
     if not (0 < config.cliprange < 1 and config.cliprange_high > 0):
         raise RlhfxError(f"The ratio clip is [1 - {config.cliprange}, 1 + {config.cliprange_high}].",
                          "use 0 < --cliprange < 1 and --cliprange_high > 0 (e.g. 0.2 and 0.28).")
+
+
+def _check_fipo(config: RLOptions) -> None:
+    if config.fipo_decay_rate <= 0:
+        raise RlhfxError(f"--fipo_decay_rate is {config.fipo_decay_rate}: it is the future KL's half-life in tokens.",
+                         "use a positive number (32, the default).")
+    if config.fipo_clip_range < 0 or (config.fipo_clip_range >= 1 and not config.fipo_clip_high_only):
+        raise RlhfxError(f"--fipo_clip_range {config.fipo_clip_range}: the influence weight is clipped to [1 - c, "
+                         "1 + c], which needs 0 <= c < 1 (0: no clip).", "use e.g. 0.2 (the default).")
+
+
+def _check_real(config: RLOptions, args) -> None:
+    """REAL classifies the samples of each prompt by the sign of their advantage: it needs groups, whole in every
+    micro batch, and none of the PPO loss's knobs."""
+    if config.real_tau <= 0:
+        raise RlhfxError(f"--real_tau is {config.real_tau}.", "use a positive temperature (0.5, the default).")
+    if config.advantage_estimator not in GROUP_ESTIMATORS:
+        raise RlhfxError(f"--loss_type real classifies the samples of each prompt against each other, which needs a "
+                         f"group estimator, not --advantage_estimator {config.advantage_estimator}.",
+                         "use --rlhf_type grpo or rloo (or a group --advantage_estimator).")
+    stray = [name for name in NOT_REAL if name in args.explicit]
+    if stray:
+        raise RlhfxError(f"--{stray[0]} does not apply to --loss_type real: {NOT_REAL[stray[0]]}.",
+                         f"drop --{stray[0]}.")
+    if config.policy_loss == "gspo":
+        raise RlhfxError("--importance_sampling_level sequence (--policy_loss gspo) does not apply to --loss_type "
+                         "real: its logits are each sample's mean log-ratio already.", "drop it.")
+    if "scale_rewards" in args.explicit and config.scale_rewards not in ("none", "false"):
+        raise RlhfxError(f"--scale_rewards {config.scale_rewards} with --loss_type real: REAL reads only the sign of "
+                         "each advantage (ms-swift sets none).", "drop --scale_rewards, or give none.")
+    config.scale_rewards = "none"
+    if args.batch_size % config.n_samples_per_prompt:
+        raise RlhfxError(f"--per_device_train_batch_size {args.batch_size} is not a multiple of --num_generations "
+                         f"{config.n_samples_per_prompt}: REAL classifies each prompt's samples within one micro "
+                         "batch.", f"use a multiple of {config.n_samples_per_prompt}.")
 
 
 def check_args(args) -> None:

@@ -88,16 +88,20 @@ class UpdateStage:
         """`train_batch`: this rank's optimizer batch. Every rank holds as many samples, so all take the same number
         of optimizer steps and micro steps."""
         n, totals = batch["mask"].shape[0], {}
+        # REAL compares each prompt's samples: its groups are shuffled whole (batch sizes are multiples of the group)
+        group = self.config.n_samples_per_prompt if self.config.loss_type == "real" else 1
         for model in self.models:
             _train_without_dropout(model)
         for _ in range(self.config.num_ppo_epochs):
-            order = torch.randperm(n).tolist()
+            order = (torch.randperm(n // group)[:, None] * group + torch.arange(group)).flatten().tolist()
             for start in range(0, n, train_batch):
                 indices = order[start : start + train_batch]
                 parts = [indices[i : i + self.micro_batch] for i in range(0, len(indices), self.micro_batch)]
                 mask = batch["mask"][indices]  # the global optimizer batch's totals normalise every micro batch's loss
-                counts = self.ranks.sum(torch.stack([mask.sum(), (mask.sum(1) > 0).sum().to(mask.dtype)]))
-                counts = {"n_tokens": counts[0].clamp(min=1), "n_sequences": counts[1].clamp(min=1)}
+                counts = self.ranks.sum(torch.stack([mask.sum(), (mask.sum(1) > 0).sum().to(mask.dtype),
+                                                     torch.tensor(len(indices) / group, device=mask.device)]))
+                counts = {"n_tokens": counts[0].clamp(min=1), "n_sequences": counts[1].clamp(min=1),
+                          "n_groups": counts[2]}
                 shares = {}
                 for i, part in enumerate(parts):
                     losses, stats = self.loss(select(batch, part), counts)
@@ -126,24 +130,28 @@ class UpdateStage:
         return logp, logits, values
 
     def loss(self, micro: dict, counts: dict) -> tuple[list[torch.Tensor], dict]:
-        """One micro batch's share of the optimizer batch's loss under --loss_agg_mode (`counts`: that batch's tokens
-        and sequences over all ranks): the policy's (policy loss, KL loss term, entropy bonus) and, with a critic,
-        the critic's (its value loss), in the order of `self.models`."""
+        """One micro batch's share of the optimizer batch's loss under --loss_agg_mode (`counts`: that batch's tokens,
+        sequences and (REAL) groups over all ranks): the policy's (policy loss, KL loss term, entropy bonus) and, with
+        a critic, the critic's (its value loss), in the order of `self.models`."""
         config, mask = self.config, micro["mask"]
+        agg = {"n_tokens": counts["n_tokens"], "n_sequences": counts["n_sequences"]}
         logp, logits, values = self.forward(micro)
-        out = rl_math.policy_loss(logp, micro["old_logp"], micro["advantages"], mask, config.cliprange,
-                                  config.cliprange_high, config.dual_clip,
-                                  "sequence" if config.policy_loss == "gspo" else "token", config.loss_agg_mode,
-                                  weights=micro.get("is_weights"),
-                                  sapo=(config.tau_pos, config.tau_neg) if config.loss_type == "sapo" else None, **counts)
+        if config.loss_type == "real":
+            out = {"loss": rl_math.real_loss(logp, micro["old_logp"], micro["advantages"], mask,
+                                             config.n_samples_per_prompt, config.real_tau, counts.get("n_groups"))}
+        else:
+            out = rl_math.policy_loss(logp, micro["old_logp"], micro["advantages"], mask, config.cliprange,
+                                      config.cliprange_high, config.dual_clip,
+                                      "sequence" if config.policy_loss == "gspo" else "token", config.loss_agg_mode,
+                                      weights=micro.get("is_weights"), sapo=self._sapo(), fipo=self._fipo(), **agg)
         entropy = rl_math.entropy(logits, mask, counts["n_tokens"])
         loss = out["loss"] - config.entropy_coef * entropy
-        stats = {"policy_loss": out["loss"].item(), "clip_ratio": out["clip_ratio"].item(),
-                 "approx_kl": out["approx_kl"].item(), "entropy": entropy.item()}
+        stats = {"policy_loss": out.pop("loss").item(), "entropy": entropy.item(),
+                 **{key: value.item() for key, value in out.items()}}
         if config.use_kl_loss:
             kl = rl_math.kl_per_token(logp, micro["ref_logp"], config.kl_estimator, mask,
                                       micro["old_logp"] if config.kl_unbiased_gradient else None)
-            kl_loss = rl_math.aggregate(kl, mask, config.loss_agg_mode, **counts)
+            kl_loss = rl_math.aggregate(kl, mask, config.loss_agg_mode, **agg)
             loss = loss + self.kl.value * kl_loss
             stats["kl_loss"] = kl_loss.item()
         if values is None:
@@ -152,6 +160,16 @@ class UpdateStage:
                                         counts["n_tokens"])
         stats["value_loss"] = value_loss.item()
         return [loss, config.vf_coef * value_loss], stats
+
+    def _sapo(self) -> tuple[float, float] | None:
+        return (self.config.tau_pos, self.config.tau_neg) if self.config.loss_type == "sapo" else None
+
+    def _fipo(self) -> dict | None:
+        config = self.config
+        if config.loss_type != "fipo":
+            return None
+        return {"decay_rate": config.fipo_decay_rate, "clip_range": config.fipo_clip_range,
+                "clip_high_only": config.fipo_clip_high_only, "safety_threshold": config.fipo_safety_threshold}
 
     def _backward(self, model, loss: torch.Tensor, last: bool) -> None:
         """A DeepSpeed engine is told where the optimizer batch ends (it clips and steps there); elsewhere gradients
