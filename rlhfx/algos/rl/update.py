@@ -57,9 +57,10 @@ class Role(torch.nn.Module):
 
 class UpdateStage:
     def __init__(self, accelerator, ranks, actor_critic, config, args, learning_rate: float, critic_learning_rate: float,
-                 total_updates: int, kl, autocast, output_dir):
+                 total_updates: int, kl, autocast, output_dir, chord=None):
+        """chord: rlhfx.algos.rl.chord.Chord with --chord_sft_dataset, else None."""
         self.accelerator, self.ranks, self.config, self.args = accelerator, ranks, config, args
-        self.kl, self.autocast, self.output_dir = kl, autocast, output_dir
+        self.kl, self.autocast, self.output_dir, self.chord = kl, autocast, output_dir, chord
         self.micro_batch = args.batch_size
         self.policy, self.optimizer, self.scheduler = self._prepare(
             Role("policy", actor_critic.policy, response_logits), learning_rate, total_updates)
@@ -100,7 +101,7 @@ class UpdateStage:
                 counts = {"n_tokens": counts[0].clamp(min=1), "n_sequences": counts[1].clamp(min=1)}
                 shares = {}
                 for i, part in enumerate(parts):
-                    losses, stats = self.loss(select(batch, part), counts)
+                    losses, stats = self.loss(select(batch, part), counts, 1 / (len(parts) * self.ranks.world))
                     if not all(torch.isfinite(loss) for loss in losses):
                         raise self._non_finite(step, "The loss became NaN/inf (the update was not applied)")
                     for model, loss in zip(self.models, losses):
@@ -125,10 +126,11 @@ class UpdateStage:
         logp, logits = token_logp(logits, micro, self.config.temperature)
         return logp, logits, values
 
-    def loss(self, micro: dict, counts: dict) -> tuple[list[torch.Tensor], dict]:
+    def loss(self, micro: dict, counts: dict, sft_share: float = 1.0) -> tuple[list[torch.Tensor], dict]:
         """One micro batch's share of the optimizer batch's loss under --loss_agg_mode (`counts`: that batch's tokens
-        and sequences over all ranks): the policy's (policy loss, KL loss term, entropy bonus) and, with a critic,
-        the critic's (its value loss), in the order of `self.models`."""
+        and sequences over all ranks): the policy's (policy loss, KL loss term, entropy bonus; with CHORD (1 - mu)
+        times that plus mu times `sft_share` of an expert batch's SFT loss) and, with a critic, the critic's (its
+        value loss), in the order of `self.models`."""
         config, mask = self.config, micro["mask"]
         logp, logits, values = self.forward(micro)
         out = rl_math.policy_loss(logp, micro["old_logp"], micro["advantages"], mask, config.cliprange,
@@ -146,12 +148,27 @@ class UpdateStage:
             kl_loss = rl_math.aggregate(kl, mask, config.loss_agg_mode, **counts)
             loss = loss + self.kl.value * kl_loss
             stats["kl_loss"] = kl_loss.item()
+        if self.chord is not None:
+            loss = self._chord(loss, stats, sft_share)
         if values is None:
             return [loss], stats
         value_loss = rl_math.value_loss(values, micro["values"], micro["returns"], mask, config.cliprange_value,
                                         counts["n_tokens"])
         stats["value_loss"] = value_loss.item()
         return [loss, config.vf_coef * value_loss], stats
+
+    def _chord(self, loss: torch.Tensor, stats: dict, sft_share: float) -> torch.Tensor:
+        """(1 - mu) x the policy's loss + mu x the SFT loss of the next expert batch, weighed by `sft_share`: each
+        micro batch's expert batch is averaged over the optimizer batch's micro batches and the ranks (as ms-swift's
+        per micro batch loss, averaged over gradient accumulation and DDP). mu follows the optimizer steps taken
+        (the scheduler's count, which a resume restores); with mu = 0 no expert batch is drawn."""
+        mu = self.chord.mu(self.scheduler.last_epoch)
+        sft = torch.zeros((), device=loss.device)
+        if mu > 0:
+            with self.autocast():
+                sft = self.chord.loss(self.policy, self.accelerator.device)
+        stats.update(chord_mu=mu, chord_sft_loss=sft.item())
+        return (1 - mu) * loss + mu * sft_share * sft
 
     def _backward(self, model, loss: torch.Tensor, last: bool) -> None:
         """A DeepSpeed engine is told where the optimizer batch ends (it clips and steps there); elsewhere gradients
