@@ -6,7 +6,10 @@ tests/test_rl_flag_wiring.py; two processes updating like one: tests/test_rl_dis
 import json
 import math
 
+import shutil
+
 import pytest
+from cli_inprocess import run_cli  # noqa: F401 (fixture)
 
 from rlhfx.algos.rl.chord import mu_schedule
 
@@ -69,3 +72,28 @@ def test_chord_learns_the_expert_data_on_two_processes(tmp_path):
     assert len(checksums) == 2 and checksums[0] == checksums[1]
     report = json.loads((out / "data_report.json").read_text())["datasets"]
     assert report["chord_sft_dataset train (tokenized)"]["kept"] == 64
+
+
+def test_a_resumed_chord_run_continues_the_schedule_and_the_expert_batches(run_cli, tmp_path):
+    """Resumed from checkpoint 2 of 4 steps: mu follows the optimizer steps already taken and the expert batches
+    continue where they were, so every step logs what the uninterrupted run logged."""
+    flags = ["rlhf", "--rlhf_type", "grpo", "--model", "tiny", "--dataset", "demo-prompts#16", "--reward_func", "demo",
+             "--max_steps", "4", "--save_steps", "2", "--rollout_batch_size", "2", "--n_samples_per_prompt", "2",
+             "--batch_size", "2", "--generate_max_len", "8", "--chord_sft_dataset", "demo-sft#64",
+             "--chord_sft_per_device_train_batch_size", "2", "--chord_mu_warmup_steps", "1", "--chord_mu_decay_steps",
+             "4", "--chord_mu_peak", "0.8", "--chord_mu_valley", "0.2", "--train_type", "full", "--learning_rate",
+             "1e-3", "--logging_steps", "1"]
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    assert run_cli(*flags, "--output_dir", full)[0] == 0
+    shutil.copytree(full, stopped)
+    (stopped / "summary.json").unlink()
+    assert run_cli(*flags, "--output_dir", stopped, "--resume_from_checkpoint", "latest")[0] == 0
+
+    def chord(out):
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return [value for r in rows if "chord_mu" in r for value in (r["step"], r["chord_mu"], r["chord_sft_loss"])]
+
+    want = chord(full)  # two optimizer steps per rollout: each step logs the mean of mu(2 s - 2) and mu(2 s - 1)
+    cosine = [0.2 + 0.3 * (1 + math.cos(math.pi * k / 4)) for k in range(5)]  # mu(1 + k): the decay from 0.8
+    assert want[1::3] == pytest.approx([0.4, (cosine[1] + cosine[2]) / 2, (cosine[3] + 0.2) / 2, 0.2])
+    assert chord(stopped) == pytest.approx(want, abs=1e-5)

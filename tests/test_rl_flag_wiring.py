@@ -427,6 +427,7 @@ def test_chord_draws_no_expert_batch_while_mu_is_zero(world):
                     "--chord_mu_warmup_steps", "3")  # mu rises from 0 at step 0
     loss, stats = stages.loss(shifted(stages.batch()))
     assert stats["chord_mu"] == 0 and close(loss, stats["policy_loss"]) and stages.update.chord.batches.drawn == 0
+    assert "chord_sft_loss" not in stats
 
 
 # ---------------------------------------------------------------- the critic

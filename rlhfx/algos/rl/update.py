@@ -162,12 +162,12 @@ class UpdateStage:
         micro batch's expert batch is averaged over the optimizer batch's micro batches and the ranks (as ms-swift's
         per micro batch loss, averaged over gradient accumulation and DDP). mu follows the optimizer steps taken
         (the scheduler's count, which a resume restores); with mu = 0 no expert batch is drawn."""
-        mu = self.chord.mu(self.scheduler.last_epoch)
-        sft = torch.zeros((), device=loss.device)
-        if mu > 0:
-            with self.autocast():
-                sft = self.chord.loss(self.policy, self.accelerator.device)
-        stats.update(chord_mu=mu, chord_sft_loss=sft.item())
+        mu = stats["chord_mu"] = self.chord.mu(self.scheduler.last_epoch)
+        if mu == 0:
+            return loss
+        with self.autocast():
+            sft = self.chord.loss(self.policy, self.accelerator.device)
+        stats["chord_sft_loss"] = sft.item()  # the mean of the micro steps that drew an expert batch
         return (1 - mu) * loss + mu * sft_share * sft
 
     def _backward(self, model, loss: torch.Tensor, last: bool) -> None:
