@@ -5,7 +5,7 @@ rewards): one process takes the batch of 8 whole, two take a prompt each (batch 
 over the ranks (advantage whitening for ppo, the loss normalisers), so the trained weights must agree to 1e-5
 (measured 3.5e-6 for grpo and 9.5e-6 for ppo, under DDP and ZeRO-2 alike: only the float summation order
 differs), and the run must have trained. The actor and the critic are each clipped on their own in both. With
-CHORD each rank draws its own expert micro batch (one row each, both rows in one process).
+CHORD each rank draws its own expert micro batch (one row each, both rows in one process; measured 7.7e-6).
 """
 
 import os
