@@ -51,9 +51,6 @@ NO_RAY_PLACEMENT = ("No Ray placement yet (issue 19): under `NPROC_PER_NODE` eve
                "other GPUs (docs/distributed.md).")
 ISSUE_17 = "RL loss option: added by issue 17 (RL losses and trainer flags)."
 UNSUPPORTED = {
-    **{f"chord_{n}": "CHORD (SFT mixed into GRPO) is not implemented." for n in (
-        "sft_per_device_train_batch_size", "sft_dataset", "enable_phi_function", "mu_warmup_steps", "mu_decay_steps",
-        "mu_peak", "mu_valley")},
     **{n: ISSUE_17 for n in ("epsilon", "epsilon_high", "overlong_filter", "kl_in_reward", "dynamic_sample",
                              "importance_sampling_level")},
     "enable_thinking": "Pick the template with --template, or render with the tokenizer's own (--use_chat_template).",
@@ -116,6 +113,12 @@ NOTES = {  # supported, but the meaning or default differs from the other tool
                               "would train as data-parallel ranks, a larger batch).",
     "delta": "= --dual_clip (two-sided GRPO's cap on the ratio of negative advantages); at least 1 + --epsilon_high, "
              "where TRL's and OpenRLHF's definitions agree.",
+    "chord_sft_dataset": "CHORD (docs/algorithms/chord.md): mu x the expert NLL mixed into (1 - mu) x the policy "
+                         "loss, any online RL --rlhf_type; registry names, files and `NAME#N` as --dataset.",
+    "chord_sft_per_device_train_batch_size": "Needed with --chord_sft_dataset (no default, as in ms-swift): expert "
+                                             "rows per process and micro step.",
+    "chord_mu_warmup_steps": "Counted in optimizer steps, as ms-swift's; needed with --chord_sft_dataset.",
+    "chord_mu_decay_steps": "Counted in optimizer steps, as ms-swift's; needed with --chord_sft_dataset.",
     "async_generate": "false only: rollouts run before each step; true stops with a clear error.",
     "report_to": "tensorboard and wandb (not swanlab).",
     "lora_rank": "--train_type (default lora) chooses LoRA or full; a --lora_rank > 0 alone switches nothing "

@@ -194,6 +194,13 @@ CASES = [
     Case("rl-is-correction-pt", "models", "vLLM rollout correction without vLLM rollouts",
          ["rlhf", "--rlhf_type", "grpo", *TINY, "--dataset", "demo-prompts#8", "--reward_func", "demo",
           "--enable_vllm_is_correction", *OUT], ("--enable_vllm_is_correction", "--engine vllm")),
+    Case("rl-chord-without-dataset", "models", "A CHORD knob without CHORD's expert data",
+         ["rlhf", "--rlhf_type", "grpo", *TINY, "--dataset", "demo-prompts#8", "--reward_func", "demo",
+          "--chord_mu_peak", "0.9", *OUT], ("--chord_mu_peak", "no --chord_sft_dataset", "add --chord_sft_dataset")),
+    Case("rl-chord-without-schedule", "models", "CHORD's expert data without its batch size and mu schedule",
+         ["rlhf", "--rlhf_type", "grpo", *TINY, "--dataset", "demo-prompts#8", "--reward_func", "demo",
+          "--chord_sft_dataset", "demo-sft", "--chord_mu_peak", "0.9", *OUT],
+         ("--chord_sft_per_device_train_batch_size", "--chord_mu_valley", "no defaults")),
     # --- ms-swift's flags (issue 20) ---
     Case("vllm-mode-server", "models", "--vllm_mode server with no `rlhfx rollout` server answering",
          ["rlhf", "--rlhf_type", "grpo", *TINY, "--dataset", "demo-prompts#8", "--reward_funcs", "demo", "--use_vllm", "true", "--vllm_mode", "server",

@@ -14,6 +14,7 @@ import torch
 def main(kind: str, out: str, deepspeed: str, batch_size: str) -> None:
     from rlhfx.algos.rl import resolve_config
     from rlhfx.algos.rl.batch import ActorCritic
+    from rlhfx.algos.rl.chord import Chord
     from rlhfx.algos.rl.dist import Ranks
     from rlhfx.algos.rl.loop import make_accelerator
     from rlhfx.algos.rl.rollout import RolloutStage
@@ -24,8 +25,13 @@ def main(kind: str, out: str, deepspeed: str, batch_size: str) -> None:
     from rlhfx.registry.tiny import tiny_model_path
     from rlhfx.models import load_causal_lm
 
+    chord = kind == "chord"  # grpo with CHORD: both expert rows in one process, one on each of two
+    kind = "grpo" if chord else kind
     argv = ["--rlhf_type", kind, "--n_samples_per_prompt", "4", "--batch_size", batch_size, "--rollout_batch_size", "2",
             "--micro_rollout_batch_size", "2", "--target_kl", "0.1", "--max_grad_norm", "0.5"]
+    if chord:
+        argv += [*CHORD, "--chord_enable_phi_function", "true", "--chord_sft_per_device_train_batch_size",
+                 str(int(batch_size) // 4)]
     args = parse_args("rlhf", argv + (["--deepspeed", deepspeed] if deepspeed != "none" else []))
     config = resolve_config(args, kind)
     torch.manual_seed(0)
@@ -40,7 +46,8 @@ def main(kind: str, out: str, deepspeed: str, batch_size: str) -> None:
     ranks = Ranks(accelerator.process_index, accelerator.num_processes, accelerator.device)
     actor_critic = ActorCritic(policy, critic)
     kl = AdaptiveKLController(config.kl_coef, args.target_kl, args.kl_horizon)
-    updater = UpdateStage(accelerator, ranks, actor_critic, config, args, 1e-3, 1e-2, 10, kl, _off, ".")
+    experts = Chord(config, EXPERT_ROWS, 0, args.seed, ranks) if chord else None
+    updater = UpdateStage(accelerator, ranks, actor_critic, config, args, 1e-3, 1e-2, 10, kl, _off, ".", experts)
     stage = RolloutStage(args, config, None, None, actor_critic, ref, ranks, 0, _off, kl, RunningMoments())
     groups = fixed_groups()
     share = len(groups) // ranks.world
@@ -54,6 +61,14 @@ def main(kind: str, out: str, deepspeed: str, batch_size: str) -> None:
 
 def _off():
     return torch.autocast("cpu", enabled=False)
+
+
+# CHORD's expert rows (tokens, assistant mask): each has 3 labelled tokens, so the mean over one batch of both equals
+# the mean of each one's mean (ms-swift's per-rank SFT loss, averaged over the ranks)
+EXPERT_ROWS = [{"input_ids": [5, 6, 7, 10, 11, 12], "assistant_masks": [0, 0, 0, 1, 1, 1]},
+               {"input_ids": [8, 9, 20, 21, 22], "assistant_masks": [0, 0, 1, 1, 1]}]
+CHORD = ["--chord_sft_dataset", "demo-sft", "--chord_mu_warmup_steps", "0", "--chord_mu_decay_steps", "10",
+         "--chord_mu_peak", "0.6", "--chord_mu_valley", "0.1"]  # mu = 0.6 at the first optimizer step
 
 
 def fixed_groups() -> list[list[tuple]]:

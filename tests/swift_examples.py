@@ -653,8 +653,9 @@ rlhfx rlhf \
     --report_to tensorboard swanlab \
     --max_steps 1
 ''',
-            'Unknown flag --chord_sft_per_device_train_batch_size',
-            why='CHORD (SFT mixed into GRPO) is not implemented'),
+            '--sleep_level needs a GPU',
+            why="every CHORD flag is taken (docs/algorithms/chord.md); vLLM's sleep mode frees GPU memory, and "
+                "there is no GPU here"),
     Example('examples/train/grpo/internal/fipo.sh',
             r'''CUDA_VISIBLE_DEVICES=2 \
 rlhfx rollout \

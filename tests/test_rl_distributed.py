@@ -4,7 +4,8 @@ The update is checked on a fixed rollout (tests/rl_update_worker.py: 2 prompts x
 rewards): one process takes the batch of 8 whole, two take a prompt each (batch 4 each) and sum every statistic
 over the ranks (advantage whitening for ppo, the loss normalisers), so the trained weights must agree to 1e-5
 (measured 3.5e-6 for grpo and 9.5e-6 for ppo, under DDP and ZeRO-2 alike: only the float summation order
-differs), and the run must have trained. The actor and the critic are each clipped on their own in both.
+differs), and the run must have trained. The actor and the critic are each clipped on their own in both. With
+CHORD each rank draws its own expert micro batch (one row each, both rows in one process; measured 7.7e-6).
 """
 
 import os
@@ -42,8 +43,8 @@ def one_process(tmp_path_factory):
 
 
 @pytest.mark.parametrize("kind,deepspeed", [("grpo", "none"), ("ppo", "none"), ("grpo", "zero2"),
-                                            ("ppo", "zero2")],
-                         ids=["grpo-ddp", "ppo-ddp", "grpo-zero2", "ppo-zero2"])
+                                            ("ppo", "zero2"), ("chord", "none")],
+                         ids=["grpo-ddp", "ppo-ddp", "grpo-zero2", "ppo-zero2", "chord-ddp"])
 def test_two_processes_update_like_one(one_process, tmp_path, kind, deepspeed):
     from rlhfx.registry.tiny import tiny_model_path
     from safetensors.torch import load_file
@@ -58,6 +59,10 @@ def test_two_processes_update_like_one(one_process, tmp_path, kind, deepspeed):
     assert moved > 1e-4  # it trained: the comparison is not between two untouched models
     if kind == "ppo":
         assert reference["stats"]["value_loss"] > 0
+    if kind == "chord":  # each rank drew its own expert row; the SFT term moved the weights away from grpo's
+        assert reference["stats"]["chord_mu"] == pytest.approx(0.6) and reference["stats"]["chord_sft_loss"] > 0
+        grpo = one_process("grpo")["weights"]
+        assert max((theirs[k] - grpo[k]).abs().max().item() for k in grpo) > 1e-4
 
 
 # --- through the CLI: NPROC_PER_NODE=2 rlhfx rlhf ----------------------------------------------------------------

@@ -19,7 +19,7 @@ from contextlib import nullcontext
 import pytest
 import torch
 from cli_inprocess import run_cli  # noqa: F401 (fixture)
-from rl_update_worker import fixed_groups
+from rl_update_worker import CHORD, EXPERT_ROWS, fixed_groups
 
 from rlhfx.registry.tiny import tiny_model_path
 
@@ -109,6 +109,7 @@ class Stages:
 
         from rlhfx.algos import rl_math
         from rlhfx.algos.rl.batch import ActorCritic
+        from rlhfx.algos.rl.chord import Chord
         from rlhfx.algos.rl.dist import Ranks
         from rlhfx.algos.rl.rollout import RolloutStage
         from rlhfx.algos.rl.update import UpdateStage
@@ -118,8 +119,9 @@ class Stages:
         critic = copy.deepcopy(world.critic) if config.uses_critic else None
         self.kl = rl_math.AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
         actor_critic = ActorCritic(policy, critic)
+        chord = Chord(config, EXPERT_ROWS, 0, args.seed, Ranks()) if config.chord_sft_dataset else None
         self.update = UpdateStage(Accelerator(cpu=True), Ranks(), actor_critic, config, args, 1e-3, 1e-3, 10, self.kl,
-                                  nullcontext, ".")
+                                  nullcontext, ".", chord)
         self.rollout = RolloutStage(args, config, None, None, actor_critic, world.ref, Ranks(), 0, nullcontext, self.kl,
                                     rl_math.RunningMoments())
 
@@ -446,6 +448,44 @@ def test_entropy_coef_subtracts_the_token_mean_entropy(world):
     entropy = token_mean(world.entropy(0.9))
     assert close(stats["entropy"], entropy)
     assert close(loss - stats["policy_loss"], -0.3 * entropy) and entropy > 10 * TOLERANCE
+
+
+# ---------------------------------------------------------------- CHORD: the expert SFT loss mixed in
+
+
+def hand_sft_loss(world, phi: bool) -> float:
+    """docs/algorithms/chord.md: the expert rows' labelled-token NLL (weighed by p (1 - p) with phi), summed, divided
+    by the count of labelled tokens."""
+    total, count = 0.0, 0
+    for row in EXPERT_ROWS:
+        ids, mask = row["input_ids"], torch.tensor(row["assistant_masks"][1:], dtype=torch.float64)
+        logp = torch.log_softmax(world.logits(world.policy, ids[:1], ids[1:]), -1)
+        p = logp.gather(-1, torch.tensor(ids[1:])[:, None]).squeeze(-1).exp()
+        total += (-(p.log()) * (p * (1 - p) if phi else 1) * mask).sum().item()
+        count += int(mask.sum())
+    return total / count
+
+
+@pytest.mark.parametrize("phi", [False, True])
+def test_chord_mixes_the_expert_sft_loss_into_the_policy_loss(world, phi):
+    """(1 - mu) x the policy loss + mu x the SFT loss of a batch of both expert rows; mu = --chord_mu_peak at the
+    first optimizer step (no warmup)."""
+    stages = Stages(world, "grpo", "--kl_in_reward", "true", *CHORD, "--chord_sft_per_device_train_batch_size", "2",
+                    "--chord_enable_phi_function", str(phi).lower())
+    batch = shifted(stages.batch())
+    loss, stats = stages.loss(batch)
+    grpo, sft, mu = hand_policy_loss(world, batch, 0.2, 0.2), hand_sft_loss(world, phi), 0.6
+    assert close(stats["policy_loss"], grpo) and close(stats["chord_mu"], mu) and close(stats["chord_sft_loss"], sft)
+    assert close(loss, (1 - mu) * grpo + mu * sft)
+    assert not close(sft, hand_sft_loss(world, not phi)) and not close(loss, grpo)
+
+
+def test_chord_draws_no_expert_batch_while_mu_is_zero(world):
+    stages = Stages(world, "grpo", "--kl_in_reward", "true", *CHORD, "--chord_sft_per_device_train_batch_size", "2",
+                    "--chord_mu_warmup_steps", "3")  # mu rises from 0 at step 0
+    loss, stats = stages.loss(shifted(stages.batch()))
+    assert stats["chord_mu"] == 0 and close(loss, stats["policy_loss"]) and stages.update.chord.batches.drawn == 0
+    assert "chord_sft_loss" not in stats
 
 
 # ---------------------------------------------------------------- the critic

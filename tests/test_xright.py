@@ -10,12 +10,12 @@ import torch
 from rlhfx.algos.xright import (
     OBJECTIVE_KEY,
     AlrightSampler,
-    CyclingBatches,
     MaxrightScheduler,
     alright_choice,
     check_ranks_chose_alike,
 )
 from rlhfx.errors import RlhfxError
+from rlhfx.training.sft_batches import CyclingBatches
 from rlhfx.registry.demo_task import DATA_DIR
 from rlhfx.registry.tiny import tiny_model_path
 from rlhfx.templates.encoder import ChatEncoder

@@ -30,7 +30,6 @@ class Algorithm:
     needs_reference: bool = False  # the runner builds the frozen reference model
     model_class: str = "causal_lm"  # or sequence_classification (scalar-head models such as reward models)
     loss: str | None = None  # pairwise: the loss function in algos/losses.py that rlhfx.algos.pairwise trains
-    joint_sft: bool = False  # a second, SFT data set (--sft_dataset) trained jointly
     own_training_loop: bool = False  # not a Hugging Face Trainer: writes its checkpoints itself
     writes_outputs: bool = False  # module.write_outputs(output_dir, options, name): extra files such as plots
     checks_args: bool = False  # module.check_args(args) before any model loads, after the options (online RL: the
@@ -88,11 +87,11 @@ ALGOS = {a.name: a for a in [
     Algorithm("reinforce_pp", "REINFORCE++: whitened discounted returns, no critic (preset of ppo)",
               options=opts.ReinforcePPOptions, **RL),
     Algorithm("alright", "ALRIGHT joint SFT + DPO: a DPO step with probability --lambd, else SFT", "pairwise", XRIGHT,
-              5e-5, 5e-6, opts.XrightOptions, needs_reference=True, joint_sft=True, writes_outputs=True),
+              5e-5, 5e-6, opts.XrightOptions, needs_reference=True, writes_outputs=True),
     Algorithm("maxright", "MAXRIGHT joint SFT + DPO: train the objective farthest from its optimum", "pairwise",
-              XRIGHT, 5e-5, 5e-6, opts.MaxrightOptions, needs_reference=True, joint_sft=True, writes_outputs=True),
+              XRIGHT, 5e-5, 5e-6, opts.MaxrightOptions, needs_reference=True, writes_outputs=True),
     Algorithm("mix", "weighted SFT + DPO sum every step (baseline for ALRIGHT/MAXRIGHT)", "pairwise", XRIGHT, 5e-5,
-              5e-6, opts.XrightOptions, needs_reference=True, joint_sft=True, writes_outputs=True),
+              5e-6, opts.XrightOptions, needs_reference=True, writes_outputs=True),
     Algorithm("kd", "knowledge distillation from --teacher_model: (1 - kd_coef) NLL + kd_coef teacher cross-entropy",
               "sft", "rlhfx.algos.kd", 2e-4, 1e-4, opts.KDOptions),
     Algorithm("gkd", "generalised knowledge distillation: the student's own completions (--lmbda) scored by the "

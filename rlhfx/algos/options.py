@@ -8,6 +8,7 @@ options from the parsed flags and calls `validate` before any model loads; the t
 """
 
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import NamedTuple
 
 from rlhfx.errors import RlhfxError
 
@@ -46,12 +47,25 @@ def positive_beta(name: str, beta: float, meaning: str = "it scales the preferen
                          "leave it out for the default, or pass a positive value such as 0.1.")
 
 
+class JointSFT(NamedTuple):
+    """A second, SFT data set that an algorithm trains on beside --dataset; the runner loads and encodes it."""
+
+    flag: str  # the flag naming it (its errors and drop counts say this name)
+    datasets: list[str]
+    max_len: int | None = None  # its longest tokenized row (None: --max_length)
+    validates: bool = True  # its validation rows (its --split_dataset_ratio share, a bundled set's own) evaluate
+
+
 @dataclass
 class Options:
     """Base of every algorithm's options."""
 
     def validate(self, name: str, args) -> None:
         """Checks of these options (and of general flags they depend on, in `args`); RlhfxError on bad input."""
+
+    def joint_sft(self) -> JointSFT | None:
+        """The SFT data set trained jointly with --dataset, if these options name one."""
+        return None
 
     def loss_kwargs(self) -> dict:
         """Keyword arguments of the algorithm's loss function in rlhfx/algos/losses.py."""
@@ -241,6 +255,9 @@ class XrightOptions(DPOLossOptions):
                  "it is the weight (ALRIGHT: the probability) of the DPO objective; 0.5 weighs both alike.")
         if not self.sft_dataset:
             raise RlhfxError(f"--rlhf_type {name} needs an SFT data set.", "pass --sft_dataset (e.g. demo-sft).")
+
+    def joint_sft(self):
+        return JointSFT("sft_dataset", self.sft_dataset, self.sft_max_len)
 
 
 @dataclass
@@ -479,10 +496,30 @@ class RLOptions(Options):
     remote_rm_retries: int = online(3, "Tries per HTTP reward request before the run stops with an error.")
     reward_weights: list[float] | None = online(None, "Weights of the reward sources in order: reward models, reward "
                                                       "functions, URLs (default: 1 each).")
+    # CHORD (docs/algorithms/chord.md): an SFT loss on expert data mixed into the policy loss
+    chord_sft_dataset: list[str] | None = online(
+        None, "CHORD: SFT datasets of expert answers; each optimizer micro step adds mu x the NLL of a batch of them "
+              "to (1 - mu) x the policy loss (default: off).")
+    chord_sft_per_device_train_batch_size: int | None = online(
+        None, "CHORD: expert rows per process and micro step (needed with --chord_sft_dataset).")
+    chord_enable_phi_function: bool = online(False, "CHORD-phi: weigh each expert token's NLL by p (1 - p), p its "
+                                                    "probability under the policy (no gradient through the weight).")
+    chord_mu_warmup_steps: int | None = online(None, "CHORD: optimizer steps over which mu rises linearly from 0 to "
+                                                     "--chord_mu_peak (needed with --chord_sft_dataset).")
+    chord_mu_decay_steps: int | None = online(None, "CHORD: optimizer steps after the warmup over which mu falls from "
+                                                    "--chord_mu_peak to --chord_mu_valley along a half cosine (needed "
+                                                    "with --chord_sft_dataset).")
+    chord_mu_peak: float | None = online(None, "CHORD: mu at the end of the warmup (needed with --chord_sft_dataset).")
+    chord_mu_valley: float | None = online(None, "CHORD: mu after the decay, kept to the end; equal to "
+                                                 "--chord_mu_peak for a constant mu (needed with --chord_sft_dataset).")
 
     @property
     def uses_critic(self) -> bool:
         return self.advantage_estimator == "gae"
+
+    def joint_sft(self):
+        """CHORD's expert set: every row trains, none validates (as ms-swift's)."""
+        return JointSFT("chord_sft_dataset", self.chord_sft_dataset, validates=False) if self.chord_sft_dataset else None
 
     def validate(self, name, args):
         from rlhfx.algos.rl.config import resolve

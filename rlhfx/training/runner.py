@@ -40,7 +40,7 @@ class RunContext:
     callbacks: list
     algorithm: object = None  # its rlhfx.algos.Algorithm record
     options: object = None  # the algorithm's validated options (rlhfx.algos.options); None for those without
-    sft_train_dataset: object = None  # joint SFT + preference algorithms (--sft_dataset)
+    sft_train_dataset: object = None  # the options' joint_sft() set (--sft_dataset, --chord_sft_dataset)
     sft_eval_dataset: object = None
     encoder: object = None  # the run's ChatEncoder (online RL renders prompts and stop tokens with it)
 
@@ -54,7 +54,10 @@ def say(*objects) -> None:
         console.print(*objects, highlight=False)
 
 
-def data_config(args, kind: str, datasets: list[str] | None = None, flag: str = "dataset") -> DataConfig:
+def data_config(args, kind: str, datasets: list[str] | None = None, flag: str = "dataset",
+                validates: bool = True) -> DataConfig:
+    """validates: --split_dataset_ratio holds out a share of the rows (--dataset always; a joint SFT set that
+    validates)."""
     datasets = args.dataset if datasets is None else datasets
     primary = flag == "dataset"  # --val_dataset and --dataset_probs belong to --dataset, not to --sft_dataset
     if not datasets:
@@ -63,7 +66,7 @@ def data_config(args, kind: str, datasets: list[str] | None = None, flag: str = 
     return DataConfig(
         datasets=datasets, kind=kind, dataset_probs=args.dataset_probs if primary else None,
         val_datasets=args.val_dataset if primary else None,
-        split_dataset_ratio=args.split_dataset_ratio, seed=args.seed,
+        split_dataset_ratio=args.split_dataset_ratio if validates else 0.0, seed=args.seed,
         max_samples=args.max_samples if primary else args.sft_max_samples,
         prompt_key=args.prompt_key, chosen_key=args.chosen_key, rejected_key=args.rejected_key,
         response_key=args.response_key, label_key=args.label_key, messages_key=args.messages_key,
@@ -165,8 +168,10 @@ def train(args, algo, options, output_dir: Path, checkpoint: Path | None) -> Pat
     set_seed(args.seed)
     algo_name = algo.name
     train_rows, val_rows, report = load_data(data_config(args, algo.kind))
-    if algo.joint_sft:
-        sft_rows, sft_val_rows, sft_report = load_data(data_config(args, "sft", options.sft_dataset, "sft_dataset"))
+    joint = options.joint_sft() if options is not None else None
+    if joint:
+        sft_rows, sft_val_rows, sft_report = load_data(data_config(args, "sft", joint.datasets, joint.flag,
+                                                                   joint.validates))
         report.merge(sft_report)
     policy = load_policy(args, algo.model_class)
     from rlhfx.models import run_args
@@ -175,10 +180,11 @@ def train(args, algo, options, output_dir: Path, checkpoint: Path | None) -> Pat
     train_dataset = encode_rows(algo.kind, train_rows, encoder, args.max_length, report, "train")
     eval_dataset = encode_rows(algo.kind, val_rows, encoder, args.max_length, report, "val") if val_rows else None
     sft_train, sft_eval = None, None
-    if algo.joint_sft:
-        sft_max_length = options.sft_max_len or args.max_length
-        sft_train = encode_rows("sft", sft_rows, encoder, sft_max_length, report, "sft train")
-        sft_eval = encode_rows("sft", sft_val_rows, encoder, sft_max_length, report, "sft val") if sft_val_rows else None
+    if joint:
+        sft_max_length = joint.max_len or args.max_length
+        sft_train = encode_rows("sft", sft_rows, encoder, sft_max_length, report, f"{joint.flag} train")
+        sft_eval = (encode_rows("sft", sft_val_rows, encoder, sft_max_length, report, f"{joint.flag} val")
+                    if sft_val_rows and joint.validates else None)
 
     learning_rate = args.learning_rate or algo.default_lr(args.train_type)
     metrics_path = output_dir / "metrics.jsonl"

@@ -41,6 +41,7 @@ def resolve(config: RLOptions, args) -> None:
         config.top_k = 0
     _resolve_loss(config, args)
     _refuse_ignored(config, explicit)
+    _check_chord(config, explicit)
     if config.advantage_estimator in GROUP_ESTIMATORS and config.n_samples_per_prompt < 2:
         raise RlhfxError(f"--advantage_estimator {config.advantage_estimator} compares the samples of a prompt, "
                          f"but --n_samples_per_prompt is {config.n_samples_per_prompt}.",
@@ -130,6 +131,37 @@ def _refuse_ignored(config: RLOptions, explicit: set) -> None:
         if given and reward not in rewards and not config.external_plugins:  # a plugin's reward may read it (self.args)
             raise RlhfxError(f"--{given[0]} configures the {reward} reward, which is not among --reward_funcs.",
                              f"add {reward} to --reward_funcs, or drop --{given[0]}.")
+
+
+CHORD_NEEDS = ("chord_sft_per_device_train_batch_size", "chord_mu_warmup_steps", "chord_mu_decay_steps",
+               "chord_mu_peak", "chord_mu_valley")
+
+
+def _check_chord(config: RLOptions, explicit: set) -> None:
+    """CHORD's knobs act on its expert set only; with it, every one of them is needed (ms-swift has no default for
+    them either: it stops at the first update without them)."""
+    if not config.chord_sft_dataset:
+        given = sorted(name for name in explicit if name.startswith("chord_")
+                       and getattr(config, name) is not None and getattr(config, name) is not False)
+        if given:
+            raise RlhfxError(f"--{given[0]} configures CHORD's SFT loss on expert data, but no --chord_sft_dataset "
+                             "is given, so it would change nothing.",
+                             f"add --chord_sft_dataset (e.g. demo-sft), or drop --{given[0]}.")
+        return
+    missing = [f"--{name}" for name in CHORD_NEEDS if getattr(config, name) is None]
+    if missing:
+        raise RlhfxError(f"--chord_sft_dataset needs {', '.join(missing)}: CHORD's batch size and mu schedule have no "
+                         "defaults (as in ms-swift).", "pass them, e.g. --chord_sft_per_device_train_batch_size 1 "
+                         "--chord_mu_warmup_steps 0 --chord_mu_decay_steps 200 --chord_mu_peak 0.9 "
+                         "--chord_mu_valley 0.05 (ms-swift's example); a constant mu: peak = valley.")
+    for name in ("chord_mu_peak", "chord_mu_valley"):
+        if not 0 <= getattr(config, name) <= 1:
+            raise RlhfxError(f"--{name} is {getattr(config, name)}: mu is the SFT loss's share of the total.",
+                             "use a value in [0, 1].")
+    for name, low in (("chord_sft_per_device_train_batch_size", 1), ("chord_mu_warmup_steps", 0),
+                      ("chord_mu_decay_steps", 0)):
+        if getattr(config, name) < low:
+            raise RlhfxError(f"--{name} is {getattr(config, name)}.", f"use {low} or more.")
 
 
 # ms-swift's --loss_type for GRPO-style runs, as verl's --loss_agg_mode (ms-swift's dr_grpo also divides by the

@@ -9,8 +9,9 @@ The critic (gae only) defaults to the first reward model (as OpenRLHF), else --m
 
 Checkpoints (`checkpoint-N/`: the policy in Hugging Face format, `train_state/` with accelerate's state of every
 rank (weights, optimizer and its ZeRO shards, scheduler, RNG states) and `rl_state.pt` with the step, KL coefficient,
-reward statistics and world size; the data position follows from the step) let `--resume_from_checkpoint`
-(resolved by the runner, which also rewinds metrics.jsonl) continue exactly where the run was, on as many ranks.
+reward statistics, world size and CHORD's place in its expert set; the prompts' position follows from the step) let
+`--resume_from_checkpoint` (resolved by the runner, which also rewinds metrics.jsonl) continue exactly where the run
+was, on as many ranks.
 """
 
 import json
@@ -26,6 +27,7 @@ import torch
 
 from rlhfx.algos import rl_math
 from rlhfx.algos.rl.batch import ActorCritic
+from rlhfx.algos.rl.chord import Chord
 from rlhfx.algos.rl.dist import Ranks
 from rlhfx.algos.rl.multi_turn import MultiTurnRollout, multi_turns
 from rlhfx.algos.rl.rollout import FiniteRewards, RolloutStage, make_rollout_engine
@@ -105,9 +107,11 @@ class OnlineRLTrainer:
         lr = ctx.hf_args["learning_rate"]
         self.kl = rl_math.AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
         self.reward_moments = rl_math.RunningMoments()
+        self.chord = (Chord(config, ctx.sft_train_dataset, pad_id, args.seed, ranks) if config.chord_sft_dataset
+                      else None)
         self.updater = UpdateStage(self.accelerator, ranks, self.actor_critic, config, args, lr,
                                    config.critic_learning_rate or lr, updates, self.kl, self._mixed_precision,
-                                   self.output_dir)
+                                   self.output_dir, self.chord)
         self.engine = make_rollout_engine(args, config, tokenizer, policy, stops, ranks)
         multi_turn = None
         if config.multi_turn_scheduler:
@@ -298,7 +302,8 @@ class OnlineRLTrainer:
         if self.ranks.is_main:
             self.tokenizer.save_pretrained(str(tmp))
             torch.save({"step": self.step, "kl_coef": self.kl.value, "reward_moments": vars(self.reward_moments),
-                        "world_size": self.ranks.world, "critic": self.actor_critic.critic is not None}, tmp / STATE)
+                        "world_size": self.ranks.world, "critic": self.actor_critic.critic is not None,
+                        "chord": self.chord.batches.position() if self.chord else None}, tmp / STATE)
             (tmp / TRAINER_STATE).write_text(json.dumps({"global_step": self.step}) + "\n")
 
     def _resume(self, folder: Path) -> None:
@@ -324,6 +329,8 @@ class OnlineRLTrainer:
         self.accelerator.load_state(str(folder / TRAIN_STATE))
         self.step, self.kl.value = state["step"], state["kl_coef"]
         vars(self.reward_moments).update(state["reward_moments"])
+        if self.chord and state.get("chord"):  # every rank draws as many expert batches: the main rank's position
+            self.chord.batches.seek(state["chord"])
         say(f"resumed from {folder} at step {self.step}")
 
 

@@ -57,9 +57,10 @@ class Role(torch.nn.Module):
 
 class UpdateStage:
     def __init__(self, accelerator, ranks, actor_critic, config, args, learning_rate: float, critic_learning_rate: float,
-                 total_updates: int, kl, autocast, output_dir):
+                 total_updates: int, kl, autocast, output_dir, chord=None):
+        """chord: rlhfx.algos.rl.chord.Chord with --chord_sft_dataset, else None."""
         self.accelerator, self.ranks, self.config, self.args = accelerator, ranks, config, args
-        self.kl, self.autocast, self.output_dir = kl, autocast, output_dir
+        self.kl, self.autocast, self.output_dir, self.chord = kl, autocast, output_dir, chord
         self.micro_batch = args.batch_size
         self.policy, self.optimizer, self.scheduler = self._prepare(
             Role("policy", actor_critic.policy, response_logits), learning_rate, total_updates)
@@ -104,7 +105,7 @@ class UpdateStage:
                           "n_groups": counts[2]}
                 shares = {}
                 for i, part in enumerate(parts):
-                    losses, stats = self.loss(select(batch, part), counts)
+                    losses, stats = self.loss(select(batch, part), counts, 1 / (len(parts) * self.ranks.world))
                     if not all(torch.isfinite(loss) for loss in losses):
                         raise self._non_finite(step, "The loss became NaN/inf (the update was not applied)")
                     for model, loss in zip(self.models, losses):
@@ -129,10 +130,11 @@ class UpdateStage:
         logp, logits = token_logp(logits, micro, self.config.temperature)
         return logp, logits, values
 
-    def loss(self, micro: dict, counts: dict) -> tuple[list[torch.Tensor], dict]:
+    def loss(self, micro: dict, counts: dict, sft_share: float = 1.0) -> tuple[list[torch.Tensor], dict]:
         """One micro batch's share of the optimizer batch's loss under --loss_agg_mode (`counts`: that batch's tokens,
-        sequences and (REAL) groups over all ranks): the policy's (policy loss, KL loss term, entropy bonus) and, with
-        a critic, the critic's (its value loss), in the order of `self.models`."""
+        sequences and (REAL) groups over all ranks): the policy's (policy loss, KL loss term, entropy bonus; with CHORD
+        (1 - mu) times that plus mu times `sft_share` of an expert batch's SFT loss) and, with a critic, the critic's
+        (its value loss), in the order of `self.models`."""
         config, mask = self.config, micro["mask"]
         agg = {"n_tokens": counts["n_tokens"], "n_sequences": counts["n_sequences"]}
         logp, logits, values = self.forward(micro)
@@ -154,6 +156,8 @@ class UpdateStage:
             kl_loss = rl_math.aggregate(kl, mask, config.loss_agg_mode, **agg)
             loss = loss + self.kl.value * kl_loss
             stats["kl_loss"] = kl_loss.item()
+        if self.chord is not None:
+            loss = self._chord(loss, stats, sft_share)
         if values is None:
             return [loss], stats
         value_loss = rl_math.value_loss(values, micro["values"], micro["returns"], mask, config.cliprange_value,
@@ -170,6 +174,19 @@ class UpdateStage:
             return None
         return {"decay_rate": config.fipo_decay_rate, "clip_range": config.fipo_clip_range,
                 "clip_high_only": config.fipo_clip_high_only, "safety_threshold": config.fipo_safety_threshold}
+
+    def _chord(self, loss: torch.Tensor, stats: dict, sft_share: float) -> torch.Tensor:
+        """(1 - mu) x the policy's loss + mu x the SFT loss of the next expert batch, weighed by `sft_share`: each
+        micro batch's expert batch is averaged over the optimizer batch's micro batches and the ranks (as ms-swift's
+        per micro batch loss, averaged over gradient accumulation and DDP). mu follows the optimizer steps taken
+        (the scheduler's count, which a resume restores); with mu = 0 no expert batch is drawn."""
+        mu = stats["chord_mu"] = self.chord.mu(self.scheduler.last_epoch)
+        if mu == 0:
+            return loss
+        with self.autocast():
+            sft = self.chord.loss(self.policy, self.accelerator.device)
+        stats["chord_sft_loss"] = sft.item()  # the mean of the micro steps that drew an expert batch
+        return (1 - mu) * loss + mu * sft_share * sft
 
     def _backward(self, model, loss: torch.Tensor, last: bool) -> None:
         """A DeepSpeed engine is told where the optimizer batch ends (it clips and steps there); elsewhere gradients
