@@ -60,7 +60,7 @@ def micro_stepper(**config):
                   entropy_coef=0.0)
     trainer = UpdateStage.__new__(UpdateStage)
     trainer.config = RLOptions(**{**fields, **config})
-    trainer.kl = SimpleNamespace(value=0.0)
+    trainer.kl, trainer.chord = SimpleNamespace(value=0.0), None
     logp = torch.tensor([[0.1, 0.2, 0.3], [-0.5, -0.3, 0.0]], requires_grad=True)
     trainer.forward = lambda micro: (logp, torch.zeros(2, 3, 4), None)
     micro = {"mask": torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]), "old_logp": torch.zeros(2, 3),
