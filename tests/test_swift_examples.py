@@ -3,6 +3,7 @@ and `--max_steps 1` changed: each finishes its step, or stops at the clear error
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ SYSTEM = ("The assistant first thinks about the reasoning process and then answe
           "<think> reasoning </think><answer> answer </answer>")
 # ms-swift's plugin scores answers about images; here its name scores text answers
 PLUGIN = "from rlhfx.rewards.builtin import Accuracy, orms\n\norms['external_r1v_acc'] = Accuracy\n"
+GSM8K_PLUGIN = Path(__file__).parent / "gsm8k_plugin.py"  # ms-swift's examples/train/grpo/plugin/gsm8k/
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +29,16 @@ def workdir(tmp_path_factory) -> Path:
     for name, stem in DATA.items():
         rows = (DEMO_DATA_DIR / f"{stem}_train.jsonl").read_text().splitlines()[:32]
         (folder / f"{name}.jsonl").write_text("\n".join(rows) + "\n")
+    # GSM8K's layout: the reference answer in `answer`, its number after ####
+    sums = [json.loads(line) for line in (DEMO_DATA_DIR / "demo_math_train.jsonl").read_text().splitlines()[:32]]
+    (folder / "gsm8k.jsonl").write_text("".join(json.dumps({"prompt": row["prompt"], "answer": f"The sum is "
+                                                            f"{row['solution']}.\n#### {row['solution']}"}) + "\n"
+                                                for row in sums))
     grpo = folder / "examples" / "train" / "grpo"
-    (grpo / "plugin").mkdir(parents=True)
+    (grpo / "plugin" / "gsm8k").mkdir(parents=True)
     (grpo / "prompt.txt").write_text(SYSTEM)
     (grpo / "plugin" / "plugin.py").write_text(PLUGIN)
+    shutil.copy(GSM8K_PLUGIN, grpo / "plugin" / "gsm8k" / "gsm8k_plugin.py")
     (folder / "bin").mkdir()
     shim = folder / "bin" / "rlhfx"
     shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m rlhfx "$@"\n')
@@ -65,3 +73,13 @@ def test_ms_swift_example(example, workdir):
         assert example.expect in output, output[-4000:]
         # an rlhfx error, not a crash: no frame of rlhfx's code (torchrun prints its own traceback when a rank fails)
         assert str(ROOT / "rlhfx") not in output, output[-4000:]
+
+
+def test_gsm8k_plugin_scores_as_ms_swift_s():
+    """The plugin qlora.sh names: the last \\boxed{} (else the number after ####) against the reference's."""
+    import gsm8k_plugin
+
+    completions = ["so \\boxed{1,000}", "#### 42", "42", "#### 41", "\\boxed{x} #### 7"]
+    references = ["#### 1000", "The sum is 42.\n#### 42", "#### 42", "#### 42", "\\boxed{x}"]
+    assert gsm8k_plugin.GSM8KAccuracy()(completions, references) == [1.0, 1.0, 0.0, 0.0, 1.0]
+    assert gsm8k_plugin.GSM8KFormat()(completions) == [1.0, 1.0, 0.0, 1.0, 1.0]

@@ -324,6 +324,9 @@ class RLOptions(Options):
     vllm_enable_sleep: bool = online(False, "TRL: vLLM's sleep mode between rollouts, releasing its KV cache to "
                                             "training (= --sleep_level 1; GPU only).",
                                      aliases=("vllm_enable_sleep_mode",))
+    vllm_enable_lora: bool = online(False, "ms-swift: vLLM loads the LoRA adapter instead of merged weights (a faster "
+                                           "weight sync). rlhfx pushes the merged weights every step, which samples "
+                                           "the same policy; accepted with a note.")
     offload_model: bool = online(False, "vllm rollouts on a GPU: move the policy and reference to CPU memory while "
                                         "vLLM generates.")
     offload_optimizer: bool = online(False, "vllm rollouts on a GPU: move the optimizer states to CPU memory while "

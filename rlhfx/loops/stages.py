@@ -85,7 +85,8 @@ def generate(args, policy: str, prompts: list[str], iteration: int | None, outpu
 
     size = args.rollout_batch_size if iteration is not None else None
     rows, first = batch.load_prompt_slice(prompt_data(args, policy, prompts, loop_file), iteration or 0, size)
-    spec = resolve_model_spec(policy, args.model_type, None, args.template, args.use_chat_template)
+    spec = resolve_model_spec(policy, args.model_type, None, args.template, args.use_chat_template,
+                              args.enable_thinking)
     rows = batch.generate(spec, EngineOptions.from_args(args), sampling_from_args(args), rows, first,
                           batch.DEFAULT_BATCH_SIZE)
     batch.write(rows, output, None, args.reward_template)

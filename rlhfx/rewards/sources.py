@@ -38,7 +38,6 @@ class RewardModelScorer:
     def __init__(self, path: str, dtype: str = "auto", batch_size: int = 16, device=None,
                  use_chat_template: bool = False):
         from rlhfx.models import load_causal_lm, resolve_model_spec
-        from rlhfx.templates.encoder import ChatEncoder
 
         spec = resolve_model_spec(path, use_chat_template=use_chat_template)
         self.path, self.batch_size = path, batch_size
@@ -50,7 +49,7 @@ class RewardModelScorer:
         self.pad_eos_note = pad_id is None or pad_id == self.tokenizer.eos_token_id
         self.pad_id = self.tokenizer.eos_token_id if pad_id is None else pad_id
         self.model.config.pad_token_id = self.pad_id  # the head is read at the last token that is not this one
-        self.encoder = ChatEncoder(self.tokenizer, spec.choice.template)
+        self.encoder = spec.choice.encoder(self.tokenizer)
 
     def sequence(self, messages, text: str, response: str) -> list[int]:
         """Prompt + response ids as the reward model was trained on them; raw text + EOS without messages."""

@@ -184,7 +184,8 @@ def check_args(args) -> None:
                          args)
 
 
-VLLM_ONLY = ("vllm_tensor_parallel_size", "vllm_max_model_len", "sleep_level", "offload_model", "offload_optimizer")
+VLLM_ONLY = ("vllm_tensor_parallel_size", "vllm_max_model_len", "sleep_level", "offload_model", "offload_optimizer",
+             "vllm_enable_lora")
 GPU_ONLY = {"sleep_level": "vLLM's sleep mode releases GPU memory", "offload_model": "it frees GPU memory",
             "offload_optimizer": "it frees GPU memory"}
 
