@@ -1048,8 +1048,9 @@ rlhfx rlhf \
     --loss_type grpo \
     --max_steps 1
 ''',
-            '--attn_impl flash_attention_2 needs a CUDA GPU',
-            why='FlashAttention 2 needs a GPU'),
+            '--packing_samples does not apply to --rlhf_type grpo',
+            why="--padding_free true (ms-swift's name of --packing_samples) is taken by dpo and rm, not by online RL; "
+                "the flags are checked before FlashAttention 2's GPU (its --attn_impl flash_attention_2)"),
     Example('examples/train/grpo/internal/sapo.sh',
             r'''# SAPO https://arxiv.org/abs/2511.20347
 CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 \

@@ -153,3 +153,18 @@ def test_launches_that_one_process_runs_refuse_nproc_per_node(run_cli, monkeypat
     code, output = run_cli(*argv, "--output_dir", tmp_path / "out")
     assert code == 2 and what in output and "launching" not in output and not (tmp_path / "out").exists()
 
+
+GRPO = ["rlhf", "--rlhf_type", "grpo", "--model", "tiny", "--dataset", "demo-math#8", "--reward_funcs", "accuracy"]
+
+
+@pytest.mark.parametrize("argv, what", [
+    ([*GRPO, "--use_vllm", "true", "--sleep_level", "1"], "--sleep_level needs a GPU"),
+    ([*DPO, "--attn_impl", "flash_attn"], "--attn_impl flash_attn needs a CUDA GPU"),
+    ([*DPO, "--beta", "-1"], "--beta is -1.0"),
+])
+def test_nproc_per_node_checks_flags_once_before_ranks(run_cli, monkeypatch, tmp_path, argv, what):  # noqa: F811
+    """`NPROC_PER_NODE=4 rlhfx ...` with a flag each rank would refuse: the launcher runs the same checks first and
+    prints their error once; no rank is started."""
+    monkeypatch.setenv("NPROC_PER_NODE", "4")
+    code, output = run_cli(*argv, "--output_dir", tmp_path / "out")
+    assert code == 2 and output.count(what) == 1 and "launching" not in output, output

@@ -67,7 +67,7 @@ def quant_bits(args) -> int | None:
 
 
 def check_flash_attn_device(args) -> None:
-    """Also called before a torchrun relaunch, so that every rank does not print the same error."""
+    """Checked before anything loads (rlhfx.algos.job.validate, also before a torchrun relaunch)."""
     import torch
 
     if args.flash_attn and not torch.cuda.is_available():
