@@ -250,7 +250,7 @@ FLAGS = [_share(f) for f in FLAGS] + [_share(f) for f in [
     Flag("iter", int, 0, "sample: iteration i takes prompts [i * rollout_batch_size, (i + 1) * rollout_batch_size).", (), "sampling", ("sample",)),
     Flag("rollout_batch_size", int, None, "sample: prompts per iteration (default: all).", (), "sampling", ("sample",)),
     Flag("reward_model", str, None, "sample: reward model folder (a sequence-classification model with one label, e.g. an rlhfx rm run) scoring each answer.", (), "sampling", ("sample",)),
-    Flag("reward_func", str, None, "sample: rule-based reward, `demo` or a .py file defining reward_func(queries, prompts, labels) -> list[float].", (), "sampling", ("sample",)),
+    Flag("reward_func", str, None, "sample: rule-based reward: a named one (accuracy, format, cosine, repetition, soft_overlong; their knobs are online RL's: --cosine_max_len ...), `demo`, or a .py file defining reward_func(queries, prompts, labels) -> list[float].", (), "sampling", ("sample",)),
     Flag("normalize_reward", bool, False, "sample: z-normalise the rewards over all scored answers.", (), "sampling", ("sample",)),
     Flag("post_processor", str, None, "sample: turn scored answers into training data: rs (best per prompt -> SFT), csft (reward-conditioned SFT), iter_dpo (best vs worst pairs).", (), "sampling", ("sample",), choices=("rs", "csft", "iter_dpo")),
     Flag("reward_template", str, "{input} <rm_score>: {reward} ", "sample csft: how the reward is written into the prompt.", (), "sampling", ("sample",)),

@@ -33,7 +33,7 @@ class Algorithm:
     joint_sft: bool = False  # a second, SFT data set (--sft_dataset) trained jointly
     own_training_loop: bool = False  # not a Hugging Face Trainer: writes its checkpoints itself
     writes_outputs: bool = False  # module.write_outputs(output_dir, options, name): extra files such as plots
-    checks_args: bool = False  # module.check_args(args) before any model loads, after the options (online RL: the
+    checks_args: bool = False  # module.check_args(args, options) before any model loads (online RL: the
     # engine and reward sources the flags name)
     flag_defaults: dict = field(default_factory=dict)  # general flags' defaults for this algorithm (KTO's batch)
 
@@ -47,7 +47,7 @@ class Algorithm:
                 args.values[name] = value
         options = None if self.options is None else opts.build_options(self.options, self.name, args)
         if self.checks_args:
-            self.trainer_module().check_args(args)
+            self.trainer_module().check_args(args, options)
         return options
 
     def trainer_module(self):

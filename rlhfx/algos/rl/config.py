@@ -111,12 +111,7 @@ def _refuse_ignored(config: RLOptions, explicit: set) -> None:
         if name in explicit and not getattr(config, needed):
             raise RlhfxError(f"--{name} configures {what}, which is off in this run.", f"add --{needed}, or drop "
                              f"--{name}.")
-    rewards = config.reward_func or []
-    for prefix, reward in (("cosine_", "cosine"), ("repetition_", "repetition"), ("soft_", "soft_overlong")):
-        given = sorted(name for name in explicit if name.startswith(prefix))
-        if given and reward not in rewards and not config.external_plugins:  # a plugin's reward may read it (self.args)
-            raise RlhfxError(f"--{given[0]} configures the {reward} reward, which is not among --reward_funcs.",
-                             f"add {reward} to --reward_funcs, or drop --{given[0]}.")
+    config.resolve_rewards(config.reward_func or [], config.external_plugins, explicit, config.generate_max_len)
 
 
 # ms-swift's --loss_type for GRPO-style runs, as verl's --loss_agg_mode (ms-swift's dr_grpo also divides by the
@@ -168,7 +163,7 @@ def _resolve_loss(config: RLOptions, args) -> None:
                          "use 0 < --cliprange < 1 and --cliprange_high > 0 (e.g. 0.2 and 0.28).")
 
 
-def check_args(args) -> None:
+def check_args(args, config: RLOptions) -> None:
     """Called by `rlhfx rlhf` before anything loads, after the options: the engine can start, the reward sources
     exist (what the flags name, rather than how they combine)."""
     from rlhfx.rewards.builtin import load_plugins
@@ -181,7 +176,7 @@ def check_args(args) -> None:
         check_engine_available("vllm")
     load_plugins(args.external_plugins)
     check_reward_sources(args.reward_model or [], args.reward_func or [], args.remote_rm_url or [], args.reward_weights,
-                         args)
+                         config)
 
 
 VLLM_ONLY = ("vllm_tensor_parallel_size", "vllm_max_model_len", "sleep_level", "offload_model", "offload_optimizer",
