@@ -109,6 +109,7 @@ FLAGS: list[Flag] = [
     Flag("model_type", str, None, "Model family from the registry (llama3, qwen2, ..., ms-swift names like llama3-8b-instruct work); detected from --model when omitted.", (), "model"),
     Flag("template", str, None, "Chat template name overriding the model type's (chatml, qwen2, qwen2.5, llama2, llama3, llama3.1, llama3.2, mistral, gemma, phi3, deepseek, default).", (), "model"),
     Flag("use_chat_template", bool, False, "Render with the tokenizer's own chat_template (the default for models the registry does not know); the loss mask comes from its {% generation %} markers, else from rendering the conversation prefix by prefix.", ("apply_chat_template",), "model"),
+    Flag("enable_thinking", bool, None, "ms-swift: the thinking switch of hybrid-thinking chat templates (Qwen3's ...), passed as enable_thinking to a tokenizer chat_template that reads it when prompts are rendered for training, sampling and inference (default: the template's own); with a template that does not read it, a note says it changes nothing.", (), "model"),
     Flag("ref_model", str, None, "Reference model for DPO and KTO (default: frozen copy of --model, or the adapter-disabled base under LoRA).", ("ref_pretrain",), "model", RLHF, algos=WITH_REFERENCE),
     Flag("torch_dtype", str, "auto", "Weights dtype: auto (float32 on CPU; bfloat16 on GPUs that support it, except weights fully trained without DeepSpeed: float32, with --bf16 autocasting their matmuls), float32, bfloat16, float16.", ("dtype",), "model", choices=("auto", "float32", "bfloat16", "float16")),
     # adapters
@@ -164,6 +165,8 @@ FLAGS: list[Flag] = [
     Flag("sequence_parallel_size", int, 1, "ms-swift: GPUs each sequence is split over (Ulysses sequence parallelism); rlhfx keeps every sequence on one device, so it takes 1 only.", (), "scale"),
     Flag("dataloader_num_workers", int, 0, "Worker processes loading training batches (0: the training process itself).", (), "scale"),
     Flag("quant_bits", int, None, "Load the base model quantised to 4 or 8 bits (QLoRA through bitsandbytes, CUDA only); needs --train_type lora.", (), "scale", choices=(4, 8)),
+    Flag("quant_method", str, None, "ms-swift: the library --quant_bits quantises with; rlhfx has bitsandbytes (bnb) only.", (), "scale", choices=("bnb",)),
+    Flag("bnb_4bit_quant_type", str, "nf4", "--quant_bits 4: bitsandbytes' 4-bit data type, nf4 (NormalFloat) or fp4.", (), "scale", choices=("nf4", "fp4")),
     Flag("load_in_4bit", bool, False, "Same as --quant_bits 4 (OpenRLHF).", (), "scale"),
     Flag("precompute_ref_log_probs", bool, False, "Compute the reference log-probs once before training, so no reference model stays in memory.", (), "scale", RLHF, algos=PAIRWISE_REF),
     Flag("ref_offload", bool, False, "Keep the reference model on the CPU between its forwards (GPU runs; OpenRLHF).", (), "scale", RLHF, algos=PAIRWISE_REF),
@@ -193,6 +196,7 @@ GENERATE = ("infer", "sample")
 # Flags above that mean the same for generation; they are taken by these commands as well.
 _SHARED_WITH_GENERATION = {
     "model": GENERATE, "model_type": GENERATE, "template": GENERATE, "use_chat_template": GENERATE,
+    "enable_thinking": GENERATE,
     "torch_dtype": GENERATE, "dataset": GENERATE, "val_dataset": ("infer",), "max_samples": GENERATE,
     "prompt_key": GENERATE, "label_key": GENERATE, "messages_key": GENERATE, "columns": GENERATE, "system": GENERATE,
     "input_template": GENERATE, "seed": GENERATE, "batch_size": GENERATE,
@@ -205,7 +209,8 @@ _GENERATION_ALIASES = {"batch_size": ("micro_batch_size",)}  # OpenRLHF batch_in
 # `rlhfx export` and `rlhfx data check` take these flags of the tables above and below, meaning the same.
 TOOLS = ("export", "data")
 _SHARED_WITH_TOOLS = {
-    "model": TOOLS, "model_type": TOOLS, "template": TOOLS, "use_chat_template": TOOLS, "torch_dtype": ("export",),
+    "model": TOOLS, "model_type": TOOLS, "template": TOOLS, "use_chat_template": TOOLS, "enable_thinking": ("data",),
+    "torch_dtype": ("export",),
     "output_dir": ("export",), "adapters": ("export",), "dataset": ("data",), "max_length": ("data",),
     "max_samples": ("data",), "seed": ("data",), "prompt_key": ("data",), "chosen_key": ("data",),
     "rejected_key": ("data",), "response_key": ("data",), "label_key": ("data",), "messages_key": ("data",),
@@ -246,7 +251,7 @@ FLAGS = [_share(f) for f in FLAGS] + [_share(f) for f in [
     Flag("iter", int, 0, "sample: iteration i takes prompts [i * rollout_batch_size, (i + 1) * rollout_batch_size).", (), "sampling", ("sample",)),
     Flag("rollout_batch_size", int, None, "sample: prompts per iteration (default: all).", (), "sampling", ("sample",)),
     Flag("reward_model", str, None, "sample: reward model folder (a sequence-classification model with one label, e.g. an rlhfx rm run) scoring each answer.", (), "sampling", ("sample",)),
-    Flag("reward_func", str, None, "sample: rule-based reward, `demo` or a .py file defining reward_func(queries, prompts, labels) -> list[float].", (), "sampling", ("sample",)),
+    Flag("reward_func", str, None, "sample: rule-based reward: a named one (accuracy, format, cosine, repetition, soft_overlong; their knobs are online RL's: --cosine_max_len ...), `demo`, or a .py file defining reward_func(queries, prompts, labels) -> list[float].", (), "sampling", ("sample",)),
     Flag("normalize_reward", bool, False, "sample: z-normalise the rewards over all scored answers.", (), "sampling", ("sample",)),
     Flag("post_processor", str, None, "sample: turn scored answers into training data: rs (best per prompt -> SFT), csft (reward-conditioned SFT), iter_dpo (best vs worst pairs).", (), "sampling", ("sample",), choices=("rs", "csft", "iter_dpo")),
     Flag("reward_template", str, "{input} <rm_score>: {reward} ", "sample csft: how the reward is written into the prompt.", (), "sampling", ("sample",)),

@@ -48,14 +48,13 @@ def check_gpus_per_node(processes: int) -> None:
 
 
 def check_spreadable(command: str, argv: list[str]) -> None:
-    """Refuse before torchrun starts ranks that would each load and fail: FlashAttention without a GPU."""
-    from rlhfx.arguments import parse_args
-    from rlhfx.models import check_flash_attn_device
-    from rlhfx.training.swift_flags import apply_swift_flags
+    """Refuse before torchrun starts ranks that would each stop at the same error (a GPU-only flag on the CPU, a bad
+    option): the command's own flag checks, once, with nothing started."""
+    import importlib
 
-    args = parse_args(command, argv)
-    apply_swift_flags(args)
-    check_flash_attn_device(args)
+    from rlhfx.algos.job import validate
+
+    validate(importlib.import_module(f"rlhfx.commands.{command}").parse(argv))
 
 
 def relaunch_under_torchrun(command: str, argv: list[str]) -> None:

@@ -53,10 +53,6 @@ ISSUE_17 = "RL loss option: added by issue 17 (RL losses and trainer flags)."
 UNSUPPORTED = {
     **{n: ISSUE_17 for n in ("epsilon", "epsilon_high", "overlong_filter", "kl_in_reward", "dynamic_sample",
                              "importance_sampling_level")},
-    "enable_thinking": "Pick the template with --template, or render with the tokenizer's own (--use_chat_template).",
-    "vllm_enable_lora": "Colocated vLLM gets the merged LoRA weights pushed every step.",
-    "quant_method": "--quant_bits 4|8 quantises with bitsandbytes (QLoRA).",
-    "bnb_4bit_quant_type": "--quant_bits 4 uses nf4 with double quantisation.",
     "reward_model_type": "Pass the reward model folder with --reward_model.",
     "reward_model_id_or_path": "Pass the reward model folder with --reward_model.",
     "prompt_data_probs": "Use --dataset_probs.",
@@ -101,6 +97,12 @@ NOTES = {  # supported, but the meaning or default differs from the other tool
     "external_plugins": "A Python file registering rewards: `from rlhfx.rewards.builtin import ORM, orms; "
                         "orms['name'] = MyReward`.",
     "system": "A path ending in .txt is read, as in ms-swift.",
+    "enable_thinking": "Passed to a tokenizer chat_template that reads it (Qwen3's hybrid thinking); with a template "
+                       "that does not, a note says it changes nothing.",
+    "vllm_enable_lora": "Accepted with a note: the merged LoRA weights are pushed to vLLM every step instead; vLLM "
+                        "samples the same policy.",
+    "quant_method": "bnb only (bitsandbytes).",
+    "bnb_4bit_quant_type": "nf4 or fp4, as in ms-swift.",
     "advantage_estimator": "ms-swift's names are taken: grpo = group_norm, rloo, reinforce_plus_plus = reinforce_baseline "
                            "(REINFORCE++-baseline); also reinforce, gae, dr_grpo.",
     "steps_per_generation": "Sets --rollout_batch_size to batch size x N / --num_generations prompts (TRL's rollout "

@@ -134,14 +134,20 @@ def pytest_collection_modifyitems(config, items):
 def chat_model(tmp_path_factory):
     """The tiny model under a name the registry does not know, its tokenizer given SmolLM2's chat template (no
     {% generation %} markers, a default system prompt of its own): what most local fine-tunes look like."""
+    from published_templates import SMOLLM2
+
+    return tiny_with_template(tmp_path_factory, "my-chat-model", SMOLLM2)
+
+
+def tiny_with_template(tmp_path_factory, name: str, chat_template: str) -> Path:
+    """A copy of the tiny model named `name` (a name the registry does not know) whose tokenizer has `chat_template`."""
     from transformers import AutoTokenizer
 
-    from published_templates import SMOLLM2
     from rlhfx.registry.tiny import tiny_model_path
 
-    folder = tmp_path_factory.mktemp("models") / "my-chat-model"
+    folder = tmp_path_factory.mktemp("models") / name
     shutil.copytree(tiny_model_path(), folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    tokenizer.chat_template = SMOLLM2
+    tokenizer.chat_template = chat_template
     tokenizer.save_pretrained(folder)
     return folder

@@ -80,6 +80,9 @@ DEEPSEEK = (
     "{{ message['content'] + '\n\n' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
 
+# Qwen/Qwen3-*: hybrid thinking; enable_thinking false writes an empty think block after the generation prompt
+QWEN3 = _trl("qwen3")
+
 _IM = ("<|im_start|>", "<|im_end|>")
 _L3 = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
 

@@ -4,9 +4,10 @@ example section of docs/migrating-from-ms-swift.md (scripts/gen_migrating_docs.p
 Each `script` is the text of `path` in github.com/modelscope/ms-swift (examples/train/, main as of December 2026) with
 only `swift` -> `rlhfx`, the model (and teacher/reward model) swapped for `tiny` (`rm` for the reward model), the
 datasets swapped for small demo files that the test writes (sft.jsonl, pref.jsonl, kto.jsonl, prompts.jsonl,
-math.jsonl: rows of demo-sft, demo-pref, demo-kto, demo-prompts, demo-math) and `--max_steps 1` added.
+math.jsonl: rows of demo-sft, demo-pref, demo-kto, demo-prompts, demo-math; gsm8k.jsonl: demo-math's sums in
+GSM8K's layout, the answer in `answer` after ####) and `--max_steps 1` added.
 The test runs each in a folder that also holds the files the scripts name (examples/train/grpo/prompt.txt, the
-plugins), with `bash -e`.
+plugins: tests/gsm8k_plugin.py for ms-swift's GSM8K one), with `bash -e`.
 
 expect: "runs" (exit 0, summary.json written), or words of the clear error it stops at; `why` says why.
 slow: grpo/internal/transformers.sh rolls out 64 completions of up to 1024 tokens in bfloat16, which the CPU
@@ -873,7 +874,7 @@ rlhfx rlhf \
     --quant_bits 4 \
     --bnb_4bit_quant_type nf4 \
     --torch_dtype bfloat16 \
-    --dataset math.jsonl \
+    --dataset gsm8k.jsonl \
     --load_from_cache_file true \
     --max_length 2048 \
     --max_completion_length 8192 \
@@ -899,9 +900,10 @@ rlhfx rlhf \
     --scale_rewards none \
     --max_steps 1
 ''',
-            'Unknown flag --enable_thinking',
-            why="--enable_thinking (the chat template's thinking switch) is not taken: pick the template with --template "
-                "(--columns is)"),
+            '--sleep_level needs a GPU',
+            why="vLLM's sleep mode frees GPU memory; there is no GPU here (before it: ms-swift's GSM8K plugin rewards, "
+                "--columns, --enable_thinking (the tiny model's template has no thinking switch: a run notes it), "
+                "--vllm_enable_lora (noted), QLoRA's --quant_method bnb and --bnb_4bit_quant_type are taken)"),
     Example('examples/train/grpo/internal/real.sh',
             r'''CUDA_VISIBLE_DEVICES=2 \
 rlhfx rollout \
@@ -1047,8 +1049,9 @@ rlhfx rlhf \
     --loss_type grpo \
     --max_steps 1
 ''',
-            '--attn_impl flash_attention_2 needs a CUDA GPU',
-            why='FlashAttention 2 needs a GPU'),
+            '--packing_samples does not apply to --rlhf_type grpo',
+            why="--padding_free true (ms-swift's name of --packing_samples) is taken by dpo and rm, not by online RL; "
+                "the flags are checked before FlashAttention 2's GPU (its --attn_impl flash_attention_2)"),
     Example('examples/train/grpo/internal/sapo.sh',
             r'''# SAPO https://arxiv.org/abs/2511.20347
 CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 \

@@ -2,6 +2,7 @@
 
 import pytest
 
+from rlhfx.algos.rl import resolve_config
 from rlhfx.arguments import parse_args
 from rlhfx.errors import RlhfxError
 from rlhfx.rewards import builtin
@@ -21,7 +22,9 @@ def samples(completions, labels=None, lengths=None):
 
 
 def reward(name, completions, labels=None, lengths=None, *argv):
-    return NamedReward(name, grpo_args(*argv))(samples(completions, labels, lengths))
+    """The named reward as online RL builds it: with the run's resolved options (rlhfx.algos.options.RLOptions)."""
+    config = resolve_config(grpo_args("--reward_funcs", name, *argv), "grpo")
+    return NamedReward(name, config)(samples(completions, labels, lengths))
 
 
 def test_accuracy_compares_the_final_answer_with_the_solution():

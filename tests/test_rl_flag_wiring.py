@@ -557,9 +557,9 @@ def test_cosine_reward_knobs_set_its_four_corners_and_length(world):
     from rlhfx.rewards.builtin import NamedReward
     from rlhfx.rewards.sources import Sample
 
-    args, _ = options("grpo", "--reward_funcs", "cosine", "--cosine_min_len_value_correct", "2",
-                      "--cosine_max_len_value_correct", "1", "--cosine_min_len_value_wrong", "-2",
-                      "--cosine_max_len_value_wrong", "-1", "--cosine_max_len", "10")
+    _, config = options("grpo", "--reward_funcs", "cosine", "--cosine_min_len_value_correct", "2",
+                        "--cosine_max_len_value_correct", "1", "--cosine_min_len_value_wrong", "-2",
+                        "--cosine_max_len_value_wrong", "-1", "--cosine_max_len", "10")
     lengths, answers = [0, 5, 10, 0, 5, 10], ["7", "7", "7", "8", "8", "8"]
     samples = [Sample([], "", f"<answer>{a}</answer>", "7", [5] * n) for a, n in zip(answers, lengths)]
 
@@ -567,7 +567,7 @@ def test_cosine_reward_knobs_set_its_four_corners_and_length(world):
         return at_max + (at_zero - at_max) * (1 + math.cos(t * math.pi / 10)) / 2
 
     want = [cos(t, 2, 1) for t in lengths[:3]] + [cos(t, -2, -1) for t in lengths[3:]]
-    assert NamedReward("cosine", args)(samples) == pytest.approx(want)
+    assert NamedReward("cosine", config)(samples) == pytest.approx(want)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -204,3 +204,31 @@ def test_bad_sample_inputs_exit_2(argv, message, tmp_path, run_cli):
     code, output = run_cli("sample", *[str(empty) if a == "EMPTY" else a for a in argv])
     assert code == 2 and message in output, output
     assert "Traceback" not in output
+
+
+def test_sample_scores_with_a_named_reward_and_online_rl_s_knobs(tmp_path, run_cli):  # noqa: F811
+    """`rlhfx sample --reward_func cosine`: the knobs are online RL's flags (the correct curve keeps RLOptions'
+    defaults, 1.0 -> 0.5; the wrong one is set to the same), --cosine_max_len left unset is --max_new_tokens; each
+    answer scores the cosine of its own length in tokens, by hand. A file without tokens, or a knob without its
+    reward, is refused."""
+    import math
+
+    generated = tmp_path / "scored.jsonl"
+    code, output = run_cli("sample", "--model", "tiny", "--dataset", "demo-math#2", "--best_of_n", "2",
+                           "--max_new_tokens", "8", "--reward_func", "cosine", "--cosine_min_len_value_wrong", "1",
+                           "--cosine_max_len_value_wrong", "0.5", "--output_file", generated)
+    assert code == 0, output
+    rows = read_jsonl(generated)
+    assert len(rows) == 4
+    for row in rows:
+        t = len(row["output_ids"])  # 1.0 at length 0, along half a cosine to 0.5 at length 8
+        assert 0 < t <= 8 and row["reward"] == pytest.approx(0.5 + 0.5 * (1 + math.cos(math.pi * t / 8)) / 2)
+
+    bare = write_jsonl_atomic(tmp_path / "bare.jsonl", [{k: v for k, v in row.items() if k != "output_ids"}
+                                                        for row in rows])
+    code, output = run_cli("sample", "--task", "rm", "--dataset", bare, "--reward_func", "cosine",
+                           "--output_file", tmp_path / "out.jsonl")
+    assert code == 2 and "by its length in tokens, and these samples do not carry their tokens" in output, output
+    code, output = run_cli("sample", "--task", "rm", "--dataset", generated, "--reward_func", "accuracy",
+                           "--cosine_max_len", "5", "--output_file", tmp_path / "out.jsonl")
+    assert code == 2 and "--cosine_max_len configures the cosine reward" in output, output

@@ -27,6 +27,8 @@ def test_every_preset_is_shipped_with_auto_batch_fields():
     (["--flash_attn"], "--flash_attn needs a CUDA GPU", "drop --flash_attn"),
     (["--load_in_4bit", "--train_type", "lora"], "--quant_bits 4 (QLoRA) uses bitsandbytes CUDA kernels", "GPU machine"),
     (["--quant_bits", "4", "--train_type", "full"], "only adapters can train", "--train_type lora"),
+    (["--quant_method", "bnb", "--train_type", "lora"], "--quant_method bnb quantises with --quant_bits 4 or 8",
+     "add --quant_bits 4"),
     (["--ref_offload", "--train_type", "full"], "no CUDA GPU is visible", "drop --ref_offload"),
     (["--aux_loss_coef", "0.01"], "is not a Mixture-of-Experts model", "drop --aux_loss_coef"),
 ])
@@ -113,13 +115,33 @@ def test_flash_attention_over_float32_weights_needs_bf16_autocast(monkeypatch, b
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     monkeypatch.setitem(sys.modules, "flash_attn", ModuleType("flash_attn"))
-    args = SimpleNamespace(flash_attn=True, bf16=bf16, load_in_4bit=False, quant_bits=None, device_map=None)
+    args = SimpleNamespace(flash_attn=True, bf16=bf16, load_in_4bit=False, quant_bits=None, quant_method=None,
+                           device_map=None)
     if refused:
         with pytest.raises(RlhfxError) as error:
             model_load_kwargs(args, torch.float32)
         assert "--flash_attn computes in bf16 or fp16" in error.value.what and "--bf16" in error.value.fix
     else:
         assert model_load_kwargs(args, torch.float32)["attn_implementation"] == "flash_attention_2"
+
+
+def test_ms_swift_s_bnb_flags_reach_the_quantisation_config(monkeypatch):
+    """qlora.sh's --quant_method bnb --quant_bits 4 --bnb_4bit_quant_type: bitsandbytes' 4-bit config of that type
+    (a GPU and bitsandbytes simulated)."""
+    import sys
+    from types import ModuleType
+
+    import torch
+
+    from rlhfx.arguments import parse_args
+    from rlhfx.models import model_load_kwargs
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "bitsandbytes", ModuleType("bitsandbytes"))
+    for kind in ("fp4", "nf4"):
+        args = parse_args("sft", ["--quant_method", "bnb", "--quant_bits", "4", "--bnb_4bit_quant_type", kind])
+        config = model_load_kwargs(args, torch.bfloat16)["quantization_config"]
+        assert config.load_in_4bit and config.bnb_4bit_quant_type == kind
 
 
 @pytest.mark.parametrize("argv, what", [
@@ -130,3 +152,19 @@ def test_launches_that_one_process_runs_refuse_nproc_per_node(run_cli, monkeypat
     monkeypatch.setenv("NPROC_PER_NODE", "2")  # refused before torchrun would start ranks that each load and fail
     code, output = run_cli(*argv, "--output_dir", tmp_path / "out")
     assert code == 2 and what in output and "launching" not in output and not (tmp_path / "out").exists()
+
+
+GRPO = ["rlhf", "--rlhf_type", "grpo", "--model", "tiny", "--dataset", "demo-math#8", "--reward_funcs", "accuracy"]
+
+
+@pytest.mark.parametrize("argv, what", [
+    ([*GRPO, "--use_vllm", "true", "--sleep_level", "1"], "--sleep_level needs a GPU"),
+    ([*DPO, "--attn_impl", "flash_attn"], "--attn_impl flash_attn needs a CUDA GPU"),
+    ([*DPO, "--beta", "-1"], "--beta is -1.0"),
+])
+def test_nproc_per_node_checks_flags_once_before_ranks(run_cli, monkeypatch, tmp_path, argv, what):  # noqa: F811
+    """`NPROC_PER_NODE=4 rlhfx ...` with a flag each rank would refuse: the launcher runs the same checks first and
+    prints their error once; no rank is started."""
+    monkeypatch.setenv("NPROC_PER_NODE", "4")
+    code, output = run_cli(*argv, "--output_dir", tmp_path / "out")
+    assert code == 2 and output.count(what) == 1 and "launching" not in output, output

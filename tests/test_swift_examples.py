@@ -4,6 +4,7 @@ and `--max_steps 1` changed: each finishes its step, or stops at the clear error
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ SYSTEM = ("The assistant first thinks about the reasoning process and then answe
           "<think> reasoning </think><answer> answer </answer>")
 # ms-swift's plugin scores answers about images; here its name scores text answers
 PLUGIN = "from rlhfx.rewards.builtin import Accuracy, orms\n\norms['external_r1v_acc'] = Accuracy\n"
+GSM8K_PLUGIN = Path(__file__).parent / "gsm8k_plugin.py"  # ms-swift's examples/train/grpo/plugin/gsm8k/
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +31,16 @@ def workdir(tmp_path_factory) -> Path:
     for name, stem in DATA.items():
         rows = (DEMO_DATA_DIR / f"{stem}_train.jsonl").read_text().splitlines()[:32]
         (folder / f"{name}.jsonl").write_text("\n".join(rows) + "\n")
+    # GSM8K's layout: the reference answer in `answer`, its number after ####
+    sums = [json.loads(line) for line in (DEMO_DATA_DIR / "demo_math_train.jsonl").read_text().splitlines()[:32]]
+    (folder / "gsm8k.jsonl").write_text("".join(json.dumps({"prompt": row["prompt"], "answer": f"The sum is "
+                                                            f"{row['solution']}.\n#### {row['solution']}"}) + "\n"
+                                                for row in sums))
     grpo = folder / "examples" / "train" / "grpo"
-    (grpo / "plugin").mkdir(parents=True)
+    (grpo / "plugin" / "gsm8k").mkdir(parents=True)
     (grpo / "prompt.txt").write_text(SYSTEM)
     (grpo / "plugin" / "plugin.py").write_text(PLUGIN)
+    shutil.copy(GSM8K_PLUGIN, grpo / "plugin" / "gsm8k" / "gsm8k_plugin.py")
     (folder / "bin").mkdir()
     shim = folder / "bin" / "rlhfx"
     shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m rlhfx "$@"\n')
@@ -77,7 +85,6 @@ SERVER_FLAGS = ("use_vllm", "vllm_mode", "vllm_server_host", "vllm_server_port")
 GPU_FLAGS = {"padding_free": "--packing_samples does not apply to --rlhf_type grpo",
              "sequence_parallel_size": "splits each sequence over 2 GPUs",
              "attn_impl": "--attn_impl flash_attn needs a CUDA GPU"}
-ELSEWHERE = ("enable_thinking",)  # real.sh's chat-template switch: another part of issue 20 adds it
 SHORTER = {"max_completion_length": ["8"], "rollout_batch_size": ["2"]}  # 16 completions of 8 tokens, not 128 of 4096
 
 
@@ -110,8 +117,8 @@ def test_fipo_trainer_stops_at_each_gpu_flag_with_its_own_error(run_cli, workdir
 @pytest.mark.parametrize("example", SERVED, ids=lambda e: e.path.rsplit("/", 1)[1])
 def test_the_trainer_command_of_fipo_and_real_takes_its_loss(example, workdir):
     """1 step of the trainer command (bfloat16, --deepspeed zero2, --dynamic_sample and the loss flags as written),
-    without the server's, GPUs' and ELSEWHERE's flags, with SHORTER rollouts (about a minute each on 2 CPU cores)."""
-    argv = without(trainer_argv(example), SERVER_FLAGS + tuple(GPU_FLAGS) + ELSEWHERE + tuple(SHORTER))
+    without the server's and GPUs' flags, with SHORTER rollouts (about a minute each on 2 CPU cores)."""
+    argv = without(trainer_argv(example), SERVER_FLAGS + tuple(GPU_FLAGS) + tuple(SHORTER))
     argv += [token for name, value in SHORTER.items() for token in (f"--{name}", *value)]
     trainer = Example(example.path + ".trainer", "rlhfx rlhf " + shlex.join(argv), "runs")
     folder, code, output = run_script(trainer, workdir)
@@ -126,3 +133,13 @@ def test_the_trainer_command_of_fipo_and_real_takes_its_loss(example, workdir):
         assert "fipo_future_kl_mean" in step
     else:  # REAL has no ratio clip
         assert "clip_ratio" not in step and "fipo_future_kl_mean" not in step
+
+
+def test_gsm8k_plugin_scores_as_ms_swift_s():
+    """The plugin qlora.sh names: the last \\boxed{} (else the number after ####) against the reference's."""
+    import gsm8k_plugin
+
+    completions = ["so \\boxed{1,000}", "#### 42", "42", "#### 41", "\\boxed{x} #### 7"]
+    references = ["#### 1000", "The sum is 42.\n#### 42", "#### 42", "#### 42", "\\boxed{x}"]
+    assert gsm8k_plugin.GSM8KAccuracy()(completions, references) == [1.0, 1.0, 0.0, 0.0, 1.0]
+    assert gsm8k_plugin.GSM8KFormat()(completions) == [1.0, 1.0, 0.0, 1.0, 1.0]

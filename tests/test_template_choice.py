@@ -6,8 +6,10 @@ import json
 import re
 from types import SimpleNamespace
 
+import pytest
 from cli_inprocess import run_cli  # noqa: F401
-from published_templates import SMOLLM2
+from conftest import tiny_with_template
+from published_templates import QWEN3, SMOLLM2
 
 from rlhfx.registry.models import MODEL_TYPES
 from rlhfx.sampling.jsonl import read_jsonl, write_jsonl_atomic
@@ -50,7 +52,8 @@ def test_unknown_model_trains_on_its_own_chat_template(chat_model, tmp_path, run
     assert args["template"] is None and "prefix by prefix" in args["template_reason"]
 
     tokenizer = AutoTokenizer.from_pretrained(chat_model)
-    flags = SimpleNamespace(template=None, use_chat_template=False, model_type=None, train_on="all")
+    flags = SimpleNamespace(template=None, use_chat_template=False, model_type=None, train_on="all",
+                            enable_thinking=None)
     encoder, choice = make_encoder(flags, tokenizer, MODEL_TYPES["default"])
     rows, _, _ = load_data(DataConfig(datasets=["demo-sft#4"], kind="sft"))
     for row in rows:
@@ -99,3 +102,53 @@ def test_data_check_shows_the_first_row_with_trained_tokens_marked(chat_model, r
     assert "trained tokens between [[ and ]]: <|im_start|>system You are a helpful AI assistant named SmolLM" in output
     assert re.search(r"<\|im_start\|>user [^\[]+<\|im_end\|> <\|im_start\|>assistant \[\[[^\[<]+<\|im_end\|>\]\]", output)
     assert output.count("[[") == 2  # the legend and the one answer
+
+
+@pytest.fixture(scope="module")
+def thinking_model(tmp_path_factory):
+    """The tiny model with Qwen3's hybrid-thinking template, which reads enable_thinking."""
+    return tiny_with_template(tmp_path_factory, "my-thinking-model", QWEN3)
+
+
+def test_enable_thinking_reaches_a_template_that_reads_it(thinking_model, tmp_path, run_cli):
+    """--enable_thinking false: Qwen3's empty think block follows the generation prompt; true: none. In the prompts
+    `rlhfx sample` renders and in the tokens training encodes (make_encoder, as the runner builds it)."""
+    from transformers import AutoTokenizer
+
+    from rlhfx.training.encode import make_encoder
+
+    inputs = {}
+    for value in ("true", "false"):
+        generated = tmp_path / f"{value}.jsonl"
+        code, output = run_cli("sample", "--model", thinking_model, "--dataset", "demo-prompts#1", "--enable_thinking",
+                               value, "--max_new_tokens", "1", "--output_file", generated)
+        assert code == 0, output
+        assert "does not read enable_thinking" not in output
+        inputs[value] = read_jsonl(generated)[0]["input"]
+    assert inputs["true"].endswith("<|im_start|>assistant\n")
+    assert inputs["false"] == inputs["true"] + "<think>\n\n</think>\n\n"
+
+    tokenizer = AutoTokenizer.from_pretrained(thinking_model)
+    prompt = [{"role": "user", "content": "What is 2+2?"}]
+    texts = {}
+    for value in (None, True, False):
+        flags = SimpleNamespace(template=None, use_chat_template=False, model_type=None, train_on="all",
+                                enable_thinking=value)
+        encoder, choice = make_encoder(flags, tokenizer, MODEL_TYPES["default"])
+        assert choice.thinking_note is None
+        texts[value] = tokenizer.decode(encoder.encode_prompt(prompt))
+    assert texts[None] == texts[True] and texts[False] == texts[True] + "<think>\n\n</think>\n\n"
+
+
+def test_enable_thinking_with_a_template_without_the_switch_says_so(tmp_path, run_cli):
+    """The tiny model's template (the registry's chatml) and a tokenizer template without enable_thinking: a note
+    that the flag changes nothing."""
+    own = SimpleNamespace(chat_template=SMOLLM2)
+    note = choose_template(own, MODEL_TYPES["default"], enable_thinking=False).thinking_note
+    assert note == ("--enable_thinking false: the tokenizer chat_template does not read enable_thinking (no thinking "
+                    "switch), so it renders the same either way.")
+    assert choose_template(own, MODEL_TYPES["default"]).thinking_note is None  # not given: nothing to say
+    code, output = run_cli("sample", "--model", "tiny", "--dataset", "demo-prompts#1", "--enable_thinking", "true",
+                           "--max_new_tokens", "1", "--output_file", tmp_path / "out.jsonl")
+    assert code == 0, output
+    assert "note: --enable_thinking true: chatml does not read enable_thinking" in output

@@ -32,7 +32,7 @@ class Algorithm:
     loss: str | None = None  # pairwise: the loss function in algos/losses.py that rlhfx.algos.pairwise trains
     own_training_loop: bool = False  # not a Hugging Face Trainer: writes its checkpoints itself
     writes_outputs: bool = False  # module.write_outputs(output_dir, options, name): extra files such as plots
-    checks_args: bool = False  # module.check_args(args) before any model loads, after the options (online RL: the
+    checks_args: bool = False  # module.check_args(args, options) before any model loads (online RL: the
     # engine and reward sources the flags name)
     flag_defaults: dict = field(default_factory=dict)  # general flags' defaults for this algorithm (KTO's batch)
 
@@ -46,7 +46,7 @@ class Algorithm:
                 args.values[name] = value
         options = None if self.options is None else opts.build_options(self.options, self.name, args)
         if self.checks_args:
-            self.trainer_module().check_args(args)
+            self.trainer_module().check_args(args, options)
         return options
 
     def trainer_module(self):

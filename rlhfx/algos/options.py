@@ -278,6 +278,52 @@ def online(default, help: str, **kwargs):
     return option(default, help, group=ONLINE, **kwargs)
 
 
+REWARD_KNOB_COMMANDS = ("rlhf", "sample")
+# each named reward's knobs, by the prefix of their names
+KNOB_PREFIXES = {"cosine_": "cosine", "repetition_": "repetition", "soft_": "soft_overlong"}
+
+
+def reward_knob(default, help: str):
+    """A knob of a named rule-based reward: a flag of online RL and of `rlhfx sample` alike."""
+    return option(default, help, group="reward knobs", commands=REWARD_KNOB_COMMANDS)
+
+
+@dataclass
+class RewardOptions(Options):
+    """The knobs of the named rewards (rlhfx.rewards.builtin reads them as `self.args.NAME`), one definition for online
+    RL (RLOptions extends this class) and `rlhfx sample` (which builds this class). `resolve_rewards` gives the length
+    knobs left unset the run's most tokens per completion (ms-swift's --max_completion_length)."""
+
+    cosine_min_len_value_wrong: float = reward_knob(-0.5, "cosine reward: wrong answer of length 0.")
+    cosine_max_len_value_wrong: float = reward_knob(0.0, "cosine reward: wrong answer of length --cosine_max_len.")
+    cosine_min_len_value_correct: float = reward_knob(1.0, "cosine reward: correct answer of length 0.")
+    cosine_max_len_value_correct: float = reward_knob(0.5, "cosine reward: correct answer of length --cosine_max_len.")
+    cosine_max_len: int | None = reward_knob(None, "cosine reward: the length L of the cosine schedule (default: "
+                                                   "--max_completion_length; sample: --max_new_tokens).")
+    repetition_n_grams: int = reward_knob(3, "repetition reward: n-gram size (words).")
+    repetition_max_penalty: float = reward_knob(-1.0, "repetition reward: the penalty of a completion that is all "
+                                                      "repeats.")
+    soft_max_length: int | None = reward_knob(None, "soft_overlong reward: L_max (default: --max_completion_length; "
+                                                    "sample: --max_new_tokens).")
+    soft_cache_length: int | None = reward_knob(None, "soft_overlong reward: L_cache; completions longer than L_max - "
+                                                      "L_cache lose up to 1 linearly.")
+
+    def validate(self, name, args):
+        """`rlhfx sample`: one --reward_func, answers of at most --max_new_tokens."""
+        self.resolve_rewards([args.reward_func] if args.reward_func else [], [], args.explicit, args.max_new_tokens)
+
+    def resolve_rewards(self, rewards: list[str], plugins, explicit: set, most_tokens: int) -> None:
+        """The length knobs filled in; a knob given for a reward the run does not use is refused (unless a plugin,
+        whose rewards may read any knob, is loaded)."""
+        self.cosine_max_len = self.cosine_max_len or most_tokens
+        self.soft_max_length = self.soft_max_length or most_tokens
+        for name in sorted(explicit & {f.name for f in fields(RewardOptions)}):
+            reward = next(r for prefix, r in KNOB_PREFIXES.items() if name.startswith(prefix))
+            if reward not in rewards and not plugins:
+                raise RlhfxError(f"--{name} configures the {reward} reward, which is not among --reward_funcs.",
+                                 f"add {reward} to --reward_funcs, or drop --{name}.")
+
+
 ESTIMATOR_HELP = ("gae (PPO with a critic), reinforce (REINFORCE++), reinforce_baseline, rloo, group_norm (GRPO), "
                   "dr_grpo; ms-swift's names: grpo = group_norm, reinforce_plus_plus = reinforce_baseline "
                   "(REINFORCE++-baseline), rloo = rloo.")
@@ -287,7 +333,7 @@ VLLM_SERVER = "--vllm_mode server: "
 
 
 @dataclass
-class RLOptions(Options):
+class RLOptions(RewardOptions):
     """ppo and its presets (grpo, rloo, reinforce_pp: the subclasses below change defaults only): the online RL
     trainer's flags. `validate` (rlhfx.algos.rl.config.resolve) also folds the OpenRLHF / ms-swift spellings
     (--eps_clip_low_high, --loss_type, --importance_sampling_level, --kl_in_reward, --steps_per_generation)
@@ -352,6 +398,9 @@ class RLOptions(Options):
     vllm_enable_sleep: bool = online(False, "TRL: vLLM's sleep mode between rollouts, releasing its KV cache to "
                                             "training (= --sleep_level 1; GPU only).",
                                      aliases=("vllm_enable_sleep_mode",))
+    vllm_enable_lora: bool = online(False, "ms-swift: vLLM loads the LoRA adapter instead of merged weights (a faster "
+                                           "weight sync). rlhfx pushes the merged weights every step, which samples "
+                                           "the same policy; accepted with a note.")
     offload_model: bool = online(False, "vllm rollouts on a GPU: move the policy and reference to CPU memory while "
                                         "vLLM generates.")
     offload_optimizer: bool = online(False, "vllm rollouts on a GPU: move the optimizer states to CPU memory while "
@@ -475,18 +524,6 @@ class RLOptions(Options):
     external_plugins: list[str] | None = online(None, "Python files run before training; they register reward "
                                                       "functions by name: `orms['name'] = MyReward` "
                                                       "(rlhfx.rewards.builtin).")
-    cosine_min_len_value_wrong: float = online(-0.5, "cosine reward: wrong answer of length 0.")
-    cosine_max_len_value_wrong: float = online(0.0, "cosine reward: wrong answer of length --cosine_max_len.")
-    cosine_min_len_value_correct: float = online(1.0, "cosine reward: correct answer of length 0.")
-    cosine_max_len_value_correct: float = online(0.5, "cosine reward: correct answer of length --cosine_max_len.")
-    cosine_max_len: int | None = online(None, "cosine reward: the length L of the cosine schedule (default: "
-                                              "--max_completion_length).")
-    repetition_n_grams: int = online(3, "repetition reward: n-gram size (words).")
-    repetition_max_penalty: float = online(-1.0, "repetition reward: the penalty of a completion that is all "
-                                                 "repeats.")
-    soft_max_length: int | None = online(None, "soft_overlong reward: L_max (default: --max_completion_length).")
-    soft_cache_length: int | None = online(None, "soft_overlong reward: L_cache; completions longer than L_max - "
-                                                 "L_cache lose up to 1 linearly.")
     reward_func_timeout: float = online(300.0, "Seconds a --reward_func call may take before the run stops with an "
                                                "error.", commands=("rlhf", "sample"))
     remote_rm_url: list[str] | None = online(

@@ -50,6 +50,8 @@ def main(argv: list[str]) -> None:
     lengths, unit = row_lengths(kind, rows, encoder)
     if encoder is not None:
         print(f"template: {choice.describe()}")
+        if choice.thinking_note:
+            print(f"note: {choice.thinking_note}")
         print(f"first row as the model sees it, trained tokens between {MARK[0]} and {MARK[1]}:")
         print(marked_row(kind, rows[0], encoder))
     print_histogram(lengths, unit)
@@ -99,12 +101,12 @@ def layout_lines(args) -> list[str]:
 def model_encoder(args):
     """(ChatEncoder, TemplateChoice) of --model, as a run on it would encode the data."""
     from rlhfx.models import resolve_model_spec
-    from rlhfx.templates.encoder import ChatEncoder
     from rlhfx.training.runner import quiet_libraries
 
     quiet_libraries()
-    spec = resolve_model_spec(args.model, args.model_type, None, args.template, args.use_chat_template)
-    return ChatEncoder(spec.tokenizer, spec.choice.template, train_on=args.train_on), spec.choice
+    spec = resolve_model_spec(args.model, args.model_type, None, args.template, args.use_chat_template,
+                              args.enable_thinking)
+    return spec.choice.encoder(spec.tokenizer, args.train_on), spec.choice
 
 
 def row_lengths(kind: str, rows: list[dict], encoder) -> tuple[list[int], str]:

@@ -4,15 +4,22 @@ SUMMARY = "Preference / RL training selected with --rlhf_type."
 
 
 def main(argv: list[str]) -> None:
-    from rlhfx.arguments import parse_args, print_help
+    from rlhfx.arguments import print_help
 
     if "--help" in argv or "-h" in argv:
         return print_help("rlhf", SUMMARY, _requested_type(argv))
-    args = parse_args("rlhf", argv)
-    check_flags_apply(args)
     from rlhfx.algos.job import train
 
-    train(args)
+    train(parse(argv))
+
+
+def parse(argv: list[str]):
+    """The parsed flags, each one checked to apply to --rlhf_type (rlhfx.launch checks them before starting ranks)."""
+    from rlhfx.arguments import parse_args
+
+    args = parse_args("rlhf", argv)
+    check_flags_apply(args)
+    return args
 
 
 def _requested_type(argv: list[str]) -> str | None:

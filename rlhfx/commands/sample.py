@@ -2,10 +2,11 @@
 
 --task generate: best_of_n answers to each prompt of --dataset (iteration --iter takes prompts
     [iter * rollout_batch_size, (iter + 1) * rollout_batch_size)) -> JSONL rows
-    `{"input": rendered prompt, "output": answer, "prompt": messages, "label", "index", "finished"}`.
+    `{"input": rendered prompt, "output": answer, "prompt": messages, "label", "index", "finished", "output_ids"}`.
 --task rm: read such a file (--dataset) and score each (input, output).
-Scores come from --reward_model (read at the last non-pad token), or --reward_func (`demo` or a .py
-file); with --task generate a reward source scores the answers right away. --normalize_reward
+Scores come from --reward_model (read at the last non-pad token), or --reward_func (`demo`, a .py
+file or a named reward such as cosine, with the knobs online RL has: --cosine_max_len ...); with --task generate
+a reward source scores the answers right away. --normalize_reward
 z-normalises them. --post_processor rs | csft | iter_dpo turns the scored rows into SFT rows or
 preference pairs (rlhfx.sampling.postprocess); the scored samples are then kept beside the output as
 `<output>.samples.jsonl`. Every file is written atomically. The work is done by rlhfx.sampling.batch, which
@@ -56,10 +57,13 @@ def main(argv: list[str]) -> None:
 
 def rewards_of(args, batch_size: int) -> batch.Rewards:
     """--reward_model or --reward_func; with --task rm, --model is the reward model (OpenRLHF's --pretrain)."""
+    from rlhfx.algos.options import RewardOptions, build_options
+
     model = args.model if args.task == "rm" and not args.reward_func else None
     return batch.Rewards(reward_model=args.reward_model or model, reward_func=args.reward_func,
                          reward_func_timeout=args.reward_func_timeout,
-                         torch_dtype=args.torch_dtype, use_chat_template=args.use_chat_template, batch_size=batch_size)
+                         torch_dtype=args.torch_dtype, use_chat_template=args.use_chat_template, batch_size=batch_size,
+                         knobs=build_options(RewardOptions, "sample", args))
 
 
 def check_flags(args, rewards: batch.Rewards) -> None:

@@ -4,11 +4,17 @@ SUMMARY = "Supervised fine-tuning, full or LoRA, with assistant-only loss masks.
 
 
 def main(argv: list[str]) -> None:
-    from rlhfx.arguments import parse_args, print_help
+    from rlhfx.arguments import print_help
 
     if "--help" in argv or "-h" in argv:
         return print_help("sft", SUMMARY)
-    args = parse_args("sft", argv)
     from rlhfx.algos.job import train
 
-    train(args)
+    train(parse(argv))
+
+
+def parse(argv: list[str]):
+    """The parsed flags (rlhfx.launch checks them before starting ranks)."""
+    from rlhfx.arguments import parse_args
+
+    return parse_args("sft", argv)

@@ -43,7 +43,11 @@ def load_generator(spec: ModelSpec, options: EngineOptions, batch_size: int) -> 
     """The engine `options.engine` on the model `spec` (rlhfx.models.model_spec_from_args), its tokenizer and encoder."""
     check_engine_available(options.engine)
     tokenizer, template = spec.tokenizer, spec.choice.template
-    encoder = ChatEncoder(tokenizer, template)
+    encoder = spec.choice.encoder(tokenizer)
+    if spec.choice.thinking_note:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[yellow]note:[/yellow] {spec.choice.thinking_note}", highlight=False)
     if options.engine == "pt":
         model = load_causal_lm(spec.path, options.torch_dtype)
         if spec.adapter:

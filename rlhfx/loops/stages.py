@@ -15,6 +15,7 @@ import gc
 from pathlib import Path
 
 from rlhfx.algos import job
+from rlhfx.algos.options import RewardOptions, build_options
 from rlhfx.arguments import Args, flags_for, parse_args
 from rlhfx.sampling import batch
 
@@ -53,7 +54,8 @@ def rewards(args) -> batch.Rewards:
     """The scoring stage's reward source: the reward flags and --torch_dtype; the rest as `rlhfx sample` has them."""
     return batch.Rewards(reward_model=args.reward_model, reward_func=args.reward_func,
                          reward_func_timeout=args.reward_func_timeout, torch_dtype=args.torch_dtype,
-                         use_chat_template=default("use_chat_template"), batch_size=batch.DEFAULT_BATCH_SIZE)
+                         use_chat_template=default("use_chat_template"), batch_size=batch.DEFAULT_BATCH_SIZE,
+                         knobs=build_options(RewardOptions, "pipeline", args))
 
 
 def free_memory() -> None:
@@ -85,7 +87,8 @@ def generate(args, policy: str, prompts: list[str], iteration: int | None, outpu
 
     size = args.rollout_batch_size if iteration is not None else None
     rows, first = batch.load_prompt_slice(prompt_data(args, policy, prompts, loop_file), iteration or 0, size)
-    spec = resolve_model_spec(policy, args.model_type, None, args.template, args.use_chat_template)
+    spec = resolve_model_spec(policy, args.model_type, None, args.template, args.use_chat_template,
+                              args.enable_thinking)
     rows = batch.generate(spec, EngineOptions.from_args(args), sampling_from_args(args), rows, first,
                           batch.DEFAULT_BATCH_SIZE)
     batch.write(rows, output, None, args.reward_template)

@@ -59,11 +59,15 @@ def bf16_enabled(args) -> bool:
 def quant_bits(args) -> int | None:
     if args.load_in_4bit and args.quant_bits not in (None, 4):
         raise RlhfxError(f"--load_in_4bit and --quant_bits {args.quant_bits} disagree.", "give one of them.")
-    return 4 if args.load_in_4bit else args.quant_bits
+    bits = 4 if args.load_in_4bit else args.quant_bits
+    if args.quant_method and not bits:
+        raise RlhfxError(f"--quant_method {args.quant_method} quantises with --quant_bits 4 or 8, which is not given.",
+                         "add --quant_bits 4 (QLoRA) or 8, or drop --quant_method.")
+    return bits
 
 
 def check_flash_attn_device(args) -> None:
-    """Also called before a torchrun relaunch, so that every rank does not print the same error."""
+    """Checked before anything loads (rlhfx.algos.job.validate, also before a torchrun relaunch)."""
     import torch
 
     if args.flash_attn and not torch.cuda.is_available():
@@ -105,9 +109,10 @@ def model_load_kwargs(args, dtype) -> dict:
                              "pip install 'rlhfx[quant]'.") from None
         from transformers import BitsAndBytesConfig
 
-        kwargs["quantization_config"] = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                            bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
-                                         if bits == 4 else BitsAndBytesConfig(load_in_8bit=True))
+        four_bit = dict(bnb_4bit_quant_type=args.bnb_4bit_quant_type, bnb_4bit_use_double_quant=True,
+                        bnb_4bit_compute_dtype=dtype)
+        kwargs["quantization_config"] = (BitsAndBytesConfig(load_in_4bit=True, **four_bit) if bits == 4
+                                         else BitsAndBytesConfig(load_in_8bit=True))
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     if args.device_map:
         kwargs["device_map"] = args.device_map

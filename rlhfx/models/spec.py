@@ -37,14 +37,17 @@ class ModelSpec:
 
 
 def resolve_model_spec(model: str | None, model_type: str | None = None, adapters: str | None = None,
-                       template: str | None = None, use_chat_template: bool = False) -> ModelSpec:
+                       template: str | None = None, use_chat_template: bool = False,
+                       enable_thinking: bool | None = None) -> ModelSpec:
     resolved = resolve_model(model, model_type, adapters)
     tokenizer = load_tokenizer(resolved.tokenizer_path)
     choice = choose_template(tokenizer, resolved.model_type, template=template, use_chat_template=use_chat_template,
-                             explicit_type=model_type is not None, run=resolved.run)
+                             explicit_type=model_type is not None, run=resolved.run, enable_thinking=enable_thinking)
     return ModelSpec(resolved=resolved, tokenizer=tokenizer, choice=choice)
 
 
 def model_spec_from_args(args) -> ModelSpec:
-    """resolve_model_spec for the --model --model_type --adapters --template --use_chat_template flags."""
-    return resolve_model_spec(args.model, args.model_type, args.adapters, args.template, args.use_chat_template)
+    """resolve_model_spec for the --model --model_type --adapters --template --use_chat_template --enable_thinking
+    flags (export renders nothing, so it does not take --enable_thinking)."""
+    return resolve_model_spec(args.model, args.model_type, args.adapters, args.template, args.use_chat_template,
+                              args.values.get("enable_thinking"))

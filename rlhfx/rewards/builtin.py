@@ -2,13 +2,15 @@
 
 A named reward is a class (or a plain function) in the registry `orms`, ms-swift's interface:
 
-    class MyReward(ORM):                       # ORM.__init__(args) keeps the run's flags as self.args
+    class MyReward(ORM):                       # ORM.__init__(args) keeps the run's reward options as self.args
         def __call__(self, completions, solution, **kwargs) -> list[float]: ...
     orms["my_reward"] = MyReward               # in a file passed to --external_plugins
 
 It is called with keywords: `completions` (response texts), `solution` (each row's reference answer: its
 `solution`, `answer` or `label` column, or None), `prompts` (rendered prompt texts), `messages` (prompts as
-messages) and `response_token_ids`. The built-ins follow ms-swift's swift/rewards/orm.py:
+messages) and `response_token_ids` (None where the samples carry no tokens: a file of answers without them).
+`self.args` is rlhfx.algos.options.RewardOptions (online RL: RLOptions, which extends it), with the length knobs
+filled in. The built-ins follow ms-swift's swift/rewards/orm.py:
 
 - accuracy: 1 when the final answer equals the reference, else 0. The answer is the text in <answer></answer>,
   else the last \\boxed{}, else the last number; the reference likewise (else the whole text). Numbers compare
@@ -33,7 +35,8 @@ from rlhfx.rewards.functions import import_user_file
 
 
 class ORM:
-    """Base of a named reward (ms-swift's ORM): keeps the run's flags; __call__ returns one float per completion."""
+    """Base of a named reward (ms-swift's ORM): keeps the run's reward options; __call__ returns one float per
+    completion."""
 
     def __init__(self, args=None):
         self.args = args
@@ -101,6 +104,14 @@ def answers_match(answer: str | None, reference: str) -> bool:
     return "".join(answer.split()) == "".join(gold.split())
 
 
+def _need_tokens(response_token_ids, name: str) -> list[list[int]]:
+    if response_token_ids is None:
+        raise RlhfxError(f"The {name} reward scores each completion by its length in tokens, and these samples do not "
+                         "carry their tokens.", "score while generating (`rlhfx sample --task generate`), or a file "
+                         "`rlhfx sample` wrote (its rows keep output_ids).")
+    return response_token_ids
+
+
 def _need_solutions(solution, name: str) -> list[str]:
     if solution is None or any(s is None for s in solution):
         raise RlhfxError(f"The {name} reward compares each completion with the row's reference answer, and some "
@@ -125,7 +136,7 @@ class Format(ORM):
 class Cosine(ORM):
     def __init__(self, args=None):
         super().__init__(args)
-        self.max_len = args.cosine_max_len or args.generate_max_len
+        self.max_len = args.cosine_max_len
         self.accuracy = Accuracy(args)
 
     @staticmethod
@@ -136,7 +147,7 @@ class Cosine(ORM):
     def __call__(self, completions, solution=None, response_token_ids=None, **kwargs):
         a = self.args
         rewards = []
-        for ids, correct in zip(response_token_ids, self.accuracy(completions, solution)):
+        for ids, correct in zip(_need_tokens(response_token_ids, "cosine"), self.accuracy(completions, solution)):
             if correct >= 1:
                 at_zero, at_max = a.cosine_min_len_value_correct, a.cosine_max_len_value_correct
             else:
@@ -162,7 +173,7 @@ class Repetition(ORM):
 class SoftOverlong(ORM):
     def __init__(self, args=None):
         super().__init__(args)
-        self.max_length = args.soft_max_length or args.generate_max_len
+        self.max_length = args.soft_max_length
         self.cache_length = args.soft_cache_length
         if self.cache_length is None or not 0 < self.cache_length < self.max_length:
             raise RlhfxError(f"The soft_overlong reward needs 0 < --soft_cache_length < --soft_max_length "
@@ -171,7 +182,8 @@ class SoftOverlong(ORM):
 
     def __call__(self, completions, response_token_ids=None, **kwargs):
         expected = self.max_length - self.cache_length
-        return [min(-(len(ids) - expected) / self.cache_length, 0.0) for ids in response_token_ids]
+        return [min(-(len(ids) - expected) / self.cache_length, 0.0)
+                for ids in _need_tokens(response_token_ids, "soft_overlong")]
 
 
 orms: dict = {"accuracy": Accuracy, "format": Format, "cosine": Cosine, "repetition": Repetition,
@@ -214,9 +226,10 @@ class NamedReward:
         from rlhfx.rewards.functions import call_reward_func
 
         def call(queries, prompts, labels):
+            tokens = [s.token_ids for s in samples]
             return self.func(completions=[s.response for s in samples], solution=labels, prompts=prompts,
                              messages=[s.messages for s in samples],
-                             response_token_ids=[s.token_ids or [] for s in samples])
+                             response_token_ids=None if None in tokens else tokens)
 
         return call_reward_func(call, [s.prompt + s.response for s in samples], [s.prompt for s in samples],
                                 [s.label for s in samples], self.spec)

@@ -38,7 +38,6 @@ class RewardModelScorer:
     def __init__(self, path: str, dtype: str = "auto", batch_size: int = 16, device=None,
                  use_chat_template: bool = False):
         from rlhfx.models import load_causal_lm, resolve_model_spec
-        from rlhfx.templates.encoder import ChatEncoder
 
         spec = resolve_model_spec(path, use_chat_template=use_chat_template)
         self.path, self.batch_size = path, batch_size
@@ -50,7 +49,7 @@ class RewardModelScorer:
         self.pad_eos_note = pad_id is None or pad_id == self.tokenizer.eos_token_id
         self.pad_id = self.tokenizer.eos_token_id if pad_id is None else pad_id
         self.model.config.pad_token_id = self.pad_id  # the head is read at the last token that is not this one
-        self.encoder = ChatEncoder(self.tokenizer, spec.choice.template)
+        self.encoder = spec.choice.encoder(self.tokenizer)
 
     def sequence(self, messages, text: str, response: str) -> list[int]:
         """Prompt + response ids as the reward model was trained on them; raw text + EOS without messages."""
@@ -132,9 +131,9 @@ class RemoteReward:
                              "return a list of floats.") from None
 
 
-def check_reward_sources(reward_models, reward_funcs, urls, weights, args=None) -> list[float]:
+def check_reward_sources(reward_models, reward_funcs, urls, weights, knobs=None) -> list[float]:
     """Fail before any model loads: no source, a weight count that does not match, a missing folder or file,
-    a bad URL. Returns the weights (default 1 each)."""
+    a bad URL. Returns the weights (default 1 each). `knobs`: what the named rewards read (the run's RLOptions)."""
     from rlhfx.rewards.functions import load_reward_func
 
     names = [*reward_models, *reward_funcs, *urls]
@@ -150,7 +149,7 @@ def check_reward_sources(reward_models, reward_funcs, urls, weights, args=None) 
             raise RlhfxError(f"--reward_model folder {path} does not exist.",
                              "pass the output folder of `rlhfx rlhf --rlhf_type rm` or another one-label classifier.")
     for spec in reward_funcs:
-        NamedReward(spec, args) if is_named(spec) else load_reward_func(spec)
+        NamedReward(spec, knobs) if is_named(spec) else load_reward_func(spec)
     for url in urls:
         RemoteReward(url)
     return weights
@@ -161,9 +160,10 @@ class RewardSources:
 
     def __init__(self, reward_models=(), reward_funcs=(), urls=(), weights=None, dtype: str = "auto",
                  batch_size: int = 16, timeout: float = 30.0, retries: int = 3, device=None,
-                 use_chat_template: bool = False, args=None, func_timeout: float | None = None):
-        self.weights = check_reward_sources(reward_models, reward_funcs, urls, weights, args)
-        self.sources = ([NamedReward(f, args) if is_named(f) else FunctionReward(f, func_timeout) for f in reward_funcs]
+                 use_chat_template: bool = False, knobs=None, func_timeout: float | None = None):
+        self.weights = check_reward_sources(reward_models, reward_funcs, urls, weights, knobs)
+        self.sources = ([NamedReward(f, knobs) if is_named(f) else FunctionReward(f, func_timeout)
+                         for f in reward_funcs]
                         + [RemoteReward(u, timeout, retries) for u in urls])
         self.sources = [RewardModelScorer(m, dtype, batch_size, device, use_chat_template)
                         for m in reward_models] + self.sources

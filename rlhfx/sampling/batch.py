@@ -18,7 +18,8 @@ DEFAULT_BATCH_SIZE = 16  # prompts per generation call and samples per reward-mo
 
 @dataclass(frozen=True)
 class Rewards:
-    """Where the rewards come from: a reward model folder or a reward function (`demo` or a .py file)."""
+    """Where the rewards come from: a reward model folder or a reward function (`demo`, a .py file or a named reward
+    of rlhfx.rewards.builtin, which reads `knobs`: rlhfx.algos.options.RewardOptions)."""
 
     reward_model: str | None
     reward_func: str | None
@@ -26,19 +27,27 @@ class Rewards:
     torch_dtype: str
     use_chat_template: bool
     batch_size: int
+    knobs: object = None
 
     @property
     def given(self) -> bool:
         return bool(self.reward_model or self.reward_func)
+
+    def function(self):
+        """--reward_func as a reward source: samples -> floats."""
+        from rlhfx.rewards.builtin import NamedReward, is_named
+        from rlhfx.rewards.sources import FunctionReward
+
+        if is_named(self.reward_func):
+            return NamedReward(self.reward_func, self.knobs)
+        return FunctionReward(self.reward_func, self.reward_func_timeout)
 
     def check(self) -> None:
         """Before any model loads: one source, an existing folder, a reward function file that imports."""
         if self.reward_model and self.reward_func:
             raise RlhfxError("--reward_model and --reward_func both give rewards.", "choose one of them.")
         if self.reward_func:
-            from rlhfx.rewards.functions import load_reward_func
-
-            load_reward_func(self.reward_func)
+            self.function()
         if self.reward_model and not Path(self.reward_model).is_dir():
             raise RlhfxError(f"--reward_model folder {self.reward_model} does not exist.",
                              "pass the output folder of `rlhfx rlhf --rlhf_type rm` or another one-label classifier.")
@@ -83,7 +92,7 @@ def generate(spec, options, sampling, prompts: list[dict], first: int, batch_siz
         text = encoder.prompt_text(row["prompt"])
         for completion in completions:
             rows.append({"input": text, "output": completion.text, "prompt": row["prompt"], "label": row.get("label"),
-                         "index": first + offset, "finished": completion.finished})
+                         "index": first + offset, "finished": completion.finished, "output_ids": completion.token_ids})
     console.print(f"rlhfx sample: {len(prompts)} prompts (#{first}-#{first + len(prompts) - 1}) x {sampling.n} = "
                   f"{len(rows)} samples in {seconds:.1f} s ({len(rows) / max(seconds, 1e-9):.1f} samples/s, "
                   f"engine {options.engine}, model {spec.display})", highlight=False)
@@ -111,11 +120,7 @@ def score(rows: list[dict], rewards: Rewards) -> None:
     """Add `"reward"` to every row, from the reward function or the reward model."""
     start = time.time()
     if rewards.reward_func:
-        from rlhfx.rewards.functions import call_reward_func, load_reward_func
-
-        func = load_reward_func(rewards.reward_func)
-        values = call_reward_func(func, [r["input"] + r["output"] for r in rows], [r["input"] for r in rows],
-                                  [r.get("label") for r in rows], rewards.reward_func, rewards.reward_func_timeout)
+        values = rewards.function()([sample_of(row) for row in rows])
         source = f"reward function {rewards.reward_func}"
     else:
         values = score_with_reward_model(rewards, rows)
@@ -126,19 +131,26 @@ def score(rows: list[dict], rewards: Rewards) -> None:
                   f"{reward_summary(rows)}", highlight=False)
 
 
+def sample_of(row: dict):
+    """A row as the reward sources take it (rlhfx.rewards.sources.Sample)."""
+    from rlhfx.rewards.sources import Sample
+
+    return Sample(row.get("prompt"), row["input"], row["output"], row.get("label"), row.get("output_ids"))
+
+
 def score_with_reward_model(rewards: Rewards, rows: list[dict]) -> list[float]:
     """Each row's prompt + answer tokenized the way the reward model was trained (its run's template), scored
     at the last non-pad token."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from rlhfx.rewards.sources import RewardModelScorer, Sample
+    from rlhfx.rewards.sources import RewardModelScorer
 
     scorer = RewardModelScorer(rewards.reward_model, rewards.torch_dtype, rewards.batch_size,
                                use_chat_template=rewards.use_chat_template)
     if scorer.pad_eos_note:
         console.print("note: the reward model's pad token is its EOS token (or missing); scores are read at the "
                       "last non-pad token, which may be before a final EOS.", highlight=False)
-    samples = [Sample(row.get("prompt"), row["input"], row["output"], row.get("label")) for row in rows]
+    samples = [sample_of(row) for row in rows]
     scores, start, chunk = [], time.time(), rewards.batch_size * 8
     columns = (TextColumn("[bold]score"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"), TimeElapsedColumn(),
                TextColumn("{task.fields[rate]}"))

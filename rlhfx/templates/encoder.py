@@ -26,7 +26,8 @@ def has_generation_markers(chat_template) -> bool:
 
 
 class ChatEncoder:
-    def __init__(self, tokenizer, template: Template | None, train_on: str = "all"):
+    def __init__(self, tokenizer, template: Template | None, train_on: str = "all",
+                 enable_thinking: bool | None = None):
         if train_on not in ("all", "last"):
             raise RlhfxError(f"Unknown train_on value '{train_on}'.", "Use 'all' (every assistant turn) or 'last'.")
         if template is None:
@@ -36,6 +37,9 @@ class ChatEncoder:
         self.tokenizer = tokenizer
         self.template = template
         self.train_on = train_on
+        # extra variables of the tokenizer's chat_template (rlhfx.templates.choice passes enable_thinking only to one
+        # that reads it)
+        self._template_kwargs = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
         self.markers = template is None and has_generation_markers(tokenizer.chat_template)
         self._closing = _end_tokens(tokenizer) if template is None and not self.markers else None
 
@@ -78,7 +82,7 @@ class ChatEncoder:
         if self.template is None and not _is_raw(messages) and self.markers:
             split_conversation(messages)  # our clear error instead of the template's own exception
             out = self.tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                                     return_assistant_tokens_mask=True)
+                                                     return_assistant_tokens_mask=True, **self._template_kwargs)
             return list(out["input_ids"]), list(out["assistant_masks"])
         if self.template is None and not _is_raw(messages):
             text, spans = self._prefix_spans(messages)
@@ -127,7 +131,8 @@ class ChatEncoder:
     def _chat_template(self, messages: list[dict], add_generation_prompt: bool) -> str:
         try:
             return self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                      add_generation_prompt=add_generation_prompt)
+                                                      add_generation_prompt=add_generation_prompt,
+                                                      **self._template_kwargs)
         except Exception as error:  # jinja's TemplateError and raise_exception() in the template
             raise RlhfxError(f"The tokenizer's chat_template refused the conversation: {error}",
                              f"Fix the data, or pick a template by name (--template chatml, llama3, ...).") from None

@@ -11,8 +11,8 @@ def make_encoder(args, tokenizer, model_type, run: dict | None = None) -> tuple[
     """The run's encoder and its template choice (rlhfx.templates.choice); `run` is the args.json of the run
     the model folder comes from, if any."""
     choice = choose_template(tokenizer, model_type, template=args.template, use_chat_template=args.use_chat_template,
-                             explicit_type=args.model_type is not None, run=run)
-    return ChatEncoder(tokenizer, choice.template, train_on=args.train_on), choice
+                             explicit_type=args.model_type is not None, run=run, enable_thinking=args.enable_thinking)
+    return choice.encoder(tokenizer, args.train_on), choice
 
 
 def _encode_sft(row, encoder):

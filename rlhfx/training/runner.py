@@ -206,6 +206,8 @@ def train(args, algo, options, output_dir: Path, checkpoint: Path | None) -> Pat
     say(f"[bold]rlhfx {algo_name}[/bold]  model {policy.path} ({policy.model_type.name})  "
         f"train {len(train_dataset)} rows, val {len(eval_dataset) if eval_dataset else 0} rows  -> {output_dir}")
     say(f"  template: {template.describe()}")
+    if template.thinking_note:
+        say(f"[yellow]note:[/yellow] {template.thinking_note}")
     for line in report.summary_lines():
         say(f"  data: {line}")
 

@@ -21,6 +21,8 @@ NOTES = {
                             "data is the same either way.",
     "move_model_batches": "rlhfx hands the weights to vLLM tensor by tensor (colocate) or in requests of at most "
                           "256 MiB (server), never the whole model at once; the batching changes no result.",
+    "vllm_enable_lora": "rlhfx pushes the LoRA adapter merged into the weights to vLLM every step; vLLM samples "
+                        "the same policy as with the adapter loaded.",
 }
 # TRL's boolean spellings of --scale_rewards
 SCALE_REWARDS = {"true": "group", "false": "none"}

@@ -125,12 +125,7 @@ def _refuse_ignored(config: RLOptions, explicit: set) -> None:
         if name in explicit and not getattr(config, needed):
             raise RlhfxError(f"--{name} configures {what}, which is off in this run.", f"add --{needed}, or drop "
                              f"--{name}.")
-    rewards = config.reward_func or []
-    for prefix, reward in (("cosine_", "cosine"), ("repetition_", "repetition"), ("soft_", "soft_overlong")):
-        given = sorted(name for name in explicit if name.startswith(prefix))
-        if given and reward not in rewards and not config.external_plugins:  # a plugin's reward may read it (self.args)
-            raise RlhfxError(f"--{given[0]} configures the {reward} reward, which is not among --reward_funcs.",
-                             f"add {reward} to --reward_funcs, or drop --{given[0]}.")
+    config.resolve_rewards(config.reward_func or [], config.external_plugins, explicit, config.generate_max_len)
 
 
 CHORD_NEEDS = ("chord_sft_per_device_train_batch_size", "chord_mu_warmup_steps", "chord_mu_decay_steps",
@@ -263,7 +258,7 @@ def _check_real(config: RLOptions, args) -> None:
                          "batch.", f"use a multiple of {config.n_samples_per_prompt}.")
 
 
-def check_args(args) -> None:
+def check_args(args, config: RLOptions) -> None:
     """Called by `rlhfx rlhf` before anything loads, after the options: the engine can start, the reward sources
     exist (what the flags name, rather than how they combine)."""
     from rlhfx.algos.rl.multi_turn import check_scheduler
@@ -279,10 +274,11 @@ def check_args(args) -> None:
     if args.multi_turn_scheduler:  # after the plugins, which may register it
         check_scheduler(args.multi_turn_scheduler)
     check_reward_sources(args.reward_model or [], args.reward_func or [], args.remote_rm_url or [], args.reward_weights,
-                         args)
+                         config)
 
 
-VLLM_ONLY = ("vllm_tensor_parallel_size", "vllm_max_model_len", "sleep_level", "offload_model", "offload_optimizer")
+VLLM_ONLY = ("vllm_tensor_parallel_size", "vllm_max_model_len", "sleep_level", "offload_model", "offload_optimizer",
+             "vllm_enable_lora")
 GPU_ONLY = {"sleep_level": "vLLM's sleep mode releases GPU memory", "offload_model": "it frees GPU memory",
             "offload_optimizer": "it frees GPU memory"}
 

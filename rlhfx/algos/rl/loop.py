@@ -92,7 +92,7 @@ class OnlineRLTrainer:
         rewards = RewardSources(
             config.reward_model or [], config.reward_func or [], config.remote_rm_url or [], config.reward_weights,
             args.torch_dtype, config.micro_rollout_batch_size, config.remote_rm_timeout, config.remote_rm_retries,
-            self.device, args.use_chat_template, args, config.reward_func_timeout)
+            self.device, args.use_chat_template, config, config.reward_func_timeout)
         rewards.sources = [FiniteRewards(source) for source in rewards.sources]
         self.rewards = rewards
         stops = stop_token_ids(tokenizer, getattr(policy, "generation_config", None), ctx.encoder.template)
