@@ -338,8 +338,9 @@ class RLOptions(Options):
     actor_num_nodes: int = online(1, "Ray: nodes of the actor group (its data-parallel ranks).")
     actor_num_gpus_per_node: int = online(1, "Ray: slots per node of the actor group.")
     critic_num_nodes: int = online(1, "Ray: nodes of the critic (gae); it trains inside the actor group's ranks, so "
-                                      "it must equal --actor_num_nodes.")
-    critic_num_gpus_per_node: int = online(1, "Ray: slots per node of the critic (= --actor_num_gpus_per_node).")
+                                      "given, it must equal --actor_num_nodes.")
+    critic_num_gpus_per_node: int = online(1, "Ray: slots per node of the critic (gae); given, it must equal "
+                                              "--actor_num_gpus_per_node.")
     ref_num_nodes: int = online(1, "Ray: nodes of the reference model group.")
     ref_num_gpus_per_node: int = online(1, "Ray: slots per node of the reference model group.")
     reward_num_nodes: int = online(1, "Ray: nodes of the reward model group (--reward_model).")

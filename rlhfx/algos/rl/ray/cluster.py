@@ -33,6 +33,7 @@ class Cluster:
     refs: list
     rewards: list  # empty: the reward functions run in the driver
     engines: list
+    groups: list  # the placement groups
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Old log-probs (and values) from the actor group and reference log-probs, computed side by side."""
@@ -59,18 +60,38 @@ class Cluster:
     def on_actors(self, method: str, *args) -> None:
         self.ray.get([getattr(a, method).remote(*args) for a in self.actors])
 
+    def close(self) -> None:
+        """Every actor ended and every placement group's resources given back."""
+        from ray.util.placement_group import remove_placement_group
+
+        for actor in self.actors + self.refs + self.rewards + self.engines:
+            self.ray.kill(actor)
+        for group in self.groups:
+            remove_placement_group(group)
+
 
 class EngineGroup(Engine):
-    """The engine actors as one Engine: the prompts split over them, the completions joined in order."""
+    """The engine actors as one Engine: the prompts split over them, the completions joined in order. Each call
+    samples with a seed fixed by (seed, step, call of the step, engine), so a resumed run samples what an
+    uninterrupted one does (the engines' random states live in their own processes, outside any checkpoint)."""
 
     name = "ray"
 
-    def __init__(self, ray, engines: list, stop_ids: list[int]):
-        self.ray, self.engines, self.stop_ids = ray, engines, stop_ids
+    def __init__(self, ray, engines: list, stop_ids: list[int], seed: int):
+        self.ray, self.engines, self.stop_ids, self.seed = ray, engines, stop_ids, seed
+        self.step, self.calls = 0, 0
+
+    def start_step(self, step: int) -> None:
+        self.step, self.calls = step, 0
 
     def generate(self, prompts, sampling):
+        from dataclasses import replace
+
+        base = self.seed + 1_000_003 * (self.step + 1) + 1009 * self.calls
+        self.calls += 1
         parts = [rows for rows in shares(len(prompts), len(self.engines)) if rows]
-        calls = [e.generate.remote([prompts[i] for i in rows], sampling) for e, rows in zip(self.engines, parts)]
+        calls = [e.generate.remote([prompts[i] for i in rows], replace(sampling, seed=base + i))
+                 for i, (e, rows) in enumerate(zip(self.engines, parts))]
         return [completions for part in self.ray.get(calls) for completions in part]
 
 
@@ -112,6 +133,6 @@ def launch(ray, config, args, gpu: bool, stops: list[int], total_updates: int, l
     refs = [place(RefWorker, "ref", i, args, config) for i in range(plan["ref"].processes)]
     rewards = [place(RewardWorker, "reward", i, args, config) for i in range(plan["reward"].processes)] \
         if "reward" in plan else []
-    engines = [place(EngineWorker, "engine", i, args, config, stops, i) for i in range(plan["engine"].processes)]
+    engines = [place(EngineWorker, "engine", i, args, config, stops) for i in range(plan["engine"].processes)]
     ray.get(setup)
-    return Cluster(ray, actors, refs, rewards, engines)
+    return Cluster(ray, actors, refs, rewards, engines, list(groups.values()))

@@ -59,12 +59,13 @@ def check_placement(config, explicit: set) -> None:
                          "only, so far.", "drop --engine vllm / --use_vllm (the engine actors generate with pt), or "
                          "use vLLM without Ray (docs/distributed.md).")
     actor = (config.actor_num_nodes, config.actor_num_gpus_per_node)
-    if config.uses_critic and (config.critic_num_nodes, config.critic_num_gpus_per_node) != actor:
+    critic = {"critic_num_nodes", "critic_num_gpus_per_node"} & explicit
+    if config.uses_critic and critic and (config.critic_num_nodes, config.critic_num_gpus_per_node) != actor:
         raise RlhfxError(f"--critic_num_nodes {config.critic_num_nodes} --critic_num_gpus_per_node "
                          f"{config.critic_num_gpus_per_node}: the critic trains inside the actor group's ranks (its "
                          f"own group is not there yet), which are {actor[0]} x {actor[1]}.",
                          "give the critic the actor group's counts, or drop the --critic_num_* flags.")
-    if not config.uses_critic and {"critic_num_nodes", "critic_num_gpus_per_node"} & explicit:
+    if not config.uses_critic and critic:
         raise RlhfxError(f"--advantage_estimator {config.advantage_estimator} trains no critic, so the --critic_num_* "
                          "flags place nothing.", "drop them, or use --rlhf_type ppo (gae).")
     if not config.reward_model and {"reward_num_nodes", "reward_num_gpus_per_node"} & explicit:

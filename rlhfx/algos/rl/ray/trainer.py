@@ -26,6 +26,10 @@ class RayRollout(RolloutStage):
         super().__init__(*args, **kwargs)
         self.cluster = cluster
 
+    def __call__(self, rows: list[dict], step: int, all_rows: list[dict]):
+        self.engine.start_step(step)
+        return super().__call__(rows, step, all_rows)
+
     def forward_passes(self, batch: dict):
         return self.cluster.forward(batch)
 
@@ -57,7 +61,7 @@ class RayRLTrainer(OnlineRLTrainer):
         stops = stop_token_ids(tokenizer, getattr(ctx.model, "generation_config", None), ctx.encoder.template)
         self.cluster = cluster = launch(ray, config, args, gpu, stops, self.total_updates, ctx.hf_args["learning_rate"],
                                         str(self.output_dir))
-        self.engine = EngineGroup(ray, cluster.engines, stops)
+        self.engine = EngineGroup(ray, cluster.engines, stops, args.seed)
         self.rewards = RewardGroup(ray, cluster.rewards) if cluster.rewards else reward_sources(args, config, self.device)
         self.updater = RayUpdater(cluster, self.kl)
         self.ref_model = None
@@ -85,5 +89,6 @@ class RayRLTrainer(OnlineRLTrainer):
 
     def save_model(self, folder: str) -> None:
         super().save_model(folder)
+        self.cluster.close()
         self.cluster.ray.shutdown()
 

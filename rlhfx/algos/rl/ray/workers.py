@@ -145,11 +145,10 @@ class RewardWorker:
 
 
 class EngineWorker:
-    """A rollout engine on its own copy of the policy, which the driver replaces after every update."""
+    """A rollout engine on its own copy of the policy, which the driver replaces after every update (the driver
+    seeds each call: rlhfx.algos.rl.ray.cluster.EngineGroup)."""
 
-    def __init__(self, args, config, stops: list[int], index: int):
-        from transformers import set_seed
-
+    def __init__(self, args, config, stops: list[int]):
         from rlhfx.algos.rl.dist import Ranks
         from rlhfx.algos.rl.rollout import make_rollout_engine
         from rlhfx.models import load_policy
@@ -157,7 +156,6 @@ class EngineWorker:
         loaded = load_policy(args)
         model = loaded.model.to(_device()).eval()
         self.engine = make_rollout_engine(args, config, loaded.tokenizer, model, stops, Ranks())
-        set_seed(args.seed + index)  # each engine samples its own responses
 
     def generate(self, prompts: list[list[int]], sampling) -> list:
         return self.engine.generate(prompts, sampling)
