@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,8 @@ from cli_inprocess import run_cli  # noqa: E402,F401  (a fixture)
 from e2e import RLHFX, metrics, rlhfx, summary  # noqa: E402
 from rl_update_worker import fixed_groups  # noqa: E402
 from test_rl_distributed import run_worker  # noqa: E402
+
+from rlhfx.algos.rl.ray.placement import roles  # noqa: E402
 
 RAY = ["--ray_address", "local", "--ray_cpus_per_slot", "0.5", "--actor_num_gpus_per_node", "2"]
 RL = ["rlhf", "--dataset", "demo-prompts", "--train_type", "full", "--generate_max_len", "16", "--logging_steps", "1",
@@ -151,3 +154,23 @@ def test_a_stopped_ray_driver_resumes_to_the_uninterrupted_metrics(tmp_path):
         for key in ["reward", "kl", "policy_loss", "entropy", "kl_loss", "response_length"]:
             assert resumed[step][key] == pytest.approx(expected[step][key], abs=1e-5), (step, key)
     assert summary(killed)["global_step"] == 4
+
+
+def test_the_migration_pages_ray_command_resolves():
+    """docs/migrating-from-openrlhf.md's rlhfx form of the seed's `ray job submit` command: its flags parse and the
+    placement checks pass (nothing connects or loads)."""
+    sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
+    from gen_migrating_docs import RAY_RLHFX
+
+    from rlhfx.algos.rl import resolve_config
+    from rlhfx.arguments import parse_args
+    from rlhfx.commands.rlhf import check_flags_apply
+    from rlhfx.training.swift_flags import apply_swift_flags
+
+    args = parse_args("rlhf", RAY_RLHFX)
+    check_flags_apply(args)
+    apply_swift_flags(args)
+    config = resolve_config(args, "ppo")
+    assert config.ray_address == "auto" and config.colocate_actor_ref and config.vllm_num_engines == 2
+    assert [(r.name, r.processes, r.slots) for r in roles(config)] == [("actor", 2, 2), ("ref", 2, 0),
+                                                                       ("reward", 2, 2), ("engine", 2, 2)]
