@@ -6,11 +6,7 @@ own, trains exactly like one process taking the batch whole (as tests/test_rl_di
 The CLI runs (--ray_address local) are slow: a Ray cluster starts for each (about 25 s on 2 cores).
 """
 
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +15,7 @@ pytest.importorskip("ray")
 
 from cli_inprocess import run_cli  # noqa: E402,F401  (a fixture)
 
-from e2e import RLHFX, metrics, rlhfx, summary  # noqa: E402
+from e2e import metrics, rlhfx, stop_resume_and_compare, summary  # noqa: E402
 from rl_update_worker import fixed_groups  # noqa: E402
 from test_rl_distributed import run_worker  # noqa: E402
 
@@ -54,9 +50,9 @@ def test_the_ray_actor_group_updates_like_one_process(ray_cluster, tmp_path, kin
     from rlhfx.arguments import parse_args
 
     reference = run_worker(kind, tmp_path / "one.pt")
-    argv = ["--rlhf_type", kind, "--model", "tiny", "--train_type", "full", "--n_samples_per_prompt", "4", "--batch_size", "4",
-            "--rollout_batch_size", "2", "--micro_rollout_batch_size", "2", "--target_kl", "0.1", "--max_grad_norm",
-            "0.5", *RAY[:2], "--actor_num_gpus_per_node", "2"]
+    argv = ["--rlhf_type", kind, "--model", "tiny", "--train_type", "full", "--n_samples_per_prompt", "4",
+            "--batch_size", "4", "--rollout_batch_size", "2", "--micro_rollout_batch_size", "2", "--target_kl", "0.1",
+            "--max_grad_norm", "0.5", *RAY[:2], "--actor_num_gpus_per_node", "2"]
     args = parse_args("rlhf", argv + (["--critic_learning_rate", "1e-2"] if kind == "ppo" else []))
     config = resolve_config(args, kind)
     cluster = launch(ray_cluster, config, args, False, [0], 10, 1e-3, str(tmp_path))
@@ -95,7 +91,8 @@ def test_the_placement_must_fit_the_cluster(ray_cluster, run_cli):
                         "--actor_num_gpus_per_node", "4", "--reward_func", "demo", "--rollout_batch_size", "8",
                         "--output_dir", "/tmp/rlhfx-ray-never")
     assert code == 2, out
-    assert "The Ray placement asks for 10 CPU (actor 8 CPU; ref 1 CPU; engine 1 CPU), but the cluster has 4 CPU." in out, out
+    asked = "The Ray placement asks for 10 CPU (actor 8 CPU; ref 1 CPU; engine 1 CPU), but the cluster has 4 CPU."
+    assert asked in out, out
     assert "Traceback" not in out
 
 
@@ -136,25 +133,7 @@ def test_a_stopped_ray_driver_resumes_to_the_uninterrupted_metrics(tmp_path):
     restored, the engines seeded per step)."""
     flags = [*RL, "--rlhf_type", "grpo", "--model", "tiny", "--max_steps", "4", "--save_steps", "2",
              "--rollout_batch_size", "4", "--n_samples_per_prompt", "2", "--batch_size", "2", "--learning_rate", "1e-3"]
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    rlhfx(*flags, "--output_dir", whole)
-    process = subprocess.Popen([*RLHFX, *map(str, flags), "--output_dir", str(killed)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, env=os.environ)
-    while not (killed / "checkpoint-2").exists() and process.poll() is None:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)
-    stderr = process.communicate()[1]
-    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
-    assert not (killed / "summary.json").exists(), "the run finished before it could be stopped"
-    rlhfx(*flags, "--output_dir", killed, "--resume_from_checkpoint", "latest")
-    expected = {m["step"]: m for m in metrics(whole) if "reward" in m}
-    resumed = {m["step"]: m for m in metrics(killed) if "reward" in m}
-    assert sorted(resumed) == [1, 2, 3, 4]
-    for step in (3, 4):
-        for key in ["reward", "kl", "policy_loss", "entropy", "kl_loss", "response_length"]:
-            assert resumed[step][key] == pytest.approx(expected[step][key], abs=1e-5), (step, key)
-    assert summary(killed)["global_step"] == 4
-
+    stop_resume_and_compare(flags, tmp_path / "whole", tmp_path / "killed")
 
 def test_the_migration_pages_ray_command_resolves():
     """docs/migrating-from-openrlhf.md's rlhfx form of the seed's `ray job submit` command: its flags parse and the

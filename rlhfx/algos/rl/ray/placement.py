@@ -131,7 +131,8 @@ def connect(address: str):
                      **({"include_dashboard": False} if address == "local" else {}))
         except ConnectionError as error:
             raise RlhfxError(f"No Ray cluster answers at --ray_address {address}: {error}",
-                             "start one (`ray start --head`), pass its HOST:PORT, or use --ray_address local.") from None
+                             "start one (`ray start --head`), pass its HOST:PORT, or use --ray_address local.") \
+                from None
     return ray
 
 

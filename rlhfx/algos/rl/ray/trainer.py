@@ -62,7 +62,8 @@ class RayRLTrainer(OnlineRLTrainer):
         self.cluster = cluster = launch(ray, config, args, gpu, stops, self.total_updates, ctx.hf_args["learning_rate"],
                                         str(self.output_dir))
         self.engine = EngineGroup(ray, cluster.engines, stops, args.seed)
-        self.rewards = RewardGroup(ray, cluster.rewards) if cluster.rewards else reward_sources(args, config, self.device)
+        self.rewards = (RewardGroup(ray, cluster.rewards) if cluster.rewards
+                        else reward_sources(args, config, self.device))
         self.updater = RayUpdater(cluster, self.kl)
         self.ref_model = None
         self.rollout = RayRollout(cluster, args, config, self.engine, self.rewards, self.actor_critic, None, self.ranks,
