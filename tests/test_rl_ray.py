@@ -112,6 +112,22 @@ def test_placement_flags_need_ray_and_colocation_needs_equal_counts(run_cli):
     assert code == 2 and "--colocate_actor_ref: the ref role asks for 1 slots, the actor group has 2" in out, out
 
 
+def test_colocated_roles_reserve_only_the_actor_groups_slots():
+    from rlhfx.algos.rl import resolve_config
+    from rlhfx.algos.rl.ray.placement import demand
+    from rlhfx.arguments import parse_args
+
+    two = ["--actor_num_gpus_per_node", "2", "--ref_num_gpus_per_node", "2", "--vllm_num_engines", "2"]
+    base = ["--rlhf_type", "grpo", "--ray_address", "local", "--reward_func", "demo", *two]
+    apart = resolve_config(parse_args("rlhf", base), "grpo")
+    assert demand(apart, gpu=True) == {"actor": {"CPU": 2, "GPU": 2}, "ref": {"CPU": 2, "GPU": 2},
+                                       "engine": {"CPU": 2, "GPU": 2}}
+    together = resolve_config(parse_args("rlhf", [*base, "--colocate_all_models"]), "grpo")
+    assert demand(together, gpu=False) == {"actor": {"CPU": 2}}
+    ref = resolve_config(parse_args("rlhf", [*base, "--colocate_actor_ref", "--ray_cpus_per_slot", "0.5"]), "grpo")
+    assert demand(ref, gpu=False) == {"actor": {"CPU": 1}, "engine": {"CPU": 1}}
+
+
 @pytest.mark.slow
 def test_grpo_on_ray_raises_the_held_out_reward(sft_model, tmp_path):
     """The torchrun test's run (tests/test_rl_distributed.py: 8 prompts x 4 per step, 20 steps) with the actor group
