@@ -169,3 +169,15 @@ def test_the_migration_pages_ray_command_resolves():
     assert config.ray_address == "auto" and config.colocate_actor_ref and config.vllm_num_engines == 2
     assert [(r.name, r.processes, r.slots) for r in roles(config)] == [("actor", 2, 2), ("ref", 2, 0),
                                                                        ("reward", 2, 2), ("engine", 2, 2)]
+
+
+@pytest.mark.slow
+def test_every_role_on_the_actor_groups_slots_with_zero2(tmp_path):
+    """--colocate_all_models: two actor ranks (ppo: with their critics) on DeepSpeed ZeRO-2, two reference and two
+    engine actors on the same two slots, each process a third of its slot (about 55 s)."""
+    out = tmp_path / "together"
+    rlhfx(*RL, "--rlhf_type", "ppo", "--model", "tiny", "--max_steps", "2", "--rollout_batch_size", "4",
+          "--n_samples_per_prompt", "2", "--batch_size", "4", "--ref_num_gpus_per_node", "2", "--vllm_num_engines", "2",
+          "--colocate_all_models", "--deepspeed", "zero2", "--output_dir", out)
+    steps = [m for m in metrics(out) if "reward" in m]
+    assert [m["step"] for m in steps] == [1, 2] and all(m["value_loss"] >= 0 for m in steps)

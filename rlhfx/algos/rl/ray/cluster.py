@@ -5,6 +5,7 @@ processes go onto the actor group's bundles one to one. A batch is split over a 
 equal shares (the actor group's as torchrun's ranks split a rollout) and the answers are joined in order.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -120,10 +121,11 @@ def launch(ray, config, args, gpu: bool, stops: list[int], total_updates: int, l
     def place(cls, name: str, index: int, *init):
         own = name in groups
         bundle = index * config.vllm_tensor_parallel_size if name == "engine" and own else index
-        share = 1 if own else 1 / sharing
+        share = 1 / sharing if name == "actor" or not own else 1  # the actor bundles' processes share them
         strategy = PlacementGroupSchedulingStrategy(groups[name if own else "actor"],
                                                     placement_group_bundle_index=bundle)
-        options = {"num_cpus": cpus * share, "num_gpus": share if gpu else 0, "scheduling_strategy": strategy}
+        options = {"num_cpus": _down(cpus * share), "num_gpus": _down(share) if gpu else 0,
+                   "scheduling_strategy": strategy}
         return ray.remote(cls).options(**options).remote(*init)
 
     world = plan["actor"].processes
@@ -136,3 +138,9 @@ def launch(ray, config, args, gpu: bool, stops: list[int], total_updates: int, l
     engines = [place(EngineWorker, "engine", i, args, config, stops) for i in range(plan["engine"].processes)]
     ray.get(setup)
     return Cluster(ray, actors, refs, rewards, engines, list(groups.values()))
+
+
+def _down(amount: float) -> float:
+    """`amount` rounded down to Ray's resource unit (1e-4): three thirds of a slot, each rounded up, would ask for
+    more than the slot holds and never be scheduled."""
+    return math.floor(amount * 10_000) / 10_000
