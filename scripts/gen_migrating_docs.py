@@ -41,14 +41,13 @@ OPENRLHF_FLAGS = ["pretrain", "ref_pretrain", "dataset", "dataset_probs", "max_s
                   "advantage_estimator", "init_kl_coef", "n_samples_per_prompt", "generate_max_len",
                   "actor_learning_rate", "critic_learning_rate", "micro_rollout_batch_size", "vllm_num_engines",
                   "vllm_tensor_parallel_size", "vllm_sync_backend", "colocate_actor_ref", "colocate_critic_reward",
-                  "actor_num_nodes", "ring_attn_size",
+                  "actor_num_nodes", "actor_num_gpus_per_node", "critic_num_nodes", "critic_num_gpus_per_node",
+                  "ref_num_nodes", "ref_num_gpus_per_node", "reward_num_nodes", "reward_num_gpus_per_node",
+                  "ring_attn_size",
                   # XRIGHT's scripts
                   "rlhf_dataset", "sft_dataset", "rlhf_max_samples", "sft_max_samples", "rlhf_max_len", "sft_max_len",
                   "rlhf_micro_train_batch_size", "sft_micro_train_batch_size", "lambd", "sft_opt", "dpo_opt",
                   "max_eval_steps", "target_module", "eval_split", "rlhf_eval_split", "ref_pareto_sft", "ref_pareto_dpo"]
-NO_RAY_PLACEMENT = ("No Ray placement yet (issue 19): under `NPROC_PER_NODE` every rank holds the actor, critic, reference and "
-               "reward models (DeepSpeed ZeRO-3 shards actor and critic), and `--vllm_mode server` puts generation on "
-               "other GPUs (docs/distributed.md).")
 ISSUE_17 = "RL loss option: added by issue 17 (RL losses and trainer flags)."
 UNSUPPORTED = {
     **{n: ISSUE_17 for n in ("epsilon", "epsilon_high", "overlong_filter", "kl_in_reward", "dynamic_sample",
@@ -56,9 +55,10 @@ UNSUPPORTED = {
     "reward_model_type": "Pass the reward model folder with --reward_model.",
     "reward_model_id_or_path": "Pass the reward model folder with --reward_model.",
     "prompt_data_probs": "Use --dataset_probs.",
-    "vllm_num_engines": "Use --engine vllm (one in-process vLLM engine, weights pushed every step).",
-    "vllm_sync_backend": "Not needed: vLLM runs in the training process and gets the weights directly.",
-    "colocate_actor_ref": NO_RAY_PLACEMENT, "colocate_critic_reward": NO_RAY_PLACEMENT, "actor_num_nodes": NO_RAY_PLACEMENT,
+    "vllm_sync_backend": "Not needed: in-process vLLM gets the weights directly; under --ray_address the actor group's "
+                         "weights reach the engine actors through Ray's object store after every update.",
+    "colocate_critic_reward": "Drop it: under --ray_address the critic trains inside the actor group's ranks (as under "
+                              "torchrun), so it shares the actor's slots already.",
     "overlap_comm": "The ZeRO presets (`--deepspeed zero2` ...) turn it on; to change it, pass a copy of a preset's JSON "
                     "to --deepspeed (rlhfx/configs/deepspeed/).",
     "ring_attn_size": "Ring attention (sequence parallelism) is not supported.",
@@ -133,6 +133,16 @@ NOTES = {  # supported, but the meaning or default differs from the other tool
     "max_epochs": "Passes over the data (OpenRLHF's PPO uses it for passes over each rollout: that is --num_ppo_epochs).",
     "prompt_max_len": "Online RL: longer prompts are dropped and counted.",
     "micro_batch_size": "batch_inference's batch size.",
+    "vllm_num_engines": "With --ray_address: rollout engine actors (pt engine; vLLM inside Ray is not there yet). "
+                        "Without Ray, --engine vllm is one in-process engine.",
+    "vllm_tensor_parallel_size": "vLLM on GPUs (in-process or `rlhfx rollout`); the Ray engine actors (--ray_address) "
+                                 "run pt, which takes 1.",
+    "actor_num_nodes": "With --ray_address (docs/distributed.md, Ray); a slot is a GPU, or --ray_cpus_per_slot CPUs "
+                       "on a cluster without GPUs.",
+    "critic_num_nodes": "With --ray_address: the critic trains inside the actor group's ranks, so it takes the actor's "
+                        "counts.",
+    "critic_num_gpus_per_node": "As --critic_num_nodes: the actor group's count.",
+    "reward_num_nodes": "With --ray_address and --reward_model; reward functions run in the driver.",
     "prompt_data": "The prompts of online RL (`rlhfx rlhf --rlhf_type ppo`) and of `rlhfx pipeline` (one set per iteration, or one set sliced).",
 }
 COMMANDS = {
@@ -145,7 +155,7 @@ COMMANDS = {
                  ("openrlhf.cli.train_rm", "`rlhfx rlhf --rlhf_type rm`"),
                  ("openrlhf.cli.train_prm", "`rlhfx rlhf --rlhf_type prm`"),
                  ("openrlhf.cli.batch_inference", "`rlhfx sample` (and `rlhfx infer`)"),
-                 ("openrlhf.cli.train_ppo_ray", "`NPROC_PER_NODE=N rlhfx rlhf --rlhf_type ppo` (torchrun, data-parallel on DDP or DeepSpeed; vLLM colocated or `--vllm_mode server`; docs/distributed.md)"), ("openrlhf.cli.train_kd", "`rlhfx rlhf --rlhf_type kd`"),
+                 ("ray job submit ... -- python3 -m openrlhf.cli.train_ppo_ray", "`ray job submit ... -- rlhfx rlhf --rlhf_type ppo --ray_address auto` (the roles as Ray actors on placement groups: below), or `NPROC_PER_NODE=N rlhfx rlhf --rlhf_type ppo` without Ray (torchrun; docs/distributed.md)"), ("openrlhf.cli.train_kd", "`rlhfx rlhf --rlhf_type kd`"),
                  ("rejection sampling / iterative DPO shell loops", "`rlhfx pipeline rs`, `rlhfx pipeline iterative_dpo`"),
                  ("deepspeed --module ... / torchrun", "`NPROC_PER_NODE=N rlhfx ...`")],
 }
@@ -201,7 +211,60 @@ def render(tool: str, names: list[str]) -> str:
         lines += [f"| {what} | {theirs} | {ours} |" for what, theirs, ours in CONVENTIONS[tool]]
     if tool == "ms-swift":
         lines += examples_section()
+    else:
+        lines += ray_section()
     return "\n".join(lines) + "\n"
+
+
+# The seed's Ray command (OpenRLHF's README), flag for flag; tests/test_rl_ray.py checks that RAY_RLHFX parses and
+# resolves. RAY_DROPPED: the seed's flags the rlhfx command leaves out, and why.
+RAY_SEED = """ray job submit --address="http://127.0.0.1:8265" --runtime-env-json='{"working_dir": "/openrlhf"}' \\
+   -- python3 -m openrlhf.cli.train_ppo_ray \\
+   --ref_num_nodes 1 --ref_num_gpus_per_node 2 --reward_num_nodes 1 --reward_num_gpus_per_node 2 \\
+   --critic_num_nodes 1 --critic_num_gpus_per_node 2 --actor_num_nodes 1 --actor_num_gpus_per_node 2 \\
+   --vllm_num_engines 2 --vllm_tensor_parallel_size 2 --colocate_critic_reward --colocate_actor_ref \\
+   --pretrain OpenRLHF/Llama-3-8b-sft-mixture --reward_pretrain OpenRLHF/Llama-3-8b-rm-mixture \\
+   --save_path /openrlhf/examples/checkpoint/llama3-8b-rlhf --micro_train_batch_size 8 --train_batch_size 128 \\
+   --micro_rollout_batch_size 16 --rollout_batch_size 1024 --max_samples 100000 --max_epochs 1 \\
+   --prompt_max_len 1024 --generate_max_len 1024 --zero_stage 3 --bf16 --actor_learning_rate 5e-7 \\
+   --critic_learning_rate 9e-6 --init_kl_coef 0.01 --prompt_data OpenRLHF/prompt-collection-v0.1 \\
+   --input_key context_messages --apply_chat_template --normalize_reward --packing_samples --adam_offload \\
+   --flash_attn --gradient_checkpointing --use_wandb {wandb_token}"""
+RAY_RLHFX = ["--rlhf_type", "ppo", "--ray_address", "auto", "--ref_num_nodes", "1", "--ref_num_gpus_per_node", "2",
+             "--reward_num_nodes", "1", "--reward_num_gpus_per_node", "2", "--critic_num_nodes", "1",
+             "--critic_num_gpus_per_node", "2", "--actor_num_nodes", "1", "--actor_num_gpus_per_node", "2",
+             "--vllm_num_engines", "2", "--colocate_actor_ref", "--pretrain", "OpenRLHF/Llama-3-8b-sft-mixture",
+             "--reward_pretrain", "OpenRLHF/Llama-3-8b-rm-mixture", "--save_path",
+             "/openrlhf/examples/checkpoint/llama3-8b-rlhf", "--micro_train_batch_size", "8", "--train_batch_size",
+             "128", "--micro_rollout_batch_size", "16", "--rollout_batch_size", "1024", "--max_samples", "100000",
+             "--max_epochs", "1", "--prompt_max_len", "1024", "--generate_max_len", "1024", "--zero_stage", "3",
+             "--bf16", "--actor_learning_rate", "5e-7", "--critic_learning_rate", "9e-6", "--init_kl_coef", "0.01",
+             "--prompt_data", "OpenRLHF/prompt-collection-v0.1", "--input_key", "context_messages",
+             "--apply_chat_template", "--normalize_reward", "--adam_offload", "--flash_attn",
+             "--gradient_checkpointing", "--use_wandb", "{wandb_token}"]
+RAY_DROPPED = {"vllm_tensor_parallel_size": "the Ray engine actors run the pt engine (one device each); vLLM inside "
+                                            "Ray is not there yet",
+               "packing_samples": "rlhfx packs the samples of dpo and rm; online RL pads each rollout batch (`rlhfx rlhf "
+                                  "--rlhf_type ppo --packing_samples` stops with that error)",
+               "colocate_critic_reward": UNSUPPORTED["colocate_critic_reward"].removeprefix("Drop it: ").rstrip(".")}
+
+
+def ray_section() -> list[str]:
+    """OpenRLHF's `ray job submit` command and the rlhfx command that places the same roles."""
+    lines, command = [], ""
+    for i, token in enumerate(RAY_RLHFX):  # two flags a line
+        new_line = token.startswith("--") and i and sum(t.startswith("--") for t in RAY_RLHFX[:i]) % 2 == 0
+        command += (" \\\n   " if new_line else " ") + token
+    lines += ["", "## OpenRLHF's Ray commands", "",
+              "The seed's `ray job submit` command (OpenRLHF's README) and the rlhfx command that places the same "
+              "roles on the same Ray cluster (docs/distributed.md, \"torchrun, server mode or Ray\"): the job runs "
+              "the rlhfx driver, which connects with `--ray_address auto`; `--rlhf_type ppo` is train_ppo_ray's "
+              "default estimator (gae), and its note's `--advantage_estimator reinforce | rloo` are `--rlhf_type "
+              "reinforce_pp | rloo` (or that flag as it is).", "", "```bash", "# OpenRLHF", RAY_SEED, "",
+              "# rlhfx", 'ray job submit --address="http://127.0.0.1:8265" -- rlhfx rlhf' + command, "```", "",
+              "Left out of the rlhfx command:", ""]
+    lines += [f"- `--{name}`: {why}." for name, why in RAY_DROPPED.items()]
+    return lines
 
 
 def examples_section() -> list[str]:

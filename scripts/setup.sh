@@ -21,8 +21,9 @@ fi
 STAMP=.venv/.rlhfx-pyproject.sha
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$(sha256sum pyproject.toml)" ]; then
   echo "installing rlhfx and its dependencies into .venv (log: .venv/pip-install.log)"
-  # deepspeed (for --deepspeed and its CPU tests) builds no kernels at install time (DS_BUILD_OPS=0): about 15 s
-  DS_BUILD_OPS=0 pip install -e ".[dev,deepspeed]" > .venv/pip-install.log 2>&1 || { tail -40 .venv/pip-install.log; exit 1; }
+  # deepspeed (for --deepspeed and its CPU tests) builds no kernels at install time (DS_BUILD_OPS=0): about 15 s;
+  # ray (--ray_address and tests/test_rl_ray.py) is one prebuilt wheel and a few small packages
+  DS_BUILD_OPS=0 pip install -e ".[dev,deepspeed,ray]" > .venv/pip-install.log 2>&1 || { tail -40 .venv/pip-install.log; exit 1; }
   sha256sum pyproject.toml > "$STAMP"
 fi
 python -c "import rlhfx, trl, transformers, peft; print('rlhfx', rlhfx.__version__, '| trl', trl.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__)"

@@ -22,7 +22,8 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 
 # Files whose module-scoped fixture is a training run: their tests stay on one xdist worker (--dist loadgroup) so
 # the run is made once.
-ONE_WORKER_FILES = {"test_e2e_distributed.py", "test_rl_distributed.py", "test_grpo_math.py", "test_flag_wiring.py"}
+ONE_WORKER_FILES = {"test_e2e_distributed.py", "test_rl_distributed.py", "test_grpo_math.py", "test_flag_wiring.py",
+                    "test_rl_ray.py"}
 
 
 def gpu_env() -> dict | None:

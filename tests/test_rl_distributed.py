@@ -113,32 +113,12 @@ def test_a_stopped_two_process_run_resumes_to_the_uninterrupted_metrics(tmp_path
     """SIGTERM to the launcher reaches both ranks, which agree to save after the same step and stop; resumed on two
     processes (each rank its own optimizer state and random stream), the run logs what an uninterrupted one logs.
     Resumed on one process, it is refused with the fix (the world size it was saved with)."""
-    import signal
-    import time
-
-    from e2e import RLHFX, metrics, rlhfx, summary
+    from e2e import rlhfx, stop_resume_and_compare
 
     flags = [*RL, "--rlhf_type", "grpo", "--model", "tiny", "--max_steps", "4", "--save_steps", "2",
              "--rollout_batch_size", "4", "--n_samples_per_prompt", "2", "--batch_size", "2", "--learning_rate", "1e-3"]
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    rlhfx(*flags, "--output_dir", whole, env=TWO)
-    process = subprocess.Popen([*RLHFX, *map(str, flags), "--output_dir", str(killed)], env={**os.environ, **TWO},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    while not (killed / "checkpoint-2").exists() and process.poll() is None:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)
-    stderr = process.communicate()[1]
-    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
-    assert not (killed / "summary.json").exists(), "the run finished before it could be stopped"
-    rlhfx(*flags, "--output_dir", killed, "--resume_from_checkpoint", "latest", env=TWO)
-    keys = ["reward", "kl", "kl_coef", "policy_loss", "entropy", "kl_loss", "response_length"]
-    expected = {m["step"]: m for m in metrics(whole) if "reward" in m}
-    resumed = {m["step"]: m for m in metrics(killed) if "reward" in m}
-    assert sorted(resumed) == [1, 2, 3, 4]
-    for step in (3, 4):
-        for key in keys:
-            assert resumed[step][key] == pytest.approx(expected[step][key], abs=1e-5), (step, key)
-    assert summary(killed)["global_step"] == 4
+    killed = tmp_path / "killed"
+    stop_resume_and_compare(flags, tmp_path / "whole", killed, env=TWO)
     # one process cannot take over the two ranks' states (optimizer shards, random streams): refused, nothing touched
     checkpoint = killed / "checkpoint-2"
     files = {p: p.stat().st_mtime_ns for p in checkpoint.rglob("*")}

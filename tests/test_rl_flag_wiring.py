@@ -512,18 +512,15 @@ def test_value_loss_follows_the_value_clip_and_its_weight(world, argv, clip, coe
 
 def test_critic_model_is_the_critic_that_trains(world, tmp_path):
     """--critic_model FOLDER: the critic starts from that folder's weights, its trained head kept."""
-    from types import SimpleNamespace
-
-    from rlhfx.algos.rl.loop import OnlineRLTrainer
+    from rlhfx.algos.rl.loop import critic_model
 
     folder = tmp_path / "critic"
     world.critic.save_pretrained(folder)
     args, config = options("ppo", "--model", tiny_model_path(), "--critic_model", folder, "--train_type", "full")
-    trainer = SimpleNamespace(args=args, config=config, device=torch.device("cpu"))
-    critic = OnlineRLTrainer._critic(trainer, None)
+    critic = critic_model(args, config, None, torch.device("cpu"))
     assert torch.equal(critic.score.weight, world.critic.score.weight)
     args, config = options("ppo", "--model", tiny_model_path(), "--train_type", "full")
-    default = OnlineRLTrainer._critic(SimpleNamespace(args=args, config=config, device=torch.device("cpu")), None)
+    default = critic_model(args, config, None, torch.device("cpu"))
     assert not default.score.weight.any()  # --model with a new zero head
 
 

@@ -405,6 +405,28 @@ class RLOptions(RewardOptions):
                                         "vLLM generates.")
     offload_optimizer: bool = online(False, "vllm rollouts on a GPU: move the optimizer states to CPU memory while "
                                             "vLLM generates.")
+    # Ray placement (rlhfx.algos.rl.ray; OpenRLHF's flags): each role's processes on placement groups of "slots",
+    # a slot being one GPU (with --ray_cpus_per_slot CPUs) on a GPU cluster, --ray_cpus_per_slot CPUs without one
+    ray_address: str | None = online(None, "Run the roles as Ray actors: local (start a Ray cluster on this machine), "
+                                           "auto (the running one, as under `ray job submit`) or HOST:PORT (default: "
+                                           "no Ray; torchrun ranks). Needs `pip install 'rlhfx[ray]'`.")
+    ray_cpus_per_slot: float = online(1.0, "Ray: CPUs in each slot (a GPU's bundle; without GPUs a slot is only these "
+                                           "CPUs, so the same placement runs on a laptop; fractions allowed).")
+    actor_num_nodes: int = online(1, "Ray: nodes of the actor group (its data-parallel ranks).")
+    actor_num_gpus_per_node: int = online(1, "Ray: slots per node of the actor group.")
+    critic_num_nodes: int = online(1, "Ray: nodes of the critic (gae); it trains inside the actor group's ranks, so "
+                                      "given, it must equal --actor_num_nodes.")
+    critic_num_gpus_per_node: int = online(1, "Ray: slots per node of the critic (gae); given, it must equal "
+                                              "--actor_num_gpus_per_node.")
+    ref_num_nodes: int = online(1, "Ray: nodes of the reference model group.")
+    ref_num_gpus_per_node: int = online(1, "Ray: slots per node of the reference model group.")
+    reward_num_nodes: int = online(1, "Ray: nodes of the reward model group (--reward_model).")
+    reward_num_gpus_per_node: int = online(1, "Ray: slots per node of the reward model group (--reward_model).")
+    vllm_num_engines: int = online(1, "Ray: rollout engine actors (each --vllm_tensor_parallel_size slots); the "
+                                      "prompts are split over them.")
+    colocate_actor_ref: bool = online(False, "Ray: the reference model shares the actor group's slots (same counts).")
+    colocate_all_models: bool = online(False, "Ray: every role (actor, critic, reference, reward models, engines) "
+                                              "shares the actor group's slots (same counts).")
     # sampling
     temperature: float = online(1.0, "Sampling temperature of rollouts; the update's log-probs are of logits / "
                                      "temperature, the distribution sampled from.")

@@ -12,6 +12,10 @@ from rlhfx.algos.rl.config import check_args, resolve_config  # noqa: F401  (che
 
 
 def build_trainer(ctx):
+    if ctx.options.ray_address:  # the roles as Ray actors, this process their driver (rlhfx.algos.rl.ray)
+        from rlhfx.algos.rl.ray.trainer import RayRLTrainer
+
+        return RayRLTrainer(ctx, ctx.options)
     from rlhfx.algos.rl.loop import OnlineRLTrainer
 
     return OnlineRLTrainer(ctx, ctx.options)

@@ -4,6 +4,7 @@ checked: `resolve` runs as the options' validate, before any model loads.
 """
 
 from rlhfx.algos.options import RLOptions, build_options
+from rlhfx.algos.rl.ray.placement import check_placement, check_resources, connect
 from rlhfx.algos.rl_math import GROUP_ESTIMATORS
 from rlhfx.errors import RlhfxError
 from rlhfx.training.swift_flags import rollout_prompts
@@ -42,6 +43,7 @@ def resolve(config: RLOptions, args) -> None:
     _resolve_loss(config, args)
     _refuse_ignored(config, explicit)
     _check_chord(config, explicit)
+    check_placement(config, explicit)
     if config.advantage_estimator in GROUP_ESTIMATORS and config.n_samples_per_prompt < 2:
         raise RlhfxError(f"--advantage_estimator {config.advantage_estimator} compares the samples of a prompt, "
                          f"but --n_samples_per_prompt is {config.n_samples_per_prompt}.",
@@ -270,6 +272,8 @@ def check_args(args, config: RLOptions) -> None:
         from rlhfx.engines import check_engine_available
 
         check_engine_available("vllm")
+    if args.ray_address:  # the cluster can hold the placement, before any model loads
+        check_resources(args, connect(args.ray_address).cluster_resources())
     load_plugins(args.external_plugins)
     if args.multi_turn_scheduler:  # after the plugins, which may register it
         check_scheduler(args.multi_turn_scheduler)

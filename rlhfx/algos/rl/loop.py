@@ -30,11 +30,10 @@ from rlhfx.algos.rl.batch import ActorCritic
 from rlhfx.algos.rl.chord import Chord
 from rlhfx.algos.rl.dist import Ranks
 from rlhfx.algos.rl.multi_turn import MultiTurnRollout, multi_turns
-from rlhfx.algos.rl.rollout import FiniteRewards, RolloutStage, make_rollout_engine
+from rlhfx.algos.rl.rollout import RolloutStage, make_rollout_engine, reward_sources
 from rlhfx.algos.rl.update import UpdateStage, deepspeed_plugin
 from rlhfx.engines import stop_token_ids
 from rlhfx.errors import RlhfxError
-from rlhfx.rewards.sources import RewardSources
 from rlhfx.training.callbacks import plain_line
 from rlhfx.training.checkpoints import (STAGING, TRAINER_STATE, disk_full_error, is_disk_full, newest_checkpoint,
                                         publish, rotate)
@@ -70,48 +69,24 @@ class OnlineRLTrainer:
     def __init__(self, ctx, config):
         from transformers import set_seed
 
-        self.args, self.config, self.tokenizer = args, config, tokenizer = ctx.args, config, ctx.tokenizer
-        self.output_dir = Path(ctx.hf_args["output_dir"])
-        self.accelerator = make_accelerator(args, ctx.model.config.hidden_size)
-        self.ranks = ranks = Ranks(self.accelerator.process_index, self.accelerator.num_processes, self.accelerator.device)
-        self.device = self.accelerator.device
-        self.train_rows = _prompt_rows(ctx.train_dataset, config.prompt_max_len, "train")
-        self.eval_rows = _prompt_rows(ctx.eval_dataset, config.prompt_max_len, "val") if ctx.eval_dataset else []
-        if len(self.train_rows) < config.rollout_batch_size:
-            raise RlhfxError(f"--rollout_batch_size {config.rollout_batch_size} is more than the {len(self.train_rows)} "
-                             "training prompts.", "lower --rollout_batch_size or add prompts.")
-        if config.rollout_batch_size % ranks.world:
-            raise RlhfxError(f"--rollout_batch_size {config.rollout_batch_size} prompts do not split evenly over "
-                             f"{ranks.world} processes (each rolls out its share, all samples of a prompt together).",
-                             f"use a multiple of {ranks.world}.")
-        policy = self._policy(ctx)
-        critic = self._critic(ctx.peft_config) if config.uses_critic else None
+        self.accelerator = make_accelerator(ctx.args, ctx.model.config.hidden_size)
+        ranks = Ranks(self.accelerator.process_index, self.accelerator.num_processes, self.accelerator.device)
+        self._plan(ctx, config, ranks, ranks.world)
+        args, tokenizer = self.args, self.tokenizer
+        policy = policy_model(args, ctx.model, ctx.peft_config, self.device)
+        critic = critic_model(args, config, ctx.peft_config, self.device) if config.uses_critic else None
         self.ref_model = ctx.ref_model.to(self.device).eval() if ctx.ref_model is not None else None
         self.actor_critic = ActorCritic(policy, critic)
         self.model = policy  # what the runner reads (weights agreement across ranks)
-        rewards = RewardSources(
-            config.reward_model or [], config.reward_func or [], config.remote_rm_url or [], config.reward_weights,
-            args.torch_dtype, config.micro_rollout_batch_size, config.remote_rm_timeout, config.remote_rm_retries,
-            self.device, args.use_chat_template, config, config.reward_func_timeout)
-        rewards.sources = [FiniteRewards(source) for source in rewards.sources]
-        self.rewards = rewards
+        self.rewards = rewards = reward_sources(args, config, self.device)
         stops = stop_token_ids(tokenizer, getattr(policy, "generation_config", None), ctx.encoder.template)
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-
-        self.steps_per_epoch = len(self.train_rows) // config.rollout_batch_size
-        self.max_steps = (args.max_steps if args.max_steps > 0
-                          else max(1, math.ceil(args.num_train_epochs * self.steps_per_epoch)))
-        self.train_batch = args.batch_size * gradient_accumulation(args)  # per rank: --train_batch_size over all
-        samples = config.rollout_batch_size * config.n_samples_per_prompt // ranks.world
-        updates = self.max_steps * config.num_ppo_epochs * math.ceil(samples / self.train_batch)
+        pad = pad_id(tokenizer, stops)
         lr = ctx.hf_args["learning_rate"]
-        self.kl = rl_math.AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
-        self.reward_moments = rl_math.RunningMoments()
-        self.chord = (Chord(config, ctx.sft_train_dataset, pad_id, args.seed, ranks) if config.chord_sft_dataset
-                      else None)
+        if config.chord_sft_dataset:
+            self.chord = Chord(config, ctx.sft_train_dataset, pad, args.seed, ranks)
         self.updater = UpdateStage(self.accelerator, ranks, self.actor_critic, config, args, lr,
-                                   config.critic_learning_rate or lr, updates, self.kl, self._mixed_precision,
-                                   self.output_dir, self.chord)
+                                   config.critic_learning_rate or lr, self.total_updates, self.kl,
+                                   self._mixed_precision, self.output_dir, self.chord)
         self.engine = make_rollout_engine(args, config, tokenizer, policy, stops, ranks)
         multi_turn = None
         if config.multi_turn_scheduler:
@@ -119,46 +94,40 @@ class OnlineRLTrainer:
             multi_turn = MultiTurnRollout(scheduler, ctx.encoder, stops, config.max_turns,
                                           config.completion_length_limit_scope == "total",
                                           lambda pending: ranks.max(float(pending)) > 0)
-        self.rollout = RolloutStage(args, config, self.engine, rewards, self.actor_critic, self.ref_model, ranks, pad_id,
+        self.rollout = RolloutStage(args, config, self.engine, rewards, self.actor_critic, self.ref_model, ranks, pad,
                                     self._mixed_precision, self.kl, self.reward_moments,
                                     self.output_dir / "completions.jsonl" if config.log_completions else None,
                                     self._offloaded, multi_turn)
         set_seed(args.seed + ranks.rank)  # each rank samples its own responses
+
+    def _plan(self, ctx, config, ranks, world: int) -> None:
+        """The run's prompts, schedule and loop state; `world`: the data-parallel ranks that share each rollout."""
+        self.args, self.config, self.tokenizer = args, config, ctx.tokenizer = ctx.args, config, ctx.tokenizer
+        self.output_dir = Path(ctx.hf_args["output_dir"])
+        self.ranks, self.device, self.world = ranks, ranks.device, world
+        self.train_rows = _prompt_rows(ctx.train_dataset, config.prompt_max_len, "train")
+        self.eval_rows = _prompt_rows(ctx.eval_dataset, config.prompt_max_len, "val") if ctx.eval_dataset else []
+        if len(self.train_rows) < config.rollout_batch_size:
+            raise RlhfxError(f"--rollout_batch_size {config.rollout_batch_size} is more than the {len(self.train_rows)} "
+                             "training prompts.", "lower --rollout_batch_size or add prompts.")
+        if config.rollout_batch_size % world:
+            raise RlhfxError(f"--rollout_batch_size {config.rollout_batch_size} prompts do not split evenly over "
+                             f"{world} processes (each rolls out its share, all samples of a prompt together).",
+                             f"use a multiple of {world}.")
+        self.steps_per_epoch = len(self.train_rows) // config.rollout_batch_size
+        self.max_steps = (args.max_steps if args.max_steps > 0
+                          else max(1, math.ceil(args.num_train_epochs * self.steps_per_epoch)))
+        self.train_batch = args.batch_size * gradient_accumulation(args)  # per rank: --train_batch_size over all
+        samples = config.rollout_batch_size * config.n_samples_per_prompt // world
+        self.total_updates = self.max_steps * config.num_ppo_epochs * math.ceil(samples / self.train_batch)
+        self.kl = rl_math.AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
+        self.reward_moments = rl_math.RunningMoments()
+        self.chord = None  # rlhfx.algos.rl.chord.Chord with --chord_sft_dataset
         self.step = 0
         self.started = time.time()
         self.losses: list[float] = []
         self.stop = next((c for c in ctx.callbacks if isinstance(c, StopOnSignal)), None)
         self.trackers = LoopTrackers(trackers(args.report_to) if ranks.is_main else [])
-
-    # --- models -------------------------------------------------------------------------------------------
-
-    def _policy(self, ctx):
-        model = ctx.model
-        if self.args.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-        if ctx.peft_config is not None:
-            from peft import get_peft_model
-
-            if self.args.gradient_checkpointing:
-                model.enable_input_require_grads()  # frozen embeddings: checkpointed LoRA layers still need grads
-            model = get_peft_model(model, ctx.peft_config)
-        return model.to(self.device).eval()
-
-    def _critic(self, peft_config):
-        from rlhfx.algos.rm import zero_new_head
-        from rlhfx.models import load_causal_lm, resolve_model_path, trained_weights_dtype
-
-        args, config = self.args, self.config
-        source = config.critic_model or (config.reward_model or [None])[0] or args.model
-        critic = load_causal_lm(resolve_model_path(source, None), trained_weights_dtype(args), "sequence_classification")
-        zero_new_head(critic, say)
-        if peft_config is not None:  # its own adapter on the policy's --lora_target_modules; the score head whole
-            from peft import LoraConfig, get_peft_model
-
-            critic = get_peft_model(critic, LoraConfig(
-                r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=0.0, task_type="SEQ_CLS",
-                target_modules=sorted(set(peft_config.target_modules) - {"score"}), modules_to_save=["score"]))
-        return critic.to(self.device).eval()
 
     def remove_callback(self, callback) -> None:
         """The runner removes TRL's printer; this trainer logs by itself."""
@@ -182,8 +151,7 @@ class OnlineRLTrainer:
             _move_states(states, self.device)
 
     def _mixed_precision(self):
-        """bf16 matrix products over float32 weights on a GPU, as the Trainer's --bf16 does."""
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda" and bf16_enabled(self.args))
+        return mixed_precision(self.device, self.args)
 
     # --- the run ------------------------------------------------------------------------------------------
 
@@ -218,7 +186,7 @@ class OnlineRLTrainer:
                 self._check_finite_weights()
                 n = self.ranks.sum(torch.tensor(float(batch["mask"].shape[0]))).item()
                 stats.update(samples_per_second=n / (time.time() - start),
-                             learning_rate=self.updater.scheduler.get_last_lr()[0])
+                             learning_rate=self._learning_rate())
                 self.losses.append(stats["policy_loss"])
                 if self.step == 1 or self.step % self.args.logging_steps == 0 or self.step == self.max_steps:
                     self._log(stats)
@@ -251,6 +219,9 @@ class OnlineRLTrainer:
         if not sys.stdout.isatty():  # a log file or pipe: the progress bar shows nothing there until the end
             print(plain_line(self.step, self.max_steps, row["epoch"], stats, time.time() - self.started), flush=True)
 
+    def _learning_rate(self) -> float:
+        return self.updater.scheduler.get_last_lr()[0]
+
     def _check_finite_weights(self) -> None:
         """After every update, so no rollout, checkpoint or final model is ever made from NaN/inf weights."""
         for model in (self.actor_critic.policy, self.actor_critic.critic):
@@ -259,11 +230,7 @@ class OnlineRLTrainer:
                                      newest_checkpoint(self.output_dir))
 
     def _save_policy(self, folder: str) -> None:
-        """The policy in Hugging Face format (gathered whole from the ranks under ZeRO-3), written by the main rank."""
-        state = self.accelerator.get_state_dict(self.updater.policy)
-        if self.ranks.is_main:
-            policy = {key.removeprefix("policy."): value for key, value in state.items() if key.startswith("policy.")}
-            self.actor_critic.policy.save_pretrained(folder, state_dict=policy)
+        save_policy(self.accelerator, self.updater, self.actor_critic.policy, self.ranks, folder)
 
     def save_model(self, folder: str) -> None:
         """The final weights; the runner's last call, so the engine is shut down here too."""
@@ -298,13 +265,19 @@ class OnlineRLTrainer:
     def _write_checkpoint(self, tmp: Path) -> None:
         self._save_policy(str(tmp))
         if not self.args.save_only_model:  # else the weights only, as transformers' save_only_model: not resumable
-            self.accelerator.save_state(str(tmp / TRAIN_STATE), safe_serialization=False)
+            self._save_train_state(tmp / TRAIN_STATE)
         if self.ranks.is_main:
             self.tokenizer.save_pretrained(str(tmp))
             torch.save({"step": self.step, "kl_coef": self.kl.value, "reward_moments": vars(self.reward_moments),
-                        "world_size": self.ranks.world, "critic": self.actor_critic.critic is not None,
+                        "world_size": self.world, "critic": self.config.uses_critic,
                         "chord": self.chord.batches.position() if self.chord else None}, tmp / STATE)
             (tmp / TRAINER_STATE).write_text(json.dumps({"global_step": self.step}) + "\n")
+
+    def _save_train_state(self, folder: Path) -> None:
+        self.accelerator.save_state(str(folder), safe_serialization=False)
+
+    def _load_train_state(self, folder: Path) -> None:
+        self.accelerator.load_state(str(folder))
 
     def _resume(self, folder: Path) -> None:
         if not (folder / STATE).is_file():
@@ -316,22 +289,68 @@ class OnlineRLTrainer:
                              f"start a new run from its weights (--model {folder}), or resume from a checkpoint "
                              "saved without --save_only_model.")
         state = torch.load(folder / STATE, map_location="cpu", weights_only=False)
-        if state.get("world_size", 1) != self.ranks.world:
+        if state.get("world_size", 1) != self.world:
             raise RlhfxError(f"{folder} was saved by {state.get('world_size', 1)} processes and this run has "
-                             f"{self.ranks.world}: each rank's optimizer shard and random state belong to its own rank.",
-                             f"resume with NPROC_PER_NODE={state.get('world_size', 1)} (x NNODES), as the run that "
-                             "saved it.")
-        if state.get("critic", True) != (self.actor_critic.critic is not None):
+                             f"{self.world}: each rank's optimizer shard and random state belong to its own rank.",
+                             f"resume with NPROC_PER_NODE={state.get('world_size', 1)} (x NNODES; under Ray, "
+                             "--actor_num_nodes x --actor_num_gpus_per_node), as the run that saved it.")
+        if state.get("critic", True) != self.config.uses_critic:
             raise RlhfxError(f"Checkpoint {folder} {'has' if state.get('critic', True) else 'has no'} critic, but this "
                              f"run's estimator ({self.config.advantage_estimator}) "
                              f"{'trains none' if state.get('critic', True) else 'needs one'}.",
                              "resume with the --advantage_estimator of the run that wrote it.")
-        self.accelerator.load_state(str(folder / TRAIN_STATE))
+        self._load_train_state(folder / TRAIN_STATE)
         self.step, self.kl.value = state["step"], state["kl_coef"]
         vars(self.reward_moments).update(state["reward_moments"])
         if self.chord and state.get("chord"):  # every rank draws as many expert batches: the main rank's position
             self.chord.batches.seek(state["chord"])
         say(f"resumed from {folder} at step {self.step}")
+
+
+def policy_model(args, model, peft_config, device):
+    """The trained policy: --model with gradient checkpointing and a new LoRA adapter as the flags ask."""
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if peft_config is not None:
+        from peft import get_peft_model
+
+        if args.gradient_checkpointing:
+            model.enable_input_require_grads()  # frozen embeddings: checkpointed LoRA layers still need grads
+        model = get_peft_model(model, peft_config)
+    return model.to(device).eval()
+
+
+def critic_model(args, config, peft_config, device):
+    from rlhfx.algos.rm import zero_new_head
+    from rlhfx.models import load_causal_lm, resolve_model_path, trained_weights_dtype
+
+    source = config.critic_model or (config.reward_model or [None])[0] or args.model
+    critic = load_causal_lm(resolve_model_path(source, None), trained_weights_dtype(args), "sequence_classification")
+    zero_new_head(critic, say)
+    if peft_config is not None:  # its own adapter on the policy's --lora_target_modules; the score head whole
+        from peft import LoraConfig, get_peft_model
+
+        critic = get_peft_model(critic, LoraConfig(
+            r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=0.0, task_type="SEQ_CLS",
+            target_modules=sorted(set(peft_config.target_modules) - {"score"}), modules_to_save=["score"]))
+    return critic.to(device).eval()
+
+
+def mixed_precision(device, args):
+    """bf16 matrix products over float32 weights on a GPU, as the Trainer's --bf16 does."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and bf16_enabled(args))
+
+
+def save_policy(accelerator, updater, policy, ranks, folder: str) -> None:
+    """The policy in Hugging Face format (gathered whole from the ranks under ZeRO-3), written by the main rank."""
+    state = accelerator.get_state_dict(updater.policy)
+    if ranks.is_main:
+        weights = {key.removeprefix("policy."): value for key, value in state.items() if key.startswith("policy.")}
+        policy.save_pretrained(folder, state_dict=weights)
+
+
+def pad_id(tokenizer, stops: list[int]) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
 
 
 def _prompt_rows(dataset, limit: int | None, split: str) -> list[dict]:

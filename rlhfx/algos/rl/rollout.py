@@ -97,16 +97,7 @@ class RolloutStage:
         return samples, prompt_ids, response_ids, finished, logprobs, [None] * len(samples)
 
     def policy_weights(self):
-        """The policy's weights under their Hugging Face names; a LoRA adapter is merged into them. Under ZeRO-3
-        each is gathered whole by all ranks together while it is read, so every rank must read them all."""
-        if not hasattr(self.policy, "merge_adapter"):
-            return _gathered(self.policy.named_parameters())
-        self.policy.merge_adapter()
-        try:
-            return [(name.removeprefix("base_model.model.").replace(".base_layer", ""), p.detach().clone())
-                    for name, p in self.policy.named_parameters() if "lora_" not in name]
-        finally:
-            self.policy.unmerge_adapter()
+        return policy_weights(self.policy)
 
     def score(self, rows: list[dict]) -> list[list[tuple]]:
         """Generate and score: per prompt, its n (sample, prompt ids, response ids, finished, reward, overlong
@@ -175,15 +166,8 @@ class RolloutStage:
             *[s for g in groups for s in g])
         device = self.ranks.device
         batch = layout(prompt_ids, response_ids, self.pad_id, device, loss_masks)
-        old_logp, ref_logp, values = [], [], []
-        for part in chunks(len(samples), config.micro_rollout_batch_size):
-            micro = select(batch, part)
-            with self.autocast():
-                old_logp.append(self._logp(self.policy, micro))
-                ref_logp.append(self._ref_logp(micro))
-                if self.critic is not None:
-                    values.append(response_values(self.critic, **inputs(micro)))
-        batch.update(old_logp=torch.cat(old_logp), ref_logp=torch.cat(ref_logp))
+        old_logp, ref_logp, values = self.forward_passes(batch)
+        batch.update(old_logp=old_logp, ref_logp=ref_logp)
         mask = batch["mask"]
         if self.completions_path is not None:
             self._log_completions(samples, list(rewards), step)
@@ -193,7 +177,7 @@ class RolloutStage:
             scores = self.reward_moments.normalize(scores)
         kl = rl_math.kl_per_token(batch["old_logp"], batch["ref_logp"], config.kl_estimator, mask)
         penalty = torch.zeros_like(kl) if config.use_kl_loss else kl
-        batch["values"] = torch.cat(values) * mask if values else None
+        batch["values"] = values * mask if values is not None else None
         advantages, returns = rl_math.advantages_and_returns(
             config.advantage_estimator, scores, penalty, self.kl.value, mask, config.n_samples_per_prompt,
             config.gamma, config.lam, config.reward_clip_range, batch["values"], config.whiten_rewards, reduce,
@@ -217,14 +201,20 @@ class RolloutStage:
         self.kl.update(sequence_kl, int(lengths[1].item()))
         return batch, stats
 
-    def _logp(self, model, micro: dict) -> torch.Tensor:
-        return token_logp(response_logits(model, **inputs(micro)), micro, self.config.temperature)[0]
+    def forward_passes(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The responses' log-probs under the policy and the reference, and the critic's values (None without one)."""
+        size, autocast, temperature = self.config.micro_rollout_batch_size, self.autocast, self.config.temperature
+        old_logp = per_micro(lambda micro: logp(self.policy, micro, temperature), batch, size, autocast)
+        ref_logp = per_micro(self._ref_logp, batch, size, autocast)
+        values = None if self.critic is None else per_micro(
+            lambda micro: response_values(self.critic, **inputs(micro)), batch, size, autocast)
+        return old_logp, ref_logp, values
 
     def _ref_logp(self, micro: dict) -> torch.Tensor:
         if self.ref_model is not None:
-            return self._logp(self.ref_model, micro)
+            return logp(self.ref_model, micro, self.config.temperature)
         with self.policy.disable_adapter():
-            return self._logp(self.policy, micro)
+            return logp(self.policy, micro, self.config.temperature)
 
     def _log_completions(self, samples: list[Sample], rewards: list[float], step: int) -> None:
         lines = self.ranks.gather([json.dumps({"step": step + 1, "prompt": s.prompt, "completion": s.response,
@@ -247,6 +237,45 @@ class RolloutStage:
         lengths = self.ranks.gather([len(ids) if mask is None else sum(mask)
                                      for ids, mask in zip(response_ids[:real], masks[:real])])
         return {"eval_reward": sum(rewards) / len(rewards), "eval_response_length": sum(lengths) / len(lengths)}
+
+
+def policy_weights(policy):
+    """The policy's weights under their Hugging Face names; a LoRA adapter is merged into them. Under ZeRO-3
+    each is gathered whole by all ranks together while it is read, so every rank must read them all."""
+    if not hasattr(policy, "merge_adapter"):
+        return _gathered(policy.named_parameters())
+    policy.merge_adapter()
+    try:
+        return [(name.removeprefix("base_model.model.").replace(".base_layer", ""), p.detach().clone())
+                for name, p in policy.named_parameters() if "lora_" not in name]
+    finally:
+        policy.unmerge_adapter()
+
+
+def logp(model, micro: dict, temperature: float) -> torch.Tensor:
+    """The log-prob of each response token of `micro` under `model`."""
+    return token_logp(response_logits(model, **inputs(micro)), micro, temperature)[0]
+
+
+def per_micro(read, batch: dict, size: int, autocast) -> torch.Tensor:
+    """`read(micro)` over the batch's rows, `size` at a time, concatenated."""
+    parts = []
+    for part in chunks(batch["mask"].shape[0], size):
+        with autocast():
+            parts.append(read(select(batch, part)))
+    return torch.cat(parts)
+
+
+def reward_sources(args, config, device):
+    """Every reward source of the run (models, functions, URLs), each checked to return finite rewards."""
+    from rlhfx.rewards.sources import RewardSources
+
+    rewards = RewardSources(
+        config.reward_model or [], config.reward_func or [], config.remote_rm_url or [], config.reward_weights,
+        args.torch_dtype, config.micro_rollout_batch_size, config.remote_rm_timeout, config.remote_rm_retries,
+        device, args.use_chat_template, config, config.reward_func_timeout)
+    rewards.sources = [FiniteRewards(source) for source in rewards.sources]
+    return rewards
 
 
 class FiniteRewards:

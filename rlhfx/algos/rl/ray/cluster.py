@@ -1,0 +1,146 @@
+"""The roles started as Ray actors on their placement groups, and what the driver calls on them.
+
+Each role with slots of its own gets a placement group (rlhfx.algos.rl.ray.placement); a colocated role's
+processes go onto the actor group's bundles one to one. A batch is split over a role's processes in contiguous
+equal shares (the actor group's as torchrun's ranks split a rollout) and the answers are joined in order.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from rlhfx.algos.rl.batch import select
+from rlhfx.algos.rl.ray.placement import placement_group, roles
+from rlhfx.algos.rl.ray.workers import ActorWorker, EngineWorker, RefWorker, RewardWorker
+from rlhfx.engines import Engine
+
+
+def shares(n: int, parts: int) -> list[list[int]]:
+    """0..n-1 cut into `parts` contiguous runs of near-equal size (the first ones one longer)."""
+    size, extra = divmod(n, parts)
+    bounds = [i * size + min(i, extra) for i in range(parts + 1)]
+    return [list(range(bounds[i], bounds[i + 1])) for i in range(parts)]
+
+
+def _split(batch: dict, parts: int) -> list[dict]:
+    return [select(batch, rows) for rows in shares(batch["mask"].shape[0], parts)]
+
+
+@dataclass
+class Cluster:
+    ray: object
+    actors: list  # the actor group's ranks, rank 0 first
+    refs: list
+    rewards: list  # empty: the reward functions run in the driver
+    engines: list
+    groups: list  # the placement groups
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Old log-probs (and values) from the actor group and reference log-probs, computed side by side."""
+        cpu = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        mine = [a.forward.remote(part) for a, part in zip(self.actors, _split(cpu, len(self.actors)))]
+        refs = [r.logp.remote(part) for r, part in zip(self.refs, _split(cpu, len(self.refs)))]
+        outs, ref_logp = self.ray.get(mine), self.ray.get(refs)
+        device = batch["mask"].device
+        old = torch.cat([o for o, _ in outs]).to(device)
+        values = None if outs[0][1] is None else torch.cat([v for _, v in outs]).to(device)
+        return old, torch.cat(ref_logp).to(device), values
+
+    def update(self, batch: dict, train_batch: int, step: int, kl_coef: float) -> dict:
+        cpu = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        parts = _split(cpu, len(self.actors))
+        return self.ray.get([a.update.remote(p, train_batch, step, kl_coef) for a, p in zip(self.actors, parts)])[0]
+
+    def sync_weights(self) -> None:
+        """The actor group's policy weights into every engine (through the object store, once)."""
+        pairs = self.ray.get([a.weights.remote() for a in self.actors])[0]
+        ref = self.ray.put(pairs)
+        self.ray.get([e.update_weights.remote(ref) for e in self.engines])
+
+    def on_actors(self, method: str, *args) -> None:
+        self.ray.get([getattr(a, method).remote(*args) for a in self.actors])
+
+    def close(self) -> None:
+        """Every actor ended and every placement group's resources given back."""
+        from ray.util.placement_group import remove_placement_group
+
+        for actor in self.actors + self.refs + self.rewards + self.engines:
+            self.ray.kill(actor)
+        for group in self.groups:
+            remove_placement_group(group)
+
+
+class EngineGroup(Engine):
+    """The engine actors as one Engine: the prompts split over them, the completions joined in order. Each call
+    samples with a seed fixed by (seed, step, call of the step, engine), so a resumed run samples what an
+    uninterrupted one does (the engines' random states live in their own processes, outside any checkpoint)."""
+
+    name = "ray"
+
+    def __init__(self, ray, engines: list, stop_ids: list[int], seed: int):
+        self.ray, self.engines, self.stop_ids, self.seed = ray, engines, stop_ids, seed
+        self.step, self.calls = 0, 0
+
+    def start_step(self, step: int) -> None:
+        self.step, self.calls = step, 0
+
+    def generate(self, prompts, sampling):
+        from dataclasses import replace
+
+        base = self.seed + 1_000_003 * (self.step + 1) + 1009 * self.calls
+        self.calls += 1
+        parts = [rows for rows in shares(len(prompts), len(self.engines)) if rows]
+        calls = [e.generate.remote([prompts[i] for i in rows], replace(sampling, seed=base + i))
+                 for i, (e, rows) in enumerate(zip(self.engines, parts))]
+        return [completions for part in self.ray.get(calls) for completions in part]
+
+
+class RewardGroup:
+    """The reward workers as one reward source: the samples split over them."""
+
+    def __init__(self, ray, workers: list):
+        self.ray, self.workers = ray, workers
+
+    def __call__(self, samples: list) -> list[float]:
+        parts = [rows for rows in shares(len(samples), len(self.workers)) if rows]
+        calls = [w.score.remote([samples[i] for i in rows]) for w, rows in zip(self.workers, parts)]
+        return [reward for part in self.ray.get(calls) for reward in part]
+
+
+def launch(ray, config, args, gpu: bool, stops: list[int], total_updates: int, learning_rate: float,
+           output_dir: str) -> Cluster:
+    """Every role's actors on its placement group; the actor group set up as one data-parallel group."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    cpus = config.ray_cpus_per_slot
+    plan = {role.name: role for role in roles(config)}
+    groups = {name: placement_group(ray, role.slots, gpu, cpus) for name, role in plan.items() if role.slots}
+    sharing = 1 + sum(1 for role in plan.values() if not role.slots)  # processes on each actor bundle
+
+    def place(cls, name: str, index: int, *init):
+        own = name in groups
+        bundle = index * config.vllm_tensor_parallel_size if name == "engine" and own else index
+        share = 1 / sharing if name == "actor" or not own else 1  # the actor bundles' processes share them
+        strategy = PlacementGroupSchedulingStrategy(groups[name if own else "actor"],
+                                                    placement_group_bundle_index=bundle)
+        options = {"num_cpus": _down(cpus * share), "num_gpus": _down(share) if gpu else 0,
+                   "scheduling_strategy": strategy}
+        return ray.remote(cls).options(**options).remote(*init)
+
+    world = plan["actor"].processes
+    actors = [place(ActorWorker, "actor", rank, args, config, rank, world) for rank in range(world)]
+    master = ray.get(actors[0].address.remote())
+    setup = [a.setup.remote(master, total_updates, learning_rate, output_dir) for a in actors]
+    refs = [place(RefWorker, "ref", i, args, config) for i in range(plan["ref"].processes)]
+    rewards = [place(RewardWorker, "reward", i, args, config) for i in range(plan["reward"].processes)] \
+        if "reward" in plan else []
+    engines = [place(EngineWorker, "engine", i, args, config, stops) for i in range(plan["engine"].processes)]
+    ray.get(setup)
+    return Cluster(ray, actors, refs, rewards, engines, list(groups.values()))
+
+
+def _down(amount: float) -> float:
+    """`amount` rounded down to Ray's resource unit (1e-4): three thirds of a slot, each rounded up, would ask for
+    more than the slot holds and never be scheduled."""
+    return math.floor(amount * 10_000) / 10_000

@@ -1,0 +1,149 @@
+"""Where each role runs: OpenRLHF's placement flags made placement groups, checked against the cluster first.
+
+A role's processes sit on a placement group of "slots" (one bundle each, packed onto as few nodes as fit): a slot is
+one GPU plus --ray_cpus_per_slot CPUs on a cluster with GPUs, and --ray_cpus_per_slot CPUs alone without, so a
+placement written for GPUs runs unchanged on a laptop. Colocated roles (--colocate_actor_ref, --colocate_all_models)
+share the actor group's slots, each process taking an equal share of its slot (OpenRLHF gives each a fraction of
+the GPU likewise). `check_placement` runs as the options are resolved; `connect` before any model loads.
+"""
+
+from dataclasses import dataclass
+
+from rlhfx.errors import RlhfxError
+
+PLACEMENT = ("ray_cpus_per_slot", "actor_num_nodes", "actor_num_gpus_per_node", "critic_num_nodes",
+             "critic_num_gpus_per_node", "ref_num_nodes", "ref_num_gpus_per_node", "reward_num_nodes",
+             "reward_num_gpus_per_node", "vllm_num_engines", "colocate_actor_ref", "colocate_all_models")
+RAY_EXTRA = "pip install 'rlhfx[ray]'"
+
+
+@dataclass
+class Role:
+    name: str
+    processes: int  # Ray actors of the role
+    slots: int  # slots of its own placement group (0: it shares the actor group's)
+
+
+def roles(config) -> list[Role]:
+    """The run's roles: the actor group (the critic trains inside its ranks), the reference, the reward models
+    (only with --reward_model; reward functions run in the driver) and the rollout engines."""
+    actor = config.actor_num_nodes * config.actor_num_gpus_per_node
+    ref = config.ref_num_nodes * config.ref_num_gpus_per_node
+    reward = config.reward_num_nodes * config.reward_num_gpus_per_node if config.reward_model else 0
+    engines = config.vllm_num_engines
+    shared = config.colocate_all_models
+    out = [Role("actor", actor, actor), Role("ref", ref, 0 if shared or config.colocate_actor_ref else ref)]
+    if reward:
+        out.append(Role("reward", reward, 0 if shared else reward))
+    out.append(Role("engine", engines, 0 if shared else engines * config.vllm_tensor_parallel_size))
+    return out
+
+
+def check_placement(config, explicit: set) -> None:
+    """The placement flags' own consistency (no cluster needed): given only with --ray_address, positive counts,
+    colocated roles as large as the actor group."""
+    given = sorted(name for name in PLACEMENT if name in explicit)
+    if not config.ray_address:
+        if given:
+            raise RlhfxError(f"--{given[0]} places a role on a Ray cluster, but this run has no --ray_address.",
+                             "add --ray_address local (a Ray cluster on this machine), auto or HOST:PORT, or drop it "
+                             "(under torchrun every rank holds every role).")
+        return
+    for name in PLACEMENT[1:10]:
+        if getattr(config, name) < 1:
+            raise RlhfxError(f"--{name} is {getattr(config, name)}.", "use a positive number.")
+    if not config.ray_cpus_per_slot > 0:
+        raise RlhfxError(f"--ray_cpus_per_slot is {config.ray_cpus_per_slot}.", "use a positive number (e.g. 1).")
+    for name, what in (("chord_sft_dataset", "CHORD's expert batches"), ("multi_turn_scheduler", "multi-turn rollouts")):
+        if getattr(config, name):
+            raise RlhfxError(f"--{name} with --ray_address: {what} are in the torchrun trainer only, so far.",
+                             f"drop --ray_address (NPROC_PER_NODE=N rlhfx rlhf ... scales it over GPUs), or --{name}.")
+    if config.engine == "vllm":
+        raise RlhfxError("--ray_address with --engine vllm: the engine actors of the Ray placement run the pt engine "
+                         "only, so far.", "drop --engine vllm / --use_vllm (the engine actors generate with pt), or "
+                         "use vLLM without Ray (docs/distributed.md).")
+    actor = (config.actor_num_nodes, config.actor_num_gpus_per_node)
+    critic = {"critic_num_nodes", "critic_num_gpus_per_node"} & explicit
+    if config.uses_critic and critic and (config.critic_num_nodes, config.critic_num_gpus_per_node) != actor:
+        raise RlhfxError(f"--critic_num_nodes {config.critic_num_nodes} --critic_num_gpus_per_node "
+                         f"{config.critic_num_gpus_per_node}: the critic trains inside the actor group's ranks (its "
+                         f"own group is not there yet), which are {actor[0]} x {actor[1]}.",
+                         "give the critic the actor group's counts, or drop the --critic_num_* flags.")
+    if not config.uses_critic and critic:
+        raise RlhfxError(f"--advantage_estimator {config.advantage_estimator} trains no critic, so the --critic_num_* "
+                         "flags place nothing.", "drop them, or use --rlhf_type ppo (gae).")
+    if not config.reward_model and {"reward_num_nodes", "reward_num_gpus_per_node"} & explicit:
+        raise RlhfxError("--reward_num_* place the reward models, but this run has no --reward_model (reward functions "
+                         "run in the driver).", "drop them, or add --reward_model.")
+    slots = actor[0] * actor[1]
+    together = [r for r in roles(config)[1:] if r.slots == 0]
+    for role in together:
+        size = role.processes * (config.vllm_tensor_parallel_size if role.name == "engine" else 1)
+        if size != slots:
+            flag = "--colocate_all_models" if config.colocate_all_models else "--colocate_actor_ref"
+            raise RlhfxError(f"{flag}: the {role.name} role asks for {size} slots, the actor group has {slots}; "
+                             "colocated roles share the actor group's slots one to one.",
+                             f"give the {role.name} role {slots} slots (its --*_num_nodes x --*_num_gpus_per_node, or "
+                             "--vllm_num_engines x --vllm_tensor_parallel_size), or drop the colocation flag.")
+    if config.rollout_batch_size % slots:
+        raise RlhfxError(f"--rollout_batch_size {config.rollout_batch_size} prompts do not split evenly over the actor "
+                         f"group's {slots} ranks.", f"use a multiple of {slots}.")
+
+
+def demand(config, gpu: bool) -> dict[str, dict[str, float]]:
+    """Per role with its own slots: the CPUs (and GPUs) its placement group reserves."""
+    per_slot = {"CPU": config.ray_cpus_per_slot, **({"GPU": 1} if gpu else {})}
+    return {role.name: {key: value * role.slots for key, value in per_slot.items()} for role in roles(config)
+            if role.slots}
+
+
+def check_resources(config, cluster: dict) -> bool:
+    """The placement fits the cluster's totals (`ray.cluster_resources()`), else an error listing each role's ask
+    and what the cluster has. Returns whether slots are GPUs."""
+    gpu = cluster.get("GPU", 0) > 0
+    asks = demand(config, gpu)
+    short = [key for key in ("CPU", "GPU") if sum(ask.get(key, 0) for ask in asks.values()) > cluster.get(key, 0)]
+    if short:
+        lines = "; ".join(f"{name} {_resources(ask)}" for name, ask in asks.items())
+        shared = [role.name for role in roles(config) if not role.slots]
+        total = {key: sum(ask.get(key, 0) for ask in asks.values()) for key in ("CPU", "GPU") if gpu or key == "CPU"}
+        raise RlhfxError(f"The Ray placement asks for {_resources(total)} ({lines}"
+                         f"{'; sharing the actor slots: ' + ', '.join(shared) if shared else ''}), but the cluster has "
+                         f"{_resources({k: cluster.get(k, 0) for k in total})}.",
+                         "lower the --*_num_nodes / --*_num_gpus_per_node / --vllm_num_engines counts or "
+                         "--ray_cpus_per_slot, colocate roles (--colocate_actor_ref, --colocate_all_models), or add "
+                         "nodes to the cluster.")
+    return gpu
+
+
+def _resources(ask: dict) -> str:
+    return " + ".join(f"{value:g} {key}" for key, value in ask.items())
+
+
+def connect(address: str):
+    """ray, connected to --ray_address (`local` starts a cluster on this machine); a clear error without Ray."""
+    try:
+        import ray
+    except ImportError:
+        raise RlhfxError("--ray_address needs Ray, which is not installed.", f"{RAY_EXTRA}, or run without "
+                         "--ray_address (torchrun: NPROC_PER_NODE=N rlhfx rlhf ...).") from None
+    if not ray.is_initialized():
+        import logging
+
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
+                     **({"include_dashboard": False} if address == "local" else {}))
+        except ConnectionError as error:
+            raise RlhfxError(f"No Ray cluster answers at --ray_address {address}: {error}",
+                             "start one (`ray start --head`), pass its HOST:PORT, or use --ray_address local.") \
+                from None
+    return ray
+
+
+def placement_group(ray, slots: int, gpu: bool, cpus_per_slot: float):
+    """A placement group of `slots` bundles, ready (PACK: as few nodes as fit)."""
+    from ray.util.placement_group import placement_group as make
+
+    group = make([{"CPU": cpus_per_slot, **({"GPU": 1} if gpu else {})}] * slots, strategy="PACK")
+    ray.get(group.ready())
+    return group

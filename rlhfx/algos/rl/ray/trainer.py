@@ -1,0 +1,95 @@
+"""`--ray_address`: the online RL loop as a Ray driver over the roles' actors.
+
+The loop is the one-process trainer's (rlhfx.algos.rl.loop: steps, logging, evaluation, checkpoints), on a driver
+whose stages call the cluster: the engine actors generate, the reward workers (or the driver's reward functions)
+score, the actor group and the reference compute log-probs (and values), the driver computes advantages over the
+whole rollout (what torchrun's ranks get by summing their statistics), then the actor group updates on its
+contiguous shares and the engines get the new weights. A checkpoint is the torchrun one: the policy, each rank's
+training state and the driver's rl_state.pt, in checkpoint-N/ (on a shared file system across nodes).
+"""
+
+from pathlib import Path
+
+from rlhfx.algos.rl.batch import ActorCritic
+from rlhfx.algos.rl.dist import Ranks
+from rlhfx.algos.rl.loop import OnlineRLTrainer, pad_id
+from rlhfx.algos.rl.ray.cluster import EngineGroup, RewardGroup, launch
+from rlhfx.algos.rl.ray.placement import check_resources, connect, roles
+from rlhfx.algos.rl.rollout import RolloutStage, reward_sources
+from rlhfx.engines import stop_token_ids
+
+
+class RayRollout(RolloutStage):
+    """The rollout stage with its forward passes on the actor group and the reference workers."""
+
+    def __init__(self, cluster, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cluster = cluster
+
+    def __call__(self, rows: list[dict], step: int, all_rows: list[dict]):
+        self.engine.start_step(step)
+        return super().__call__(rows, step, all_rows)
+
+    def forward_passes(self, batch: dict):
+        return self.cluster.forward(batch)
+
+
+class RayUpdater:
+    """The update stage as the loop calls it: the actor group trains, then the engines get its weights."""
+
+    def __init__(self, cluster, kl):
+        self.cluster, self.kl, self.learning_rate = cluster, kl, 0.0
+
+    def update(self, batch: dict, train_batch: int, step: int) -> dict:
+        stats = self.cluster.update(batch, train_batch, step, self.kl.value)
+        self.learning_rate = stats.pop("learning_rate")
+        self.cluster.sync_weights()
+        return stats
+
+
+class RayRLTrainer(OnlineRLTrainer):
+    def __init__(self, ctx, config):
+        from transformers import set_seed
+
+        ray = connect(config.ray_address)
+        gpu = check_resources(config, ray.cluster_resources())  # checked before loading too (check_args)
+        world = next(role.processes for role in roles(config) if role.name == "actor")
+        self._plan(ctx, config, Ranks(), world)
+        args, tokenizer = self.args, self.tokenizer
+        self.model = ctx.model  # the driver's copy: the final weights are the actor group's (save_model)
+        self.actor_critic = ActorCritic(None, None)
+        stops = stop_token_ids(tokenizer, getattr(ctx.model, "generation_config", None), ctx.encoder.template)
+        self.cluster = cluster = launch(ray, config, args, gpu, stops, self.total_updates, ctx.hf_args["learning_rate"],
+                                        str(self.output_dir))
+        self.engine = EngineGroup(ray, cluster.engines, stops, args.seed)
+        self.rewards = (RewardGroup(ray, cluster.rewards) if cluster.rewards
+                        else reward_sources(args, config, self.device))
+        self.updater = RayUpdater(cluster, self.kl)
+        self.ref_model = None
+        self.rollout = RayRollout(cluster, args, config, self.engine, self.rewards, self.actor_critic, None, self.ranks,
+                                  pad_id(tokenizer, stops), self._mixed_precision, self.kl, self.reward_moments,
+                                  self.output_dir / "completions.jsonl" if config.log_completions else None)
+        cluster.sync_weights()  # the engines start from the actor group's policy (a LoRA adapter merged)
+        set_seed(args.seed)
+
+    def _learning_rate(self) -> float:
+        return self.updater.learning_rate
+
+    def _check_finite_weights(self) -> None:
+        """Each rank checks its own weights after its update (rlhfx.algos.rl.ray.workers)."""
+
+    def _save_policy(self, folder: str) -> None:
+        self.cluster.on_actors("save_policy", folder)
+
+    def _save_train_state(self, folder: Path) -> None:
+        self.cluster.on_actors("save_state", str(folder))
+
+    def _load_train_state(self, folder: Path) -> None:
+        self.cluster.on_actors("load_state", str(folder))
+        self.cluster.sync_weights()
+
+    def save_model(self, folder: str) -> None:
+        super().save_model(folder)
+        self.cluster.close()
+        self.cluster.ray.shutdown()
+
