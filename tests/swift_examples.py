@@ -946,7 +946,7 @@ rlhfx rlhf \
     --max_steps 1
 ''',
             'needs vLLM, which cannot be imported here',
-            why="its first line starts `rlhfx rollout` (vLLM: in .venv-vllm it serves until stopped, as in ms-swift's second terminal); its trainer command (--loss_type real, --deepspeed zero2) trains 1 step on the CPU without the server and --enable_thinking (test_swift_examples.py)"),
+            why="its first line starts `rlhfx rollout` (vLLM: in .venv-vllm it serves until stopped, as in ms-swift's second terminal); its trainer command (--loss_type real, --deepspeed zero2) trains 1 step on the CPU without the server, --enable_thinking as written (test_swift_examples.py)"),
     Example('examples/train/grpo/internal/reinforce_plus_plus.sh',
             r'''# Reinforce++-Baseline in https://arxiv.org/abs/2501.03262
 

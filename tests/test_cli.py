@@ -154,12 +154,12 @@ def test_algorithm_help_shows_its_own_options_and_defaults(name, capsys):
     from rlhfx.arguments import FLAGS, print_help
 
     print_help("rlhf", "summary", algo=name)
-    text = " ".join(capsys.readouterr().out.split())
+    out = capsys.readouterr().out
     by_name = {f.name: f for f in FLAGS if "rlhf" in f.commands}
     for field in fields(ALGOS[name].options):
         declaring = {n for n, a in ALGOS.items() if a.options and field.name in {f.name for f in fields(a.options)}}
         assert declaring <= set(by_name[field.name].algos), field.name
         assert not set(by_name[field.name].algos) - declaring - {n for n, a in ALGOS.items() if a.kind == "prompt"}
         if field.default is not None:
-            row = text[re.search(rf"--{field.name}[ ,]", text).start():]
+            row = " ".join(out[re.search(rf"^  --{field.name}[ ,]", out, re.M).start():].split())  # its own row
             assert row[row.index("(default: "):].startswith(f"(default: {field.default})"), (field.name, row)
