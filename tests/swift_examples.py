@@ -244,7 +244,9 @@ rlhfx sft \
     --max_steps 1
 ''',
             'includes the output head lm_head',
-            why="TRL's trainers cannot train a LoRA adapter on lm_head (the script itself says to adjust lm_head to the model)"),
+            why="TRL's SFTTrainer computes the log-probabilities from lm_head.weight (its fused LM head) and refuses a LoRA "
+                "adapter there, so does rlhfx sft; rlhfx's online RL (ppo, grpo, ...) trains one (the script itself says to "
+                "adjust lm_head to the model)"),
     Example('examples/train/rlhf/dpo/lora.sh',
             r'''# 24GiB
 # It is recommended to use padding_free. For more details, please refer to:

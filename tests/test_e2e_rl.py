@@ -79,6 +79,21 @@ def test_ppo_lora_runs_and_saves_an_adapter(sft_model, tmp_path):
     assert "eval/reward" in events.Tags()["scalars"]
 
 
+def test_grpo_lora_trains_adapters_on_the_output_head_and_embeddings(sft_model, tmp_path):
+    """ms-swift's `--target_modules all-linear embed_tokens lm_head`: the RL loss runs the head's forward, so its
+    adapter trains (PEFT starts lora_B of a Linear and lora_embedding_A of an Embedding at zero)."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "grpo-head"
+    rl("grpo", sft_model, out, "--train_type", "lora", "--lora_target_modules", "all-linear", "embed_tokens", "lm_head",
+       "--reward_func", "demo", "--max_steps", "1", *SMALL_VAL, "--rollout_batch_size", "8",
+       "--n_samples_per_prompt", "4", "--batch_size", "32", "--learning_rate", "1e-3")
+    weights = load_file(out / "adapter_model.safetensors")
+    assert weights["base_model.model.lm_head.lora_B.weight"].norm() > 1e-4
+    assert weights["base_model.model.model.embed_tokens.lora_embedding_A"].norm() > 1e-4
+
+
+
 class DemoRewardHandler(BaseHTTPRequestHandler):
     requests: list = []
 

@@ -132,8 +132,20 @@ def test_all_linear_among_other_lora_targets():
     model_type = resolve_model_type("tiny", None, None)
     linear = lora_target_modules(model, "all-linear", model_type)
     assert lora_target_modules(model, ["all-linear", "embed_tokens"], model_type) == linear + ["embed_tokens"]
-    with pytest.raises(RlhfxError, match="output head lm_head"):
-        lora_target_modules(model, ["all-linear", "embed_tokens", "lm_head"], model_type)
+    # the output head: a target where the loss runs its forward (online RL), refused where TRL reads its weight
+    targets = ["all-linear", "embed_tokens", "lm_head"]
+    assert lora_target_modules(model, targets, model_type, head_trains=True) == linear + ["embed_tokens", "lm_head"]
+    with pytest.raises(RlhfxError, match="output head lm_head: TRL's SFT, DPO and KTO trainers") as error:
+        lora_target_modules(model, targets, model_type)
+    assert "drop lm_head" in error.value.fix and "grpo" in error.value.fix
+
+
+def test_only_online_rl_trains_a_lora_adapter_on_the_output_head():
+    """TRL 1.16's SFT, DPO and KTO trainers (kd and gkd are SFTTrainers) compute log-probabilities from lm_head.weight
+    and raise for an adapter there; rlhfx's online RL loop runs the model's forward."""
+    from rlhfx.algos import ALGOS
+
+    assert {name for name, algo in ALGOS.items() if algo.lora_on_head} == {"ppo", "grpo", "rloo", "reinforce_pp"}
 
 
 @pytest.mark.parametrize("swift_name, rlhfx_name", [("grpo", "group_norm"), ("rloo", "rloo"),

@@ -34,6 +34,8 @@ class Algorithm:
     writes_outputs: bool = False  # module.write_outputs(output_dir, options, name): extra files such as plots
     checks_args: bool = False  # module.check_args(args, options) before any model loads (online RL: the
     # engine and reward sources the flags name)
+    lora_on_head: bool = False  # its loss runs the output head's forward, so a LoRA adapter there trains (TRL's
+    # SFT/DPO/KTO trainers compute log-probabilities from the head's weight: --lora_target_modules lm_head is refused)
     flag_defaults: dict = field(default_factory=dict)  # general flags' defaults for this algorithm (KTO's batch)
 
     def default_lr(self, train_type: str) -> float:
@@ -60,7 +62,7 @@ PAIRWISE = "rlhfx.algos.pairwise"
 XRIGHT = "rlhfx.algos.xright"
 RL_MODULE = "rlhfx.algos.rl"
 RL = dict(kind="prompt", module=RL_MODULE, lr_lora=2e-5, lr_full=1e-6, needs_reference=True, own_training_loop=True,
-          checks_args=True)
+          checks_args=True, lora_on_head=True)
 
 ALGOS = {a.name: a for a in [
     Algorithm("sft", "supervised fine-tuning", "sft", "rlhfx.algos.sft", 2e-4, 1e-4),

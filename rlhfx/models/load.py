@@ -212,13 +212,14 @@ def load_reference(args, policy) -> object | None:
     return ref
 
 
-def lora_config(args, model, model_type: ModelType):
+def lora_config(args, model, model_type: ModelType, head_trains: bool = False):
+    """The LoRA adapter --train_type lora asks for; `head_trains`: the trainer's loss runs the output head's forward."""
     if args.train_type != "lora":
         return None
     from peft import LoraConfig
 
     spec = args.lora_target_modules
     spec = spec[0] if len(spec) == 1 and spec[0] in ("ALL", "DEFAULT") else spec
-    targets = lora_target_modules(model, spec, model_type)
+    targets = lora_target_modules(model, spec, model_type, head_trains)
     return LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")

@@ -164,13 +164,14 @@ def _from_explicit_name(model_type: str) -> ModelType:
 _HEAD_NAMES = {"lm_head", "score", "v_head", "classifier"}
 
 
-def lora_target_modules(model, spec: str | list[str], model_type: ModelType) -> list[str]:
+def lora_target_modules(model, spec: str | list[str], model_type: ModelType, head_trains: bool = False) -> list[str]:
     """Module names for PEFT's `target_modules`.
 
     "ALL": every Linear layer but the output heads, by last name component (q_proj, ..., down_proj).
     "DEFAULT": the model type's attention projections (every Linear layer when it lists none).
     Otherwise names, comma-separated or a list, each checked to exist in the model; ALL (ms-swift: all-linear)
-    among other names stands for the Linear layers plus those (`all-linear embed_tokens lm_head`)."""
+    among other names stands for the Linear layers plus those (`all-linear embed_tokens lm_head`).
+    The output head is a target only where `head_trains`: the loss runs the head's forward (rlhfx's online RL)."""
     names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
     keyword = names[0].upper() if len(names) == 1 else None
     if keyword in ("ALL", "ALL-LINEAR") or (keyword == "DEFAULT" and not model_type.lora_targets):
@@ -184,10 +185,12 @@ def lora_target_modules(model, spec: str | list[str], model_type: ModelType) -> 
     module_names = [n for n, _ in model.named_modules()]
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     head_name = next((n for n, m in model.named_modules() if head is not None and m is head), None)
-    if head_name and head_name.rsplit(".", 1)[-1] in names:
-        raise RlhfxError(f"--lora_target_modules includes the output head {head_name}: TRL's trainers compute the "
-                         "log-probabilities from its weight directly, so an adapter there would never train.",
-                         f"drop {head_name.rsplit('.', 1)[-1]} (embed_tokens and the Linear layers can take adapters).")
+    if head_name and head_name.rsplit(".", 1)[-1] in names and not head_trains:
+        raise RlhfxError(f"--lora_target_modules includes the output head {head_name}: TRL's SFT, DPO and KTO trainers "
+                         "(and those built on them) compute the log-probabilities from its weight directly, so an "
+                         "adapter there would never train.",
+                         f"drop {head_name.rsplit('.', 1)[-1]} (embed_tokens and the Linear layers can take adapters); "
+                         "the online RL types (ppo, grpo, rloo, reinforce_pp) run the head's forward and train one.")
     missing = [t for t in names if not any(n == t or n.endswith("." + t) for n in module_names)]
     if missing:
         raise RlhfxError(

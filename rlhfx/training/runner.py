@@ -216,7 +216,7 @@ def train(args, algo, options, output_dir: Path, checkpoint: Path | None) -> Pat
     progress, stop, guard = RichProgress(), StopOnSignal(), NonFiniteGuard(lambda: newest_checkpoint(output_dir))
     ctx = RunContext(
         args=args, options=options, algorithm=algo, model=policy.model, ref_model=ref_model, tokenizer=policy.tokenizer,
-        peft_config=lora_config(args, policy.model, policy.model_type), train_dataset=train_dataset,
+        peft_config=lora_config(args, policy.model, policy.model_type, algo.lora_on_head), train_dataset=train_dataset,
         eval_dataset=eval_dataset, hf_args=hf_training_kwargs(args, output_dir, learning_rate, eval_dataset is not None),
         callbacks=[MetricsWriter(metrics_path), progress, stop, guard],
         sft_train_dataset=sft_train, sft_eval_dataset=sft_eval, encoder=encoder)

@@ -58,7 +58,7 @@ class ActorWorker:
         self.accelerator = make_accelerator(args, loaded.model.config.hidden_size)
         self.ranks = Ranks(self.accelerator.process_index, self.accelerator.num_processes, self.accelerator.device)
         device = self.accelerator.device
-        peft = lora_config(args, loaded.model, loaded.model_type)
+        peft = lora_config(args, loaded.model, loaded.model_type, head_trains=True)  # the RL loss runs the head's forward
         self.policy = policy_model(args, loaded.model, peft, device)
         self.critic = critic_model(args, config, peft, device) if config.uses_critic else None
         self.autocast = lambda: mixed_precision(device, args)
