@@ -159,7 +159,7 @@ FLAGS: list[Flag] = [
     Flag("zero_stage", int, None, "OpenRLHF's spelling of --deepspeed: --zero_stage N = --deepspeed zeroN.", (), "scale", choices=(0, 1, 2, 3)),
     Flag("adam_offload", bool, False, "OpenRLHF: optimizer states in CPU memory; with ZeRO stage 2 or 3 picks the zero2_offload / zero3_offload preset (zero3_offload offloads the weights too).", (), "scale"),
     Flag("device_map", str, None, "Spread one model over the visible GPUs (auto, balanced, sequential): naive model parallel in a single process.", (), "scale"),
-    Flag("packing_samples", bool, False, "Padding-free batches: sft packs whole samples into rows of --max_length; dpo and rm lay each micro batch end to end in rows of --max_length.", ("packing", "padding_free"), "scale", algos=("dpo", "rm")),
+    Flag("packing_samples", bool, False, "Padding-free batches: sft packs whole samples into rows of --max_length; dpo and rm lay each micro batch end to end in rows of --max_length; online RL lays each forward's micro batch end to end in one row (same log-probs and loss).", ("packing", "padding_free"), "scale", algos=("dpo", "rm", *RL)),
     Flag("flash_attn", bool, False, "FlashAttention 2 kernels (needs the flash_attn package and a CUDA GPU).", ("use_flash_attn",), "scale"),
     Flag("attn_impl", str, None, "ms-swift: attention kernels: flash_attn / flash_attention_2 (= --flash_attn), sdpa or eager (default: transformers' choice, sdpa).", (), "scale", choices=("flash_attn", "flash_attention_2", "sdpa", "eager")),
     Flag("sequence_parallel_size", int, 1, "ms-swift: GPUs each sequence is split over (Ulysses sequence parallelism); rlhfx keeps every sequence on one device, so it takes 1 only.", (), "scale"),

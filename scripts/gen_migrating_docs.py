@@ -240,12 +240,10 @@ RAY_RLHFX = ["--rlhf_type", "ppo", "--ray_address", "auto", "--ref_num_nodes", "
              "--max_epochs", "1", "--prompt_max_len", "1024", "--generate_max_len", "1024", "--zero_stage", "3",
              "--bf16", "--actor_learning_rate", "5e-7", "--critic_learning_rate", "9e-6", "--init_kl_coef", "0.01",
              "--prompt_data", "OpenRLHF/prompt-collection-v0.1", "--input_key", "context_messages",
-             "--apply_chat_template", "--normalize_reward", "--adam_offload", "--flash_attn",
+             "--apply_chat_template", "--normalize_reward", "--packing_samples", "--adam_offload", "--flash_attn",
              "--gradient_checkpointing", "--use_wandb", "{wandb_token}"]
 RAY_DROPPED = {"vllm_tensor_parallel_size": "the Ray engine actors run the pt engine (one device each); vLLM inside "
                                             "Ray is not there yet",
-               "packing_samples": "rlhfx packs the samples of dpo and rm; online RL pads each rollout batch (`rlhfx rlhf "
-                                  "--rlhf_type ppo --packing_samples` stops with that error)",
                "colocate_critic_reward": UNSUPPORTED["colocate_critic_reward"].removeprefix("Drop it: ").rstrip(".")}
 
 

@@ -709,7 +709,7 @@ rlhfx rlhf \
     --max_steps 1
 ''',
             'needs vLLM, which cannot be imported here',
-            why="its first line starts `rlhfx rollout` (vLLM: in .venv-vllm it serves until stopped, as in ms-swift's second terminal); its trainer command (--loss_type fipo, --delta, --fipo_*, --dynamic_sample) trains 1 step on the CPU without the server and its GPU flags, and --padding_free, --sequence_parallel_size 2 and --attn_impl flash_attn each stop it with their own error (test_swift_examples.py)"),
+            why="its first line starts `rlhfx rollout` (vLLM: in .venv-vllm it serves until stopped, as in ms-swift's second terminal); its trainer command (--loss_type fipo, --delta, --fipo_*, --dynamic_sample) trains 1 step on the CPU (its --padding_free packed) without the server and its GPU flags, and --sequence_parallel_size 2 and --attn_impl flash_attn each stop it with their own error (test_swift_examples.py)"),
     Example('examples/train/grpo/internal/gspo.sh',
             r'''# 8*80G GPU
 # GSPO https://arxiv.org/pdf/2507.18071
@@ -1051,9 +1051,9 @@ rlhfx rlhf \
     --loss_type grpo \
     --max_steps 1
 ''',
-            '--packing_samples does not apply to --rlhf_type grpo',
-            why="--padding_free true (ms-swift's name of --packing_samples) is taken by dpo and rm, not by online RL; "
-                "the flags are checked before FlashAttention 2's GPU (its --attn_impl flash_attention_2)"),
+            '--attn_impl flash_attention_2 needs a CUDA GPU',
+            why="GPU only: FlashAttention 2 kernels (its --attn_impl flash_attention_2); its --padding_free true "
+                "(ms-swift's name of --packing_samples) is taken: online RL runs its forwards on the real tokens"),
     Example('examples/train/grpo/internal/sapo.sh',
             r'''# SAPO https://arxiv.org/abs/2511.20347
 CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 \

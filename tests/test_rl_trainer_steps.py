@@ -112,7 +112,7 @@ def rollout_trainer(outcomes, **config):
     update, _, _ = micro_stepper(advantage_estimator="rloo", reward_clip_range=10.0, generate_max_len=8, **config)
     stage = RolloutStage.__new__(RolloutStage)
     stage.config, stage.engine, stage.sampling, stage.ranks = update.config, FakeEngine(outcomes), None, Ranks()
-    stage.args = SimpleNamespace(engine="pt", seed=1)
+    stage.args = SimpleNamespace(engine="pt", seed=1, packing_samples=False)
     stage.pad_id, stage.critic, stage.completions_path, stage.policy, stage.multi_turn = 0, None, None, None, None
     stage.train_rows = [{"prompt_ids": [1, 2], "prompt_messages": "[]", "prompt_text": f"p{i}"} for i in range(4)]
     stage.rewards = lambda samples: [float(s.response == "right") for s in samples]

@@ -82,8 +82,7 @@ def test_ms_swift_example(example, workdir):
 SERVED = [e for e in EXAMPLES if e.path in ("examples/train/grpo/internal/fipo.sh", "examples/train/grpo/internal/real.sh")]
 SERVER_FLAGS = ("use_vllm", "vllm_mode", "vllm_server_host", "vllm_server_port")  # no vLLM server to talk to
 # fipo.sh's GPU flags, in the order a one-process run checks them: each stops the command with its own error
-GPU_FLAGS = {"padding_free": "--packing_samples does not apply to --rlhf_type grpo",
-             "sequence_parallel_size": "splits each sequence over 2 GPUs",
+GPU_FLAGS = {"sequence_parallel_size": "splits each sequence over 2 GPUs",
              "attn_impl": "--attn_impl flash_attn needs a CUDA GPU"}
 SHORTER = {"max_completion_length": ["8"], "rollout_batch_size": ["2"]}  # 16 completions of 8 tokens, not 128 of 4096
 

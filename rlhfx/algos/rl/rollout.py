@@ -165,7 +165,7 @@ class RolloutStage:
         samples, prompt_ids, response_ids, finished, rewards, overlong, engine_logp, loss_masks = zip(
             *[s for g in groups for s in g])
         device = self.ranks.device
-        batch = layout(prompt_ids, response_ids, self.pad_id, device, loss_masks)
+        batch = layout(prompt_ids, response_ids, self.pad_id, device, loss_masks, self.args.packing_samples)
         old_logp, ref_logp, values = self.forward_passes(batch)
         batch.update(old_logp=old_logp, ref_logp=ref_logp)
         mask = batch["mask"]

@@ -51,8 +51,8 @@ class Role(torch.nn.Module):
         self.name, self.read = name, read
         self.add_module(name, model)
 
-    def forward(self, input_ids, attention_mask, width: int, length: int) -> torch.Tensor:
-        return self.read(getattr(self, self.name), input_ids, attention_mask, width, length)
+    def forward(self, input_ids, attention_mask, width: int, length: int, packed: bool = False) -> torch.Tensor:
+        return self.read(getattr(self, self.name), input_ids, attention_mask, width, length, packed)
 
 
 class UpdateStage:
