@@ -27,21 +27,23 @@ def metrics(out: Path) -> list[dict]:
 RESUMED_KEYS = ["reward", "kl", "kl_coef", "policy_loss", "entropy", "kl_loss", "response_length"]
 
 
-def stop_resume_and_compare(flags: list, whole: Path, killed: Path, env: dict | None = None) -> None:
+def stop_resume_and_compare(flags: list, whole: Path, killed: Path, env: dict | None = None, sigkill: bool = False) -> None:
     """An online RL run of 4 steps saving every 2 (FLAGS), once whole in WHOLE and once in KILLED stopped by SIGTERM
-    once checkpoint-2 exists, then resumed with --resume_from_checkpoint latest: steps 3 and 4 must log what the
-    uninterrupted run logs."""
+    (it saves after the step) or SIGKILL (it dies mid-step; checkpoint-2 is what is left) once checkpoint-2 exists,
+    then resumed with --resume_from_checkpoint latest: steps 3 and 4 must log what the uninterrupted run logs."""
     import signal
     import time
+
+    signum = signal.SIGKILL if sigkill else signal.SIGTERM
 
     rlhfx(*flags, "--output_dir", whole, env=env)
     process = subprocess.Popen([*RLHFX, *map(str, flags), "--output_dir", str(killed)], env={**os.environ, **(env or {})},
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     while not (killed / "checkpoint-2").exists() and process.poll() is None:
         time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     stderr = process.communicate()[1]
-    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert process.returncode == (-signum if sigkill else 128 + signum), stderr[-3000:]
     assert not (killed / "summary.json").exists(), "the run finished before it could be stopped"
     rlhfx(*flags, "--output_dir", killed, "--resume_from_checkpoint", "latest", env=env)
     expected = {m["step"]: m for m in metrics(whole) if "reward" in m}

@@ -160,6 +160,16 @@ def test_a_stopped_ray_driver_resumes_to_the_uninterrupted_metrics(tmp_path):
              "--rollout_batch_size", "4", "--n_samples_per_prompt", "2", "--batch_size", "2", "--learning_rate", "1e-3"]
     stop_resume_and_compare(flags, tmp_path / "whole", tmp_path / "killed")
 
+
+@pytest.mark.slow
+def test_a_killed_ray_driver_resumes_from_its_last_checkpoint(tmp_path):
+    """SIGKILL to the driver once checkpoint-2 exists (mid step 3: nothing saved after it; the local Ray cluster it
+    started dies with it): the same command with --resume_from_checkpoint latest continues from checkpoint-2 and logs
+    what an uninterrupted run logs."""
+    flags = [*RL, "--rlhf_type", "grpo", "--model", "tiny", "--max_steps", "4", "--save_steps", "2",
+             "--rollout_batch_size", "4", "--n_samples_per_prompt", "2", "--batch_size", "2", "--learning_rate", "1e-3"]
+    stop_resume_and_compare(flags, tmp_path / "whole", tmp_path / "killed", sigkill=True)
+
 def test_the_migration_pages_ray_command_resolves():
     """docs/migrating-from-openrlhf.md's rlhfx form of the seed's `ray job submit` command: its flags parse and the
     placement checks pass (nothing connects or loads)."""
