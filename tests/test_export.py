@@ -1,6 +1,7 @@
 """`rlhfx export --merge_lora`: the merged folder gives the logits of base + adapter (1e-4), for a causal LM,
 a LoRA reward model (score head kept) and a binary PRM whose run added a token (embeddings resized)."""
 
+import argparse
 import json
 
 import pytest
@@ -66,3 +67,46 @@ def test_merged_logits_equal_base_plus_adapter(name, tmp_path, run_cli):
     if name == "prm":
         assert "<|step|>" in tokenizer.get_vocab() and merged.get_input_embeddings().weight.shape[0] == len(tokenizer)
 
+
+
+def merge_gap(model, config) -> float:
+    """Max |logit difference| between `model` with a LoRA adapter of `config` (random weights) and that adapter
+    merged into it."""
+    from peft import get_peft_model
+
+    torch.manual_seed(0)
+    peft = get_peft_model(model, config).eval()
+    with torch.no_grad():
+        for name, param in peft.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape) * 0.1)  # in place: PEFT's tied adapters share storage
+        ids = torch.randint(0, model.config.vocab_size, (2, 16))
+        return (peft(ids).logits - peft.merge_and_unload()(ids).logits).abs().max().item()
+
+
+@pytest.mark.parametrize("targets", [["q_proj", "embed_tokens"], ["lm_head"], ["embed_tokens", "lm_head"]])
+def test_lora_on_tied_embeddings_is_refused_because_its_merge_differs(targets):
+    """The tiny model ties its input embeddings and output head: PEFT merges an adapter on either into the one shared
+    weight (twice with ensure_weight_tying), so the merged logits differ from the adapter's; rlhfx refuses such targets.
+    Untied, the same targets merge exactly."""
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+
+    from rlhfx.errors import RlhfxError
+    from rlhfx.models.load import lora_config
+    from rlhfx.registry.models import resolve_model_type
+    from rlhfx.registry.tiny import tiny_model_path
+
+    args = argparse.Namespace(train_type="lora", lora_target_modules=targets, lora_rank=8, lora_alpha=16, lora_dropout=0.0)
+    model_type = resolve_model_type("tiny", None, None)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path())
+    with pytest.raises(RlhfxError, match="ties its input embeddings and output head") as error:
+        lora_config(args, model, model_type, head_trains=True)
+    assert f"drop {' and '.join(t for t in targets if t != 'q_proj')} from --lora_target_modules" in error.value.fix
+    for tying in (False, True):
+        gap = merge_gap(AutoModelForCausalLM.from_pretrained(tiny_model_path()),
+                        LoraConfig(target_modules=targets, task_type="CAUSAL_LM", ensure_weight_tying=tying))
+        assert gap > 1, f"PEFT now merges tied adapters exactly (ensure_weight_tying={tying}): lift the refusal"
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    model.config.tie_word_embeddings = False
+    assert merge_gap(model, lora_config(args, model, model_type, head_trains=True)) < 1e-4

@@ -221,5 +221,23 @@ def lora_config(args, model, model_type: ModelType, head_trains: bool = False):
     spec = args.lora_target_modules
     spec = spec[0] if len(spec) == 1 and spec[0] in ("ALL", "DEFAULT") else spec
     targets = lora_target_modules(model, spec, model_type, head_trains)
+    check_tied_targets(model, targets)
     return LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")
+
+
+def check_tied_targets(model, targets: list[str]) -> None:
+    """Refuse an adapter on a layer whose weight the input embeddings and the output head share: merging it (rlhfx
+    export --merge_lora, the vLLM engine's weight sync) changes that one weight for both uses, so the merged model
+    is not the adapter's (PEFT 0.21's ensure_weight_tying ties the two adapters but still merges the delta twice)."""
+    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if head is None or head.weight is not embed.weight:
+        return
+    names = {module: name.rsplit(".", 1)[-1] for name, module in model.named_modules()}
+    tied = [names[m] for m in (embed, head) if names[m] in targets]
+    if tied:
+        raise RlhfxError(f"--lora_target_modules includes {' and '.join(tied)}, but this model ties its input "
+                         "embeddings and output head to one weight: merging the adapter (rlhfx export --merge_lora, "
+                         "the vLLM engine's weight sync) would change that weight for both uses, so the merged model "
+                         "would differ from the trained adapter.",
+                         f"drop {' and '.join(tied)} from --lora_target_modules, or use --train_type full.")
