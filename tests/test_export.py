@@ -1,5 +1,6 @@
 """`rlhfx export --merge_lora`: the merged folder gives the logits of base + adapter (1e-4), for a causal LM,
-a LoRA reward model (score head kept) and a binary PRM whose run added a token (embeddings resized)."""
+a LoRA reward model (score head kept) and a binary PRM whose run added a token (embeddings resized); adapters on
+tied input/output embeddings, which no merge reproduces, are refused."""
 
 import argparse
 import json
@@ -110,3 +111,20 @@ def test_lora_on_tied_embeddings_is_refused_because_its_merge_differs(targets):
     model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
     model.config.tie_word_embeddings = False
     assert merge_gap(model, lora_config(args, model, model_type, head_trains=True)) < 1e-4
+
+
+def test_merging_an_adapter_on_tied_embeddings_is_refused(tmp_path):
+    """An adapter trained elsewhere (here PEFT's ensure_weight_tying, which adds the embeddings to its targets) on
+    the tiny model's tied lm_head: `rlhfx export --merge_lora` and a LoRA run as --model would merge it wrongly."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from rlhfx.errors import RlhfxError
+    from rlhfx.models.load import merge_adapter
+    from rlhfx.registry.tiny import tiny_model_path
+
+    config = LoraConfig(target_modules=["q_proj", "lm_head"], task_type="CAUSAL_LM", ensure_weight_tying=True)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_path()), config).save_pretrained(tmp_path)
+    with pytest.raises(RlhfxError, match="targets embed_tokens, but this model ties its input embeddings") as error:
+        merge_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_path()), str(tmp_path))
+    assert "load the adapter unmerged" in error.value.fix
