@@ -86,10 +86,11 @@ def merge_gap(model, config) -> float:
 
 
 @pytest.mark.parametrize("targets", [["q_proj", "embed_tokens"], ["lm_head"], ["embed_tokens", "lm_head"]])
-def test_lora_on_tied_embeddings_is_refused_because_its_merge_differs(targets):
+def test_lora_on_tied_embeddings_is_refused_where_the_run_merges(targets):
     """The tiny model ties its input embeddings and output head: PEFT merges an adapter on either into the one shared
-    weight (twice with ensure_weight_tying), so the merged logits differ from the adapter's; rlhfx refuses such targets.
-    Untied, the same targets merge exactly."""
+    weight (twice with ensure_weight_tying), so the merged logits differ from the adapter's; a run that merges as it
+    trains (weights pushed to vLLM or Ray engines) refuses such targets, one that does not trains them. Untied, the
+    same targets merge exactly."""
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
 
@@ -102,7 +103,8 @@ def test_lora_on_tied_embeddings_is_refused_because_its_merge_differs(targets):
     model_type = resolve_model_type("tiny", None, None)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_path())
     with pytest.raises(RlhfxError, match="ties its input embeddings and output head") as error:
-        lora_config(args, model, model_type, head_trains=True)
+        lora_config(args, model, model_type, head_trains=True, merges=True)
+    assert lora_config(args, model, model_type, head_trains=True).target_modules == set(targets)
     assert f"drop {' and '.join(t for t in targets if t != 'q_proj')} from --lora_target_modules" in error.value.fix
     for tying in (False, True):
         gap = merge_gap(AutoModelForCausalLM.from_pretrained(tiny_model_path()),
@@ -110,7 +112,7 @@ def test_lora_on_tied_embeddings_is_refused_because_its_merge_differs(targets):
         assert gap > 1, f"PEFT now merges tied adapters exactly (ensure_weight_tying={tying}): lift the refusal"
     model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
     model.config.tie_word_embeddings = False
-    assert merge_gap(model, lora_config(args, model, model_type, head_trains=True)) < 1e-4
+    assert merge_gap(model, lora_config(args, model, model_type, head_trains=True, merges=True)) < 1e-4
 
 
 def test_merging_an_adapter_on_tied_embeddings_is_refused(tmp_path):
@@ -128,3 +130,17 @@ def test_merging_an_adapter_on_tied_embeddings_is_refused(tmp_path):
     with pytest.raises(RlhfxError, match="targets embed_tokens, but this model ties its input embeddings") as error:
         merge_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_path()), str(tmp_path))
     assert "load the adapter unmerged" in error.value.fix
+
+
+def test_an_adapter_on_tied_embeddings_trains_with_a_note_and_export_refuses_to_merge_it(tmp_path, run_cli):
+    """SFT with ms-swift's `all-linear embed_tokens` on the tied tiny model: it trains (the adapter is right unmerged)
+    and says it cannot be merged; `export --merge_lora` then stops with the reason, leaving no merged folder."""
+    run, out = tmp_path / "run", tmp_path / "merged"
+    code, text = run_cli("sft", "--dataset", "demo-sft#16", *TRAIN, "--lora_target_modules", "all-linear",
+                         "embed_tokens", "--output_dir", run)
+    assert code == 0, text
+    assert "the adapter on embed_tokens trains, but this model ties its input embeddings" in " ".join(text.split())
+    assert "embed_tokens" in json.loads((run / "adapter_config.json").read_text())["target_modules"]
+    code, text = run_cli("export", "--adapters", run, "--merge_lora", "--output_dir", out)
+    assert code == 2 and "targets embed_tokens, but this model ties" in " ".join(text.split()), text
+    assert not out.exists() and not list(tmp_path.glob(".merged.tmp-*"))

@@ -215,8 +215,10 @@ def load_reference(args, policy) -> object | None:
     return ref
 
 
-def lora_config(args, model, model_type: ModelType, head_trains: bool = False):
-    """The LoRA adapter --train_type lora asks for; `head_trains`: the trainer's loss runs the output head's forward."""
+def lora_config(args, model, model_type: ModelType, head_trains: bool = False, merges: bool = False):
+    """The LoRA adapter --train_type lora asks for; `head_trains`: the trainer's loss runs the output head's forward;
+    `merges`: the run merges the adapter into the weights while it trains (weights pushed to vLLM or Ray engines),
+    which an adapter on tied embeddings does not survive (check_tied_targets)."""
     if args.train_type != "lora":
         return None
     from peft import LoraConfig
@@ -224,8 +226,9 @@ def lora_config(args, model, model_type: ModelType, head_trains: bool = False):
     spec = args.lora_target_modules
     spec = spec[0] if len(spec) == 1 and spec[0] in ("ALL", "DEFAULT") else spec
     targets = lora_target_modules(model, spec, model_type, head_trains)
-    check_tied_targets(model, targets, "--lora_target_modules includes",
-                       "drop {} from --lora_target_modules, or use --train_type full.")
+    if merges:
+        check_tied_targets(model, targets, "--lora_target_modules includes",
+                           "drop {} from --lora_target_modules, or use --train_type full.")
     return LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")
 
@@ -235,14 +238,19 @@ def check_tied_targets(model, targets: list[str], what: str, fix: str) -> None:
     export --merge_lora, the vLLM engine's weight sync, a LoRA run as --model) changes that one weight for both uses,
     so the merged model is not the adapter's (PEFT 0.21's ensure_weight_tying ties the two adapters but merges their
     delta twice). `what` starts the message; `fix` may name the layers with {}."""
-    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
-    if head is None or head.weight is not embed.weight:
-        return
-    names = {module: name for name, module in model.named_modules()}
-    tied = " and ".join(names[m].rsplit(".", 1)[-1] for m in (embed, head)
-                        if any(names[m] == t or names[m].endswith("." + t) for t in targets))
+    tied = tied_targets(model, targets)
     if tied:
         raise RlhfxError(f"{what} {tied}, but this model ties its input embeddings and output head to one weight: "
                          "merging the adapter (rlhfx export --merge_lora, the vLLM engine's weight sync, a LoRA run "
                          "as --model) would change that weight for both uses, so the merged model would differ from "
                          "the trained adapter.", fix.format(tied))
+
+
+def tied_targets(model, targets: list[str]) -> str:
+    """The targets among the input embeddings and the output head when the two share one weight ("" when none)."""
+    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if head is None or head.weight is not embed.weight:
+        return ""
+    names = {module: name for name, module in model.named_modules()}
+    return " and ".join(names[m].rsplit(".", 1)[-1] for m in (embed, head)
+                        if any(names[m] == t or names[m].endswith("." + t) for t in targets))
