@@ -245,8 +245,9 @@ rlhfx sft \
 ''',
             'includes the output head lm_head',
             why="TRL's SFTTrainer computes the log-probabilities from lm_head.weight (its fused LM head) and refuses a LoRA "
-                "adapter there, so does rlhfx sft; rlhfx's online RL (ppo, grpo, ...) trains one (the script itself says to "
-                "adjust lm_head to the model)"),
+                "adapter there, so does rlhfx sft; rlhfx's online RL (ppo, grpo, ...) trains one where the head has its own "
+                "weight (the script itself says to adjust lm_head to the model; tiny ties it to embed_tokens, and an "
+                "adapter there could not be merged)"),
     Example('examples/train/rlhf/dpo/lora.sh',
             r'''# 24GiB
 # It is recommended to use padding_free. For more details, please refer to:

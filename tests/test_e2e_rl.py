@@ -81,11 +81,22 @@ def test_ppo_lora_runs_and_saves_an_adapter(sft_model, tmp_path):
 
 def test_grpo_lora_trains_adapters_on_the_output_head_and_embeddings(sft_model, tmp_path):
     """ms-swift's `--target_modules all-linear embed_tokens lm_head`: the RL loss runs the head's forward, so its
-    adapter trains (PEFT starts lora_B of a Linear and lora_embedding_A of an Embedding at zero)."""
-    from safetensors.torch import load_file
+    adapter trains (PEFT starts lora_B of a Linear and lora_embedding_A of an Embedding at zero). On a copy of the
+    SFT'd model whose head has its own weight: rlhfx refuses adapters on tied embeddings (tests/test_export.py)."""
+    import shutil
 
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    untied = tmp_path / "untied"
+    shutil.copytree(sft_model, untied)
+    model = AutoModelForCausalLM.from_pretrained(sft_model)
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    model.config.tie_word_embeddings = False
+    model.save_pretrained(untied)
     out = tmp_path / "grpo-head"
-    rl("grpo", sft_model, out, "--train_type", "lora", "--lora_target_modules", "all-linear", "embed_tokens", "lm_head",
+    rl("grpo", untied, out, "--train_type", "lora", "--lora_target_modules", "all-linear", "embed_tokens", "lm_head",
        "--reward_func", "demo", "--max_steps", "1", *SMALL_VAL, "--rollout_batch_size", "8",
        "--n_samples_per_prompt", "4", "--batch_size", "32", "--learning_rate", "1e-3")
     weights = load_file(out / "adapter_model.safetensors")

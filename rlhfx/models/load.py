@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlhfx.errors import RlhfxError
-from rlhfx.models.resolve import adapter_base, resolve_model, resolve_model_path
+from rlhfx.models.resolve import adapter_base, read_json_file, resolve_model, resolve_model_path
 from rlhfx.registry.models import ModelType, lora_target_modules
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
@@ -167,6 +167,9 @@ def merge_adapter(model, adapter: str):
             model.resize_token_embeddings(size)
     from safetensors import SafetensorError
 
+    targets = read_json_file(Path(adapter) / "adapter_config.json").get("target_modules") or []
+    check_tied_targets(model, [targets] if isinstance(targets, str) else targets, f"The LoRA adapter in {adapter} targets",
+                       "load the adapter unmerged (peft.PeftModel.from_pretrained), or retrain without those targets.")
     try:
         return PeftModel.from_pretrained(model, adapter).merge_and_unload()
     except SafetensorError as error:
@@ -212,8 +215,10 @@ def load_reference(args, policy) -> object | None:
     return ref
 
 
-def lora_config(args, model, model_type: ModelType, head_trains: bool = False):
-    """The LoRA adapter --train_type lora asks for; `head_trains`: the trainer's loss runs the output head's forward."""
+def lora_config(args, model, model_type: ModelType, head_trains: bool = False, merges: bool = False):
+    """The LoRA adapter --train_type lora asks for; `head_trains`: the trainer's loss runs the output head's forward;
+    `merges`: the run merges the adapter into the weights while it trains (weights pushed to vLLM or Ray engines),
+    which an adapter on tied embeddings does not survive (check_tied_targets)."""
     if args.train_type != "lora":
         return None
     from peft import LoraConfig
@@ -221,5 +226,31 @@ def lora_config(args, model, model_type: ModelType, head_trains: bool = False):
     spec = args.lora_target_modules
     spec = spec[0] if len(spec) == 1 and spec[0] in ("ALL", "DEFAULT") else spec
     targets = lora_target_modules(model, spec, model_type, head_trains)
+    if merges:
+        check_tied_targets(model, targets, "--lora_target_modules includes",
+                           "drop {} from --lora_target_modules, or use --train_type full.")
     return LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")
+
+
+def check_tied_targets(model, targets: list[str], what: str, fix: str) -> None:
+    """Refuse an adapter on a layer whose weight the input embeddings and the output head share: merging it (rlhfx
+    export --merge_lora, the vLLM engine's weight sync, a LoRA run as --model) changes that one weight for both uses,
+    so the merged model is not the adapter's (PEFT 0.21's ensure_weight_tying ties the two adapters but merges their
+    delta twice). `what` starts the message; `fix` may name the layers with {}."""
+    tied = tied_targets(model, targets)
+    if tied:
+        raise RlhfxError(f"{what} {tied}, but this model ties its input embeddings and output head to one weight: "
+                         "merging the adapter (rlhfx export --merge_lora, the vLLM engine's weight sync, a LoRA run "
+                         "as --model) would change that weight for both uses, so the merged model would differ from "
+                         "the trained adapter.", fix.format(tied))
+
+
+def tied_targets(model, targets: list[str]) -> str:
+    """The targets among the input embeddings and the output head when the two share one weight ("" when none)."""
+    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if head is None or head.weight is not embed.weight:
+        return ""
+    names = {module: name for name, module in model.named_modules()}
+    return " and ".join(names[m].rsplit(".", 1)[-1] for m in (embed, head)
+                        if any(names[m] == t or names[m].endswith("." + t) for t in targets))

@@ -189,8 +189,9 @@ def lora_target_modules(model, spec: str | list[str], model_type: ModelType, hea
         raise RlhfxError(f"--lora_target_modules includes the output head {head_name}: TRL's SFT, DPO and KTO trainers "
                          "(and those built on them) compute the log-probabilities from its weight directly, so an "
                          "adapter there would never train.",
-                         f"drop {head_name.rsplit('.', 1)[-1]} (embed_tokens and the Linear layers can take adapters); "
-                         "the online RL types (ppo, grpo, rloo, reinforce_pp) run the head's forward and train one.")
+                         f"drop {head_name.rsplit('.', 1)[-1]} (the Linear layers can take adapters); the online RL types "
+                         "(ppo, grpo, rloo, reinforce_pp) run the head's forward and train one where it does not share "
+                         "the input embeddings' weight.")
     missing = [t for t in names if not any(n == t or n.endswith("." + t) for n in module_names)]
     if missing:
         raise RlhfxError(

@@ -160,7 +160,7 @@ def train(args, algo, options, output_dir: Path, checkpoint: Path | None) -> Pat
     from rlhfx.training.guards import NonFiniteGuard, StopOnSignal
     from rlhfx.training.encode import encode_rows, make_encoder
     from rlhfx.training.hf_args import hf_training_kwargs
-    from rlhfx.models import load_policy, load_reference, lora_config
+    from rlhfx.models import load_policy, load_reference, lora_config, tied_targets
     from rlhfx.training.ranks import check_ranks_agree, end_ranks
     from rlhfx.training.tracking import prepare_tracking, trackers
 
@@ -214,9 +214,15 @@ def train(args, algo, options, output_dir: Path, checkpoint: Path | None) -> Pat
     ref_model = load_reference(args, policy.model) if algo.needs_reference else None
     prepare_tracking(trackers(args.report_to), output_dir, args.use_tensorboard)
     progress, stop, guard = RichProgress(), StopOnSignal(), NonFiniteGuard(lambda: newest_checkpoint(output_dir))
+    merges = getattr(args, "engine", None) == "vllm" or bool(getattr(args, "ray_address", None))  # weights pushed
+    peft_config = lora_config(args, policy.model, policy.model_type, algo.lora_on_head, merges)
+    tied = tied_targets(policy.model, peft_config.target_modules) if peft_config else ""
+    if tied:
+        say(f"[yellow]note:[/yellow] the adapter on {tied} trains, but this model ties its input embeddings and output "
+            "head to one weight, so it cannot be merged (export --merge_lora refuses it): load it unmerged with PEFT.")
     ctx = RunContext(
         args=args, options=options, algorithm=algo, model=policy.model, ref_model=ref_model, tokenizer=policy.tokenizer,
-        peft_config=lora_config(args, policy.model, policy.model_type, algo.lora_on_head), train_dataset=train_dataset,
+        peft_config=peft_config, train_dataset=train_dataset,
         eval_dataset=eval_dataset, hf_args=hf_training_kwargs(args, output_dir, learning_rate, eval_dataset is not None),
         callbacks=[MetricsWriter(metrics_path), progress, stop, guard],
         sft_train_dataset=sft_train, sft_eval_dataset=sft_eval, encoder=encoder)
