@@ -233,8 +233,8 @@ RAY_SEED = """ray job submit --address="http://127.0.0.1:8265" --runtime-env-jso
 RAY_RLHFX = ["--rlhf_type", "ppo", "--ray_address", "auto", "--ref_num_nodes", "1", "--ref_num_gpus_per_node", "2",
              "--reward_num_nodes", "1", "--reward_num_gpus_per_node", "2", "--critic_num_nodes", "1",
              "--critic_num_gpus_per_node", "2", "--actor_num_nodes", "1", "--actor_num_gpus_per_node", "2",
-             "--vllm_num_engines", "2", "--colocate_actor_ref", "--pretrain", "OpenRLHF/Llama-3-8b-sft-mixture",
-             "--reward_pretrain", "OpenRLHF/Llama-3-8b-rm-mixture", "--save_path",
+             "--engine", "vllm", "--vllm_num_engines", "2", "--vllm_tensor_parallel_size", "2", "--colocate_actor_ref",
+             "--pretrain", "OpenRLHF/Llama-3-8b-sft-mixture", "--reward_pretrain", "OpenRLHF/Llama-3-8b-rm-mixture", "--save_path",
              "/openrlhf/examples/checkpoint/llama3-8b-rlhf", "--micro_train_batch_size", "8", "--train_batch_size",
              "128", "--micro_rollout_batch_size", "16", "--rollout_batch_size", "1024", "--max_samples", "100000",
              "--max_epochs", "1", "--prompt_max_len", "1024", "--generate_max_len", "1024", "--zero_stage", "3",
@@ -242,9 +242,7 @@ RAY_RLHFX = ["--rlhf_type", "ppo", "--ray_address", "auto", "--ref_num_nodes", "
              "--prompt_data", "OpenRLHF/prompt-collection-v0.1", "--input_key", "context_messages",
              "--apply_chat_template", "--normalize_reward", "--packing_samples", "--adam_offload", "--flash_attn",
              "--gradient_checkpointing", "--use_wandb", "{wandb_token}"]
-RAY_DROPPED = {"vllm_tensor_parallel_size": "the Ray engine actors run the pt engine (one device each); vLLM inside "
-                                            "Ray is not there yet",
-               "colocate_critic_reward": UNSUPPORTED["colocate_critic_reward"].removeprefix("Drop it: ").rstrip(".")}
+RAY_DROPPED = {"colocate_critic_reward": UNSUPPORTED["colocate_critic_reward"].removeprefix("Drop it: ").rstrip(".")}
 
 
 def ray_section() -> list[str]:

@@ -23,7 +23,7 @@ fi
 STAMP=$VENV/.rlhfx-setup.sha
 WANT="$(sha256sum pyproject.toml | cut -d' ' -f1) $SPEC"
 if [ -x $VENV/bin/python ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$WANT" ] \
-    && $VENV/bin/python -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('vllm') and u.find_spec('rlhfx')))"; then
+    && $VENV/bin/python -c "import importlib.util as u, sys; sys.exit(not all(map(u.find_spec, ('vllm', 'rlhfx', 'ray'))))"; then
   exit 0
 fi
 [ -x $VENV/bin/python ] || "$PYTHON" -m venv $VENV
@@ -36,7 +36,7 @@ start=$(date +%s)
     $VENV/bin/pip install "${RLHFX_TORCH_SPEC:-torch==2.13.0}"
   fi
   $VENV/bin/pip install "$SPEC"
-  $VENV/bin/pip install -e ".[dev]"
+  $VENV/bin/pip install -e ".[dev,ray]"  # ray: tests/test_vllm_ray.py (vLLM engine actors under --ray_address)
   if ! command -v nvidia-smi >/dev/null 2>&1; then
     $VENV/bin/pip uninstall -y torchvision torchaudio torchcodec || true
   fi

@@ -136,6 +136,34 @@ def test_colocated_roles_reserve_only_the_actor_groups_slots():
     assert demand(ref, gpu=False) == {"actor": {"CPU": 1}, "engine": {"CPU": 1}}
 
 
+def test_vllm_engine_actors_refuse_what_cannot_run_and_hold_their_tp_gpus_in_one_bundle(ray_cluster):
+    """--engine vllm under Ray (tests/test_vllm_ray.py runs it): tensor parallelism needs a cluster with GPUs, and an
+    engine's tp slots are one bundle (vLLM splits the model over the GPUs one actor sees)."""
+    from rlhfx.algos.rl import resolve_config
+    from rlhfx.algos.rl.ray.placement import check_resources, demand, placement_group
+    from rlhfx.arguments import parse_args
+    from rlhfx.errors import RlhfxError
+
+    base = ["--rlhf_type", "grpo", "--ray_address", "local", "--reward_func", "demo", "--engine", "vllm"]
+    tp = resolve_config(parse_args("rlhf", [*base, "--vllm_num_engines", "2", "--vllm_tensor_parallel_size", "2"]),
+                        "grpo")
+    with pytest.raises(RlhfxError, match="--vllm_tensor_parallel_size 2: the Ray cluster has no GPUs"):
+        check_resources(tp, {"CPU": 16})
+    assert check_resources(tp, {"CPU": 16, "GPU": 8}) is True
+    assert demand(tp, gpu=True)["engine"] == {"CPU": 4, "GPU": 4}
+    group = placement_group(ray_cluster, 4, False, 0.5, per_bundle=2)
+    assert group.bundle_specs == [{"CPU": 1.0}, {"CPU": 1.0}]
+    from ray.util.placement_group import remove_placement_group
+
+    remove_placement_group(group)
+    for extra, words in ((["--vllm_mode", "server"], "--vllm_mode server with --ray_address"),
+                         (["--vllm_tensor_parallel_size", "2", "--colocate_all_models"],
+                          "--colocate_all_models with --vllm_tensor_parallel_size 2"),
+                         (["--offload_model"], "--offload_model with --ray_address")):
+        with pytest.raises(RlhfxError, match=words):
+            resolve_config(parse_args("rlhf", [*base, *extra]), "grpo")
+
+
 @pytest.mark.slow
 def test_grpo_on_ray_raises_the_held_out_reward(sft_model, tmp_path):
     """The torchrun test's run (tests/test_rl_distributed.py: 8 prompts x 4 per step, 20 steps) with the actor group
@@ -186,8 +214,9 @@ def test_the_migration_pages_ray_command_resolves():
     apply_swift_flags(args)
     config = resolve_config(args, "ppo")
     assert config.ray_address == "auto" and config.colocate_actor_ref and config.vllm_num_engines == 2
+    assert config.engine == "vllm" and config.vllm_tensor_parallel_size == 2
     assert [(r.name, r.processes, r.slots) for r in roles(config)] == [("actor", 2, 2), ("ref", 2, 0),
-                                                                       ("reward", 2, 2), ("engine", 2, 2)]
+                                                                       ("reward", 2, 2), ("engine", 2, 4)]
 
 
 @pytest.mark.slow

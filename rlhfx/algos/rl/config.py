@@ -322,6 +322,8 @@ def check_vllm_flags(args) -> None:
     if given and args.engine != "vllm":
         raise RlhfxError(f"--{given[0]} configures vLLM rollouts, but this run generates with the policy itself "
                          "(--engine pt).", "add --use_vllm true --vllm_mode colocate (or --engine vllm), or drop it.")
+    if args.ray_address:  # the GPUs that count are the Ray cluster's (rlhfx.algos.rl.ray.placement.check_resources)
+        return
     import torch
 
     gpus = torch.cuda.device_count()

@@ -49,6 +49,8 @@ def make_rollout_engine(args, config, tokenizer, policy, stops: list[int], ranks
 
 
 class RolloutStage:
+    pushes_weights = True  # a vllm engine gets the policy's weights before each rollout (Ray: after each update)
+
     def __init__(self, args, config, engine, rewards, actor_critic, ref_model, ranks, pad_id: int, autocast,
                  kl, reward_moments, completions_path=None, offload=None, multi_turn=None):
         self.args, self.config, self.engine, self.rewards = args, config, engine, rewards
@@ -73,7 +75,8 @@ class RolloutStage:
         completions, prompts' samples consecutive; finished is False for a completion cut at --generate_max_len; the
         log-probs are the engine's own (vllm with --enable_vllm_is_correction; else zeros); a loss mask is 1 on the
         response tokens the model generated (multi-turn: not the inserted ones), None when that is all of them."""
-        if self.config.engine == "vllm":
+        colocated_vllm = self.config.engine == "vllm" and self.pushes_weights
+        if colocated_vllm:
             self.engine.wake_up()
             self.engine.update_weights(self.policy_weights())
         with self.offload(), self.autocast():
@@ -81,7 +84,7 @@ class RolloutStage:
                 generated = self.multi_turn(self.engine, rows, sampling)
             else:
                 completions = self.engine.generate([row["prompt_ids"] for row in rows], sampling)
-        if self.config.engine == "vllm":
+        if colocated_vllm:
             self.engine.sleep()
         if self.multi_turn is not None:
             return generated

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from rlhfx.algos.rl.batch import select
-from rlhfx.algos.rl.ray.placement import placement_group, roles
+from rlhfx.algos.rl.ray.placement import placement_group, roles, slots_per_process
 from rlhfx.algos.rl.ray.workers import ActorWorker, EngineWorker, RefWorker, RewardWorker
 from rlhfx.engines import Engine
 
@@ -115,15 +115,15 @@ def launch(ray, config, args, gpu: bool, stops: list[int], total_updates: int, l
 
     cpus = config.ray_cpus_per_slot
     plan = {role.name: role for role in roles(config)}
-    groups = {name: placement_group(ray, role.slots, gpu, cpus) for name, role in plan.items() if role.slots}
+    groups = {name: placement_group(ray, role.slots, gpu, cpus, slots_per_process(config, name))
+              for name, role in plan.items() if role.slots}
     sharing = 1 + sum(1 for role in plan.values() if not role.slots)  # processes on each actor bundle
 
     def place(cls, name: str, index: int, *init):
         own = name in groups
-        bundle = index * config.vllm_tensor_parallel_size if name == "engine" and own else index
-        share = 1 / sharing if name == "actor" or not own else 1  # the actor bundles' processes share them
+        share = 1 / sharing if name == "actor" or not own else slots_per_process(config, name)  # of a slot
         strategy = PlacementGroupSchedulingStrategy(groups[name if own else "actor"],
-                                                    placement_group_bundle_index=bundle)
+                                                    placement_group_bundle_index=index)
         options = {"num_cpus": _down(cpus * share), "num_gpus": _down(share) if gpu else 0,
                    "scheduling_strategy": strategy}
         return ray.remote(cls).options(**options).remote(*init)

@@ -54,14 +54,21 @@ def check_placement(config, explicit: set) -> None:
             raise RlhfxError(f"--{name} is {getattr(config, name)}.", "use a positive number.")
     if not config.ray_cpus_per_slot > 0:
         raise RlhfxError(f"--ray_cpus_per_slot is {config.ray_cpus_per_slot}.", "use a positive number (e.g. 1).")
-    for name, what in (("chord_sft_dataset", "CHORD's expert batches"), ("multi_turn_scheduler", "multi-turn rollouts")):
+    for name, what in (("chord_sft_dataset", "CHORD's expert batches are"), ("multi_turn_scheduler",
+                       "multi-turn rollouts are"), ("offload_model", "moving the policy to the CPU while vLLM generates "
+                       "is"), ("offload_optimizer", "moving the optimizer states to the CPU while vLLM generates is")):
         if getattr(config, name):
-            raise RlhfxError(f"--{name} with --ray_address: {what} are in the torchrun trainer only, so far.",
+            raise RlhfxError(f"--{name} with --ray_address: {what} in the torchrun trainer only, so far.",
                              f"drop --ray_address (NPROC_PER_NODE=N rlhfx rlhf ... scales it over GPUs), or --{name}.")
-    if config.engine == "vllm":
-        raise RlhfxError("--ray_address with --engine vllm: the engine actors of the Ray placement run the pt engine "
-                         "only, so far.", "drop --engine vllm / --use_vllm (the engine actors generate with pt), or "
-                         "use vLLM without Ray (docs/distributed.md).")
+    if config.vllm_mode == "server":
+        raise RlhfxError("--vllm_mode server with --ray_address: the Ray placement starts its own engine actors.",
+                         "drop --vllm_mode server (--engine vllm runs vLLM in the engine actors), or --ray_address.")
+    if config.vllm_tensor_parallel_size > 1 and config.colocate_all_models:
+        raise RlhfxError(f"--colocate_all_models with --vllm_tensor_parallel_size {config.vllm_tensor_parallel_size}: "
+                         "an engine actor holds its tensor-parallel GPUs in one bundle of its own, but the actor "
+                         "group's bundles are one GPU each (an engine spanning several is not there yet).",
+                         "drop --colocate_all_models (the engines get their own placement group), or use "
+                         "--vllm_tensor_parallel_size 1.")
     actor = (config.actor_num_nodes, config.actor_num_gpus_per_node)
     critic = {"critic_num_nodes", "critic_num_gpus_per_node"} & explicit
     if config.uses_critic and critic and (config.critic_num_nodes, config.critic_num_gpus_per_node) != actor:
@@ -90,6 +97,12 @@ def check_placement(config, explicit: set) -> None:
                          f"group's {slots} ranks.", f"use a multiple of {slots}.")
 
 
+def slots_per_process(config, role: str) -> int:
+    """Slots in each bundle of a role's own placement group: an engine actor's --vllm_tensor_parallel_size (vLLM
+    splits the model over the GPUs of one bundle), one otherwise."""
+    return config.vllm_tensor_parallel_size if role == "engine" else 1
+
+
 def demand(config, gpu: bool) -> dict[str, dict[str, float]]:
     """Per role with its own slots: the CPUs (and GPUs) its placement group reserves."""
     per_slot = {"CPU": config.ray_cpus_per_slot, **({"GPU": 1} if gpu else {})}
@@ -101,6 +114,15 @@ def check_resources(config, cluster: dict) -> bool:
     """The placement fits the cluster's totals (`ray.cluster_resources()`), else an error listing each role's ask
     and what the cluster has. Returns whether slots are GPUs."""
     gpu = cluster.get("GPU", 0) > 0
+    tp = config.vllm_tensor_parallel_size
+    if tp > 1 and not gpu:
+        raise RlhfxError(f"--vllm_tensor_parallel_size {tp}: the Ray cluster has no GPUs, and tensor parallelism splits "
+                         "the model over the GPUs of the engine's bundle; on CPUs each engine actor runs vLLM in its "
+                         "own process (the in-place weight push needs vLLM in-process), one slot each.",
+                         "use --vllm_tensor_parallel_size 1 and more --vllm_num_engines, or a cluster with GPUs.")
+    if config.sleep_level and not gpu:
+        raise RlhfxError(f"--sleep_level {config.sleep_level}: vLLM's sleep mode releases GPU memory, and the Ray "
+                         "cluster has no GPUs.", "drop --sleep_level / --vllm_enable_sleep, or use a cluster with GPUs.")
     asks = demand(config, gpu)
     short = [key for key in ("CPU", "GPU") if sum(ask.get(key, 0) for ask in asks.values()) > cluster.get(key, 0)]
     if short:
@@ -140,10 +162,11 @@ def connect(address: str):
     return ray
 
 
-def placement_group(ray, slots: int, gpu: bool, cpus_per_slot: float):
-    """A placement group of `slots` bundles, ready (PACK: as few nodes as fit)."""
+def placement_group(ray, slots: int, gpu: bool, cpus_per_slot: float, per_bundle: int = 1):
+    """A placement group of `slots` slots, `per_bundle` to a bundle, ready (PACK: as few nodes as fit)."""
     from ray.util.placement_group import placement_group as make
 
-    group = make([{"CPU": cpus_per_slot, **({"GPU": 1} if gpu else {})}] * slots, strategy="PACK")
+    bundle = {"CPU": cpus_per_slot * per_bundle, **({"GPU": per_bundle} if gpu else {})}
+    group = make([bundle] * (slots // per_bundle), strategy="PACK")
     ray.get(group.ready())
     return group

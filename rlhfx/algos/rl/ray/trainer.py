@@ -20,7 +20,10 @@ from rlhfx.engines import stop_token_ids
 
 
 class RayRollout(RolloutStage):
-    """The rollout stage with its forward passes on the actor group and the reference workers."""
+    """The rollout stage with its forward passes on the actor group and the reference workers; the engine actors get
+    the weights from the updater (and sleep and wake up on their own), so the driver pushes none."""
+
+    pushes_weights = False
 
     def __init__(self, cluster, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -146,19 +146,30 @@ class RewardWorker:
 
 class EngineWorker:
     """A rollout engine on its own copy of the policy, which the driver replaces after every update (the driver
-    seeds each call: rlhfx.algos.rl.ray.cluster.EngineGroup)."""
+    seeds each call: rlhfx.algos.rl.ray.cluster.EngineGroup). The engine is the one the colocated path builds
+    (make_rollout_engine): pt on a loaded policy, or vllm (--engine vllm), which loads --model itself and, as
+    colocated, wakes up for the weights and the rollout and sleeps after it (--sleep_level; GPU only)."""
 
     def __init__(self, args, config, stops: list[int]):
         from rlhfx.algos.rl.dist import Ranks
         from rlhfx.algos.rl.rollout import make_rollout_engine
-        from rlhfx.models import load_policy
+        from rlhfx.models import load_policy, load_tokenizer, resolve_model
 
-        loaded = load_policy(args)
-        model = loaded.model.to(_device()).eval()
-        self.engine = make_rollout_engine(args, config, loaded.tokenizer, model, stops, Ranks())
+        self.vllm = config.engine == "vllm"
+        if self.vllm:
+            tokenizer, model = load_tokenizer(resolve_model(args.model, args.model_type).tokenizer_path), None
+        else:
+            loaded = load_policy(args)
+            tokenizer, model = loaded.tokenizer, loaded.model.to(_device()).eval()
+        self.engine = make_rollout_engine(args, config, tokenizer, model, stops, Ranks())
 
     def generate(self, prompts: list[list[int]], sampling) -> list:
-        return self.engine.generate(prompts, sampling)
+        completions = self.engine.generate(prompts, sampling)
+        if self.vllm:
+            self.engine.sleep()
+        return completions
 
     def update_weights(self, pairs: list) -> None:
+        if self.vllm:
+            self.engine.wake_up()
         self.engine.update_weights(pairs)
