@@ -73,7 +73,9 @@ def response_values(critic, input_ids, attention_mask, width: int, length: int, 
     backbone = getattr(inner, inner.base_model_prefix)
     hidden = response_span(lambda **kw: backbone(**kw, use_cache=False).last_hidden_state, input_ids, attention_mask,
                            width, length, packed)
-    return inner.score(hidden).squeeze(-1).float()
+    # a LoRA critic trains a float32 copy of its head over a bf16 backbone (PEFT); only a GPU's autocast bridges them
+    head = [p for p in inner.score.parameters() if p.requires_grad] or list(inner.score.parameters())
+    return inner.score(hidden.to(head[0].dtype)).squeeze(-1).float()
 
 
 def token_logp(logits: torch.Tensor, micro: dict, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
