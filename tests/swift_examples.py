@@ -537,7 +537,7 @@ rlhfx rlhf \
     --model tiny \
     --reward_model rm \
     --tuner_type lora \
-    --dataset prompts.jsonl 'AI-ModelScope/alpaca-gpt4-data-en#20000' \
+    --dataset prompts.jsonl math.jsonl \
     --load_from_cache_file true \
     --split_dataset_ratio 0.01 \
     --torch_dtype bfloat16 \
@@ -564,8 +564,8 @@ rlhfx rlhf \
     --save_only_model true \
     --max_steps 1
 ''',
-            'folder rm does not exist',
-            why="the script's --reward_model rm is a reward model its user trained first (rlhfx rlhf --rlhf_type rm); with one it runs on 4 processes"),
+            'runs',
+            why="its --reward_model is a reward model its user trained first: here `rm`, 2 steps of rlhfx rlhf --rlhf_type rm on the tiny model (test_swift_examples.py); 4 processes, ZeRO-2, LoRA"),
     Example('examples/train/rlhf/gkd/full.sh',
             r'''# 4 * 66GiB, 46s/it
 NPROC_PER_NODE=4 \

@@ -51,11 +51,14 @@ def workdir(tmp_path_factory) -> Path:
 def run_script(example, workdir: Path) -> tuple[Path, int, str]:
     folder = workdir / example.path.replace("/", "_")
     folder.mkdir()
-    for item in workdir.iterdir():
-        if item.is_file() or item.name == "examples":
-            (folder / item.name).symlink_to(item)
     env = {**os.environ, "PATH": f"{workdir / 'bin'}:{os.environ['PATH']}",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    if "--reward_model rm " in example.script and not (workdir / "rm").exists():  # the user's own reward model
+        subprocess.run(["rlhfx", "rlhf", "--rlhf_type", "rm", "--model", "tiny", "--dataset", "pref.jsonl",
+                        "--max_steps", "2", "--output_dir", "rm"], cwd=workdir, env=env, check=True, capture_output=True)
+    for item in workdir.iterdir():
+        if item.is_file() or item.name in ("examples", "rm"):
+            (folder / item.name).symlink_to(item)
     result = subprocess.run(["bash", "-e", "-c", example.script], cwd=folder, env=env, capture_output=True, text=True,
                             timeout=1200)
     return folder, result.returncode, " ".join((result.stdout + result.stderr).split())
