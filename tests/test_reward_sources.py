@@ -39,6 +39,18 @@ def test_a_quick_reward_function_is_not_slowed_by_the_timeout(tmp_path):
     assert call_reward_func(load_reward_func(spec), ["pab", "pa"], ["p", "p"], [None, None], spec, timeout=5) == [3.0, 2.0]
 
 
+def read_request(conn: socket.socket) -> None:
+    """Reads the whole HTTP request: closing a socket with unread bytes sends a reset, which the client would see
+    instead of the reply under test (a request whose body arrives in a second packet)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    while len(body) < length:
+        body += conn.recv(65536)
+
+
 def raw_server(replies: list[bytes]):
     """A TCP server on 127.0.0.1 that answers the i-th connection with replies[i] (the last one from then on)."""
     server = socket.socket()
@@ -53,9 +65,9 @@ def raw_server(replies: list[bytes]):
             except OSError:
                 return
             with conn:
-                conn.recv(65536)
-                conn.sendall(replies[min(len(served), len(replies) - 1)])
-                served.append(1)
+                read_request(conn)
+                served.append(1)  # before the reply: the client may return as soon as it has it
+                conn.sendall(replies[min(len(served) - 1, len(replies) - 1)])
 
     threading.Thread(target=serve, daemon=True).start()
     return server, served, f"http://127.0.0.1:{server.getsockname()[1]}/get_reward?key=s3cret"
