@@ -36,10 +36,14 @@ def ray_cluster():
     ray.shutdown()
 
 
-@pytest.mark.parametrize("kind", [pytest.param("grpo", marks=pytest.mark.slow), "ppo"])
-def test_the_ray_actor_group_updates_like_one_process(ray_cluster, tmp_path, kind):
-    """Measured max |diff| of the policy weights: 4.2e-7 (grpo), 9.5e-6 (ppo: the critic trains in the same ranks);
-    about 70 s each on 2 busy cores (the one-process run, then four Ray actors loading the model), so grpo is slow."""
+@pytest.mark.parametrize("kind,actors,critics", [pytest.param("grpo", 2, 0, marks=pytest.mark.slow), ("ppo", 1, 1),
+                                                  pytest.param("ppo", 1, 2, marks=pytest.mark.slow)],
+                         ids=["grpo", "ppo", "ppo-two-critic-ranks"])
+def test_the_ray_groups_update_like_one_process(ray_cluster, tmp_path, kind, actors, critics):
+    """The actor group (and with ppo the critic group, its own ranks and placement group) against one process
+    training the policy and the critic in one loop. Measured max |diff| of the policy and critic weights: 4.2e-7
+    (grpo, two actor ranks), 9.5e-6 (ppo); about 70 s each on 2 busy cores (the one-process run, then the Ray
+    actors loading the model), so all but ppo with one rank each are slow."""
     import torch
 
     from rlhfx.algos.rl import resolve_config
@@ -51,29 +55,106 @@ def test_the_ray_actor_group_updates_like_one_process(ray_cluster, tmp_path, kin
     from rlhfx.arguments import parse_args
 
     reference = run_worker(kind, tmp_path / "one.pt")
+    batch_size = 8 // actors  # each actor rank's share of the 8 samples is one optimizer batch, as the one process's
     argv = ["--rlhf_type", kind, "--model", "tiny", "--train_type", "full", "--n_samples_per_prompt", "4",
-            "--batch_size", "4", "--rollout_batch_size", "2", "--micro_rollout_batch_size", "2", "--target_kl", "0.1",
-            "--max_grad_norm", "0.5", *RAY[:2], "--actor_num_gpus_per_node", "2"]
-    args = parse_args("rlhf", argv + (["--critic_learning_rate", "1e-2"] if kind == "ppo" else []))
+            "--batch_size", str(batch_size), "--rollout_batch_size", "2", "--micro_rollout_batch_size", "2",
+            "--target_kl", "0.1", "--max_grad_norm", "0.5", *RAY[:2], "--ray_cpus_per_slot", "0.5",
+            "--actor_num_gpus_per_node", str(actors)]
+    if critics:
+        argv += ["--critic_learning_rate", "1e-2", "--critic_num_gpus_per_node", str(critics)]
+    args = parse_args("rlhf", argv)
     config = resolve_config(args, kind)
     cluster = launch(ray_cluster, config, args, False, [0], 10, 1e-3, str(tmp_path))
-    assert len(cluster.actors) == 2 and len(cluster.refs) == 1 and len(cluster.engines) == 1
+    assert (len(cluster.actors), len(cluster.critics), len(cluster.refs), len(cluster.engines)) == (actors, critics, 1, 1)
     kl = AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
     stage = RayRollout(cluster, args, config, None, None, ActorCritic(None, None), None, Ranks(), 0,
                        lambda: torch.autocast("cpu", enabled=False), kl, RunningMoments())
     batch, stats = stage.experience(fixed_groups(), 0)
-    stats.update(RayUpdater(cluster, kl).update(batch, 4, 0))
+    stats.update(RayUpdater(cluster, kl).update(batch, batch_size, 0))
     trained = dict(ray_cluster.get(cluster.actors[0].weights.remote()))
     theirs = {k.removeprefix("policy."): v for k, v in reference["weights"].items() if k.startswith("policy.")}
     assert set(theirs) - set(trained) == {"lm_head.weight"}  # tied to the embeddings: one parameter
+    if critics:  # the critic group's rank 0 holds the trained critic whole (DDP)
+        critic = ray_cluster.get(cluster.critics[0].__ray_call__.remote(
+            lambda worker: {k: v.detach().cpu() for k, v in worker.accelerator.get_state_dict(worker.stage.critic).items()}))
+        assert set(critic) == {k for k in reference["weights"] if k.startswith("critic.")}
+        assert critic["critic.score.weight"].abs().max() > 1e-4  # the zero-initialised head trained
+        trained.update(critic)
+        theirs.update({k: reference["weights"][k] for k in critic})
     diff = max((trained[k] - theirs[k]).abs().max().item() for k in trained)
-    print(f"{kind}: max |ray - one process| = {diff:.2e}")
+    print(f"{kind} ({actors} actor, {critics} critic ranks): max |ray - one process| = {diff:.2e}")
     assert diff <= 1e-5
     assert stats == pytest.approx(reference["stats"], abs=1e-5)
     assert kl.value == pytest.approx(reference["kl_coef"], abs=1e-9)
     # the engine got the trained weights, and it trained at all (the comparison is not of two untouched models)
     assert max((trained[k] - v).abs().max().item() for k, v in _initial().items() if k in trained) > 1e-4
     cluster.close()
+
+
+def test_both_groups_rank_r_get_one_sample_order_from_the_driver():
+    """Actor rank r and critic rank r visit their shares in one order (one process's policy and critic share one
+    shuffle), fixed by (seed, step, rank) so a resumed run shuffles as an uninterrupted one; a critic group of another
+    size takes the actor group's number of optimizer steps. No cluster: the workers are stand-ins."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from rlhfx.algos.rl import resolve_config
+    from rlhfx.algos.rl.ray.cluster import Cluster
+    from rlhfx.arguments import parse_args
+
+    config = resolve_config(parse_args("rlhf", ["--rlhf_type", "ppo", "--num_ppo_epochs", "2"]), "ppo")
+
+    def worker(calls: list):
+        return SimpleNamespace(update=SimpleNamespace(remote=lambda *a: calls.append(a) or {"n": len(calls)}))
+
+    def send(actors: int, critics: int, step: int, train_batch: int):
+        calls = {"actor": [], "critic": []}
+        cluster = Cluster(SimpleNamespace(get=lambda refs: refs), config, 42, [worker(calls["actor"])] * actors,
+                          [worker(calls["critic"])] * critics, [], [], [], [])
+        cluster.update({"mask": torch.ones(8, 3)}, train_batch, step, 0.05)
+        return [(len(part["mask"]), batch, orders) for part, batch, _, orders, *_ in calls["actor"]], \
+               [(len(part["mask"]), batch, orders) for part, batch, _, orders in calls["critic"]]
+
+    policy, critic = send(2, 2, 0, 2)
+    assert policy == critic  # rank r: the same share size, optimizer batch and order of every epoch
+    for _, _, orders in policy:
+        assert len(orders) == 2 and all(sorted(order) == [0, 1, 2, 3] for order in orders)
+    assert any(order != [0, 1, 2, 3] for _, _, orders in policy for order in orders)  # shuffled
+    assert send(2, 2, 0, 2) == (policy, critic) and send(2, 2, 1, 2)[0] != policy  # fixed per step, new each step
+    policy, critic = send(1, 2, 0, 4)  # the actor rank: 8 samples in 2 steps of 4; the critic ranks: 4 in 2 of 2
+    assert [(n, batch) for n, batch, _ in policy] == [(8, 4)] and [(n, batch) for n, batch, _ in critic] == [(4, 2)] * 2
+    assert critic[0][2] != critic[1][2]
+
+
+def test_the_update_stage_follows_the_order_it_is_given():
+    """UpdateStage.update with the driver's `orders` (the critic group's stage: ActorCritic(None, critic)) visits the
+    samples in that order, one optimizer batch after the other, micro batch by micro batch."""
+    from contextlib import nullcontext
+
+    import torch
+    from accelerate import Accelerator
+
+    from rlhfx.algos.rl import resolve_config
+    from rlhfx.algos.rl.batch import ActorCritic
+    from rlhfx.algos.rl.dist import Ranks
+    from rlhfx.algos.rl.update import UpdateStage
+    from rlhfx.arguments import parse_args
+
+    args = parse_args("rlhf", ["--rlhf_type", "ppo", "--num_ppo_epochs", "2", "--batch_size", "1"])
+    config = resolve_config(args, "ppo")
+    stage = UpdateStage(Accelerator(cpu=True), Ranks(), ActorCritic(None, torch.nn.Linear(1, 1)), config, args, 1e-3,
+                        1e-3, 10, None, nullcontext, ".")
+    assert stage.policy is None and len(stage.models) == len(stage.schedulers) == 1
+    seen = []
+
+    def loss(micro, counts, share):
+        seen.append(micro["row"].tolist())
+        return [stage.critic.critic.weight.sum() * 0], {"value_loss": 0.0}
+
+    stage.loss = loss
+    stats = stage.update({"mask": torch.ones(4, 2), "row": torch.arange(4)}, 2, 0, [[3, 1, 0, 2], [2, 0, 1, 3]])
+    assert seen == [[3], [1], [0], [2], [2], [0], [1], [3]] and stats == {"value_loss": 0.0}
 
 
 def _initial():
@@ -134,6 +215,45 @@ def test_colocated_roles_reserve_only_the_actor_groups_slots():
     assert demand(together, gpu=False) == {"actor": {"CPU": 2}}
     ref = resolve_config(parse_args("rlhf", [*base, "--colocate_actor_ref", "--ray_cpus_per_slot", "0.5"]), "grpo")
     assert demand(ref, gpu=False) == {"actor": {"CPU": 1}, "engine": {"CPU": 1}}
+
+
+def test_the_critic_group_has_slots_of_its_own_or_shares_the_reward_or_actor_groups():
+    """gae's critic group: the actor group's counts by default, --critic_num_* to size it, the reward models' slots
+    with --colocate_critic_reward (their counts by default), the actor group's with --colocate_all_models; its own
+    slots count against the cluster; colocation with other counts, or without a critic or reward model, is refused."""
+    from rlhfx.algos.rl import resolve_config
+    from rlhfx.algos.rl.ray.placement import check_resources, demand
+    from rlhfx.arguments import parse_args
+    from rlhfx.errors import RlhfxError
+
+    base = ["--ray_address", "local", "--actor_num_gpus_per_node", "2", "--rollout_batch_size", "8"]
+
+    def placed(*extra, kind="ppo"):
+        config = resolve_config(parse_args("rlhf", ["--rlhf_type", kind, *base, *extra]), kind)
+        return config, {role.name: (role.processes, role.on) for role in roles(config)}, demand(config, gpu=True)
+
+    config, plan, asks = placed()
+    assert plan["critic"] == (2, "critic") and asks["critic"] == {"CPU": 2, "GPU": 2}
+    with pytest.raises(RlhfxError, match=r"asks for 6 CPU \+ 6 GPU \(actor 2 CPU \+ 2 GPU; critic 2 CPU \+ 2 GPU;"):
+        check_resources(config, {"CPU": 16, "GPU": 4})
+    assert placed("--critic_num_nodes", "2", "--critic_num_gpus_per_node", "4")[2]["critic"] == {"CPU": 8, "GPU": 8}
+    rm = ["--reward_model", "tiny", "--reward_num_gpus_per_node", "4"]
+    _, plan, asks = placed(*rm, "--colocate_critic_reward")
+    assert plan["critic"] == (4, "reward") and "critic" not in asks and asks["reward"] == {"CPU": 4, "GPU": 4}
+    _, plan, asks = placed("--ref_num_gpus_per_node", "2", "--vllm_num_engines", "2", "--colocate_all_models")
+    assert plan["critic"] == (2, "actor") and asks == {"actor": {"CPU": 2, "GPU": 2}}
+    assert "critic" not in placed("--reward_func", "demo", kind="grpo")[1]
+    for extra, words in ((["--colocate_critic_reward"], "--colocate_critic_reward puts the critic group on the reward "
+                          "model group's slots, but this run has no --reward_model"),
+                         ([*rm, "--colocate_critic_reward", "--critic_num_gpus_per_node", "2"],
+                          "--colocate_critic_reward: the critic role asks for 2 slots, the reward group has 4"),
+                         (["--critic_num_gpus_per_node", "3"], "The rollout's 8 samples .* do not split evenly over "
+                          "the critic group's 3 ranks")):
+        with pytest.raises(RlhfxError, match=words):
+            placed(*extra)
+    for extra in (["--colocate_critic_reward"], ["--critic_num_nodes", "2"]):
+        with pytest.raises(RlhfxError, match="--advantage_estimator group_norm trains no critic"):
+            placed("--reward_func", "demo", *extra, kind="grpo")
 
 
 def test_vllm_engine_actors_refuse_what_cannot_run_and_hold_their_tp_gpus_in_one_bundle(ray_cluster):

@@ -414,10 +414,11 @@ class RLOptions(RewardOptions):
                                            "CPUs, so the same placement runs on a laptop; fractions allowed).")
     actor_num_nodes: int = online(1, "Ray: nodes of the actor group (its data-parallel ranks).")
     actor_num_gpus_per_node: int = online(1, "Ray: slots per node of the actor group.")
-    critic_num_nodes: int = online(1, "Ray: nodes of the critic (gae); it trains inside the actor group's ranks, so "
-                                      "given, it must equal --actor_num_nodes.")
-    critic_num_gpus_per_node: int = online(1, "Ray: slots per node of the critic (gae); given, it must equal "
-                                              "--actor_num_gpus_per_node.")
+    critic_num_nodes: int | None = online(None, "Ray: nodes of the critic group (gae), which trains beside the actor "
+                                                "group on slots of its own (default: the actor group's count; with "
+                                                "--colocate_critic_reward the reward group's).")
+    critic_num_gpus_per_node: int | None = online(None, "Ray: slots per node of the critic group (gae; default as "
+                                                        "--critic_num_nodes).")
     ref_num_nodes: int = online(1, "Ray: nodes of the reference model group.")
     ref_num_gpus_per_node: int = online(1, "Ray: slots per node of the reference model group.")
     reward_num_nodes: int = online(1, "Ray: nodes of the reward model group (--reward_model).")
@@ -425,6 +426,8 @@ class RLOptions(RewardOptions):
     vllm_num_engines: int = online(1, "Ray: rollout engine actors (each --vllm_tensor_parallel_size slots); the "
                                       "prompts are split over them.")
     colocate_actor_ref: bool = online(False, "Ray: the reference model shares the actor group's slots (same counts).")
+    colocate_critic_reward: bool = online(False, "Ray: the critic group shares the reward model group's slots (same "
+                                                 "counts; gae with --reward_model).")
     colocate_all_models: bool = online(False, "Ray: every role (actor, critic, reference, reward models, engines) "
                                               "shares the actor group's slots (same counts).")
     # sampling

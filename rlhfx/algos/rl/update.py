@@ -56,21 +56,23 @@ class Role(torch.nn.Module):
 
 
 class UpdateStage:
+    """Trains the models `actor_critic` holds: both in one loop over one shuffle (one process, torchrun), or one of
+    them (under Ray the actor group holds the policy alone and the critic group the critic alone: the same loop and
+    losses, each group shuffling as the driver says, rlhfx.algos.rl.ray.cluster)."""
+
     def __init__(self, accelerator, ranks, actor_critic, config, args, learning_rate: float, critic_learning_rate: float,
                  total_updates: int, kl, autocast, output_dir, chord=None):
         """chord: rlhfx.algos.rl.chord.Chord with --chord_sft_dataset, else None."""
         self.accelerator, self.ranks, self.config, self.args = accelerator, ranks, config, args
         self.kl, self.autocast, self.output_dir, self.chord = kl, autocast, output_dir, chord
         self.micro_batch = args.batch_size
-        self.policy, self.optimizer, self.scheduler = self._prepare(
-            Role("policy", actor_critic.policy, response_logits), learning_rate, total_updates)
-        self.critic = None
-        if actor_critic.critic is not None:
-            self.critic, critic_optimizer, critic_scheduler = self._prepare(
-                Role("critic", actor_critic.critic, response_values), critic_learning_rate, total_updates)
-        self.models = [m for m in (self.policy, self.critic) if m is not None]
-        self.optimizers = [self.optimizer] + ([critic_optimizer] if self.critic is not None else [])
-        self.schedulers = [self.scheduler] + ([critic_scheduler] if self.critic is not None else [])
+        roles = [("policy", actor_critic.policy, response_logits, learning_rate),
+                 ("critic", actor_critic.critic, response_values, critic_learning_rate)]
+        prepared = {name: self._prepare(Role(name, model, read), lr, total_updates)
+                    for name, model, read, lr in roles if model is not None}
+        self.policy, self.critic = (prepared[name][0] if name in prepared else None for name in ("policy", "critic"))
+        self.models, self.optimizers, self.schedulers = (list(column) for column in zip(*prepared.values()))
+        self.scheduler = self.schedulers[0]  # the policy's (the critic's in the critic group): the logged rate
 
     def _prepare(self, role: Role, learning_rate: float, total_updates: int):
         """The model with its AdamW and scheduler, prepared by accelerate (a DeepSpeed engine of its own under ZeRO:
@@ -85,16 +87,14 @@ class UpdateStage:
         self.accelerator.register_for_checkpointing(scheduler)
         return model, optimizer, scheduler
 
-    def update(self, batch: dict, train_batch: int, step: int) -> dict:
+    def update(self, batch: dict, train_batch: int, step: int, orders: list[list[int]] | None = None) -> dict:
         """`train_batch`: this rank's optimizer batch. Every rank holds as many samples, so all take the same number
-        of optimizer steps and micro steps."""
-        n, totals = batch["mask"].shape[0], {}
-        # REAL compares each prompt's samples: its groups are shuffled whole (batch sizes are multiples of the group)
-        group = self.config.n_samples_per_prompt if self.config.loss_type == "real" else 1
+        of optimizer steps and micro steps. `orders`: each epoch's order of the samples (default: shuffled here)."""
+        n, totals, group = batch["mask"].shape[0], {}, shuffled_group(self.config)
         for model in self.models:
             _train_without_dropout(model)
-        for _ in range(self.config.num_ppo_epochs):
-            order = (torch.randperm(n // group)[:, None] * group + torch.arange(group)).flatten().tolist()
+        for epoch in range(self.config.num_ppo_epochs):
+            order = orders[epoch] if orders else shuffle(n, self.config)
             for start in range(0, n, train_batch):
                 indices = order[start : start + train_batch]
                 parts = [indices[i : i + self.micro_batch] for i in range(0, len(indices), self.micro_batch)]
@@ -122,22 +122,29 @@ class UpdateStage:
             model.eval()
         return {key: self.ranks.mean(sum(values) / len(values)) for key, values in totals.items()}
 
-    def forward(self, micro: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(log-probs, logits / temperature, values or None) through the prepared (DDP / DeepSpeed) models."""
-        with self.autocast():
-            logits = self.policy(**inputs(micro))
-            values = None if self.critic is None else self.critic(**inputs(micro))
-        logp, logits = token_logp(logits, micro, self.config.temperature)
-        return logp, logits, values
-
     def loss(self, micro: dict, counts: dict, sft_share: float = 1.0) -> tuple[list[torch.Tensor], dict]:
-        """One micro batch's share of the optimizer batch's loss under --loss_agg_mode (`counts`: that batch's tokens,
-        sequences and (REAL) groups over all ranks): the policy's (policy loss, KL loss term, entropy bonus; with CHORD
-        (1 - mu) times that plus mu times `sft_share` of an expert batch's SFT loss) and, with a critic, the critic's
-        (its value loss), in the order of `self.models`."""
+        """One micro batch's share of the optimizer batch's loss of each trained model, in the order of
+        `self.models` (`counts`: that batch's tokens, sequences and (REAL) groups over all ranks)."""
+        losses, stats = [], {}
+        if self.policy is not None:
+            losses.append(self.policy_loss(micro, counts, sft_share, stats))
+        if self.critic is not None:
+            with self.autocast():
+                values = self.critic(**inputs(micro))
+            value_loss = rl_math.value_loss(values, micro["values"], micro["returns"], micro["mask"],
+                                            self.config.cliprange_value, counts["n_tokens"])
+            stats["value_loss"] = value_loss.item()
+            losses.append(self.config.vf_coef * value_loss)
+        return losses, stats
+
+    def policy_loss(self, micro: dict, counts: dict, sft_share: float, stats: dict) -> torch.Tensor:
+        """The policy's loss under --loss_agg_mode: policy loss, KL loss term, entropy bonus; with CHORD (1 - mu) times
+        that plus mu times `sft_share` of an expert batch's SFT loss. Its statistics go into `stats`."""
         config, mask = self.config, micro["mask"]
         agg = {"n_tokens": counts["n_tokens"], "n_sequences": counts["n_sequences"]}
-        logp, logits, values = self.forward(micro)
+        with self.autocast():
+            logits = self.policy(**inputs(micro))
+        logp, logits = token_logp(logits, micro, config.temperature)
         if config.loss_type == "real":
             out = {"loss": rl_math.real_loss(logp, micro["old_logp"], micro["advantages"], mask,
                                              config.n_samples_per_prompt, config.real_tau, counts.get("n_groups"))}
@@ -148,8 +155,8 @@ class UpdateStage:
                                       weights=micro.get("is_weights"), sapo=self._sapo(), fipo=self._fipo(), **agg)
         entropy = rl_math.entropy(logits, mask, counts["n_tokens"])
         loss = out["loss"] - config.entropy_coef * entropy
-        stats = {"policy_loss": out.pop("loss").item(), "entropy": entropy.item(),
-                 **{key: value.item() for key, value in out.items()}}
+        stats.update(policy_loss=out.pop("loss").item(), entropy=entropy.item(),
+                     **{key: value.item() for key, value in out.items()})
         if config.use_kl_loss:
             kl = rl_math.kl_per_token(logp, micro["ref_logp"], config.kl_estimator, mask,
                                       micro["old_logp"] if config.kl_unbiased_gradient else None)
@@ -158,12 +165,7 @@ class UpdateStage:
             stats["kl_loss"] = kl_loss.item()
         if self.chord is not None:
             loss = self._chord(loss, stats, sft_share)
-        if values is None:
-            return [loss], stats
-        value_loss = rl_math.value_loss(values, micro["values"], micro["returns"], mask, config.cliprange_value,
-                                        counts["n_tokens"])
-        stats["value_loss"] = value_loss.item()
-        return [loss, config.vf_coef * value_loss], stats
+        return loss
 
     def _sapo(self) -> tuple[float, float] | None:
         return (self.config.tau_pos, self.config.tau_neg) if self.config.loss_type == "sapo" else None
@@ -216,6 +218,18 @@ class UpdateStage:
     def _non_finite(self, step: int, what: str):
         return non_finite_error(step + 1, self.models[0], self.scheduler.get_last_lr()[0],
                                 newest_checkpoint(self.output_dir), what)
+
+
+def shuffled_group(config) -> int:
+    """The samples shuffled together: REAL compares each prompt's samples, so its groups are shuffled whole (batch
+    sizes are multiples of the group); one sample otherwise."""
+    return config.n_samples_per_prompt if config.loss_type == "real" else 1
+
+
+def shuffle(n: int, config, generator: torch.Generator | None = None) -> list[int]:
+    """One epoch's order of `n` samples (drawn from the global random state unless `generator` is given)."""
+    group = shuffled_group(config)
+    return (torch.randperm(n // group, generator=generator)[:, None] * group + torch.arange(group)).flatten().tolist()
 
 
 def _train_without_dropout(model) -> None:

@@ -1,8 +1,9 @@
 """The roles started as Ray actors on their placement groups, and what the driver calls on them.
 
 Each role with slots of its own gets a placement group (rlhfx.algos.rl.ray.placement); a colocated role's
-processes go onto the actor group's bundles one to one. A batch is split over a role's processes in contiguous
-equal shares (the actor group's as torchrun's ranks split a rollout) and the answers are joined in order.
+processes go onto the bundles of the role it shares one to one. A batch is split over a role's processes in
+contiguous equal shares (the actor group's as torchrun's ranks split a rollout) and the answers are joined in order.
+The actor group trains the policy and the critic group (gae) the critic, side by side on the same rollout.
 """
 
 import math
@@ -11,9 +12,12 @@ from dataclasses import dataclass
 import torch
 
 from rlhfx.algos.rl.batch import select
-from rlhfx.algos.rl.ray.placement import placement_group, roles, slots_per_process
-from rlhfx.algos.rl.ray.workers import ActorWorker, EngineWorker, RefWorker, RewardWorker
+from rlhfx.algos.rl.ray.placement import placement_group, roles
+from rlhfx.algos.rl.ray.workers import ActorWorker, CriticWorker, EngineWorker, RefWorker, RewardWorker
+from rlhfx.algos.rl.update import shuffle
 from rlhfx.engines import Engine
+
+CRITIC_STATE = "critic"  # the critic group's training state, inside a checkpoint's train_state/
 
 
 def shares(n: int, parts: int) -> list[list[int]]:
@@ -23,6 +27,10 @@ def shares(n: int, parts: int) -> list[list[int]]:
     return [list(range(bounds[i], bounds[i + 1])) for i in range(parts)]
 
 
+def _cpu(batch: dict) -> dict:
+    return {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
 def _split(batch: dict, parts: int) -> list[dict]:
     return [select(batch, rows) for rows in shares(batch["mask"].shape[0], parts)]
 
@@ -30,27 +38,45 @@ def _split(batch: dict, parts: int) -> list[dict]:
 @dataclass
 class Cluster:
     ray: object
+    config: object
+    seed: int
     actors: list  # the actor group's ranks, rank 0 first
+    critics: list  # the critic group's ranks (empty without a critic)
     refs: list
     rewards: list  # empty: the reward functions run in the driver
     engines: list
     groups: list  # the placement groups
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Old log-probs (and values) from the actor group and reference log-probs, computed side by side."""
-        cpu = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-        mine = [a.forward.remote(part) for a, part in zip(self.actors, _split(cpu, len(self.actors)))]
-        refs = [r.logp.remote(part) for r, part in zip(self.refs, _split(cpu, len(self.refs)))]
-        outs, ref_logp = self.ray.get(mine), self.ray.get(refs)
+        """Old log-probs from the actor group, reference log-probs and the critic group's values, side by side."""
+        cpu = _cpu(batch)
+        calls = [[getattr(worker, method).remote(part) for worker, part in zip(workers, _split(cpu, len(workers)))]
+                 for workers, method in ((self.actors, "forward"), (self.refs, "logp"), (self.critics, "forward"))]
+        old, ref, values = (self.ray.get(group) for group in calls)
         device = batch["mask"].device
-        old = torch.cat([o for o, _ in outs]).to(device)
-        values = None if outs[0][1] is None else torch.cat([v for _, v in outs]).to(device)
-        return old, torch.cat(ref_logp).to(device), values
+        return (torch.cat(old).to(device), torch.cat(ref).to(device),
+                torch.cat(values).to(device) if values else None)
 
     def update(self, batch: dict, train_batch: int, step: int, kl_coef: float) -> dict:
-        cpu = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-        parts = _split(cpu, len(self.actors))
-        return self.ray.get([a.update.remote(p, train_batch, step, kl_coef) for a, p in zip(self.actors, parts)])[0]
+        """The actor group's policy update and the critic group's value update at once (both sent before either is
+        awaited). Each rank follows the sample order the driver sends (`orders`), so actor rank r and critic rank r
+        visit their shares in one order whenever the groups have as many ranks, as one process's policy and critic
+        do. A critic group of another size takes as many optimizer steps as the actor group, on batches of its
+        share's size over that count (the same global batch when the sizes divide evenly)."""
+        cpu = _cpu(batch)
+        steps = math.ceil(cpu["mask"].shape[0] // len(self.actors) / train_batch)  # an actor rank's, per epoch
+        policy = [actor.update.remote(part, train_batch, step, self.orders(len(part["mask"]), step, rank), kl_coef)
+                  for rank, (actor, part) in enumerate(zip(self.actors, _split(cpu, len(self.actors))))]
+        critic = [worker.update.remote(part, math.ceil(len(part["mask"]) / steps), step,
+                                       self.orders(len(part["mask"]), step, rank))
+                  for rank, (worker, part) in enumerate(zip(self.critics, _split(cpu, len(self.critics))))]
+        return {**self.ray.get(policy)[0], **(self.ray.get(critic)[0] if critic else {})}
+
+    def orders(self, n: int, step: int, rank: int) -> list[list[int]]:
+        """The order of each epoch over a rank's `n` samples, seeded by (seed, step, rank): the same for both groups'
+        rank r, and for a resumed run as for an uninterrupted one."""
+        generator = torch.Generator().manual_seed(self.seed + 1_000_003 * (step + 1) + rank)
+        return [shuffle(n, self.config, generator) for _ in range(self.config.num_ppo_epochs)]
 
     def sync_weights(self) -> None:
         """The actor group's policy weights into every engine (through the object store, once)."""
@@ -61,11 +87,17 @@ class Cluster:
     def on_actors(self, method: str, *args) -> None:
         self.ray.get([getattr(a, method).remote(*args) for a in self.actors])
 
+    def train_state(self, method: str, folder: str) -> None:
+        """save_state / load_state on both groups at once: the actor group's in `folder`, the critic group's in
+        its critic/ folder."""
+        self.ray.get([getattr(a, method).remote(folder) for a in self.actors] +
+                     [getattr(c, method).remote(f"{folder}/{CRITIC_STATE}") for c in self.critics])
+
     def close(self) -> None:
         """Every actor ended and every placement group's resources given back."""
         from ray.util.placement_group import remove_placement_group
 
-        for actor in self.actors + self.refs + self.rewards + self.engines:
+        for actor in self.actors + self.critics + self.refs + self.rewards + self.engines:
             self.ray.kill(actor)
         for group in self.groups:
             remove_placement_group(group)
@@ -109,35 +141,43 @@ class RewardGroup:
 
 
 def launch(ray, config, args, gpu: bool, stops: list[int], total_updates: int, learning_rate: float,
-           output_dir: str) -> Cluster:
-    """Every role's actors on its placement group; the actor group set up as one data-parallel group."""
+           output_dir: str, peft_config=None) -> Cluster:
+    """Every role's actors on its placement group; the actor group and the critic group (gae) set up as a
+    data-parallel group each, with a rendezvous of its own. `peft_config`: the driver's LoRA config (the critic's
+    adapter takes its target modules, as in one process)."""
+    from collections import Counter
+
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     cpus = config.ray_cpus_per_slot
     plan = {role.name: role for role in roles(config)}
-    groups = {name: placement_group(ray, role.slots, gpu, cpus, slots_per_process(config, name))
+    groups = {name: placement_group(ray, role.slots, gpu, cpus, role.per_process)
               for name, role in plan.items() if role.slots}
-    sharing = 1 + sum(1 for role in plan.values() if not role.slots)  # processes on each actor bundle
+    sharing = Counter(role.on for role in plan.values())  # processes on each bundle of a placement group
 
     def place(cls, name: str, index: int, *init):
-        own = name in groups
-        share = 1 / sharing if name == "actor" or not own else slots_per_process(config, name)  # of a slot
-        strategy = PlacementGroupSchedulingStrategy(groups[name if own else "actor"],
-                                                    placement_group_bundle_index=index)
+        role = plan[name]
+        share = role.per_process / sharing[role.on]  # of a slot
+        strategy = PlacementGroupSchedulingStrategy(groups[role.on], placement_group_bundle_index=index)
         options = {"num_cpus": _down(cpus * share), "num_gpus": _down(share) if gpu else 0,
                    "scheduling_strategy": strategy}
         return ray.remote(cls).options(**options).remote(*init)
 
-    world = plan["actor"].processes
-    actors = [place(ActorWorker, "actor", rank, args, config, rank, world) for rank in range(world)]
-    master = ray.get(actors[0].address.remote())
-    setup = [a.setup.remote(master, total_updates, learning_rate, output_dir) for a in actors]
+    def data_parallel(cls, name: str, *setup) -> tuple[list, list]:
+        world = plan[name].processes if name in plan else 0
+        workers = [place(cls, name, rank, args, config, rank, world) for rank in range(world)]
+        master = ray.get(workers[0].address.remote()) if workers else None
+        return workers, [w.setup.remote(master, total_updates, output_dir, *setup) for w in workers]
+
+    actors, ready = data_parallel(ActorWorker, "actor", learning_rate)
+    critics, critic_ready = data_parallel(CriticWorker, "critic", config.critic_learning_rate or learning_rate,
+                                          peft_config)
     refs = [place(RefWorker, "ref", i, args, config) for i in range(plan["ref"].processes)]
     rewards = [place(RewardWorker, "reward", i, args, config) for i in range(plan["reward"].processes)] \
         if "reward" in plan else []
     engines = [place(EngineWorker, "engine", i, args, config, stops) for i in range(plan["engine"].processes)]
-    ray.get(setup)
-    return Cluster(ray, actors, refs, rewards, engines, list(groups.values()))
+    ray.get(ready + critic_ready)
+    return Cluster(ray, config, args.seed, actors, critics, refs, rewards, engines, list(groups.values()))
 
 
 def _down(amount: float) -> float:

@@ -2,9 +2,10 @@
 
 A role's processes sit on a placement group of "slots" (one bundle each, packed onto as few nodes as fit): a slot is
 one GPU plus --ray_cpus_per_slot CPUs on a cluster with GPUs, and --ray_cpus_per_slot CPUs alone without, so a
-placement written for GPUs runs unchanged on a laptop. Colocated roles (--colocate_actor_ref, --colocate_all_models)
-share the actor group's slots, each process taking an equal share of its slot (OpenRLHF gives each a fraction of
-the GPU likewise). `check_placement` runs as the options are resolved; `connect` before any model loads.
+placement written for GPUs runs unchanged on a laptop. Colocated roles share another role's slots one to one
+(--colocate_actor_ref: the reference on the actor group's, --colocate_critic_reward: the critic on the reward
+models', --colocate_all_models: every role on the actor group's), each process taking an equal share of its slot
+(OpenRLHF gives each a fraction of the GPU likewise). `check_placement` runs as the options are resolved; `connect` before any model loads.
 """
 
 from dataclasses import dataclass
@@ -13,7 +14,8 @@ from rlhfx.errors import RlhfxError
 
 PLACEMENT = ("ray_cpus_per_slot", "actor_num_nodes", "actor_num_gpus_per_node", "critic_num_nodes",
              "critic_num_gpus_per_node", "ref_num_nodes", "ref_num_gpus_per_node", "reward_num_nodes",
-             "reward_num_gpus_per_node", "vllm_num_engines", "colocate_actor_ref", "colocate_all_models")
+             "reward_num_gpus_per_node", "vllm_num_engines", "colocate_actor_ref", "colocate_all_models",
+             "colocate_critic_reward")
 RAY_EXTRA = "pip install 'rlhfx[ray]'"
 
 
@@ -21,27 +23,52 @@ RAY_EXTRA = "pip install 'rlhfx[ray]'"
 class Role:
     name: str
     processes: int  # Ray actors of the role
-    slots: int  # slots of its own placement group (0: it shares the actor group's)
+    on: str  # the role whose placement group holds its processes: its own name, or the role it is colocated with
+    per_process: int = 1  # slots of each process: an engine's --vllm_tensor_parallel_size (one bundle), else one
+
+    @property
+    def slots(self) -> int:
+        """Slots of its own placement group (0: it shares another role's)."""
+        return self.processes * self.per_process if self.on == self.name else 0
 
 
 def roles(config) -> list[Role]:
-    """The run's roles: the actor group (the critic trains inside its ranks), the reference, the reward models
-    (only with --reward_model; reward functions run in the driver) and the rollout engines."""
-    actor = config.actor_num_nodes * config.actor_num_gpus_per_node
-    ref = config.ref_num_nodes * config.ref_num_gpus_per_node
-    reward = config.reward_num_nodes * config.reward_num_gpus_per_node if config.reward_model else 0
-    engines = config.vllm_num_engines
-    shared = config.colocate_all_models
-    out = [Role("actor", actor, actor), Role("ref", ref, 0 if shared or config.colocate_actor_ref else ref)]
-    if reward:
-        out.append(Role("reward", reward, 0 if shared else reward))
-    out.append(Role("engine", engines, 0 if shared else engines * config.vllm_tensor_parallel_size))
+    """The run's roles: the actor group (the policy's data-parallel ranks), the critic group (gae only: its own
+    data-parallel ranks), the reference, the reward models (only with --reward_model; reward functions run in the
+    driver) and the rollout engines."""
+    together = config.colocate_all_models
+    out = [Role("actor", config.actor_num_nodes * config.actor_num_gpus_per_node, "actor")]
+    if config.uses_critic:
+        out.append(Role("critic", critic_slots(config), critic_host(config)))
+    out.append(Role("ref", config.ref_num_nodes * config.ref_num_gpus_per_node,
+                    "actor" if together or config.colocate_actor_ref else "ref"))
+    if config.reward_model:
+        out.append(Role("reward", config.reward_num_nodes * config.reward_num_gpus_per_node,
+                        "actor" if together else "reward"))
+    out.append(Role("engine", config.vllm_num_engines, "actor" if together else "engine",
+                    config.vllm_tensor_parallel_size))
     return out
+
+
+def critic_host(config) -> str:
+    """The role whose slots the critic group sits on: the actor's (--colocate_all_models), the reward models'
+    (--colocate_critic_reward), else its own."""
+    return "actor" if config.colocate_all_models else "reward" if config.colocate_critic_reward else "critic"
+
+
+def critic_slots(config) -> int:
+    """The critic group's ranks: --critic_num_nodes x --critic_num_gpus_per_node, each not given taking the count
+    of the group it shares (the reward models' with --colocate_critic_reward), else the actor group's (a separate
+    group as large as the actor's, as a user of a large model expects, rather than OpenRLHF's 1 x 8 default)."""
+    like = "reward" if critic_host(config) == "reward" else "actor"
+    nodes, per_node = (getattr(config, f"critic_{count}") or getattr(config, f"{like}_{count}")
+                       for count in ("num_nodes", "num_gpus_per_node"))
+    return nodes * per_node
 
 
 def check_placement(config, explicit: set) -> None:
     """The placement flags' own consistency (no cluster needed): given only with --ray_address, positive counts,
-    colocated roles as large as the actor group."""
+    colocated roles as large as the group whose slots they share."""
     given = sorted(name for name in PLACEMENT if name in explicit)
     if not config.ray_address:
         if given:
@@ -50,7 +77,7 @@ def check_placement(config, explicit: set) -> None:
                              "(under torchrun every rank holds every role).")
         return
     for name in PLACEMENT[1:10]:
-        if getattr(config, name) < 1:
+        if getattr(config, name) is not None and getattr(config, name) < 1:
             raise RlhfxError(f"--{name} is {getattr(config, name)}.", "use a positive number.")
     if not config.ray_cpus_per_slot > 0:
         raise RlhfxError(f"--ray_cpus_per_slot is {config.ray_cpus_per_slot}.", "use a positive number (e.g. 1).")
@@ -69,38 +96,39 @@ def check_placement(config, explicit: set) -> None:
                          "group's bundles are one GPU each (an engine spanning several is not there yet).",
                          "drop --colocate_all_models (the engines get their own placement group), or use "
                          "--vllm_tensor_parallel_size 1.")
-    actor = (config.actor_num_nodes, config.actor_num_gpus_per_node)
     critic = {"critic_num_nodes", "critic_num_gpus_per_node"} & explicit
-    if config.uses_critic and critic and (config.critic_num_nodes, config.critic_num_gpus_per_node) != actor:
-        raise RlhfxError(f"--critic_num_nodes {config.critic_num_nodes} --critic_num_gpus_per_node "
-                         f"{config.critic_num_gpus_per_node}: the critic trains inside the actor group's ranks (its "
-                         f"own group is not there yet), which are {actor[0]} x {actor[1]}.",
-                         "give the critic the actor group's counts, or drop the --critic_num_* flags.")
-    if not config.uses_critic and critic:
-        raise RlhfxError(f"--advantage_estimator {config.advantage_estimator} trains no critic, so the --critic_num_* "
-                         "flags place nothing.", "drop them, or use --rlhf_type ppo (gae).")
+    if not config.uses_critic and (critic or config.colocate_critic_reward):
+        flags = "--colocate_critic_reward places" if config.colocate_critic_reward else "the --critic_num_* flags place"
+        raise RlhfxError(f"--advantage_estimator {config.advantage_estimator} trains no critic, so {flags} nothing.",
+                         f"drop {'it' if config.colocate_critic_reward else 'them'}, or use --rlhf_type ppo (gae).")
+    if config.colocate_critic_reward and not config.reward_model:
+        raise RlhfxError("--colocate_critic_reward puts the critic group on the reward model group's slots, but this "
+                         "run has no --reward_model (reward functions run in the driver).",
+                         "drop --colocate_critic_reward (the critic gets slots of its own), or add --reward_model.")
     if not config.reward_model and {"reward_num_nodes", "reward_num_gpus_per_node"} & explicit:
         raise RlhfxError("--reward_num_* place the reward models, but this run has no --reward_model (reward functions "
                          "run in the driver).", "drop them, or add --reward_model.")
-    slots = actor[0] * actor[1]
-    together = [r for r in roles(config)[1:] if r.slots == 0]
-    for role in together:
-        size = role.processes * (config.vllm_tensor_parallel_size if role.name == "engine" else 1)
-        if size != slots:
-            flag = "--colocate_all_models" if config.colocate_all_models else "--colocate_actor_ref"
-            raise RlhfxError(f"{flag}: the {role.name} role asks for {size} slots, the actor group has {slots}; "
-                             "colocated roles share the actor group's slots one to one.",
-                             f"give the {role.name} role {slots} slots (its --*_num_nodes x --*_num_gpus_per_node, or "
-                             "--vllm_num_engines x --vllm_tensor_parallel_size), or drop the colocation flag.")
+    placed = {role.name: role for role in roles(config)}
+    for role in placed.values():
+        host = placed[role.on]
+        size = role.processes * role.per_process
+        if role.on != role.name and size != host.slots:
+            flag = ("--colocate_all_models" if config.colocate_all_models else
+                    "--colocate_critic_reward" if role.name == "critic" else "--colocate_actor_ref")
+            raise RlhfxError(f"{flag}: the {role.name} role asks for {size} slots, the {host.name} group has "
+                             f"{host.slots}; colocated roles share the {host.name} group's slots one to one.",
+                             f"give the {role.name} role {host.slots} slots (its --*_num_nodes x --*_num_gpus_per_node, "
+                             "or --vllm_num_engines x --vllm_tensor_parallel_size), or drop the colocation flag.")
+    slots = placed["actor"].slots
     if config.rollout_batch_size % slots:
         raise RlhfxError(f"--rollout_batch_size {config.rollout_batch_size} prompts do not split evenly over the actor "
                          f"group's {slots} ranks.", f"use a multiple of {slots}.")
-
-
-def slots_per_process(config, role: str) -> int:
-    """Slots in each bundle of a role's own placement group: an engine actor's --vllm_tensor_parallel_size (vLLM
-    splits the model over the GPUs of one bundle), one otherwise."""
-    return config.vllm_tensor_parallel_size if role == "engine" else 1
+    samples = config.rollout_batch_size * config.n_samples_per_prompt
+    if "critic" in placed and samples % placed["critic"].processes:
+        raise RlhfxError(f"The rollout's {samples} samples (--rollout_batch_size x --n_samples_per_prompt) do not split "
+                         f"evenly over the critic group's {placed['critic'].processes} ranks.",
+                         "give the critic group a number of ranks that divides them (--critic_num_nodes x "
+                         "--critic_num_gpus_per_node), or change --rollout_batch_size.")
 
 
 def demand(config, gpu: bool) -> dict[str, dict[str, float]]:
@@ -127,13 +155,14 @@ def check_resources(config, cluster: dict) -> bool:
     short = [key for key in ("CPU", "GPU") if sum(ask.get(key, 0) for ask in asks.values()) > cluster.get(key, 0)]
     if short:
         lines = "; ".join(f"{name} {_resources(ask)}" for name, ask in asks.items())
-        shared = [role.name for role in roles(config) if not role.slots]
+        shared = [f"{role.name} on the {role.on}'s" for role in roles(config) if not role.slots]
         total = {key: sum(ask.get(key, 0) for ask in asks.values()) for key in ("CPU", "GPU") if gpu or key == "CPU"}
         raise RlhfxError(f"The Ray placement asks for {_resources(total)} ({lines}"
-                         f"{'; sharing the actor slots: ' + ', '.join(shared) if shared else ''}), but the cluster has "
+                         f"{'; sharing slots: ' + ', '.join(shared) if shared else ''}), but the cluster has "
                          f"{_resources({k: cluster.get(k, 0) for k in total})}.",
                          "lower the --*_num_nodes / --*_num_gpus_per_node / --vllm_num_engines counts or "
-                         "--ray_cpus_per_slot, colocate roles (--colocate_actor_ref, --colocate_all_models), or add "
+                         "--ray_cpus_per_slot, colocate roles (--colocate_actor_ref, --colocate_critic_reward, "
+                         "--colocate_all_models), or add "
                          "nodes to the cluster.")
     return gpu
 

@@ -2,10 +2,11 @@
 
 The loop is the one-process trainer's (rlhfx.algos.rl.loop: steps, logging, evaluation, checkpoints), on a driver
 whose stages call the cluster: the engine actors generate, the reward workers (or the driver's reward functions)
-score, the actor group and the reference compute log-probs (and values), the driver computes advantages over the
-whole rollout (what torchrun's ranks get by summing their statistics), then the actor group updates on its
-contiguous shares and the engines get the new weights. A checkpoint is the torchrun one: the policy, each rank's
-training state and the driver's rl_state.pt, in checkpoint-N/ (on a shared file system across nodes).
+score, the actor group and the reference compute log-probs (and the critic group values), the driver computes
+advantages over the whole rollout (what torchrun's ranks get by summing their statistics), then the actor group
+and the critic group update at once, each on its contiguous shares, and the engines get the new weights. A
+checkpoint is the torchrun one: the policy, each actor rank's training state (each critic rank's in
+train_state/critic/) and the driver's rl_state.pt, in checkpoint-N/ (on a shared file system across nodes).
 """
 
 from pathlib import Path
@@ -38,7 +39,7 @@ class RayRollout(RolloutStage):
 
 
 class RayUpdater:
-    """The update stage as the loop calls it: the actor group trains, then the engines get its weights."""
+    """The update stage as the loop calls it: the actor and critic groups train, then the engines get the weights."""
 
     def __init__(self, cluster, kl):
         self.cluster, self.kl, self.learning_rate = cluster, kl, 0.0
@@ -63,7 +64,7 @@ class RayRLTrainer(OnlineRLTrainer):
         self.actor_critic = ActorCritic(None, None)
         stops = stop_token_ids(tokenizer, getattr(ctx.model, "generation_config", None), ctx.encoder.template)
         self.cluster = cluster = launch(ray, config, args, gpu, stops, self.total_updates, ctx.hf_args["learning_rate"],
-                                        str(self.output_dir))
+                                        str(self.output_dir), ctx.peft_config)
         self.engine = EngineGroup(ray, cluster.engines, stops, args.seed)
         self.rewards = (RewardGroup(ray, cluster.rewards) if cluster.rewards
                         else reward_sources(args, config, self.device))
@@ -79,16 +80,16 @@ class RayRLTrainer(OnlineRLTrainer):
         return self.updater.learning_rate
 
     def _check_finite_weights(self) -> None:
-        """Each rank checks its own weights after its update (rlhfx.algos.rl.ray.workers)."""
+        """Each rank of both groups checks its own weights after its update (rlhfx.algos.rl.ray.workers)."""
 
     def _save_policy(self, folder: str) -> None:
         self.cluster.on_actors("save_policy", folder)
 
     def _save_train_state(self, folder: Path) -> None:
-        self.cluster.on_actors("save_state", str(folder))
+        self.cluster.train_state("save_state", str(folder))
 
     def _load_train_state(self, folder: Path) -> None:
-        self.cluster.on_actors("load_state", str(folder))
+        self.cluster.train_state("load_state", str(folder))
         self.cluster.sync_weights()
 
     def save_model(self, folder: str) -> None:

@@ -1,9 +1,10 @@
 """The processes of each role, run as Ray actors (rlhfx.algos.rl.ray.cluster makes them remote and places them).
 
-ActorWorker is one rank of the actor group: the environment torchrun would give it (MASTER_ADDR/PORT, RANK,
-WORLD_SIZE, LOCAL_RANK) is set before accelerate starts, so the ranks form the same DDP / DeepSpeed group and
-run the same update stage (rlhfx.algos.rl.update) as under torchrun; with gae each rank also trains its critic,
-as there. The reference, reward and engine workers hold their model and answer the driver's calls. Batches and
+ActorWorker is one rank of the actor group (the policy), CriticWorker one rank of the critic group (gae): the
+environment torchrun would give it (MASTER_ADDR/PORT of its group's rank 0, RANK, WORLD_SIZE, LOCAL_RANK) is set
+before accelerate starts, so each group's ranks form a DDP / DeepSpeed group of their own and run the update stage
+(rlhfx.algos.rl.update) the torchrun trainer runs, on their one model. The reference, reward and engine workers
+hold their model and answer the driver's calls. Batches and
 weights travel through Ray's object store (CPU tensors).
 """
 
@@ -27,7 +28,9 @@ def _cpu(tensor):
     return None if tensor is None else tensor.detach().cpu()
 
 
-class ActorWorker:
+class TrainWorker:
+    """One rank of a trained group: its rendezvous, its update stage's training state and its weights' check."""
+
     def __init__(self, args, config, rank: int, world: int):
         self.args, self.config, self.rank, self.world = args, config, rank, world
 
@@ -41,56 +44,65 @@ class ActorWorker:
             s.bind(("", 0))
             return ray.util.get_node_ip_address(), s.getsockname()[1]
 
-    def setup(self, master: tuple[str, int], total_updates: int, learning_rate: float, output_dir: str) -> None:
-        from transformers import set_seed
-
+    def _start(self, master: tuple[str, int], hidden_size: int, output_dir: str) -> None:
         from rlhfx.algos import rl_math
-        from rlhfx.algos.rl.batch import ActorCritic
         from rlhfx.algos.rl.dist import Ranks
-        from rlhfx.algos.rl.loop import critic_model, make_accelerator, mixed_precision, policy_model
-        from rlhfx.algos.rl.update import UpdateStage
-        from rlhfx.models import load_policy, lora_config
+        from rlhfx.algos.rl.loop import make_accelerator, mixed_precision
 
-        args, config = self.args, self.config
         os.environ.update(MASTER_ADDR=master[0], MASTER_PORT=str(master[1]), RANK=str(self.rank),
                           WORLD_SIZE=str(self.world), LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")  # Ray shows each one device
-        loaded = load_policy(args)
-        self.accelerator = make_accelerator(args, loaded.model.config.hidden_size)
+        self.accelerator = make_accelerator(self.args, hidden_size)
         self.ranks = Ranks(self.accelerator.process_index, self.accelerator.num_processes, self.accelerator.device)
-        device = self.accelerator.device
-        peft = lora_config(args, loaded.model, loaded.model_type, head_trains=True)  # the RL loss runs the head's forward
-        self.policy = policy_model(args, loaded.model, peft, device)
-        self.critic = critic_model(args, config, peft, device) if config.uses_critic else None
-        self.autocast = lambda: mixed_precision(device, args)
-        self.kl = rl_math.AdaptiveKLController(config.kl_coef, None, config.kl_horizon)  # the driver sends its value
+        self.autocast = lambda: mixed_precision(self.accelerator.device, self.args)
+        self.kl = rl_math.AdaptiveKLController(self.config.kl_coef, None, self.config.kl_horizon)  # the driver's value
         self.output_dir = Path(output_dir)
-        self.stage = UpdateStage(self.accelerator, self.ranks, ActorCritic(self.policy, self.critic), config, args,
-                                 learning_rate, config.critic_learning_rate or learning_rate, total_updates, self.kl,
-                                 self.autocast, self.output_dir)
-        set_seed(args.seed + self.rank)  # the update's shuffles, as a torchrun rank's
 
-    def forward(self, batch: dict) -> tuple:
-        """(log-probs, values or None) of this rank's share of the rollout."""
-        from rlhfx.algos.rl.batch import inputs, response_values
+    def _stage(self, actor_critic, learning_rate: float, total_updates: int) -> None:
+        from rlhfx.algos.rl.update import UpdateStage
 
-        batch, size = _to(batch, self.accelerator.device), self.config.micro_rollout_batch_size
-        with torch.no_grad():
-            old = per_micro(lambda micro: logp(self.policy, micro, self.config.temperature), batch, size, self.autocast)
-            values = None if self.critic is None else per_micro(
-                lambda micro: response_values(self.critic, **inputs(micro)), batch, size, self.autocast)
-        return _cpu(old), _cpu(values)
+        self.stage = UpdateStage(self.accelerator, self.ranks, actor_critic, self.config, self.args, learning_rate,
+                                 learning_rate, total_updates, self.kl, self.autocast, self.output_dir)
 
-    def update(self, batch: dict, train_batch: int, step: int, kl_coef: float) -> dict:
+    def _update(self, model, batch: dict, train_batch: int, step: int, orders: list) -> dict:
+        """The stage's update on this rank's share in the driver's sample order, then the weights checked."""
         from rlhfx.training.checkpoints import newest_checkpoint
         from rlhfx.training.guards import check_finite_weights
 
-        self.kl.value = kl_coef
-        stats = self.stage.update(_to(batch, self.accelerator.device), train_batch, step)
-        stats["learning_rate"] = self.stage.scheduler.get_last_lr()[0]
-        for model in (self.policy, self.critic):
-            if model is not None:
-                check_finite_weights(model, step + 1, stats["learning_rate"], newest_checkpoint(self.output_dir))
+        stats = self.stage.update(_to(batch, self.accelerator.device), train_batch, step, orders)
+        rate = self.stage.scheduler.get_last_lr()[0]
+        check_finite_weights(model, step + 1, rate, newest_checkpoint(self.output_dir))
         return stats
+
+    def save_state(self, folder: str) -> None:
+        self.accelerator.save_state(folder, safe_serialization=False)
+
+    def load_state(self, folder: str) -> None:
+        self.accelerator.load_state(folder)
+
+
+class ActorWorker(TrainWorker):
+    def setup(self, master: tuple[str, int], total_updates: int, output_dir: str, learning_rate: float) -> None:
+        from rlhfx.algos.rl.batch import ActorCritic
+        from rlhfx.algos.rl.loop import policy_model
+        from rlhfx.models import load_policy, lora_config
+
+        loaded = load_policy(self.args)
+        self._start(master, loaded.model.config.hidden_size, output_dir)
+        peft = lora_config(self.args, loaded.model, loaded.model_type, head_trains=True)  # the loss runs the head
+        self.policy = policy_model(self.args, loaded.model, peft, self.accelerator.device)
+        self._stage(ActorCritic(self.policy, None), learning_rate, total_updates)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """The log-probs of this rank's share of the rollout."""
+        batch = _to(batch, self.accelerator.device)
+        with torch.no_grad():
+            return _cpu(per_micro(lambda micro: logp(self.policy, micro, self.config.temperature), batch,
+                                  self.config.micro_rollout_batch_size, self.autocast))
+
+    def update(self, batch: dict, train_batch: int, step: int, orders: list, kl_coef: float) -> dict:
+        self.kl.value = kl_coef
+        stats = self._update(self.policy, batch, train_batch, step, orders)
+        return {**stats, "learning_rate": self.stage.scheduler.get_last_lr()[0]}
 
     def weights(self):
         """The policy's weights under their Hugging Face names (rank 0's; every rank takes part under ZeRO-3)."""
@@ -105,11 +117,31 @@ class ActorWorker:
 
         save_policy(self.accelerator, self.stage, self.policy, self.ranks, folder)
 
-    def save_state(self, folder: str) -> None:
-        self.accelerator.save_state(folder, safe_serialization=False)
 
-    def load_state(self, folder: str) -> None:
-        self.accelerator.load_state(folder)
+class CriticWorker(TrainWorker):
+    """A rank of the critic group: the critic one process builds (rlhfx.algos.rl.loop.critic_model), its values
+    and its value-loss update (--critic_learning_rate, its own optimizer, scheduler and --max_grad_norm clipping)."""
+
+    def setup(self, master: tuple[str, int], total_updates: int, output_dir: str, learning_rate: float,
+              peft_config) -> None:
+        from rlhfx.algos.rl.batch import ActorCritic
+        from rlhfx.algos.rl.loop import critic_model
+
+        self.critic = critic_model(self.args, self.config, peft_config, _device())
+        self._start(master, self.critic.config.hidden_size, output_dir)
+        self._stage(ActorCritic(None, self.critic), learning_rate, total_updates)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """The values of this rank's share of the rollout."""
+        from rlhfx.algos.rl.batch import inputs, response_values
+
+        batch = _to(batch, self.accelerator.device)
+        with torch.no_grad():
+            return _cpu(per_micro(lambda micro: response_values(self.critic, **inputs(micro)), batch,
+                                  self.config.micro_rollout_batch_size, self.autocast))
+
+    def update(self, batch: dict, train_batch: int, step: int, orders: list) -> dict:
+        return self._update(self.critic, batch, train_batch, step, orders)
 
 
 class RefWorker:
