@@ -57,8 +57,6 @@ UNSUPPORTED = {
     "prompt_data_probs": "Use --dataset_probs.",
     "vllm_sync_backend": "Not needed: in-process vLLM gets the weights directly; under --ray_address the actor group's "
                          "weights reach the engine actors through Ray's object store after every update.",
-    "colocate_critic_reward": "Drop it: under --ray_address the critic trains inside the actor group's ranks (as under "
-                              "torchrun), so it shares the actor's slots already.",
     "overlap_comm": "The ZeRO presets (`--deepspeed zero2` ...) turn it on; to change it, pass a copy of a preset's JSON "
                     "to --deepspeed (rlhfx/configs/deepspeed/).",
     "ring_attn_size": "Ring attention (sequence parallelism) is not supported.",
@@ -139,9 +137,11 @@ NOTES = {  # supported, but the meaning or default differs from the other tool
                                  "run pt, which takes 1.",
     "actor_num_nodes": "With --ray_address (docs/distributed.md, Ray); a slot is a GPU, or --ray_cpus_per_slot CPUs "
                        "on a cluster without GPUs.",
-    "critic_num_nodes": "With --ray_address: the critic trains inside the actor group's ranks, so it takes the actor's "
-                        "counts.",
-    "critic_num_gpus_per_node": "As --critic_num_nodes: the actor group's count.",
+    "colocate_critic_reward": "With --ray_address and --reward_model: the critic group on the reward model group's "
+                              "slots (same counts).",
+    "critic_num_nodes": "With --ray_address: the critic group's own data-parallel ranks beside the actor group's; "
+                        "not given, the actor group's count (the reward group's with --colocate_critic_reward).",
+    "critic_num_gpus_per_node": "As --critic_num_nodes.",
     "reward_num_nodes": "With --ray_address and --reward_model; reward functions run in the driver.",
     "prompt_data": "The prompts of online RL (`rlhfx rlhf --rlhf_type ppo`) and of `rlhfx pipeline` (one set per iteration, or one set sliced).",
 }
@@ -217,7 +217,7 @@ def render(tool: str, names: list[str]) -> str:
 
 
 # The seed's Ray command (OpenRLHF's README), flag for flag; tests/test_rl_ray.py checks that RAY_RLHFX parses and
-# resolves. RAY_DROPPED: the seed's flags the rlhfx command leaves out, and why.
+# resolves.
 RAY_SEED = """ray job submit --address="http://127.0.0.1:8265" --runtime-env-json='{"working_dir": "/openrlhf"}' \\
    -- python3 -m openrlhf.cli.train_ppo_ray \\
    --ref_num_nodes 1 --ref_num_gpus_per_node 2 --reward_num_nodes 1 --reward_num_gpus_per_node 2 \\
@@ -233,7 +233,8 @@ RAY_SEED = """ray job submit --address="http://127.0.0.1:8265" --runtime-env-jso
 RAY_RLHFX = ["--rlhf_type", "ppo", "--ray_address", "auto", "--ref_num_nodes", "1", "--ref_num_gpus_per_node", "2",
              "--reward_num_nodes", "1", "--reward_num_gpus_per_node", "2", "--critic_num_nodes", "1",
              "--critic_num_gpus_per_node", "2", "--actor_num_nodes", "1", "--actor_num_gpus_per_node", "2",
-             "--engine", "vllm", "--vllm_num_engines", "2", "--vllm_tensor_parallel_size", "2", "--colocate_actor_ref",
+             "--engine", "vllm", "--vllm_num_engines", "2", "--vllm_tensor_parallel_size", "2",
+             "--colocate_critic_reward", "--colocate_actor_ref",
              "--pretrain", "OpenRLHF/Llama-3-8b-sft-mixture", "--reward_pretrain", "OpenRLHF/Llama-3-8b-rm-mixture", "--save_path",
              "/openrlhf/examples/checkpoint/llama3-8b-rlhf", "--micro_train_batch_size", "8", "--train_batch_size",
              "128", "--micro_rollout_batch_size", "16", "--rollout_batch_size", "1024", "--max_samples", "100000",
@@ -242,7 +243,6 @@ RAY_RLHFX = ["--rlhf_type", "ppo", "--ray_address", "auto", "--ref_num_nodes", "
              "--prompt_data", "OpenRLHF/prompt-collection-v0.1", "--input_key", "context_messages",
              "--apply_chat_template", "--normalize_reward", "--packing_samples", "--adam_offload", "--flash_attn",
              "--gradient_checkpointing", "--use_wandb", "{wandb_token}"]
-RAY_DROPPED = {"colocate_critic_reward": UNSUPPORTED["colocate_critic_reward"].removeprefix("Drop it: ").rstrip(".")}
 
 
 def ray_section() -> list[str]:
@@ -257,9 +257,7 @@ def ray_section() -> list[str]:
               "the rlhfx driver, which connects with `--ray_address auto`; `--rlhf_type ppo` is train_ppo_ray's "
               "default estimator (gae), and its note's `--advantage_estimator reinforce | rloo` are `--rlhf_type "
               "reinforce_pp | rloo` (or that flag as it is).", "", "```bash", "# OpenRLHF", RAY_SEED, "",
-              "# rlhfx", 'ray job submit --address="http://127.0.0.1:8265" -- rlhfx rlhf' + command, "```", "",
-              "Left out of the rlhfx command:", ""]
-    lines += [f"- `--{name}`: {why}." for name, why in RAY_DROPPED.items()]
+              "# rlhfx", 'ray job submit --address="http://127.0.0.1:8265" -- rlhfx rlhf' + command, "```"]
     return lines
 
 

@@ -300,12 +300,15 @@ def test_grpo_on_ray_raises_the_held_out_reward(sft_model, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_stopped_ray_driver_resumes_to_the_uninterrupted_metrics(tmp_path):
+@pytest.mark.parametrize("kind", ["grpo", "ppo"])
+def test_a_stopped_ray_driver_resumes_to_the_uninterrupted_metrics(tmp_path, kind):
     """SIGTERM to the driver: it saves after the step and stops (its Ray cluster with it); the same command with
     --resume_from_checkpoint latest logs what an uninterrupted run logs (each rank's optimizer and random state
-    restored, the engines seeded per step)."""
-    flags = [*RL, "--rlhf_type", "grpo", "--model", "tiny", "--max_steps", "4", "--save_steps", "2",
+    restored, the engines seeded per step; ppo: the critic group's state too, its value loss compared)."""
+    flags = [*RL, "--rlhf_type", kind, "--model", "tiny", "--max_steps", "4", "--save_steps", "2",
              "--rollout_batch_size", "4", "--n_samples_per_prompt", "2", "--batch_size", "2", "--learning_rate", "1e-3"]
+    if kind == "ppo":  # a critic group of one rank beside the actor group's two, in this machine's 2 CPUs
+        flags += ["--critic_num_gpus_per_node", "1", "--ray_cpus_per_slot", "0.25"]
     stop_resume_and_compare(flags, tmp_path / "whole", tmp_path / "killed")
 
 
@@ -334,9 +337,10 @@ def test_the_migration_pages_ray_command_resolves():
     apply_swift_flags(args)
     config = resolve_config(args, "ppo")
     assert config.ray_address == "auto" and config.colocate_actor_ref and config.vllm_num_engines == 2
-    assert config.engine == "vllm" and config.vllm_tensor_parallel_size == 2
-    assert [(r.name, r.processes, r.slots) for r in roles(config)] == [("actor", 2, 2), ("ref", 2, 0),
-                                                                       ("reward", 2, 2), ("engine", 2, 4)]
+    assert config.engine == "vllm" and config.vllm_tensor_parallel_size == 2 and config.colocate_critic_reward
+    assert [(r.name, r.processes, r.slots, r.on) for r in roles(config)] == [
+        ("actor", 2, 2, "actor"), ("critic", 2, 0, "reward"), ("ref", 2, 0, "actor"), ("reward", 2, 2, "reward"),
+        ("engine", 2, 4, "engine")]
 
 
 @pytest.mark.slow

@@ -273,7 +273,7 @@ def check_args(args, config: RLOptions) -> None:
 
         check_engine_available("vllm")
     if args.ray_address:  # the cluster can hold the placement, before any model loads
-        check_resources(args, connect(args.ray_address).cluster_resources())
+        check_resources(config, connect(args.ray_address).cluster_resources())
     load_plugins(args.external_plugins)
     if args.multi_turn_scheduler:  # after the plugins, which may register it
         check_scheduler(args.multi_turn_scheduler)

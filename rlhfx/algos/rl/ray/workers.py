@@ -4,8 +4,7 @@ ActorWorker is one rank of the actor group (the policy), CriticWorker one rank o
 environment torchrun would give it (MASTER_ADDR/PORT of its group's rank 0, RANK, WORLD_SIZE, LOCAL_RANK) is set
 before accelerate starts, so each group's ranks form a DDP / DeepSpeed group of their own and run the update stage
 (rlhfx.algos.rl.update) the torchrun trainer runs, on their one model. The reference, reward and engine workers
-hold their model and answer the driver's calls. Batches and
-weights travel through Ray's object store (CPU tensors).
+hold their model and answer the driver's calls. Batches and weights travel through Ray's object store (CPU tensors).
 """
 
 import os
@@ -69,8 +68,7 @@ class TrainWorker:
         from rlhfx.training.guards import check_finite_weights
 
         stats = self.stage.update(_to(batch, self.accelerator.device), train_batch, step, orders)
-        rate = self.stage.scheduler.get_last_lr()[0]
-        check_finite_weights(model, step + 1, rate, newest_checkpoint(self.output_dir))
+        check_finite_weights(model, step + 1, self.stage.scheduler.get_last_lr()[0], newest_checkpoint(self.output_dir))
         return stats
 
     def save_state(self, folder: str) -> None:
