@@ -42,8 +42,8 @@ def ray_cluster():
 def test_the_ray_groups_update_like_one_process(ray_cluster, tmp_path, kind, actors, critics):
     """The actor group (and with ppo the critic group, its own ranks and placement group) against one process
     training the policy and the critic in one loop. Measured max |diff| of the policy and critic weights: 4.2e-7
-    (grpo, two actor ranks), 9.5e-6 (ppo); about 70 s each on 2 busy cores (the one-process run, then the Ray
-    actors loading the model), so all but ppo with one rank each are slow."""
+    (grpo, two actor ranks), 1.7e-6 (ppo, one actor and one or two critic ranks); 80-90 s each on 2 busy cores (the
+    one-process run, then the Ray actors loading the model), so all but ppo with one rank each are slow."""
     import torch
 
     from rlhfx.algos.rl import resolve_config
