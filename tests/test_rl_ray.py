@@ -299,6 +299,17 @@ def test_grpo_on_ray_raises_the_held_out_reward(sft_model, tmp_path):
     assert [m["step"] for m in metrics(out) if "reward" in m] == list(range(1, 21))
 
 
+def test_a_resume_needs_the_critic_group_that_saved_the_checkpoint(tmp_path):
+    from rlhfx.algos.rl.ray.trainer import check_critic_ranks
+    from rlhfx.errors import RlhfxError
+
+    (tmp_path / "train_state" / "critic").mkdir(parents=True)
+    (tmp_path / "train_state" / "critic" / "random_states_0.pkl").touch()
+    check_critic_ranks(tmp_path / "train_state", 1)
+    with pytest.raises(RlhfxError, match="holds the training state of 1 critic ranks .* this run's critic group has 2"):
+        check_critic_ranks(tmp_path / "train_state", 2)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["grpo", "ppo"])
 def test_a_stopped_ray_driver_resumes_to_the_uninterrupted_metrics(tmp_path, kind):
@@ -307,8 +318,11 @@ def test_a_stopped_ray_driver_resumes_to_the_uninterrupted_metrics(tmp_path, kin
     restored, the engines seeded per step; ppo: the critic group's state too, its value loss compared)."""
     flags = [*RL, "--rlhf_type", kind, "--model", "tiny", "--max_steps", "4", "--save_steps", "2",
              "--rollout_batch_size", "4", "--n_samples_per_prompt", "2", "--batch_size", "2", "--learning_rate", "1e-3"]
-    if kind == "ppo":  # a critic group of one rank beside the actor group's two, in this machine's 2 CPUs
-        flags += ["--critic_num_gpus_per_node", "1", "--ray_cpus_per_slot", "0.25"]
+    if kind == "ppo":  # a critic group of one rank beside the actor group's two, in this machine's 2 CPUs; a reward
+        # that varies over the tiny model's text (demo's is 0 for all of it), so the critic has values to restore
+        flags[flags.index("demo")] = "soft_overlong"
+        flags += ["--soft_max_length", "16", "--soft_cache_length", "12", "--critic_num_gpus_per_node", "1",
+                  "--ray_cpus_per_slot", "0.25"]
     stop_resume_and_compare(flags, tmp_path / "whole", tmp_path / "killed")
 
 

@@ -14,10 +14,11 @@ from pathlib import Path
 from rlhfx.algos.rl.batch import ActorCritic
 from rlhfx.algos.rl.dist import Ranks
 from rlhfx.algos.rl.loop import OnlineRLTrainer, pad_id
-from rlhfx.algos.rl.ray.cluster import EngineGroup, RewardGroup, launch
+from rlhfx.algos.rl.ray.cluster import CRITIC_STATE, EngineGroup, RewardGroup, launch
 from rlhfx.algos.rl.ray.placement import check_resources, connect, roles
 from rlhfx.algos.rl.rollout import RolloutStage, reward_sources
 from rlhfx.engines import stop_token_ids
+from rlhfx.errors import RlhfxError
 
 
 class RayRollout(RolloutStage):
@@ -89,6 +90,7 @@ class RayRLTrainer(OnlineRLTrainer):
         self.cluster.train_state("save_state", str(folder))
 
     def _load_train_state(self, folder: Path) -> None:
+        check_critic_ranks(folder, len(self.cluster.critics))
         self.cluster.train_state("load_state", str(folder))
         self.cluster.sync_weights()
 
@@ -97,3 +99,13 @@ class RayRLTrainer(OnlineRLTrainer):
         self.cluster.close()
         self.cluster.ray.shutdown()
 
+
+def check_critic_ranks(train_state: Path, ranks: int) -> None:
+    """The checkpoint's critic group had `ranks` ranks (accelerate keeps a random_states_N.pkl per rank): each rank's
+    optimizer shard and random state belong to its own rank, and a torchrun checkpoint has no critic group."""
+    saved = len(list((train_state / CRITIC_STATE).glob("random_states_*.pkl")))
+    if saved != ranks:
+        raise RlhfxError(f"{train_state.parent} holds the training state of {saved} critic ranks (Ray's critic group; "
+                         f"none in a torchrun checkpoint), and this run's critic group has {ranks}.",
+                         "resume with the --critic_num_nodes x --critic_num_gpus_per_node of the run that saved it, or "
+                         "a torchrun checkpoint under torchrun.")
