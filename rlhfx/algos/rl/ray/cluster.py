@@ -32,7 +32,8 @@ def _cpu(batch: dict) -> dict:
 
 
 def _split(batch: dict, parts: int) -> list[dict]:
-    return [select(batch, rows) for rows in shares(batch["mask"].shape[0], parts)]
+    """The batch's contiguous shares of `parts` processes (none for a role without any: no critic group)."""
+    return [select(batch, rows) for rows in shares(batch["mask"].shape[0], parts)] if parts else []
 
 
 @dataclass
