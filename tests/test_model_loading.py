@@ -103,3 +103,24 @@ def test_a_run_folder_and_its_checkpoints_give_the_recorded_model_type(tmp_path)
     (run / "config.json").unlink()
     with pytest.raises(RlhfxError, match="unfinished rlhfx run"):
         resolve_model(str(run))
+
+
+def test_the_skeleton_has_the_models_modules_and_stop_tokens_but_no_weights(tmp_path):
+    """What the Ray driver loads (rlhfx.models.load.model_skeleton): every parameter on the meta device, the same
+    names and shapes as the loaded model, its generation config's eos, its tied embeddings; an adapter folder's
+    targets are checked as a merge would check them."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from rlhfx.models.load import model_skeleton
+    from rlhfx.registry.tiny import tiny_model_path
+
+    real, skeleton = AutoModelForCausalLM.from_pretrained(tiny_model_path()), model_skeleton(str(tiny_model_path()))
+    assert {p.device.type for p in skeleton.parameters()} == {"meta"}
+    assert [(n, p.shape) for n, p in skeleton.named_parameters()] == [(n, p.shape) for n, p in real.named_parameters()]
+    assert skeleton.generation_config.eos_token_id == real.generation_config.eos_token_id
+    assert skeleton.get_output_embeddings().weight is skeleton.get_input_embeddings().weight
+    config = LoraConfig(target_modules=["q_proj", "lm_head"], task_type="CAUSAL_LM", ensure_weight_tying=True)
+    get_peft_model(real, config).save_pretrained(tmp_path)
+    with pytest.raises(RlhfxError, match="targets embed_tokens, but this model ties its input embeddings"):
+        model_skeleton(str(tmp_path))

@@ -368,3 +368,30 @@ def test_every_role_on_the_actor_groups_slots_with_zero2(tmp_path):
           "--colocate_all_models", "--deepspeed", "zero2", "--output_dir", out)
     steps = [m for m in metrics(out) if "reward" in m]
     assert [m["step"] for m in steps] == [1, 2] and all(m["value_loss"] >= 0 for m in steps)
+
+
+@pytest.mark.slow
+def test_the_driver_loads_no_weights(run_cli, monkeypatch, tmp_path):
+    """The driver reads the policy's skeleton on the meta device (module names, config, stop tokens) and loads no
+    reference: the actors hold the weights (a 70B policy and its reference would take ~280 GB of its host memory).
+    Run in this process with the loaders replaced by failures (the actors, in their own processes, load as usual);
+    about 45 s. Last in the file: the run shuts its Ray cluster down."""
+    from safetensors.torch import load_file
+
+    import rlhfx.models
+    import rlhfx.models.load
+
+    def never(*args, **kwargs):
+        raise AssertionError("the Ray driver loaded weights")
+
+    monkeypatch.setattr(rlhfx.models.load, "load_causal_lm", never)
+    monkeypatch.setattr(rlhfx.models, "load_reference", never)
+    reward = tmp_path / "length.py"  # rewards that differ within a group, so the one step changes the policy
+    reward.write_text("def reward_func(queries, prompts, labels):\n    return [len(q) / 100 for q in queries]\n")
+    out = tmp_path / "driver"
+    code, log = run_cli(*RL[:-len(RAY) - 4], *RAY, "--reward_func", reward, "--seed", "42", "--rlhf_type", "grpo",
+                        "--model", "tiny", "--max_steps", "1", "--rollout_batch_size", "2", "--n_samples_per_prompt",
+                        "2", "--batch_size", "2", "--learning_rate", "1e-3", "--output_dir", out)
+    assert code == 0, log
+    trained, initial = load_file(out / "model.safetensors"), _initial()
+    assert max((trained[k] - initial[k]).abs().max().item() for k in trained) > 1e-4  # the actors trained and saved

@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from rlhfx.engines import Engine, check_engine_available, make_engine, stop_token_ids
-from rlhfx.models import ModelSpec, load_causal_lm, merge_adapter
+from rlhfx.models import ModelSpec, generation_config, load_causal_lm, merge_adapter
 from rlhfx.templates.encoder import ChatEncoder
 
 
@@ -59,7 +59,7 @@ def load_generator(spec: ModelSpec, options: EngineOptions, batch_size: int) -> 
         stops = stop_token_ids(tokenizer, model.generation_config, template)
         engine = make_engine("pt", model=model, tokenizer=tokenizer, stop_ids=stops, batch_size=batch_size)
     else:
-        stops = stop_token_ids(tokenizer, _generation_config(spec.path), template)
+        stops = stop_token_ids(tokenizer, generation_config(spec.path), template)
         engine = make_engine(
             "vllm", model_path=spec.path, tokenizer=tokenizer, stop_ids=stops, dtype=options.torch_dtype,
             adapter_path=spec.adapter, seed=options.seed, tp_size=options.tp_size,
@@ -73,15 +73,6 @@ def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def _generation_config(path: str):
-    from transformers import GenerationConfig
-
-    try:
-        return GenerationConfig.from_pretrained(path)
-    except OSError:
-        return None
 
 
 def _adapter_rank(adapter: str | None) -> int:

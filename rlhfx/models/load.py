@@ -151,6 +151,47 @@ def load_causal_lm(path: str, dtype_name: str = "auto", model_class: str = "caus
                          "copy or download the model again, or finish the run that writes it.") from None
 
 
+def model_skeleton(path: str, model_class: str = "causal_lm"):
+    """The model's modules on the meta device (no memory), with its config and generation config: what the Ray
+    driver reads (module names for LoRA targets, tied embeddings, stop tokens), while the role actors load the
+    weights. A 70B policy and its reference would otherwise take ~280 GB of the driver's host memory for nothing."""
+    import torch
+    from transformers import AutoConfig
+
+    base = adapter_base(path)
+    source = resolve_model_path(base, None) if base else path
+    try:
+        config = AutoConfig.from_pretrained(source, **({"num_labels": 1} if model_class == "sequence_classification" else {}))
+    except OSError as error:
+        raise RlhfxError(f"Could not load model {path!r}: {error}",
+                         "pass a local folder with config.json and weights, a hub id, or `tiny`.") from None
+    with torch.device("meta"):
+        model = _auto_class(model_class).from_config(config)
+    generation = generation_config(source)
+    if generation is not None:
+        model.generation_config = generation
+    if base:
+        check_adapter_targets(model, path)
+    return model
+
+
+def generation_config(path: str):
+    """The model folder's generation_config.json (its stop tokens), None without one."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(path)
+    except OSError:
+        return None
+
+
+def check_adapter_targets(model, adapter: str) -> None:
+    """An adapter folder to merge into `model` must not target its tied embeddings (check_tied_targets)."""
+    targets = read_json_file(Path(adapter) / "adapter_config.json").get("target_modules") or []
+    check_tied_targets(model, [targets] if isinstance(targets, str) else targets, f"The LoRA adapter in {adapter} targets",
+                       "load the adapter unmerged (peft.PeftModel.from_pretrained), or retrain without those targets.")
+
+
 def merge_adapter(model, adapter: str):
     """`model` with the LoRA adapter folder `adapter` merged into its weights.
 
@@ -167,9 +208,7 @@ def merge_adapter(model, adapter: str):
             model.resize_token_embeddings(size)
     from safetensors import SafetensorError
 
-    targets = read_json_file(Path(adapter) / "adapter_config.json").get("target_modules") or []
-    check_tied_targets(model, [targets] if isinstance(targets, str) else targets, f"The LoRA adapter in {adapter} targets",
-                       "load the adapter unmerged (peft.PeftModel.from_pretrained), or retrain without those targets.")
+    check_adapter_targets(model, adapter)
     try:
         return PeftModel.from_pretrained(model, adapter).merge_and_unload()
     except SafetensorError as error:
@@ -192,11 +231,13 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def load_policy(args, model_class: str = "causal_lm") -> LoadedModel:
-    """The model a run trains; `path` is what --model named (an adapter folder stays one: it is merged on load)."""
+def load_policy(args, model_class: str = "causal_lm", weights: bool = True) -> LoadedModel:
+    """The model a run trains; `path` is what --model named (an adapter folder stays one: it is merged on load).
+    Without `weights`, the model's skeleton (model_skeleton) for a process that trains none of them itself."""
     resolved = resolve_model(args.model, args.model_type)
     tokenizer = load_tokenizer(resolved.tokenizer_path)
-    model = load_causal_lm(resolved.source, trained_weights_dtype(args), model_class, args)
+    model = (load_causal_lm(resolved.source, trained_weights_dtype(args), model_class, args) if weights
+             else model_skeleton(resolved.source, model_class))
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model=model, tokenizer=tokenizer, model_type=resolved.model_type, path=resolved.source)

@@ -173,7 +173,8 @@ def train(args, algo, options, output_dir: Path, checkpoint: Path | None) -> Pat
         sft_rows, sft_val_rows, sft_report = load_data(data_config(args, "sft", joint.datasets, joint.flag,
                                                                    joint.validates))
         report.merge(sft_report)
-    policy = load_policy(args, algo.model_class)
+    driver = bool(getattr(options, "ray_address", None))  # the Ray actors hold the models; this process drives them
+    policy = load_policy(args, algo.model_class, weights=not driver)
     from rlhfx.models import run_args
 
     encoder, template = make_encoder(args, policy.tokenizer, policy.model_type, run_args(policy.path))
@@ -211,10 +212,10 @@ def train(args, algo, options, output_dir: Path, checkpoint: Path | None) -> Pat
     for line in report.summary_lines():
         say(f"  data: {line}")
 
-    ref_model = load_reference(args, policy.model) if algo.needs_reference else None
+    ref_model = load_reference(args, policy.model) if algo.needs_reference and not driver else None
     prepare_tracking(trackers(args.report_to), output_dir, args.use_tensorboard)
     progress, stop, guard = RichProgress(), StopOnSignal(), NonFiniteGuard(lambda: newest_checkpoint(output_dir))
-    merges = getattr(args, "engine", None) == "vllm" or bool(getattr(args, "ray_address", None))  # weights pushed
+    merges = getattr(args, "engine", None) == "vllm" or driver  # weights pushed into engines
     peft_config = lora_config(args, policy.model, policy.model_type, algo.lora_on_head, merges)
     tied = tied_targets(policy.model, peft_config.target_modules) if peft_config else ""
     if tied:

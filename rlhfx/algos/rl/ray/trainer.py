@@ -61,7 +61,7 @@ class RayRLTrainer(OnlineRLTrainer):
         world = next(role.processes for role in roles(config) if role.name == "actor")
         self._plan(ctx, config, Ranks(), world)
         args, tokenizer = self.args, self.tokenizer
-        self.model = ctx.model  # the driver's copy: the final weights are the actor group's (save_model)
+        self.model = ctx.model  # on the meta device (model_skeleton): the weights are the actor group's
         self.actor_critic = ActorCritic(None, None)
         stops = stop_token_ids(tokenizer, getattr(ctx.model, "generation_config", None), ctx.encoder.template)
         self.cluster = cluster = launch(ray, config, args, gpu, stops, self.total_updates, ctx.hf_args["learning_rate"],
