@@ -618,3 +618,24 @@ def test_adaptive_kl_and_prompt_max_len_in_a_two_step_run(run_cli, tmp_path):  #
     error = min(max(first["kl"] / 0.01 - 1, -0.2), 0.2)
     assert second["kl_coef"] == pytest.approx(0.3 * (1 + error * 2 / 40), rel=1e-6)
     assert abs(second["kl_coef"] - 0.3) > 1e-4  # moved: the controller ran with these flags
+
+
+def test_train_batch_size_is_split_over_the_ranks_the_loop_is_given(monkeypatch, tmp_path):
+    """--train_batch_size is the global optimizer batch: each of the `world` ranks that share a rollout takes its
+    share, also where the process's own world is 1 (a Ray driver plans for its actor group's ranks)."""
+    from types import SimpleNamespace
+
+    from rlhfx.algos.rl.dist import Ranks
+    from rlhfx.algos.rl.loop import OnlineRLTrainer
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    args, config = options("grpo", "--train_batch_size", "16", "--per_device_train_batch_size", "2",
+                           "--rollout_batch_size", "4", "--n_samples_per_prompt", "4", "--max_steps", "3")
+    prompts = [{"prompt_ids": [1, 2, 3]}] * 8
+    ctx = SimpleNamespace(args=args, tokenizer=None, hf_args={"output_dir": str(tmp_path)}, train_dataset=prompts,
+                          eval_dataset=None, callbacks=[])
+    for world, micro_steps in ((1, 8), (2, 4), (4, 2)):
+        trainer = OnlineRLTrainer.__new__(OnlineRLTrainer)
+        trainer._plan(ctx, config, Ranks(), world)
+        assert trainer.train_batch == 2 * micro_steps  # per rank: 16 over the world
+        assert trainer.total_updates == 3 * config.num_ppo_epochs * math.ceil(16 / world / trainer.train_batch)

@@ -15,11 +15,13 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def gradient_accumulation(args) -> int:
+def gradient_accumulation(args, world: int | None = None) -> int:
+    """Micro steps per optimizer step: --train_batch_size over `world` data-parallel ranks (this process's
+    torchrun world unless given: a Ray driver's actor group is not its own world)."""
     if args.gradient_accumulation_steps:
         return args.gradient_accumulation_steps
     if args.train_batch_size:
-        per_step = args.batch_size * world_size()
+        per_step = args.batch_size * (world or world_size())
         return max(1, args.train_batch_size // per_step)
     return 1
 

@@ -117,7 +117,7 @@ class OnlineRLTrainer:
         self.steps_per_epoch = len(self.train_rows) // config.rollout_batch_size
         self.max_steps = (args.max_steps if args.max_steps > 0
                           else max(1, math.ceil(args.num_train_epochs * self.steps_per_epoch)))
-        self.train_batch = args.batch_size * gradient_accumulation(args)  # per rank: --train_batch_size over all
+        self.train_batch = args.batch_size * gradient_accumulation(args, world)  # per rank: --train_batch_size over all
         samples = config.rollout_batch_size * config.n_samples_per_prompt // world
         self.total_updates = self.max_steps * config.num_ppo_epochs * math.ceil(samples / self.train_batch)
         self.kl = rl_math.AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
