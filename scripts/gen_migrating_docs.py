@@ -55,8 +55,6 @@ UNSUPPORTED = {
     "reward_model_type": "Pass the reward model folder with --reward_model.",
     "reward_model_id_or_path": "Pass the reward model folder with --reward_model.",
     "prompt_data_probs": "Use --dataset_probs.",
-    "vllm_sync_backend": "Not needed: in-process vLLM gets the weights directly; under --ray_address the actor group's "
-                         "weights reach the engine actors through Ray's object store after every update.",
     "colocate_critic_reward": "Drop it: under --ray_address the critic trains inside the actor group's ranks (as under "
                               "torchrun), so it shares the actor's slots already.",
     "overlap_comm": "The ZeRO presets (`--deepspeed zero2` ...) turn it on; to change it, pass a copy of a preset's JSON "

@@ -63,7 +63,15 @@ def test_the_ray_actor_group_updates_like_one_process(ray_cluster, tmp_path, kin
                        lambda: torch.autocast("cpu", enabled=False), kl, RunningMoments())
     batch, stats = stage.experience(fixed_groups(), 0)
     stats.update(RayUpdater(cluster, kl).update(batch, 4, 0))
-    trained = dict(ray_cluster.get(cluster.actors[0].weights.remote()))
+
+    def policy(actor):  # run in the actor's process (a nested function travels by value)
+        from rlhfx.algos.rl.rollout import policy_weights
+
+        return {name: p.detach().clone() for name, p in policy_weights(actor.policy)}
+
+    trained = ray_cluster.get(cluster.actors[0].__ray_call__.remote(policy))
+    engine = ray_cluster.get(cluster.engines[0].__ray_call__.remote(
+        lambda worker: {name: p.detach().clone() for name, p in worker.engine.model.named_parameters()}))
     theirs = {k.removeprefix("policy."): v for k, v in reference["weights"].items() if k.startswith("policy.")}
     assert set(theirs) - set(trained) == {"lm_head.weight"}  # tied to the embeddings: one parameter
     diff = max((trained[k] - theirs[k]).abs().max().item() for k in trained)
@@ -71,7 +79,9 @@ def test_the_ray_actor_group_updates_like_one_process(ray_cluster, tmp_path, kin
     assert diff <= 1e-5
     assert stats == pytest.approx(reference["stats"], abs=1e-5)
     assert kl.value == pytest.approx(reference["kl_coef"], abs=1e-9)
-    # the engine got the trained weights, and it trained at all (the comparison is not of two untouched models)
+    # the engine got the trained weights over the weight-sync group, and it trained at all (the comparison is not of
+    # two untouched models)
+    assert engine.keys() == trained.keys() and all(torch.equal(engine[k], trained[k]) for k in trained)
     assert max((trained[k] - v).abs().max().item() for k, v in _initial().items() if k in trained) > 1e-4
     cluster.close()
 

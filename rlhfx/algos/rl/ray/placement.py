@@ -43,6 +43,10 @@ def check_placement(config, explicit: set) -> None:
     """The placement flags' own consistency (no cluster needed): given only with --ray_address, positive counts,
     colocated roles as large as the actor group."""
     given = sorted(name for name in PLACEMENT if name in explicit)
+    if config.vllm_sync_backend and not config.ray_address:
+        raise RlhfxError("--vllm_sync_backend sets how Ray's engine actors get new weights, but this run has no "
+                         "--ray_address.", "drop it (a vLLM engine in the trainer's process takes the weights "
+                         "directly), or add --ray_address.")
     if not config.ray_address:
         if given:
             raise RlhfxError(f"--{given[0]} places a role on a Ray cluster, but this run has no --ray_address.",
@@ -69,6 +73,10 @@ def check_placement(config, explicit: set) -> None:
                          "group's bundles are one GPU each (an engine spanning several is not there yet).",
                          "drop --colocate_all_models (the engines get their own placement group), or use "
                          "--vllm_tensor_parallel_size 1.")
+    if config.vllm_sync_backend == "nccl" and config.colocate_all_models:
+        raise RlhfxError("--vllm_sync_backend nccl with --colocate_all_models: engine i shares actor rank i's GPU, "
+                         "and NCCL refuses two ranks of one group on one GPU.",
+                         "drop --vllm_sync_backend (gloo is the default then), or --colocate_all_models.")
     actor = (config.actor_num_nodes, config.actor_num_gpus_per_node)
     critic = {"critic_num_nodes", "critic_num_gpus_per_node"} & explicit
     if config.uses_critic and critic and (config.critic_num_nodes, config.critic_num_gpus_per_node) != actor:
@@ -120,6 +128,9 @@ def check_resources(config, cluster: dict) -> bool:
                          "the model over the GPUs of the engine's bundle; on CPUs each engine actor runs vLLM in its "
                          "own process (the in-place weight push needs vLLM in-process), one slot each.",
                          "use --vllm_tensor_parallel_size 1 and more --vllm_num_engines, or a cluster with GPUs.")
+    if config.vllm_sync_backend == "nccl" and not gpu:
+        raise RlhfxError("--vllm_sync_backend nccl: the Ray cluster has no GPUs, and NCCL connects GPUs.",
+                         "drop it (gloo is the default on CPUs), or use a cluster with GPUs.")
     if config.sleep_level and not gpu:
         raise RlhfxError(f"--sleep_level {config.sleep_level}: vLLM's sleep mode releases GPU memory, and the Ray "
                          "cluster has no GPUs.", "drop --sleep_level / --vllm_enable_sleep, or use a cluster with GPUs.")
