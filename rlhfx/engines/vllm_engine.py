@@ -92,6 +92,8 @@ class VllmEngine(Engine):
         self.sleep_level = sleep_level
         if sleep_level:
             kwargs["enable_sleep_mode"] = True  # CUDA only; the RL trainer refuses --sleep_level without a GPU
+        if cpu and tp_size > 1:  # vLLM binds each CPU worker to a NUMA node of its own, which most machines lack
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         if cpu:
             # no chunked prefill: vLLM rewinds a seeded request's generator after a partial prefill, which CPU
             # generators cannot do ("CPU Generator does not use offset")

@@ -2,7 +2,9 @@
 
 Each role with slots of its own gets a placement group (rlhfx.algos.rl.ray.placement); a colocated role's
 processes go onto the actor group's bundles one to one. A batch is split over a role's processes in contiguous
-equal shares (the actor group's as torchrun's ranks split a rollout) and the answers are joined in order.
+equal shares (the actor group's as torchrun's ranks split a rollout) and the answers are joined in order. Actor
+rank 0 and the engines' processes also form the weight-sync group (rlhfx.engines.weight_sync), over which rank 0
+broadcasts the policy after every update.
 """
 
 import math
