@@ -174,6 +174,31 @@ def test_vllm_engine_actors_refuse_what_cannot_run_and_hold_their_tp_gpus_in_one
             resolve_config(parse_args("rlhf", [*base, *extra]), "grpo")
 
 
+def test_the_weight_sync_backend_is_nccl_between_gpus_and_gloo_elsewhere():
+    from rlhfx.algos.rl import resolve_config
+    from rlhfx.algos.rl.ray.cluster import sync_backend
+    from rlhfx.algos.rl.ray.placement import check_resources
+    from rlhfx.arguments import parse_args
+    from rlhfx.errors import RlhfxError
+
+    base = ["--rlhf_type", "grpo", "--reward_func", "demo"]
+    ray = [*base, "--ray_address", "local"]
+    plain = resolve_config(parse_args("rlhf", ray), "grpo")
+    assert (sync_backend(plain, gpu=True), sync_backend(plain, gpu=False)) == ("nccl", "gloo")
+    together = resolve_config(parse_args("rlhf", [*ray, "--colocate_all_models"]), "grpo")
+    assert sync_backend(together, gpu=True) == "gloo"  # engine i shares actor rank i's GPU
+    chosen = resolve_config(parse_args("rlhf", [*ray, "--vllm_sync_backend", "gloo"]), "grpo")
+    assert sync_backend(chosen, gpu=True) == "gloo"
+    nccl = resolve_config(parse_args("rlhf", [*ray, "--vllm_sync_backend", "nccl"]), "grpo")
+    with pytest.raises(RlhfxError, match="--vllm_sync_backend nccl: the Ray cluster has no GPUs"):
+        check_resources(nccl, {"CPU": 16})
+    for flags, words in (([*ray, "--vllm_sync_backend", "nccl", "--colocate_all_models"],
+                          "--vllm_sync_backend nccl with --colocate_all_models"),
+                         ([*base, "--vllm_sync_backend", "gloo"], "this run has no --ray_address")):
+        with pytest.raises(RlhfxError, match=words):
+            resolve_config(parse_args("rlhf", flags), "grpo")
+
+
 @pytest.mark.slow
 def test_grpo_on_ray_raises_the_held_out_reward(sft_model, tmp_path):
     """The torchrun test's run (tests/test_rl_distributed.py: 8 prompts x 4 per step, 20 steps) with the actor group

@@ -32,7 +32,7 @@ def test_rank_0_broadcasts_each_tensor_to_every_receiver():
         except Exception as error:  # re-raised below, in the test's thread
             errors.append(error)
 
-    threads = [threading.Thread(target=rank, args=(r,)) for r in range(world)]
+    threads = [threading.Thread(target=rank, args=(r,), daemon=True) for r in range(world)]
     for t in threads:
         t.start()
     for t in threads:
