@@ -55,8 +55,6 @@ UNSUPPORTED = {
     "reward_model_type": "Pass the reward model folder with --reward_model.",
     "reward_model_id_or_path": "Pass the reward model folder with --reward_model.",
     "prompt_data_probs": "Use --dataset_probs.",
-    "vllm_sync_backend": "Not needed: in-process vLLM gets the weights directly; under --ray_address the actor group's "
-                         "weights reach the engine actors through Ray's object store after every update.",
     "overlap_comm": "The ZeRO presets (`--deepspeed zero2` ...) turn it on; to change it, pass a copy of a preset's JSON "
                     "to --deepspeed (rlhfx/configs/deepspeed/).",
     "ring_attn_size": "Ring attention (sequence parallelism) is not supported.",
@@ -131,10 +129,12 @@ NOTES = {  # supported, but the meaning or default differs from the other tool
     "max_epochs": "Passes over the data (OpenRLHF's PPO uses it for passes over each rollout: that is --num_ppo_epochs).",
     "prompt_max_len": "Online RL: longer prompts are dropped and counted.",
     "micro_batch_size": "batch_inference's batch size.",
-    "vllm_num_engines": "With --ray_address: rollout engine actors (pt engine; vLLM inside Ray is not there yet). "
-                        "Without Ray, --engine vllm is one in-process engine.",
-    "vllm_tensor_parallel_size": "vLLM on GPUs (in-process or `rlhfx rollout`); the Ray engine actors (--ray_address) "
-                                 "run pt, which takes 1.",
+    "vllm_num_engines": "With --ray_address: rollout engine actors (--engine pt, or vllm). Without Ray, --engine vllm "
+                        "is one in-process engine.",
+    "vllm_tensor_parallel_size": "vLLM's tensor parallelism (in-process, `rlhfx rollout`, or each Ray engine actor, "
+                                 "whose workers all join the weight sync).",
+    "vllm_sync_backend": "With --ray_address: how actor rank 0 broadcasts new weights to the engines' workers; default "
+                         "nccl on GPUs, gloo on CPUs and with --colocate_all_models.",
     "actor_num_nodes": "With --ray_address (docs/distributed.md, Ray); a slot is a GPU, or --ray_cpus_per_slot CPUs "
                        "on a cluster without GPUs.",
     "colocate_critic_reward": "With --ray_address and --reward_model: the critic group on the reward model group's "

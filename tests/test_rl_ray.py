@@ -71,7 +71,17 @@ def test_the_ray_groups_update_like_one_process(ray_cluster, tmp_path, kind, act
                        lambda: torch.autocast("cpu", enabled=False), kl, RunningMoments())
     batch, stats = stage.experience(fixed_groups(), 0)
     stats.update(RayUpdater(cluster, kl).update(batch, batch_size, 0))
-    trained = dict(ray_cluster.get(cluster.actors[0].weights.remote()))
+
+    def policy(actor):  # run in the actor's process (a nested function travels by value)
+        from rlhfx.algos.rl.rollout import policy_weights
+
+        return {name: p.detach().clone() for name, p in policy_weights(actor.policy)}
+
+    trained = ray_cluster.get(cluster.actors[0].__ray_call__.remote(policy))
+    engine = ray_cluster.get(cluster.engines[0].__ray_call__.remote(
+        lambda worker: {name: p.detach().clone() for name, p in worker.engine.model.named_parameters()}))
+    # the engine got the trained weights over the weight-sync group
+    assert engine.keys() == trained.keys() and all(torch.equal(engine[k], trained[k]) for k in trained)
     theirs = {k.removeprefix("policy."): v for k, v in reference["weights"].items() if k.startswith("policy.")}
     assert set(theirs) - set(trained) == {"lm_head.weight"}  # tied to the embeddings: one parameter
     if critics:  # the critic group's rank 0 holds the trained critic whole (DDP)
@@ -86,7 +96,7 @@ def test_the_ray_groups_update_like_one_process(ray_cluster, tmp_path, kind, act
     assert diff <= 1e-5
     assert stats == pytest.approx(reference["stats"], abs=1e-5)
     assert kl.value == pytest.approx(reference["kl_coef"], abs=1e-9)
-    # the engine got the trained weights, and it trained at all (the comparison is not of two untouched models)
+    # the policy trained at all (the comparison is not of two untouched models)
     assert max((trained[k] - v).abs().max().item() for k, v in _initial().items() if k in trained) > 1e-4
     cluster.close()
 
@@ -283,6 +293,31 @@ def test_vllm_engine_actors_refuse_what_cannot_run_and_hold_their_tp_gpus_in_one
                          (["--offload_model"], "--offload_model with --ray_address")):
         with pytest.raises(RlhfxError, match=words):
             resolve_config(parse_args("rlhf", [*base, *extra]), "grpo")
+
+
+def test_the_weight_sync_backend_is_nccl_between_gpus_and_gloo_elsewhere():
+    from rlhfx.algos.rl import resolve_config
+    from rlhfx.algos.rl.ray.cluster import sync_backend
+    from rlhfx.algos.rl.ray.placement import check_resources
+    from rlhfx.arguments import parse_args
+    from rlhfx.errors import RlhfxError
+
+    base = ["--rlhf_type", "grpo", "--reward_func", "demo"]
+    ray = [*base, "--ray_address", "local"]
+    plain = resolve_config(parse_args("rlhf", ray), "grpo")
+    assert (sync_backend(plain, gpu=True), sync_backend(plain, gpu=False)) == ("nccl", "gloo")
+    together = resolve_config(parse_args("rlhf", [*ray, "--colocate_all_models"]), "grpo")
+    assert sync_backend(together, gpu=True) == "gloo"  # engine i shares actor rank i's GPU
+    chosen = resolve_config(parse_args("rlhf", [*ray, "--vllm_sync_backend", "gloo"]), "grpo")
+    assert sync_backend(chosen, gpu=True) == "gloo"
+    nccl = resolve_config(parse_args("rlhf", [*ray, "--vllm_sync_backend", "nccl"]), "grpo")
+    with pytest.raises(RlhfxError, match="--vllm_sync_backend nccl: the Ray cluster has no GPUs"):
+        check_resources(nccl, {"CPU": 16})
+    for flags, words in (([*ray, "--vllm_sync_backend", "nccl", "--colocate_all_models"],
+                          "--vllm_sync_backend nccl with --colocate_all_models"),
+                         ([*base, "--vllm_sync_backend", "gloo"], "this run has no --ray_address")):
+        with pytest.raises(RlhfxError, match=words):
+            resolve_config(parse_args("rlhf", flags), "grpo")
 
 
 @pytest.mark.slow

@@ -21,8 +21,8 @@ from e2e import metrics, rlhfx  # noqa: E402
 
 
 def test_vllm_engine_actor_generates_with_each_updates_weights(sft_model, tmp_path):
-    """Measured (seed 42, 2 busy CPU cores): |rollout_kl| at most 5.2e-8 at every step; with the engine actor's
-    update_weights skipped, 0.17 at step 2 and 0.047 at step 3. About 80 s (a Ray cluster, the actor, reference and
+    """Measured (seed 42, 2 busy CPU cores): |rollout_kl| at most 5.2e-8 at every step; with the weights received over
+    the weight-sync group but not loaded (rlhfx.engines.vllm_worker), 0.17 at step 2 and 0.047 at step 3. About 80 s (a Ray cluster, the actor, reference and
     a vLLM engine actor), after the shared sft_model fixture."""
     from safetensors.torch import load_file
 

@@ -425,6 +425,10 @@ class RLOptions(RewardOptions):
     reward_num_gpus_per_node: int = online(1, "Ray: slots per node of the reward model group (--reward_model).")
     vllm_num_engines: int = online(1, "Ray: rollout engine actors (each --vllm_tensor_parallel_size slots); the "
                                       "prompts are split over them.")
+    vllm_sync_backend: str | None = online(None, "Ray: how actor rank 0 broadcasts new weights to the engines: nccl "
+                                                 "(GPU to GPU) or gloo (through host memory). Default: nccl on GPUs, "
+                                                 "gloo on CPUs and with --colocate_all_models.",
+                                           choices=("nccl", "gloo"))
     colocate_actor_ref: bool = online(False, "Ray: the reference model shares the actor group's slots (same counts).")
     colocate_critic_reward: bool = online(False, "Ray: the critic group shares the reward model group's slots (same "
                                                  "counts; gae with --reward_model).")

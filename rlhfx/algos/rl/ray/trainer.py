@@ -4,9 +4,10 @@ The loop is the one-process trainer's (rlhfx.algos.rl.loop: steps, logging, eval
 whose stages call the cluster: the engine actors generate, the reward workers (or the driver's reward functions)
 score, the actor group and the reference compute log-probs (and the critic group values), the driver computes
 advantages over the whole rollout (what torchrun's ranks get by summing their statistics), then the actor group
-and the critic group update at once, each on its contiguous shares, and the engines get the new weights. A
-checkpoint is the torchrun one: the policy, each actor rank's training state (each critic rank's in
-train_state/critic/) and the driver's rl_state.pt, in checkpoint-N/ (on a shared file system across nodes).
+and the critic group update at once, each on its contiguous shares, and the engines get the new weights (actor
+rank 0 broadcasts them over the weight-sync group). A checkpoint is the torchrun one: the policy, each actor rank's
+training state (each critic rank's in train_state/critic/) and the driver's rl_state.pt, in checkpoint-N/ (on a
+shared file system across nodes).
 """
 
 from pathlib import Path

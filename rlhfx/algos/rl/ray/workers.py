@@ -4,7 +4,9 @@ ActorWorker is one rank of the actor group (the policy), CriticWorker one rank o
 environment torchrun would give it (MASTER_ADDR/PORT of its group's rank 0, RANK, WORLD_SIZE, LOCAL_RANK) is set
 before accelerate starts, so each group's ranks form a DDP / DeepSpeed group of their own and run the update stage
 (rlhfx.algos.rl.update) the torchrun trainer runs, on their one model. The reference, reward and engine workers
-hold their model and answer the driver's calls. Batches and weights travel through Ray's object store (CPU tensors).
+hold their model and answer the driver's calls. Batches travel through Ray's object store (CPU tensors); new policy
+weights go from the actor group's rank 0 to the engines over a weight-sync group of their own
+(rlhfx.engines.weight_sync), tensor by tensor.
 """
 
 import os
@@ -102,12 +104,31 @@ class ActorWorker(TrainWorker):
         stats = self._update(self.policy, batch, train_batch, step, orders)
         return {**stats, "learning_rate": self.stage.scheduler.get_last_lr()[0]}
 
-    def weights(self):
-        """The policy's weights under their Hugging Face names (rank 0's; every rank takes part under ZeRO-3)."""
+    def weight_specs(self) -> list | None:
+        """The names, dtypes and shapes of what send_weights sends (rank 0's; every rank takes part under ZeRO-3)."""
+        from rlhfx.algos.rl.rollout import policy_weights
+        from rlhfx.engines.weight_sync import specs
+
+        mine = specs(policy_weights(self.policy))
+        return mine if self.rank == 0 else None
+
+    def join_weight_group(self, host: str, port: int, world: int, backend: str) -> None:
+        """Rank 0 only: the weight-sync group's rank 0, serving its rendezvous at host:port (its `address()`)."""
+        from rlhfx.engines.weight_sync import WeightGroup
+
+        self.weight_group = WeightGroup(host, port, 0, world, backend)
+
+    def send_weights(self) -> None:
+        """The policy's weights under their Hugging Face names, broadcast by rank 0 one by one (the other ranks read
+        them too: under ZeRO-3 each is gathered by all ranks together)."""
         from rlhfx.algos.rl.rollout import policy_weights
 
-        pairs = [(name, param.detach().cpu().clone()) for name, param in policy_weights(self.policy)]
-        return pairs if self.rank == 0 else None
+        weights = policy_weights(self.policy)
+        if self.rank == 0:
+            self.weight_group.send(weights)
+        else:
+            for _ in weights:
+                pass
 
     def save_policy(self, folder: str) -> None:
         """The policy in Hugging Face format (written by rank 0; gathered by all under ZeRO-3)."""
@@ -199,7 +220,20 @@ class EngineWorker:
             self.engine.sleep()
         return completions
 
-    def update_weights(self, pairs: list) -> None:
+    def join_weight_group(self, host: str, port: int, first_rank: int, world: int, backend: str) -> None:
+        """Joins the weight-sync group: a vllm engine's every worker (first_rank + its tensor-parallel rank), a pt
+        engine as first_rank."""
+        from rlhfx.engines.weight_sync import WeightGroup
+
+        if self.vllm:
+            self.engine.join_weight_group(host, port, first_rank, world, backend)
+        else:
+            self.weight_group = WeightGroup(host, port, first_rank, world, backend)
+
+    def receive_weights(self, specs: list) -> None:
+        """The weights rank 0 broadcasts, loaded as they arrive (a pt engine's straight into its model)."""
         if self.vllm:
             self.engine.wake_up()
-        self.engine.update_weights(pairs)
+            self.engine.receive_weights(specs)
+        else:
+            self.engine.update_weights(self.weight_group.receive(specs))
