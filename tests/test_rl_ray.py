@@ -268,8 +268,8 @@ def test_the_critic_group_has_slots_of_its_own_or_shares_the_reward_or_actor_gro
 
 
 def test_vllm_engine_actors_refuse_what_cannot_run_and_hold_their_tp_gpus_in_one_bundle(ray_cluster):
-    """--engine vllm under Ray (tests/test_vllm_ray.py runs it): tensor parallelism needs a cluster with GPUs, and an
-    engine's tp slots are one bundle (vLLM splits the model over the GPUs one actor sees)."""
+    """--engine vllm under Ray (tests/test_vllm_ray.py runs it, tp 1 and 2 on CPU slots): an engine's tp slots are
+    one bundle (vLLM splits the model over the GPUs one actor sees), on a cluster with or without GPUs."""
     from rlhfx.algos.rl import resolve_config
     from rlhfx.algos.rl.ray.placement import check_resources, demand, placement_group
     from rlhfx.arguments import parse_args
@@ -278,8 +278,8 @@ def test_vllm_engine_actors_refuse_what_cannot_run_and_hold_their_tp_gpus_in_one
     base = ["--rlhf_type", "grpo", "--ray_address", "local", "--reward_func", "demo", "--engine", "vllm"]
     tp = resolve_config(parse_args("rlhf", [*base, "--vllm_num_engines", "2", "--vllm_tensor_parallel_size", "2"]),
                         "grpo")
-    with pytest.raises(RlhfxError, match="--vllm_tensor_parallel_size 2: the Ray cluster has no GPUs"):
-        check_resources(tp, {"CPU": 16})
+    assert check_resources(tp, {"CPU": 16}) is False
+    assert demand(tp, gpu=False)["engine"] == {"CPU": 4}
     assert check_resources(tp, {"CPU": 16, "GPU": 8}) is True
     assert demand(tp, gpu=True)["engine"] == {"CPU": 4, "GPU": 4}
     group = placement_group(ray_cluster, 4, False, 0.5, per_bundle=2)

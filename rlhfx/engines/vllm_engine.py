@@ -81,8 +81,10 @@ class VllmEngine(Engine):
                       dtype="float32" if dtype == "auto" and cpu else dtype)
         # the worker runs in this process: a push hands it the trainer's tensors (a generator, as ZeRO-3 gathers them)
         self.in_process = tp_size == 1 and os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
-        if tp_size == 1:
-            kwargs["distributed_executor_backend"] = "uni"
+        # tp_size > 1: worker processes this process starts (vLLM's "mp" executor), also in a Ray engine actor, where
+        # vLLM would otherwise make them Ray actors of the placement group: its CPU build cannot, and on GPUs the
+        # engine actor already holds its bundle's tp GPUs, which its worker processes see
+        kwargs["distributed_executor_backend"] = "uni" if tp_size == 1 else "mp"
         if logprobs:
             kwargs["logprobs_mode"] = "processed_logprobs"
         if max_num_seqs:

