@@ -36,10 +36,11 @@ def ray_cluster():
     ray.shutdown()
 
 
-@pytest.mark.parametrize("kind,actors,critics", [pytest.param("grpo", 2, 0, marks=pytest.mark.slow), ("ppo", 1, 1),
-                                                  pytest.param("ppo", 1, 2, marks=pytest.mark.slow)],
-                         ids=["grpo", "ppo", "ppo-two-critic-ranks"])
-def test_the_ray_groups_update_like_one_process(ray_cluster, tmp_path, kind, actors, critics):
+@pytest.mark.parametrize("kind,actors,critics,deepspeed", [
+    pytest.param("grpo", 2, 0, None, marks=pytest.mark.slow), ("ppo", 1, 1, None),
+    pytest.param("ppo", 1, 2, None, marks=pytest.mark.slow), pytest.param("ppo", 2, 1, "zero3", marks=pytest.mark.slow)],
+    ids=["grpo", "ppo", "ppo-two-critic-ranks", "ppo-zero3"])
+def test_the_ray_groups_update_like_one_process(ray_cluster, tmp_path, kind, actors, critics, deepspeed):
     """The actor group (and with ppo the critic group, its own ranks and placement group) against one process
     training the policy and the critic in one loop. Measured max |diff| of the policy and critic weights: 9.5e-7
     (grpo, two actor ranks), 1.7e-6 (ppo, one actor and one or two critic ranks); 80-90 s each on 2 busy cores (the
@@ -62,6 +63,8 @@ def test_the_ray_groups_update_like_one_process(ray_cluster, tmp_path, kind, act
             "--actor_num_gpus_per_node", str(actors)]
     if critics:
         argv += ["--critic_learning_rate", "1e-2", "--critic_num_gpus_per_node", str(critics)]
+    if deepspeed:
+        argv += ["--deepspeed", deepspeed]
     args = parse_args("rlhf", argv)
     config = resolve_config(args, kind)
     cluster = launch(ray_cluster, config, args, False, [0], 10, 1e-3, str(tmp_path))
@@ -77,22 +80,25 @@ def test_the_ray_groups_update_like_one_process(ray_cluster, tmp_path, kind, act
 
         return {name: p.detach().clone() for name, p in policy_weights(actor.policy)}
 
-    trained = ray_cluster.get(cluster.actors[0].__ray_call__.remote(policy))
+    def critic(worker):
+        return {k: v.detach().cpu() for k, v in worker.accelerator.get_state_dict(worker.stage.critic).items()}
+
+    # every rank reads (under ZeRO-3 each weight is gathered by the whole group); rank 0's answer is compared
+    trained = ray_cluster.get([actor.__ray_call__.remote(policy) for actor in cluster.actors])[0]
     engine = ray_cluster.get(cluster.engines[0].__ray_call__.remote(
         lambda worker: {name: p.detach().clone() for name, p in worker.engine.model.named_parameters()}))
     # the engine got the trained weights over the weight-sync group
     assert engine.keys() == trained.keys() and all(torch.equal(engine[k], trained[k]) for k in trained)
     theirs = {k.removeprefix("policy."): v for k, v in reference["weights"].items() if k.startswith("policy.")}
     assert set(theirs) - set(trained) == {"lm_head.weight"}  # tied to the embeddings: one parameter
-    if critics:  # the critic group's rank 0 holds the trained critic whole (DDP)
-        critic = ray_cluster.get(cluster.critics[0].__ray_call__.remote(
-            lambda worker: {k: v.detach().cpu() for k, v in worker.accelerator.get_state_dict(worker.stage.critic).items()}))
+    if critics:  # the critic group's rank 0 holds the trained critic whole (DDP), or gathers it (ZeRO-3)
+        critic = ray_cluster.get([worker.__ray_call__.remote(critic) for worker in cluster.critics])[0]
         assert set(critic) == {k for k in reference["weights"] if k.startswith("critic.")}
         assert critic["critic.score.weight"].abs().max() > 1e-4  # the zero-initialised head trained
         trained.update(critic)
         theirs.update({k: reference["weights"][k] for k in critic})
     diff = max((trained[k] - theirs[k]).abs().max().item() for k in trained)
-    print(f"{kind} ({actors} actor, {critics} critic ranks): max |ray - one process| = {diff:.2e}")
+    print(f"{kind} ({actors} actor, {critics} critic ranks, {deepspeed}): max |ray - one process| = {diff:.2e}")
     assert diff <= 1e-5
     assert stats == pytest.approx(reference["stats"], abs=1e-5)
     assert kl.value == pytest.approx(reference["kl_coef"], abs=1e-9)
