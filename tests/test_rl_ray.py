@@ -43,8 +43,22 @@ def ray_cluster():
 def test_the_ray_groups_update_like_one_process(ray_cluster, tmp_path, kind, actors, critics, deepspeed):
     """The actor group (and with ppo the critic group, its own ranks and placement group) against one process
     training the policy and the critic in one loop. Measured max |diff| of the policy and critic weights: 9.5e-7
-    (grpo, two actor ranks), 1.7e-6 (ppo, one actor and one or two critic ranks); 80-90 s each on 2 busy cores (the
-    one-process run, then the Ray actors loading the model), so all but ppo with one rank each are slow."""
+    (grpo, two actor ranks), 1.7e-6 (ppo, one actor and one or two critic ranks), 9.6e-6 (ppo under ZeRO-3: two
+    actor ranks gathering each weight for the sync, a critic rank); 80-110 s each on 2 busy cores (the one-process
+    run, then the Ray actors loading the model), so all but ppo with one rank each are slow."""
+    flags = ["--ray_cpus_per_slot", "0.5", "--actor_num_gpus_per_node", str(actors)]
+    if critics:
+        flags += ["--critic_learning_rate", "1e-2", "--critic_num_gpus_per_node", str(critics)]
+    if deepspeed:
+        flags += ["--deepspeed", deepspeed]
+    cluster = _update_like_one_process(ray_cluster, tmp_path, kind, actors, flags)
+    assert (len(cluster.actors), len(cluster.critics), len(cluster.refs), len(cluster.engines)) == (actors, critics, 1, 1)
+    cluster.close()
+
+
+def _update_like_one_process(ray, tmp_path, kind: str, actors: int, flags: list):
+    """One update of the Ray groups (placed as `flags` say) on the fixed rollout, checked against one process; the
+    engines must then hold the trained policy. Returns the cluster."""
     import torch
 
     from rlhfx.algos.rl import resolve_config
@@ -59,16 +73,10 @@ def test_the_ray_groups_update_like_one_process(ray_cluster, tmp_path, kind, act
     batch_size = 8 // actors  # each actor rank's share of the 8 samples is one optimizer batch, as the one process's
     argv = ["--rlhf_type", kind, "--model", "tiny", "--train_type", "full", "--n_samples_per_prompt", "4",
             "--batch_size", str(batch_size), "--rollout_batch_size", "2", "--micro_rollout_batch_size", "2",
-            "--target_kl", "0.1", "--max_grad_norm", "0.5", *RAY[:2], "--ray_cpus_per_slot", "0.5",
-            "--actor_num_gpus_per_node", str(actors)]
-    if critics:
-        argv += ["--critic_learning_rate", "1e-2", "--critic_num_gpus_per_node", str(critics)]
-    if deepspeed:
-        argv += ["--deepspeed", deepspeed]
+            "--target_kl", "0.1", "--max_grad_norm", "0.5", *RAY[:2], *flags]
     args = parse_args("rlhf", argv)
     config = resolve_config(args, kind)
-    cluster = launch(ray_cluster, config, args, False, [0], 10, 1e-3, str(tmp_path))
-    assert (len(cluster.actors), len(cluster.critics), len(cluster.refs), len(cluster.engines)) == (actors, critics, 1, 1)
+    cluster = launch(ray, config, args, False, [0], 10, 1e-3, str(tmp_path))
     kl = AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
     stage = RayRollout(cluster, args, config, None, None, ActorCritic(None, None), None, Ranks(), 0,
                        lambda: torch.autocast("cpu", enabled=False), kl, RunningMoments())
@@ -84,27 +92,28 @@ def test_the_ray_groups_update_like_one_process(ray_cluster, tmp_path, kind, act
         return {k: v.detach().cpu() for k, v in worker.accelerator.get_state_dict(worker.stage.critic).items()}
 
     # every rank reads (under ZeRO-3 each weight is gathered by the whole group); rank 0's answer is compared
-    trained = ray_cluster.get([actor.__ray_call__.remote(policy) for actor in cluster.actors])[0]
-    engine = ray_cluster.get(cluster.engines[0].__ray_call__.remote(
-        lambda worker: {name: p.detach().clone() for name, p in worker.engine.model.named_parameters()}))
-    # the engine got the trained weights over the weight-sync group
-    assert engine.keys() == trained.keys() and all(torch.equal(engine[k], trained[k]) for k in trained)
+    trained = ray.get([actor.__ray_call__.remote(policy) for actor in cluster.actors])[0]
+    # every engine got the trained weights over the weight-sync group
+    for engine in ray.get([engine.__ray_call__.remote(lambda worker: {
+            name: p.detach().clone() for name, p in worker.engine.model.named_parameters()})
+            for engine in cluster.engines]):
+        assert engine.keys() == trained.keys() and all(torch.equal(engine[k], trained[k]) for k in trained)
     theirs = {k.removeprefix("policy."): v for k, v in reference["weights"].items() if k.startswith("policy.")}
     assert set(theirs) - set(trained) == {"lm_head.weight"}  # tied to the embeddings: one parameter
-    if critics:  # the critic group's rank 0 holds the trained critic whole (DDP), or gathers it (ZeRO-3)
-        critic = ray_cluster.get([worker.__ray_call__.remote(critic) for worker in cluster.critics])[0]
+    if cluster.critics:  # the critic group's rank 0 holds the trained critic whole (DDP), or gathers it (ZeRO-3)
+        critic = ray.get([worker.__ray_call__.remote(critic) for worker in cluster.critics])[0]
         assert set(critic) == {k for k in reference["weights"] if k.startswith("critic.")}
         assert critic["critic.score.weight"].abs().max() > 1e-4  # the zero-initialised head trained
         trained.update(critic)
         theirs.update({k: reference["weights"][k] for k in critic})
     diff = max((trained[k] - theirs[k]).abs().max().item() for k in trained)
-    print(f"{kind} ({actors} actor, {critics} critic ranks, {deepspeed}): max |ray - one process| = {diff:.2e}")
+    print(f"{kind} {' '.join(flags)}: max |ray - one process| = {diff:.2e}")
     assert diff <= 1e-5
     assert stats == pytest.approx(reference["stats"], abs=1e-5)
     assert kl.value == pytest.approx(reference["kl_coef"], abs=1e-9)
     # the policy trained at all (the comparison is not of two untouched models)
     assert max((trained[k] - v).abs().max().item() for k, v in _initial().items() if k in trained) > 1e-4
-    cluster.close()
+    return cluster
 
 
 def test_both_groups_rank_r_get_one_sample_order_from_the_driver():
@@ -436,3 +445,31 @@ def test_the_driver_loads_no_weights(run_cli, monkeypatch, tmp_path):
     assert code == 0, log
     trained, initial = load_file(out / "model.safetensors"), _initial()
     assert max((trained[k] - initial[k]).abs().max().item() for k in trained) > 1e-4  # the actors trained and saved
+
+
+@pytest.mark.slow
+def test_an_actor_group_spans_two_nodes(tmp_path):
+    """A Ray cluster of two nodes on this machine (ray.cluster_utils, one CPU each) and --actor_num_nodes 2
+    --actor_num_gpus_per_node 1 with a whole CPU per slot: the actor group's placement group (one bundle per slot,
+    PACK) cannot fit on one node, so rank 1 runs on the other node, reaches rank 0's rendezvous
+    (ray.util.get_node_ip_address) and trains like one process, the reference and engine actors on the same slots
+    (--colocate_all_models). Measured max |diff| 9.5e-7 (grpo); about 90 s. Run after the tests on the module's
+    one-node cluster: it shuts that down."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    nodes.add_node(num_cpus=1)
+    ray.init(address=nodes.address, log_to_driver=False)
+    try:
+        cluster = _update_like_one_process(ray, tmp_path, "grpo", 2, [
+            "--ray_cpus_per_slot", "1", "--actor_num_nodes", "2", "--actor_num_gpus_per_node", "1",
+            "--colocate_all_models", "--ref_num_gpus_per_node", "2", "--vllm_num_engines", "2"])
+        where = ray.get([actor.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id())
+                         for actor in cluster.actors])
+        assert len(set(where)) == 2, where
+        cluster.close()
+    finally:
+        ray.shutdown()
+        nodes.shutdown()
