@@ -362,11 +362,14 @@ def test_a_resume_needs_the_critic_group_that_saved_the_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["grpo", "ppo"])
-def test_a_stopped_ray_driver_resumes_to_the_uninterrupted_metrics(tmp_path, kind):
+@pytest.mark.parametrize("kind,deepspeed", [("grpo", None), ("ppo", None), ("ppo", "zero3")],
+                         ids=["grpo", "ppo", "ppo-zero3"])
+def test_a_stopped_ray_driver_resumes_to_the_uninterrupted_metrics(tmp_path, kind, deepspeed):
     """SIGTERM to the driver: it saves after the step and stops (its Ray cluster with it); the same command with
     --resume_from_checkpoint latest logs what an uninterrupted run logs (each rank's optimizer and random state
-    restored, the engines seeded per step; ppo: the critic group's state too, its value loss compared)."""
+    restored, the engines seeded per step; ppo: the critic group's state too, its value loss compared; ZeRO-3: each
+    rank's shards of both groups saved and loaded, the policy gathered by both actor ranks for the save and the
+    sync)."""
     flags = [*RL, "--rlhf_type", kind, "--model", "tiny", "--max_steps", "4", "--save_steps", "2",
              "--rollout_batch_size", "4", "--n_samples_per_prompt", "2", "--batch_size", "2", "--learning_rate", "1e-3"]
     if kind == "ppo":  # a critic group of one rank beside the actor group's two, in this machine's 2 CPUs; a reward
@@ -374,6 +377,8 @@ def test_a_stopped_ray_driver_resumes_to_the_uninterrupted_metrics(tmp_path, kin
         flags[flags.index("demo")] = "soft_overlong"
         flags += ["--soft_max_length", "16", "--soft_cache_length", "12", "--critic_num_gpus_per_node", "1",
                   "--ray_cpus_per_slot", "0.25"]
+    if deepspeed:
+        flags += ["--deepspeed", deepspeed]
     stop_resume_and_compare(flags, tmp_path / "whole", tmp_path / "killed")
 
 
