@@ -36,14 +36,31 @@ def ray_cluster():
     ray.shutdown()
 
 
-@pytest.mark.parametrize("kind,actors,critics", [pytest.param("grpo", 2, 0, marks=pytest.mark.slow), ("ppo", 1, 1),
-                                                  pytest.param("ppo", 1, 2, marks=pytest.mark.slow)],
-                         ids=["grpo", "ppo", "ppo-two-critic-ranks"])
-def test_the_ray_groups_update_like_one_process(ray_cluster, tmp_path, kind, actors, critics):
+@pytest.mark.parametrize("kind,actors,critics,deepspeed", [
+    pytest.param("grpo", 2, 0, None, marks=pytest.mark.slow), ("ppo", 1, 1, None),
+    pytest.param("ppo", 1, 2, None, marks=pytest.mark.slow),
+    pytest.param("ppo", 2, 1, "zero3", marks=pytest.mark.slow)],
+    ids=["grpo", "ppo", "ppo-two-critic-ranks", "ppo-zero3"])
+def test_the_ray_groups_update_like_one_process(ray_cluster, tmp_path, kind, actors, critics, deepspeed):
     """The actor group (and with ppo the critic group, its own ranks and placement group) against one process
     training the policy and the critic in one loop. Measured max |diff| of the policy and critic weights: 9.5e-7
-    (grpo, two actor ranks), 1.7e-6 (ppo, one actor and one or two critic ranks); 80-90 s each on 2 busy cores (the
-    one-process run, then the Ray actors loading the model), so all but ppo with one rank each are slow."""
+    (grpo, two actor ranks), 1.7e-6 (ppo, one actor and one or two critic ranks), 9.6e-6 (ppo under ZeRO-3: two
+    actor ranks gathering each weight for the sync, a critic rank); 80-110 s each on 2 busy cores (the one-process
+    run, then the Ray actors loading the model), so all but ppo with one rank each are slow."""
+    flags = ["--ray_cpus_per_slot", "0.5", "--actor_num_gpus_per_node", str(actors)]
+    if critics:
+        flags += ["--critic_learning_rate", "1e-2", "--critic_num_gpus_per_node", str(critics)]
+    if deepspeed:
+        flags += ["--deepspeed", deepspeed]
+    cluster = _update_like_one_process(ray_cluster, tmp_path, kind, actors, flags)
+    counts = [len(cluster.actors), len(cluster.critics), len(cluster.refs), len(cluster.engines)]
+    assert counts == [actors, critics, 1, 1]
+    cluster.close()
+
+
+def _update_like_one_process(ray, tmp_path, kind: str, actors: int, flags: list):
+    """One update of the Ray groups (placed as `flags` say) on the fixed rollout, checked against one process; the
+    engines must then hold the trained policy. Returns the cluster."""
     import torch
 
     from rlhfx.algos.rl import resolve_config
@@ -58,14 +75,10 @@ def test_the_ray_groups_update_like_one_process(ray_cluster, tmp_path, kind, act
     batch_size = 8 // actors  # each actor rank's share of the 8 samples is one optimizer batch, as the one process's
     argv = ["--rlhf_type", kind, "--model", "tiny", "--train_type", "full", "--n_samples_per_prompt", "4",
             "--batch_size", str(batch_size), "--rollout_batch_size", "2", "--micro_rollout_batch_size", "2",
-            "--target_kl", "0.1", "--max_grad_norm", "0.5", *RAY[:2], "--ray_cpus_per_slot", "0.5",
-            "--actor_num_gpus_per_node", str(actors)]
-    if critics:
-        argv += ["--critic_learning_rate", "1e-2", "--critic_num_gpus_per_node", str(critics)]
+            "--target_kl", "0.1", "--max_grad_norm", "0.5", *RAY[:2], *flags]
     args = parse_args("rlhf", argv)
     config = resolve_config(args, kind)
-    cluster = launch(ray_cluster, config, args, False, [0], 10, 1e-3, str(tmp_path))
-    assert (len(cluster.actors), len(cluster.critics), len(cluster.refs), len(cluster.engines)) == (actors, critics, 1, 1)
+    cluster = launch(ray, config, args, False, [0], 10, 1e-3, str(tmp_path))
     kl = AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
     stage = RayRollout(cluster, args, config, None, None, ActorCritic(None, None), None, Ranks(), 0,
                        lambda: torch.autocast("cpu", enabled=False), kl, RunningMoments())
@@ -77,28 +90,32 @@ def test_the_ray_groups_update_like_one_process(ray_cluster, tmp_path, kind, act
 
         return {name: p.detach().clone() for name, p in policy_weights(actor.policy)}
 
-    trained = ray_cluster.get(cluster.actors[0].__ray_call__.remote(policy))
-    engine = ray_cluster.get(cluster.engines[0].__ray_call__.remote(
-        lambda worker: {name: p.detach().clone() for name, p in worker.engine.model.named_parameters()}))
-    # the engine got the trained weights over the weight-sync group
-    assert engine.keys() == trained.keys() and all(torch.equal(engine[k], trained[k]) for k in trained)
+    def critic(worker):
+        return {k: v.detach().cpu() for k, v in worker.accelerator.get_state_dict(worker.stage.critic).items()}
+
+    # every rank reads (under ZeRO-3 each weight is gathered by the whole group); rank 0's answer is compared
+    trained = ray.get([actor.__ray_call__.remote(policy) for actor in cluster.actors])[0]
+    # every engine got the trained weights over the weight-sync group
+    for engine in ray.get([engine.__ray_call__.remote(lambda worker: {
+            name: p.detach().clone() for name, p in worker.engine.model.named_parameters()})
+            for engine in cluster.engines]):
+        assert engine.keys() == trained.keys() and all(torch.equal(engine[k], trained[k]) for k in trained)
     theirs = {k.removeprefix("policy."): v for k, v in reference["weights"].items() if k.startswith("policy.")}
     assert set(theirs) - set(trained) == {"lm_head.weight"}  # tied to the embeddings: one parameter
-    if critics:  # the critic group's rank 0 holds the trained critic whole (DDP)
-        critic = ray_cluster.get(cluster.critics[0].__ray_call__.remote(
-            lambda worker: {k: v.detach().cpu() for k, v in worker.accelerator.get_state_dict(worker.stage.critic).items()}))
+    if cluster.critics:  # the critic group's rank 0 holds the trained critic whole (DDP), or gathers it (ZeRO-3)
+        critic = ray.get([worker.__ray_call__.remote(critic) for worker in cluster.critics])[0]
         assert set(critic) == {k for k in reference["weights"] if k.startswith("critic.")}
         assert critic["critic.score.weight"].abs().max() > 1e-4  # the zero-initialised head trained
         trained.update(critic)
         theirs.update({k: reference["weights"][k] for k in critic})
     diff = max((trained[k] - theirs[k]).abs().max().item() for k in trained)
-    print(f"{kind} ({actors} actor, {critics} critic ranks): max |ray - one process| = {diff:.2e}")
+    print(f"{kind} {' '.join(flags)}: max |ray - one process| = {diff:.2e}")
     assert diff <= 1e-5
     assert stats == pytest.approx(reference["stats"], abs=1e-5)
     assert kl.value == pytest.approx(reference["kl_coef"], abs=1e-9)
     # the policy trained at all (the comparison is not of two untouched models)
     assert max((trained[k] - v).abs().max().item() for k, v in _initial().items() if k in trained) > 1e-4
-    cluster.close()
+    return cluster
 
 
 def test_both_groups_rank_r_get_one_sample_order_from_the_driver():
@@ -347,11 +364,14 @@ def test_a_resume_needs_the_critic_group_that_saved_the_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["grpo", "ppo"])
-def test_a_stopped_ray_driver_resumes_to_the_uninterrupted_metrics(tmp_path, kind):
+@pytest.mark.parametrize("kind,deepspeed", [("grpo", None), ("ppo", None), ("ppo", "zero3")],
+                         ids=["grpo", "ppo", "ppo-zero3"])
+def test_a_stopped_ray_driver_resumes_to_the_uninterrupted_metrics(tmp_path, kind, deepspeed):
     """SIGTERM to the driver: it saves after the step and stops (its Ray cluster with it); the same command with
     --resume_from_checkpoint latest logs what an uninterrupted run logs (each rank's optimizer and random state
-    restored, the engines seeded per step; ppo: the critic group's state too, its value loss compared)."""
+    restored, the engines seeded per step; ppo: the critic group's state too, its value loss compared; ZeRO-3: each
+    rank's shards of both groups saved and loaded, the policy gathered by both actor ranks for the save and the
+    sync)."""
     flags = [*RL, "--rlhf_type", kind, "--model", "tiny", "--max_steps", "4", "--save_steps", "2",
              "--rollout_batch_size", "4", "--n_samples_per_prompt", "2", "--batch_size", "2", "--learning_rate", "1e-3"]
     if kind == "ppo":  # a critic group of one rank beside the actor group's two, in this machine's 2 CPUs; a reward
@@ -359,6 +379,8 @@ def test_a_stopped_ray_driver_resumes_to_the_uninterrupted_metrics(tmp_path, kin
         flags[flags.index("demo")] = "soft_overlong"
         flags += ["--soft_max_length", "16", "--soft_cache_length", "12", "--critic_num_gpus_per_node", "1",
                   "--ray_cpus_per_slot", "0.25"]
+    if deepspeed:
+        flags += ["--deepspeed", deepspeed]
     stop_resume_and_compare(flags, tmp_path / "whole", tmp_path / "killed")
 
 
@@ -410,7 +432,7 @@ def test_the_driver_loads_no_weights(run_cli, monkeypatch, tmp_path):
     """The driver reads the policy's skeleton on the meta device (module names, config, stop tokens) and loads no
     reference: the actors hold the weights (a 70B policy and its reference would take ~280 GB of its host memory).
     Run in this process with the loaders replaced by failures (the actors, in their own processes, load as usual);
-    about 45 s. Last in the file: the run shuts its Ray cluster down."""
+    about 45 s. Late in the file: the run shuts its Ray cluster down."""
     from safetensors.torch import load_file
 
     import rlhfx.models
@@ -430,3 +452,31 @@ def test_the_driver_loads_no_weights(run_cli, monkeypatch, tmp_path):
     assert code == 0, log
     trained, initial = load_file(out / "model.safetensors"), _initial()
     assert max((trained[k] - initial[k]).abs().max().item() for k in trained) > 1e-4  # the actors trained and saved
+
+
+@pytest.mark.slow
+def test_an_actor_group_spans_two_nodes(tmp_path):
+    """A Ray cluster of two nodes on this machine (ray.cluster_utils, one CPU each) and --actor_num_nodes 2
+    --actor_num_gpus_per_node 1 with a whole CPU per slot: the actor group's placement group (one bundle per slot,
+    PACK) cannot fit on one node, so rank 1 runs on the other node, reaches rank 0's rendezvous
+    (ray.util.get_node_ip_address) and trains like one process, the reference and engine actors on the same slots
+    (--colocate_all_models). Measured max |diff| 9.5e-7 (grpo); about 130 s on 2 busy cores. Run after the tests
+    on the module's one-node cluster: it shuts that down."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    nodes.add_node(num_cpus=1)
+    ray.init(address=nodes.address, log_to_driver=False)
+    try:
+        cluster = _update_like_one_process(ray, tmp_path, "grpo", 2, [
+            "--ray_cpus_per_slot", "1", "--actor_num_nodes", "2", "--actor_num_gpus_per_node", "1",
+            "--colocate_all_models", "--ref_num_gpus_per_node", "2", "--vllm_num_engines", "2"])
+        where = ray.get([actor.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id())
+                         for actor in cluster.actors])
+        assert len(set(where)) == 2, where
+        cluster.close()
+    finally:
+        ray.shutdown()
+        nodes.shutdown()
