@@ -62,7 +62,8 @@ def micro_stepper(**config):
     trainer.config = RLOptions(**{**fields, **config})
     trainer.kl, trainer.chord = SimpleNamespace(value=0.0), None
     logp = torch.tensor([[0.1, 0.2, 0.3], [-0.5, -0.3, 0.0]], requires_grad=True)
-    trainer.forward = lambda micro: (logp, torch.zeros(2, 3, 4), None)
+    trainer.policy, trainer.critic = "policy", None  # the policy's loss alone
+    trainer.forward = lambda micro: (logp, torch.zeros(2, 3, 4))
     micro = {"mask": torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]), "old_logp": torch.zeros(2, 3),
              "ref_logp": torch.zeros(2, 3), "advantages": torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]])}
     return trainer, logp, micro

@@ -142,9 +142,7 @@ class UpdateStage:
         that plus mu times `sft_share` of an expert batch's SFT loss. Its statistics go into `stats`."""
         config, mask = self.config, micro["mask"]
         agg = {"n_tokens": counts["n_tokens"], "n_sequences": counts["n_sequences"]}
-        with self.autocast():
-            logits = self.policy(**inputs(micro))
-        logp, logits = token_logp(logits, micro, config.temperature)
+        logp, logits = self.forward(micro)
         if config.loss_type == "real":
             out = {"loss": rl_math.real_loss(logp, micro["old_logp"], micro["advantages"], mask,
                                              config.n_samples_per_prompt, config.real_tau, counts.get("n_groups"))}
@@ -166,6 +164,12 @@ class UpdateStage:
         if self.chord is not None:
             loss = self._chord(loss, stats, sft_share)
         return loss
+
+    def forward(self, micro: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-probs, logits / temperature) of the response tokens through the prepared (DDP / DeepSpeed) policy."""
+        with self.autocast():
+            logits = self.policy(**inputs(micro))
+        return token_logp(logits, micro, self.config.temperature)
 
     def _sapo(self) -> tuple[float, float] | None:
         return (self.config.tau_pos, self.config.tau_neg) if self.config.loss_type == "sapo" else None
